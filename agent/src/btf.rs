@@ -1,0 +1,793 @@
+//! Minimal reader for the Linux BPF Type Format (BTF).
+//!
+//! The eBPF programs read kernel structures (`task_struct`, `file`, `inode`, ...) at fixed
+//! byte offsets, and those offsets differ between kernel builds. At load time the agent
+//! reads them from the running kernel's BTF (`/sys/kernel/btf/vmlinux`) with this module.
+//!
+//! Only what that needs is implemented: a raw BTF blob (not ELF) is parsed once, struct and
+//! union names are indexed, and member offsets and sizes can be queried. Format reference:
+//! <https://docs.kernel.org/bpf/btf.html>. Parsing is defensive: malformed input yields an
+//! error, never a panic, and cyclic type graphs are cut off after [`MAX_DEPTH`] steps.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+const SYS_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+const BTF_MAGIC: u16 = 0xEB9F;
+/// Size of the version-1 header (`struct btf_header`).
+const HEADER_LEN: usize = 24;
+/// Bound on typedef/modifier chains, anonymous-member nesting and array-of-array chains.
+const MAX_DEPTH: u32 = 32;
+/// BTF pointers have no size field; the kernel's pointer size is the host's.
+const PTR_SIZE: u32 = usize::BITS / 8;
+
+/// BTF type kinds (`BTF_KIND_*`).
+mod kind {
+    pub const INT: u8 = 1;
+    pub const PTR: u8 = 2;
+    pub const ARRAY: u8 = 3;
+    pub const STRUCT: u8 = 4;
+    pub const UNION: u8 = 5;
+    pub const ENUM: u8 = 6;
+    pub const FWD: u8 = 7;
+    pub const TYPEDEF: u8 = 8;
+    pub const VOLATILE: u8 = 9;
+    pub const CONST: u8 = 10;
+    pub const RESTRICT: u8 = 11;
+    pub const FUNC: u8 = 12;
+    pub const FUNC_PROTO: u8 = 13;
+    pub const VAR: u8 = 14;
+    pub const DATASEC: u8 = 15;
+    pub const FLOAT: u8 = 16;
+    pub const DECL_TAG: u8 = 17;
+    pub const TYPE_TAG: u8 = 18;
+    pub const ENUM64: u8 = 19;
+}
+
+/// Errors from loading BTF or looking up types in it.
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("cannot read BTF from {}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("not a raw BTF blob (magic {found:#06x}, expected 0xeb9f)")]
+    BadMagic { found: u16 },
+    #[error("BTF data truncated or out of bounds: {what}")]
+    Truncated { what: &'static str },
+    #[error("unsupported BTF version {version} (only version 1 is supported)")]
+    UnsupportedVersion { version: u8 },
+    #[error("unknown BTF type kind {kind} at type id {id}")]
+    UnknownKind { kind: u8, id: u32 },
+    #[error("malformed BTF: {what}")]
+    Malformed { what: &'static str },
+    #[error("type `{name}` not found in BTF")]
+    TypeNotFound { name: String },
+    #[error("`{name}` is not a struct or union")]
+    NotAStruct { name: String },
+    #[error("member `{member}` not found in `{ty}`")]
+    MemberNotFound { ty: String, member: String },
+    #[error("member `{ty}.{member}` is a bitfield or not byte-aligned")]
+    Bitfield { ty: String, member: String },
+    #[error("the type of member `{ty}.{member}` has no size")]
+    Unsized { ty: String, member: String },
+}
+
+type Result<T> = std::result::Result<T, BtfError>;
+
+/// Kind-specific data kept from the type section.
+#[derive(Clone, Copy)]
+enum Data {
+    None,
+    /// INT encoding word: bits 0-7 = nr_bits, 16-23 = bit offset, 24-27 = encoding.
+    Int(u32),
+    Array {
+        elem: u32,
+        nelems: u32,
+    },
+    /// `len` members starting at `start` in [`Btf::members`].
+    Members {
+        start: usize,
+        len: u16,
+    },
+}
+
+#[derive(Clone, Copy)]
+struct Type {
+    kind: u8,
+    kind_flag: bool,
+    name_off: u32,
+    size_or_type: u32,
+    data: Data,
+}
+
+impl Type {
+    fn is_composite(&self) -> bool {
+        matches!(self.kind, kind::STRUCT | kind::UNION)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Member {
+    name_off: u32,
+    type_id: u32,
+    /// Bit offset, or `(bitfield_size << 24) | bit_offset` when the parent has `kind_flag`.
+    offset: u32,
+}
+
+/// A member located inside a struct (offsets relative to the struct searched).
+struct Found {
+    bit_offset: u32,
+    bitfield_size: u32,
+    type_id: u32,
+}
+
+/// Parsed BTF: all types (indexed by type id), struct/union members and the string section.
+pub struct Btf {
+    /// Index = type id; entry 0 is `void`.
+    types: Vec<Type>,
+    members: Vec<Member>,
+    strings: Vec<u8>,
+    /// Named STRUCT/UNION -> preferred type id (first one with a non-zero size).
+    structs: HashMap<String, u32>,
+    /// Other named types (typedefs, ints, enums, forward decls) -> first type id.
+    others: HashMap<String, u32>,
+}
+
+impl fmt::Debug for Btf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Btf")
+            .field("types", &(self.types.len() - 1))
+            .field("structs", &self.structs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+const fn truncated(what: &'static str) -> BtfError {
+    BtfError::Truncated { what }
+}
+
+const fn malformed(what: &'static str) -> BtfError {
+    BtfError::Malformed { what }
+}
+
+/// Bounds-checked reader of u32 words in the blob's byte order.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    big_endian: bool,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8], pos: usize, big_endian: bool) -> Self {
+        Self {
+            buf,
+            pos,
+            big_endian,
+        }
+    }
+
+    fn skip(&mut self, n: usize, what: &'static str) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).ok_or(truncated(what))?;
+        let bytes = self.buf.get(self.pos..end).ok_or(truncated(what))?;
+        self.pos = end;
+        Ok(bytes)
+    }
+
+    fn words<const N: usize>(&mut self, what: &'static str) -> Result<[u32; N]> {
+        let mut out = [0; N];
+        for word in &mut out {
+            let bytes: [u8; 4] = self
+                .skip(4, what)?
+                .try_into()
+                .map_err(|_| truncated(what))?;
+            *word = if self.big_endian {
+                u32::from_be_bytes(bytes)
+            } else {
+                u32::from_le_bytes(bytes)
+            };
+        }
+        Ok(out)
+    }
+}
+
+/// The NUL-terminated string at `off` in the string section.
+fn str_at(strings: &[u8], off: u32) -> Result<&str> {
+    let tail = strings
+        .get(off as usize..)
+        .ok_or(truncated("string offset"))?;
+    let len = tail
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(truncated("unterminated string"))?;
+    std::str::from_utf8(&tail[..len]).map_err(|_| malformed("non-UTF-8 name"))
+}
+
+impl Btf {
+    /// Loads the running kernel's BTF from `/sys/kernel/btf/vmlinux`.
+    pub fn from_sys_fs() -> Result<Self> {
+        Self::from_file(Path::new(SYS_BTF_PATH))
+    }
+
+    /// Loads a raw BTF blob from a file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        match std::fs::read(path) {
+            Ok(data) => Self::from_bytes(data),
+            Err(source) => Err(BtfError::Io {
+                path: path.into(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses a raw BTF blob (either byte order) and indexes its struct/union names.
+    pub fn from_bytes(data: Vec<u8>) -> Result<Self> {
+        let big_endian = match data.get(..3).ok_or(truncated("header"))? {
+            &[0x9f, 0xeb, _] => false,
+            &[0xeb, 0x9f, _] => true,
+            &[a, b, _] => {
+                return Err(BtfError::BadMagic {
+                    found: u16::from_le_bytes([a, b]),
+                });
+            }
+            _ => unreachable!("slice of length 3"),
+        };
+        if data[2] != 1 {
+            return Err(BtfError::UnsupportedVersion { version: data[2] });
+        }
+        let [hdr_len, type_off, type_len, str_off, str_len] =
+            Reader::new(&data, 4, big_endian).words("header")?;
+        let hdr_len = hdr_len as usize;
+        if hdr_len < HEADER_LEN {
+            return Err(malformed("header length too small"));
+        }
+        // Section offsets are relative to the end of the header.
+        let section = |off: u32, len: u32, what| {
+            let start = hdr_len.checked_add(off as usize).ok_or(truncated(what))?;
+            Reader::new(&data, start, big_endian).skip(len as usize, what)
+        };
+        let type_sec = section(type_off, type_len, "type section")?;
+        let strings = section(str_off, str_len, "string section")?.to_vec();
+
+        let (kind, kind_flag, name_off, size_or_type, data) = (0, false, 0, 0, Data::None);
+        let mut types = vec![Type {
+            kind,
+            kind_flag,
+            name_off,
+            size_or_type,
+            data,
+        }];
+        let mut members = Vec::new();
+        let mut r = Reader::new(type_sec, 0, big_endian);
+        while r.pos < type_sec.len() {
+            let id = u32::try_from(types.len()).map_err(|_| malformed("too many types"))?;
+            let [name_off, info, size_or_type] = r.words("type")?;
+            let kind = ((info >> 24) & 0x1f) as u8;
+            let vlen = (info & 0xffff) as u16;
+            let data = match kind {
+                kind::INT => Data::Int(r.words::<1>("int")?[0]),
+                kind::ARRAY => {
+                    let [elem, _index_type, nelems] = r.words("array")?;
+                    Data::Array { elem, nelems }
+                }
+                kind::STRUCT | kind::UNION => {
+                    let start = members.len();
+                    for _ in 0..vlen {
+                        let [name_off, type_id, offset] = r.words("member")?;
+                        members.push(Member {
+                            name_off,
+                            type_id,
+                            offset,
+                        });
+                    }
+                    Data::Members { start, len: vlen }
+                }
+                kind::PTR | kind::FWD | kind::TYPEDEF | kind::VOLATILE | kind::CONST => Data::None,
+                kind::RESTRICT | kind::FUNC | kind::FLOAT | kind::TYPE_TAG => Data::None,
+                kind::ENUM | kind::FUNC_PROTO => {
+                    r.skip(8 * usize::from(vlen), "enum").map(|_| Data::None)?
+                }
+                kind::VAR | kind::DECL_TAG => r.skip(4, "var/decl_tag").map(|_| Data::None)?,
+                kind::DATASEC | kind::ENUM64 => r
+                    .skip(12 * usize::from(vlen), "datasec")
+                    .map(|_| Data::None)?,
+                _ => return Err(BtfError::UnknownKind { kind, id }),
+            };
+            let kind_flag = info >> 31 == 1;
+            types.push(Type {
+                kind,
+                kind_flag,
+                name_off,
+                size_or_type,
+                data,
+            });
+        }
+
+        let (mut structs, mut others) = (HashMap::new(), HashMap::new());
+        for (id, t) in (0u32..).zip(&types).filter(|(_, t)| t.name_off != 0) {
+            match t.kind {
+                kind::STRUCT | kind::UNION => {
+                    let name = str_at(&strings, t.name_off)?;
+                    let prev = structs
+                        .get(name)
+                        .map(|&p: &u32| types[p as usize].size_or_type);
+                    if prev.is_none() || (prev == Some(0) && t.size_or_type != 0) {
+                        structs.insert(name.to_owned(), id);
+                    }
+                }
+                kind::INT | kind::ENUM | kind::ENUM64 | kind::FWD | kind::TYPEDEF | kind::FLOAT => {
+                    others
+                        .entry(str_at(&strings, t.name_off)?.to_owned())
+                        .or_insert(id);
+                }
+                _ => {}
+            }
+        }
+        Ok(Self {
+            types,
+            members,
+            strings,
+            structs,
+            others,
+        })
+    }
+
+    /// Byte offset of a member of a named struct/union. `member_path` may be dotted
+    /// (`"f_path.dentry"`) to descend into nested struct members; members of anonymous
+    /// struct/union members are found transparently (as in C). Typedefs and
+    /// const/volatile/restrict qualifiers on the way are resolved.
+    pub fn member_offset(&self, struct_name: &str, member_path: &str) -> Result<u32> {
+        let found = self.try_member_offset(struct_name, member_path)?;
+        found.ok_or_else(|| not_found(struct_name, member_path))
+    }
+
+    /// Like [`Btf::member_offset`], but `Ok(None)` when the member does not exist (for fields
+    /// that vary between kernels, e.g. `inode.i_mtime_sec` on 6.11+ vs `i_mtime` before).
+    pub fn try_member_offset(&self, struct_name: &str, member_path: &str) -> Result<Option<u32>> {
+        Ok(self
+            .lookup(struct_name, member_path)?
+            .map(|(offset, _)| offset))
+    }
+
+    /// Byte size of a member's type (after resolving typedef/const/volatile), for sanity checks.
+    pub fn member_size(&self, struct_name: &str, member_path: &str) -> Result<u32> {
+        let found = self.lookup(struct_name, member_path)?;
+        let (_, type_id) = found.ok_or_else(|| not_found(struct_name, member_path))?;
+        let (ty, member) = (struct_name.into(), member_path.into());
+        self.type_size(type_id, 0)?
+            .ok_or(BtfError::Unsized { ty, member })
+    }
+
+    /// Byte size of a named struct/union.
+    pub fn struct_size(&self, struct_name: &str) -> Result<u32> {
+        Ok(self.ty(self.find_struct(struct_name)?)?.size_or_type)
+    }
+
+    fn ty(&self, id: u32) -> Result<&Type> {
+        self.types
+            .get(id as usize)
+            .ok_or(malformed("type id out of range"))
+    }
+
+    /// Follows typedef/const/volatile/restrict/type_tag to the underlying type (and its id).
+    fn resolve(&self, mut id: u32) -> Result<(u32, &Type)> {
+        for _ in 0..MAX_DEPTH {
+            let t = self.ty(id)?;
+            match t.kind {
+                kind::TYPEDEF | kind::VOLATILE | kind::CONST | kind::RESTRICT => {
+                    id = t.size_or_type
+                }
+                kind::TYPE_TAG => id = t.size_or_type,
+                _ => return Ok((id, t)),
+            }
+        }
+        Err(malformed("type reference chain too long"))
+    }
+
+    /// Type id of the named struct/union (or of the struct a typedef of that name refers to).
+    fn find_struct(&self, name: &str) -> Result<u32> {
+        if let Some(&id) = self.structs.get(name) {
+            return Ok(id);
+        }
+        let not_found = || BtfError::TypeNotFound { name: name.into() };
+        match self.resolve(*self.others.get(name).ok_or_else(not_found)?)? {
+            (id, t) if t.is_composite() => Ok(id),
+            _ => Err(BtfError::NotAStruct { name: name.into() }),
+        }
+    }
+
+    fn members_of(&self, t: &Type) -> &[Member] {
+        match t.data {
+            Data::Members { start, len } => {
+                let range = start..start + usize::from(len);
+                self.members.get(range).unwrap_or_default()
+            }
+            _ => &[],
+        }
+    }
+
+    /// Finds the member `name` of the struct/union `t`, descending into anonymous members.
+    fn find_member(&self, t: &Type, name: &str, depth: u32) -> Result<Option<Found>> {
+        if depth > MAX_DEPTH {
+            return Err(malformed("anonymous members nested too deeply"));
+        }
+        for m in self.members_of(t) {
+            let (bit_offset, bitfield_size) = match t.kind_flag {
+                true => (m.offset & 0xff_ffff, m.offset >> 24),
+                false => (m.offset, 0),
+            };
+            if m.name_off != 0 {
+                if str_at(&self.strings, m.name_off)? == name {
+                    let type_id = m.type_id;
+                    return Ok(Some(Found {
+                        bit_offset,
+                        bitfield_size,
+                        type_id,
+                    }));
+                }
+                continue;
+            }
+            let (_, inner) = self.resolve(m.type_id)?;
+            if inner.is_composite()
+                && let Some(mut found) = self.find_member(inner, name, depth + 1)?
+            {
+                let total = found.bit_offset.checked_add(bit_offset);
+                found.bit_offset = total.ok_or(malformed("offset overflow"))?;
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// True for an INT that only occupies part of its storage (legacy bitfield encoding).
+    fn is_int_bitfield(&self, type_id: u32) -> Result<bool> {
+        let (_, t) = self.resolve(type_id)?;
+        Ok(match t.data {
+            Data::Int(encoding) => {
+                let (bits, offset) = (encoding & 0xff, (encoding >> 16) & 0xff);
+                offset != 0 || u64::from(bits) != u64::from(t.size_or_type) * 8
+            }
+            _ => false,
+        })
+    }
+
+    /// Resolves a dotted member path to (byte offset, member type id); `None` if a component
+    /// does not exist.
+    fn lookup(&self, struct_name: &str, member_path: &str) -> Result<Option<(u32, u32)>> {
+        let mut type_id = self.find_struct(struct_name)?;
+        let (mut offset, mut prefix_len) = (0u32, 0usize);
+        for component in member_path.split('.') {
+            let (_, t) = self.resolve(type_id)?;
+            if !t.is_composite() {
+                let prefix = member_path.get(..prefix_len.saturating_sub(1));
+                let name = format!("{struct_name}.{}", prefix.unwrap_or(member_path));
+                return Err(BtfError::NotAStruct { name });
+            }
+            prefix_len += component.len() + 1;
+            if component.is_empty() {
+                return Ok(None);
+            }
+            let Some(found) = self.find_member(t, component, 0)? else {
+                return Ok(None);
+            };
+            let misaligned = found.bitfield_size != 0 || found.bit_offset % 8 != 0;
+            if misaligned || self.is_int_bitfield(found.type_id)? {
+                let (ty, member) = (struct_name.into(), member_path.into());
+                return Err(BtfError::Bitfield { ty, member });
+            }
+            let total = offset.checked_add(found.bit_offset / 8);
+            offset = total.ok_or(malformed("offset overflow"))?;
+            type_id = found.type_id;
+        }
+        Ok(Some((offset, type_id)))
+    }
+
+    /// Byte size of a type, `None` for types without one (void, functions, ...).
+    fn type_size(&self, type_id: u32, depth: u32) -> Result<Option<u32>> {
+        if depth > MAX_DEPTH {
+            return Err(malformed("array nesting too deep"));
+        }
+        let (_, t) = self.resolve(type_id)?;
+        Ok(match (t.kind, t.data) {
+            (_, Data::Array { elem, nelems }) => match self.type_size(elem, depth + 1)? {
+                Some(size) => Some(size.checked_mul(nelems).ok_or(malformed("array too big"))?),
+                None => None,
+            },
+            (kind::PTR, _) => Some(PTR_SIZE),
+            (kind::INT | kind::ENUM | kind::ENUM64 | kind::FLOAT, _) => Some(t.size_or_type),
+            (kind::STRUCT | kind::UNION, _) => Some(t.size_or_type),
+            _ => None,
+        })
+    }
+}
+
+fn not_found(struct_name: &str, member_path: &str) -> BtfError {
+    let (ty, member) = (struct_name.into(), member_path.into());
+    BtfError::MemberNotFound { ty, member }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Assembles BTF blobs. Everything after the magic/version/flags bytes is u32 words, so
+    /// the blob can be emitted in either byte order.
+    struct Builder {
+        strings: Vec<u8>,
+        types: Vec<u32>,
+        next_id: u32,
+    }
+
+    impl Builder {
+        fn new() -> Self {
+            Self {
+                strings: vec![0],
+                types: Vec::new(),
+                next_id: 1,
+            }
+        }
+
+        fn str(&mut self, s: &str) -> u32 {
+            if s.is_empty() {
+                return 0;
+            }
+            let off = self.strings.len() as u32;
+            self.strings.extend_from_slice(s.as_bytes());
+            self.strings.push(0);
+            off
+        }
+
+        fn add(
+            &mut self,
+            name: &str,
+            kind: u8,
+            kflag: bool,
+            vlen: u32,
+            size_or_type: u32,
+            extra: &[u32],
+        ) -> u32 {
+            let name_off = self.str(name);
+            let info = (u32::from(kflag) << 31) | (u32::from(kind) << 24) | vlen;
+            self.types.extend([name_off, info, size_or_type]);
+            self.types.extend_from_slice(extra);
+            self.next_id += 1;
+            self.next_id - 1
+        }
+
+        fn int(&mut self, name: &str, size: u32, bits: u32) -> u32 {
+            self.add(name, kind::INT, false, 0, size, &[bits])
+        }
+
+        /// `members`: (name, type id, offset word).
+        fn composite(
+            &mut self,
+            name: &str,
+            kind: u8,
+            kflag: bool,
+            size: u32,
+            members: &[(&str, u32, u32)],
+        ) -> u32 {
+            let words: Vec<u32> = members
+                .iter()
+                .flat_map(|&(n, t, o)| [self.str(n), t, o])
+                .collect();
+            self.add(name, kind, kflag, members.len() as u32, size, &words)
+        }
+
+        fn blob(&self, big_endian: bool) -> Vec<u8> {
+            let word = |w: u32| {
+                if big_endian {
+                    w.to_be_bytes()
+                } else {
+                    w.to_le_bytes()
+                }
+            };
+            let type_len = self.types.len() as u32 * 4;
+            let magic = if big_endian {
+                BTF_MAGIC.to_be_bytes()
+            } else {
+                BTF_MAGIC.to_le_bytes()
+            };
+            let mut out = vec![magic[0], magic[1], 1, 0];
+            let header = [24, 0, type_len, type_len, self.strings.len() as u32];
+            out.extend(
+                header
+                    .into_iter()
+                    .chain(self.types.iter().copied())
+                    .flat_map(word),
+            );
+            out.extend_from_slice(&self.strings);
+            out
+        }
+    }
+
+    /// `struct outer` (72 bytes): x@0, flags:3 bitfield@4, nested@8 (inner: a@0, b@8),
+    /// anonymous union {u_long, u_int}@24, td@32 (const inner_t), ptr@48, arr@56 (int[4]).
+    /// Plus an empty `struct outer` declared first, and `struct legacy` with old-style bitfields.
+    fn sample(big_endian: bool) -> Vec<u8> {
+        let mut b = Builder::new();
+        let empty_outer = b.composite("outer", kind::STRUCT, false, 0, &[]);
+        assert_eq!(empty_outer, 1);
+        let int = b.int("int", 4, 32);
+        let long = b.int("long", 8, 64);
+        let inner = b.composite(
+            "inner",
+            kind::STRUCT,
+            false,
+            16,
+            &[("a", int, 0), ("b", long, 64)],
+        );
+        let inner_t = b.add("inner_t", kind::TYPEDEF, false, 0, inner, &[]);
+        let const_inner_t = b.add("", kind::CONST, false, 0, inner_t, &[]);
+        let anon = b.composite(
+            "",
+            kind::UNION,
+            false,
+            8,
+            &[("u_long", long, 0), ("u_int", int, 0)],
+        );
+        let ptr = b.add("", kind::PTR, false, 0, inner, &[]);
+        let arr = b.add("", kind::ARRAY, false, 0, 0, &[int, int, 4]);
+        let fields = [
+            ("x", int, 0),
+            ("flags", int, (3 << 24) | 32),
+            ("nested", inner, 64),
+            ("", anon, 192),
+            ("td", const_inner_t, 256),
+            ("ptr", ptr, 384),
+            ("arr", arr, 448),
+        ];
+        b.composite("outer", kind::STRUCT, true, 72, &fields);
+        let u3 = b.int("u3", 4, 3);
+        b.composite(
+            "legacy",
+            kind::STRUCT,
+            false,
+            8,
+            &[("bf", u3, 0), ("odd", int, 12)],
+        );
+        b.blob(big_endian)
+    }
+
+    #[test]
+    fn btf_synthetic_offsets_and_sizes() {
+        for big_endian in [false, true] {
+            let btf = Btf::from_bytes(sample(big_endian)).expect("valid sample BTF");
+            let off = |s, m| btf.member_offset(s, m).unwrap();
+            assert_eq!(off("outer", "x"), 0);
+            assert_eq!(off("outer", "nested"), 8);
+            assert_eq!(off("outer", "nested.b"), 16);
+            assert_eq!(off("outer", "u_long"), 24, "anonymous union member");
+            assert_eq!(off("outer", "u_int"), 24);
+            assert_eq!(off("outer", "td.b"), 40, "typedef + const resolved");
+            assert_eq!(off("outer", "ptr"), 48);
+            assert_eq!(off("outer", "arr"), 56);
+            assert_eq!(off("inner_t", "b"), 8, "struct looked up via typedef");
+            assert_eq!(
+                btf.struct_size("outer").unwrap(),
+                72,
+                "sized struct preferred over empty one"
+            );
+            assert_eq!(btf.struct_size("inner").unwrap(), 16);
+            let size = |s, m| btf.member_size(s, m).unwrap();
+            assert_eq!(size("outer", "x"), 4);
+            assert_eq!(size("outer", "nested.b"), 8);
+            assert_eq!(size("outer", "td"), 16);
+            assert_eq!(size("outer", "ptr"), 8);
+            assert_eq!(size("outer", "arr"), 16);
+            assert_eq!(btf.try_member_offset("outer", "nested.a").unwrap(), Some(8));
+        }
+    }
+
+    #[test]
+    fn btf_synthetic_errors() {
+        let btf = Btf::from_bytes(sample(false)).unwrap();
+        let err = |s, m| btf.member_offset(s, m).unwrap_err();
+        assert!(matches!(err("outer", "flags"), BtfError::Bitfield { .. }));
+        assert!(matches!(err("legacy", "bf"), BtfError::Bitfield { .. }));
+        assert!(matches!(err("legacy", "odd"), BtfError::Bitfield { .. }));
+        assert!(matches!(
+            err("outer", "nope"),
+            BtfError::MemberNotFound { .. }
+        ));
+        assert!(matches!(
+            err("outer", "nested.nope"),
+            BtfError::MemberNotFound { .. }
+        ));
+        assert!(matches!(err("outer", ""), BtfError::MemberNotFound { .. }));
+        assert!(matches!(err("nosuch", "x"), BtfError::TypeNotFound { .. }));
+        assert!(matches!(err("int", "x"), BtfError::NotAStruct { .. }));
+        match err("outer", "ptr.a") {
+            BtfError::NotAStruct { name } => assert_eq!(name, "outer.ptr"),
+            e => panic!("unexpected {e}"),
+        }
+        assert_eq!(btf.try_member_offset("outer", "nope").unwrap(), None);
+        assert_eq!(btf.try_member_offset("outer", "nested.nope").unwrap(), None);
+        assert!(matches!(
+            btf.try_member_offset("nosuch", "x"),
+            Err(BtfError::TypeNotFound { .. })
+        ));
+        assert!(matches!(
+            btf.member_size("outer", "nope"),
+            Err(BtfError::MemberNotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn btf_malformed_input_is_an_error_not_a_panic() {
+        let good = sample(false);
+        for len in 0..good.len() {
+            assert!(
+                Btf::from_bytes(good[..len].to_vec()).is_err(),
+                "prefix of {len} bytes accepted"
+            );
+        }
+        assert!(matches!(
+            Btf::from_bytes(b"\x7fELF\x02\x01\x01\0".to_vec()),
+            Err(BtfError::BadMagic { .. })
+        ));
+        let mut v2 = good.clone();
+        v2[2] = 2;
+        assert!(matches!(
+            Btf::from_bytes(v2),
+            Err(BtfError::UnsupportedVersion { version: 2 })
+        ));
+        // Corrupt every byte in turn; parsing and lookups may fail but must not panic or hang.
+        for i in 0..good.len() {
+            for value in [0x00, 0x01, 0x07, 0x80, 0xff] {
+                let mut bad = good.clone();
+                bad[i] = value;
+                if let Ok(btf) = Btf::from_bytes(bad) {
+                    for path in ["x", "nested.b", "u_int", "td.b", "ptr.a", "arr", "flags"] {
+                        let _ = btf.member_offset("outer", path);
+                        let _ = btf.member_size("outer", path);
+                    }
+                    let _ = btf.struct_size("inner_t");
+                }
+            }
+        }
+        // Pseudo-random garbage behind a valid magic and version.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..200 {
+            let mut junk = vec![0x9f, 0xeb, 1, 0];
+            junk.extend((0..64).map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            }));
+            let _ = Btf::from_bytes(junk);
+        }
+    }
+
+    fn vmlinux() -> Btf {
+        Btf::from_sys_fs()
+            .expect("/sys/kernel/btf/vmlinux must exist and parse (CONFIG_DEBUG_INFO_BTF)")
+    }
+
+    #[test]
+    fn btf_vmlinux_stable_offsets() {
+        let btf = vmlinux();
+        assert_eq!(btf.member_offset("list_head", "next").unwrap(), 0);
+        assert_eq!(btf.member_offset("list_head", "prev").unwrap(), 8);
+        assert_eq!(btf.member_offset("path", "mnt").unwrap(), 0);
+        assert_eq!(btf.member_offset("path", "dentry").unwrap(), 8);
+        assert_eq!(btf.member_offset("qstr", "name").unwrap(), 8);
+        assert_eq!(btf.member_size("task_struct", "tgid").unwrap(), 4);
+        let f_path = btf.member_offset("file", "f_path").unwrap();
+        assert_eq!(
+            btf.member_offset("file", "f_path.dentry").unwrap(),
+            f_path + 8
+        );
+        let pid = btf.member_offset("task_struct", "pid").unwrap();
+        assert_eq!(btf.member_offset("task_struct", "tgid").unwrap(), pid + 4);
+        assert_eq!(
+            btf.try_member_offset("task_struct", "no_such_member_xyz")
+                .unwrap(),
+            None
+        );
+        assert!(btf.struct_size("task_struct").unwrap() > 1000);
+    }
+}

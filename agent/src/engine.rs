@@ -1,0 +1,472 @@
+//! Loads the kernel programs, owns their maps, and exposes the operations the daemon and the
+//! tests need: govern processes/cgroups, install grants, swap a session's grants, read counters
+//! and events.
+//!
+//! Two lifetimes: `EngineOptions { pin_dir: None }` (tests, tools) keeps links only as long as the
+//! `Engine` lives; with a `pin_dir` the maps and links are pinned under it so enforcement outlives
+//! the daemon, and a later `Engine::load` with the same directory adopts them.
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, TracePoint, links::{FdLink, PinnedLink}},
+};
+use mcpguard_common as c;
+use mcpguard_common::{Conf, Fingerprint, NameKey, ObjKey, ProcEntry, SessionState};
+
+use crate::{btf::Btf, events::Decision, kgrant::KernelGrant, procs};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("reading kernel BTF: {0}")]
+    Btf(#[from] crate::btf::BtfError),
+    #[error("reading kernel BTF for the loader: {0}")]
+    AyaBtf(#[from] aya::BtfError),
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program `{prog}`: {source}")]
+    Program { prog: &'static str, source: aya::programs::ProgramError },
+    #[error("map `{map}`: {source}")]
+    Map { map: &'static str, source: aya::maps::MapError },
+    #[error("map `{map}` is missing from the object")]
+    MissingMap { map: &'static str },
+    #[error("pinning `{what}` at {path}: {source}")]
+    Pin { what: String, path: PathBuf, source: std::io::Error },
+    #[error("adopting pinned state at {path}: {msg}")]
+    Adopt { path: PathBuf, msg: String },
+    #[error("{0}")]
+    Proc(#[from] procs::ProcError),
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> EngineError {
+    move |source| EngineError::Map { map, source }
+}
+
+/// Which enforcement mechanism is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// BTF tracepoints + `bpf_send_signal(SIGKILL)`: a forbidden exec/open kills the process
+    /// before its next instruction. `deny` mode is carried out as a kill on this backend.
+    Kill,
+}
+
+impl Backend {
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Kill => "kill",
+        }
+    }
+    #[must_use]
+    pub const fn synchronous_deny(self) -> bool {
+        false
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct EngineOptions {
+    /// Pin maps and links under this bpffs directory (daemon). `None`: nothing is pinned.
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// BTF tracepoints: (program, tracepoint).
+const BTF_PROGS: [(&str, &str); 3] = [
+    (c::PROG_FORK, "sched_process_fork"),
+    (c::PROG_EXIT, "sched_process_exit"),
+    (c::PROG_EXEC, "sched_process_exec"),
+];
+/// Syscall tracepoints: (program, tracepoint name in category `syscalls`).
+const TP_PROGS: [(&str, &str); 6] = [
+    (c::PROG_OPENAT, "sys_exit_openat"),
+    (c::PROG_OPEN, "sys_exit_open"),
+    (c::PROG_OPENAT2, "sys_exit_openat2"),
+    (c::PROG_CREAT, "sys_exit_creat"),
+    (c::PROG_OPEN_BY_HANDLE, "sys_exit_open_by_handle_at"),
+    (c::PROG_IO_URING, "sys_enter_io_uring_setup"),
+];
+const ALL_MAPS: [&str; 9] = [
+    c::MAP_PROCS,
+    c::MAP_CGROUPS,
+    c::MAP_SESSIONS,
+    c::MAP_EXEC,
+    c::MAP_EXEC_NAMES,
+    c::MAP_PATHS,
+    c::MAP_EVENTS,
+    c::MAP_COUNTERS,
+    c::MAP_CONF,
+];
+
+/// The eBPF object built by `build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpguard-ebpf"));
+
+pub struct Engine {
+    /// Keeps unpinned programs (and their links) alive; `None` once adopted from pins.
+    _ebpf: Option<Ebpf>,
+    backend: Backend,
+    adopted: bool,
+    procs: HashMap<MapData, u32, ProcEntry>,
+    cgroups: HashMap<MapData, u64, u64>,
+    sessions: HashMap<MapData, u64, SessionState>,
+    exec: HashMap<MapData, ObjKey, Fingerprint>,
+    exec_names: HashMap<MapData, NameKey, u32>,
+    paths: HashMap<MapData, ObjKey, u32>,
+    counters: PerCpuArray<MapData, u64>,
+    conf: Array<MapData, Conf>,
+    events: Option<RingBuf<MapData>>,
+}
+
+fn links_dir(pin: &Path) -> PathBuf {
+    pin.join("links")
+}
+fn maps_dir(pin: &Path) -> PathBuf {
+    pin.join("maps")
+}
+
+impl Engine {
+    /// Loads and attaches the programs, or adopts them from `pin_dir` when they are pinned there.
+    pub fn load(opts: &EngineOptions) -> Result<Self, EngineError> {
+        if let Some(pin) = &opts.pin_dir {
+            if links_dir(pin).join(c::PROG_EXEC).exists() {
+                return Self::adopt(pin);
+            }
+        }
+        Self::load_fresh(opts)
+    }
+
+    fn load_fresh(opts: &EngineOptions) -> Result<Self, EngineError> {
+        let btf = Btf::from_sys_fs()?;
+        let offsets = crate::offsets::from_btf(&btf)?;
+        let aya_btf = aya::Btf::from_sys_fs()?;
+        let backend = c::BACKEND_KILL;
+        let mut loader = EbpfLoader::new();
+        loader
+            .btf(Some(&aya_btf))
+            .override_global(c::GLOBAL_OFFSETS, &offsets, true)
+            .override_global(c::GLOBAL_BACKEND, &backend, true);
+        let map_paths: Vec<(&str, PathBuf)> = match &opts.pin_dir {
+            Some(pin) => {
+                let dir = maps_dir(pin);
+                std::fs::create_dir_all(&dir).map_err(|source| EngineError::Pin {
+                    what: "map directory".into(),
+                    path: dir.clone(),
+                    source,
+                })?;
+                ALL_MAPS.iter().map(|m| (*m, dir.join(m))).collect()
+            }
+            None => Vec::new(),
+        };
+        for (name, path) in &map_paths {
+            // Re-uses a map already pinned there (grants survive a reload), or creates and pins it.
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(OBJECT)?;
+
+        // Lifecycle hooks first, so that no child escapes between attaching exec/open and fork.
+        let mut fd_links: Vec<(&'static str, FdLink)> = Vec::new();
+        for (prog, tp) in BTF_PROGS {
+            let p: &mut BtfTracePoint = ebpf
+                .program_mut(prog)
+                .ok_or(EngineError::Adopt { path: PathBuf::new(), msg: format!("no program {prog}") })?
+                .try_into()
+                .map_err(|source| EngineError::Program { prog, source })?;
+            p.load(tp, &aya_btf).map_err(|source| EngineError::Program { prog, source })?;
+            let id = p.attach().map_err(|source| EngineError::Program { prog, source })?;
+            if opts.pin_dir.is_some() {
+                let link = p.take_link(id).map_err(|source| EngineError::Program { prog, source })?;
+                fd_links.push((prog, link.into()));
+            }
+        }
+        for (prog, tp) in TP_PROGS {
+            let p: &mut TracePoint = ebpf
+                .program_mut(prog)
+                .ok_or(EngineError::Adopt { path: PathBuf::new(), msg: format!("no program {prog}") })?
+                .try_into()
+                .map_err(|source| EngineError::Program { prog, source })?;
+            p.load().map_err(|source| EngineError::Program { prog, source })?;
+            let id = p.attach("syscalls", tp).map_err(|source| EngineError::Program { prog, source })?;
+            if opts.pin_dir.is_some() {
+                let link = p.take_link(id).map_err(|source| EngineError::Program { prog, source })?;
+                let fd: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| {
+                    EngineError::Adopt { path: PathBuf::new(), msg: format!("{prog}: link cannot be pinned: {e}") }
+                })?;
+                fd_links.push((prog, fd));
+            }
+        }
+        if let Some(pin) = &opts.pin_dir {
+            let dir = links_dir(pin);
+            std::fs::create_dir_all(&dir).map_err(|source| EngineError::Pin {
+                what: "link directory".into(),
+                path: dir.clone(),
+                source,
+            })?;
+            // The exec link is pinned last: its presence marks a complete pinned set.
+            fd_links.sort_by_key(|(p, _)| *p == c::PROG_EXEC);
+            for (prog, link) in fd_links {
+                let path = dir.join(prog);
+                link.pin(&path).map_err(|e| EngineError::Pin {
+                    what: format!("link {prog}"),
+                    path: path.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+            }
+        }
+        let take = |ebpf: &mut Ebpf, name: &'static str| -> Result<Map, EngineError> {
+            ebpf.take_map(name).ok_or(EngineError::MissingMap { map: name })
+        };
+        let mut engine = Self {
+            procs: HashMap::try_from(take(&mut ebpf, c::MAP_PROCS)?).map_err(map_err(c::MAP_PROCS))?,
+            cgroups: HashMap::try_from(take(&mut ebpf, c::MAP_CGROUPS)?).map_err(map_err(c::MAP_CGROUPS))?,
+            sessions: HashMap::try_from(take(&mut ebpf, c::MAP_SESSIONS)?).map_err(map_err(c::MAP_SESSIONS))?,
+            exec: HashMap::try_from(take(&mut ebpf, c::MAP_EXEC)?).map_err(map_err(c::MAP_EXEC))?,
+            exec_names: HashMap::try_from(take(&mut ebpf, c::MAP_EXEC_NAMES)?).map_err(map_err(c::MAP_EXEC_NAMES))?,
+            paths: HashMap::try_from(take(&mut ebpf, c::MAP_PATHS)?).map_err(map_err(c::MAP_PATHS))?,
+            counters: PerCpuArray::try_from(take(&mut ebpf, c::MAP_COUNTERS)?).map_err(map_err(c::MAP_COUNTERS))?,
+            conf: Array::try_from(take(&mut ebpf, c::MAP_CONF)?).map_err(map_err(c::MAP_CONF))?,
+            events: Some(RingBuf::try_from(take(&mut ebpf, c::MAP_EVENTS)?).map_err(map_err(c::MAP_EVENTS))?),
+            _ebpf: Some(ebpf),
+            backend: Backend::Kill,
+            adopted: false,
+        };
+        engine.refresh_conf()?;
+        Ok(engine)
+    }
+
+    /// Re-opens pinned maps; the pinned links keep the programs attached.
+    fn adopt(pin: &Path) -> Result<Self, EngineError> {
+        for (prog, _) in BTF_PROGS.iter().chain(TP_PROGS.iter()) {
+            let p = links_dir(pin).join(prog);
+            PinnedLink::from_pin(&p).map_err(|e| EngineError::Adopt {
+                path: p.clone(),
+                msg: format!("pinned link {prog} is not usable: {e}"),
+            })?;
+        }
+        let open = |name: &'static str| -> Result<Map, EngineError> {
+            let p = maps_dir(pin).join(name);
+            let md = MapData::from_pin(&p).map_err(map_err(name))?;
+            Map::from_map_data(md).map_err(map_err(name))
+        };
+        Ok(Self {
+            procs: HashMap::try_from(open(c::MAP_PROCS)?).map_err(map_err(c::MAP_PROCS))?,
+            cgroups: HashMap::try_from(open(c::MAP_CGROUPS)?).map_err(map_err(c::MAP_CGROUPS))?,
+            sessions: HashMap::try_from(open(c::MAP_SESSIONS)?).map_err(map_err(c::MAP_SESSIONS))?,
+            exec: HashMap::try_from(open(c::MAP_EXEC)?).map_err(map_err(c::MAP_EXEC))?,
+            exec_names: HashMap::try_from(open(c::MAP_EXEC_NAMES)?).map_err(map_err(c::MAP_EXEC_NAMES))?,
+            paths: HashMap::try_from(open(c::MAP_PATHS)?).map_err(map_err(c::MAP_PATHS))?,
+            counters: PerCpuArray::try_from(open(c::MAP_COUNTERS)?).map_err(map_err(c::MAP_COUNTERS))?,
+            conf: Array::try_from(open(c::MAP_CONF)?).map_err(map_err(c::MAP_CONF))?,
+            events: Some(RingBuf::try_from(open(c::MAP_EVENTS)?).map_err(map_err(c::MAP_EVENTS))?),
+            _ebpf: None,
+            backend: Backend::Kill,
+            adopted: true,
+        })
+    }
+
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+    /// True when this engine took over programs pinned by an earlier daemon.
+    #[must_use]
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    // ---- processes and cgroups ---------------------------------------------------------------
+
+    /// Governs one process (by tgid), keyed by its start time.
+    pub fn add_process(&mut self, tgid: u32, session: u64) -> Result<(), EngineError> {
+        let start_ticks = procs::start_ticks(tgid)?;
+        self.procs
+            .insert(tgid, ProcEntry { session, start_ticks }, 0)
+            .map_err(map_err(c::MAP_PROCS))
+    }
+
+    /// Governs `root` and every descendant it already has. New children are picked up by the
+    /// fork hook from the moment the parent is in the map; the scan repeats until it finds no
+    /// new process, so a child forked during the scan by a not-yet-added descendant is caught.
+    pub fn govern_tree(&mut self, root: u32, session: u64) -> Result<Vec<u32>, EngineError> {
+        self.add_process(root, session)?;
+        let mut governed = vec![root];
+        loop {
+            let parents = procs::all_parents();
+            let mut added = false;
+            for pid in procs::descendants_in(&parents, root) {
+                if !governed.contains(&pid) {
+                    match self.add_process(pid, session) {
+                        Ok(()) => {}
+                        Err(EngineError::Proc(_)) => continue, // exited meanwhile
+                        Err(e) => return Err(e),
+                    }
+                    governed.push(pid);
+                    added = true;
+                }
+            }
+            if !added {
+                return Ok(governed);
+            }
+        }
+    }
+
+    pub fn remove_process(&mut self, tgid: u32) {
+        let _ = self.procs.remove(&tgid);
+    }
+
+    /// Processes currently governed by `session`.
+    #[must_use]
+    pub fn session_processes(&self, session: u64) -> Vec<u32> {
+        self.procs
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, e)| e.session == session)
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// Session of a process (`None` when ungoverned).
+    #[must_use]
+    pub fn process_session(&self, tgid: u32) -> Option<u64> {
+        self.procs.get(&tgid, 0).ok().map(|e| e.session)
+    }
+
+    pub fn add_cgroup(&mut self, cgroup_id: u64, session: u64) -> Result<(), EngineError> {
+        self.cgroups.insert(cgroup_id, session, 0).map_err(map_err(c::MAP_CGROUPS))?;
+        self.refresh_conf()
+    }
+
+    pub fn remove_cgroup(&mut self, cgroup_id: u64) -> Result<(), EngineError> {
+        let _ = self.cgroups.remove(&cgroup_id);
+        self.refresh_conf()
+    }
+
+    /// Session governing a cgroup, if any.
+    #[must_use]
+    pub fn cgroup_session(&self, cgroup_id: u64) -> Option<u64> {
+        self.cgroups.get(&cgroup_id, 0).ok()
+    }
+
+    fn refresh_conf(&mut self) -> Result<(), EngineError> {
+        let n = self.cgroups.keys().filter(Result::is_ok).count();
+        let conf = Conf { cgroup_sessions: u32::try_from(n).unwrap_or(u32::MAX), _pad: 0 };
+        self.conf.set(0, conf, 0).map_err(map_err(c::MAP_CONF))
+    }
+
+    // ---- sessions and grants -----------------------------------------------------------------
+
+    /// Replaces a session's grant state in one map update: the kernel sees either the old or the
+    /// new state, never a mix, and never none.
+    pub fn set_session(&mut self, session: u64, state: SessionState) -> Result<(), EngineError> {
+        self.sessions.insert(session, state, 0).map_err(map_err(c::MAP_SESSIONS))
+    }
+
+    #[must_use]
+    pub fn session_state(&self, session: u64) -> Option<SessionState> {
+        self.sessions.get(&session, 0).ok()
+    }
+
+    /// Removes a session's state; its processes then get `no_grant` on everything.
+    pub fn remove_session(&mut self, session: u64) {
+        let _ = self.sessions.remove(&session);
+    }
+
+    /// Writes a grant's entries under `grant` id. Nothing refers to them until a session state
+    /// names the id, so this is invisible to running processes. On error, what was written is
+    /// removed again.
+    pub fn install_grant(&mut self, grant: u64, g: &KernelGrant) -> Result<(), EngineError> {
+        let r = self.try_install(grant, g);
+        if r.is_err() {
+            self.remove_grant(grant, g);
+        }
+        r
+    }
+
+    fn try_install(&mut self, grant: u64, g: &KernelGrant) -> Result<(), EngineError> {
+        for e in &g.exec {
+            self.exec.insert(e.id.key(grant), Fingerprint::from(e.fingerprint), 0).map_err(map_err(c::MAP_EXEC))?;
+            self.exec_names.insert(e.name_key(grant), 1, 0).map_err(map_err(c::MAP_EXEC_NAMES))?;
+        }
+        for (id, bits) in &g.paths {
+            self.paths.insert(id.key(grant), *bits, 0).map_err(map_err(c::MAP_PATHS))?;
+        }
+        Ok(())
+    }
+
+    /// Removes a grant's entries (after no session refers to it any more).
+    pub fn remove_grant(&mut self, grant: u64, g: &KernelGrant) {
+        for e in &g.exec {
+            let _ = self.exec.remove(&e.id.key(grant));
+            let _ = self.exec_names.remove(&e.name_key(grant));
+        }
+        for id in g.paths.keys() {
+            let _ = self.paths.remove(&id.key(grant));
+        }
+    }
+
+    // ---- counters and events -----------------------------------------------------------------
+
+    /// All counters, summed over CPUs, indexed as in `mcpguard_common::counter_index`.
+    pub fn counters(&self) -> Result<Vec<u64>, EngineError> {
+        let mut out = Vec::with_capacity(c::COUNTER_SLOTS as usize);
+        for i in 0..c::COUNTER_SLOTS {
+            let v = self.counters.get(&i, 0).map_err(map_err(c::MAP_COUNTERS))?;
+            out.push(v.iter().sum());
+        }
+        Ok(out)
+    }
+
+    /// Hands the ring buffer to a consumer (the daemon's event task). Once taken, `next_events`
+    /// returns nothing.
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    /// Waits up to `timeout` for events and returns what arrived (for tools and tests).
+    pub fn next_events(&mut self, timeout: Duration) -> Vec<Decision> {
+        let Some(rb) = self.events.as_mut() else { return Vec::new() };
+        read_ring(rb, timeout)
+    }
+}
+
+/// Polls a ring buffer fd for up to `timeout` and decodes what is there.
+pub fn read_ring(rb: &mut RingBuf<MapData>, timeout: Duration) -> Vec<Decision> {
+    let mut out = Vec::new();
+    while let Some(item) = rb.next() {
+        out.extend(Decision::from_bytes(&item));
+    }
+    if !out.is_empty() {
+        return out;
+    }
+    let mut pfd = libc::pollfd { fd: rb.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&raw mut pfd, 1, ms) };
+    while let Some(item) = rb.next() {
+        out.extend(Decision::from_bytes(&item));
+    }
+    out
+}
+
+/// Removes everything pinned under `pin_dir` (links first, so enforcement stops cleanly, then
+/// maps). Returns the paths removed.
+pub fn unpin(pin_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for sub in [links_dir(pin_dir), maps_dir(pin_dir)] {
+        if let Ok(rd) = std::fs::read_dir(&sub) {
+            for e in rd.flatten() {
+                std::fs::remove_file(e.path())?;
+                removed.push(e.path());
+            }
+            std::fs::remove_dir(&sub)?;
+        }
+    }
+    if pin_dir.exists() {
+        // Only our own (now empty) directory; anything else left there is reported as an error.
+        std::fs::remove_dir(pin_dir)?;
+    }
+    Ok(removed)
+}

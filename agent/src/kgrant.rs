@@ -1,0 +1,311 @@
+//! Grant -> kernel entries: resolves the objects a grant names (binaries, files, directory trees)
+//! to (device, inode) identities and change fingerprints. No kernel needed; unit-tested.
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::Read as _,
+    os::unix::fs::{MetadataExt as _, FileTypeExt as _},
+    path::{Path, PathBuf},
+};
+
+use mcpguard_common::{
+    Fingerprint, NameKey, ObjKey, ACCESS_READ, ACCESS_WRITE, EXEC_NAME_LEN, FP_HAS_GENERATION,
+};
+use sha2::{Digest as _, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("binary `{path}` cannot be used: {source}")]
+    BinaryMissing { path: PathBuf, source: std::io::Error },
+    #[error("binary `{path}` is not a regular file")]
+    NotARegularFile { path: PathBuf },
+    #[error("binary `{path}` has sha256 {actual}, but the grant pins {expected}")]
+    DigestMismatch { path: PathBuf, expected: String, actual: String },
+    #[error("binary `{path}` changed while it was being hashed")]
+    ChangedWhileHashing { path: PathBuf },
+    #[error("path `{path}` cannot be granted: {source}")]
+    PathMissing { path: PathBuf, source: std::io::Error },
+    #[error("path `{path}` must be absolute")]
+    NotAbsolute { path: PathBuf },
+}
+
+/// Identity of a file object as the kernel sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct FileId {
+    /// Kernel `dev_t` encoding: `(major << 20) | minor`.
+    pub dev: u32,
+    pub ino: u64,
+}
+
+/// Userspace `st_dev` (glibc encoding) -> kernel `dev_t` (`MKDEV`).
+#[must_use]
+pub fn kernel_dev(st_dev: u64) -> u32 {
+    let major = libc::major(st_dev);
+    let minor = libc::minor(st_dev);
+    (major << 20) | (minor & 0xf_ffff)
+}
+
+impl FileId {
+    #[must_use]
+    pub fn of(md: &std::fs::Metadata) -> Self {
+        Self { dev: kernel_dev(md.dev()), ino: md.ino() }
+    }
+    #[must_use]
+    pub fn key(self, grant: u64) -> ObjKey {
+        ObjKey { grant, dev: self.dev, _pad: 0, ino: self.ino }
+    }
+}
+
+/// An approved binary: the object, its fingerprint and content digest at approval time.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExecObject {
+    /// As requested (for display).
+    pub path: PathBuf,
+    /// After resolving symlinks: where the object lives.
+    pub resolved: PathBuf,
+    pub id: FileId,
+    pub fingerprint: FingerprintRepr,
+    /// Directory holding the binary, and its name: lets the kernel say `binary_changed` when the
+    /// approved path later holds another object.
+    pub dir: FileId,
+    pub name: String,
+    pub sha256: String,
+}
+
+/// Serialisable copy of [`Fingerprint`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FingerprintRepr {
+    pub size: u64,
+    pub mtime_sec: i64,
+    pub mtime_nsec: u32,
+    pub ctime_sec: i64,
+    pub ctime_nsec: u32,
+    pub generation: Option<u32>,
+}
+
+impl From<FingerprintRepr> for Fingerprint {
+    fn from(f: FingerprintRepr) -> Self {
+        Self {
+            size: f.size,
+            mtime_sec: f.mtime_sec,
+            ctime_sec: f.ctime_sec,
+            mtime_nsec: f.mtime_nsec,
+            ctime_nsec: f.ctime_nsec,
+            generation: f.generation.unwrap_or(0),
+            flags: if f.generation.is_some() { FP_HAS_GENERATION } else { 0 },
+        }
+    }
+}
+
+impl ExecObject {
+    #[must_use]
+    pub fn name_key(&self, grant: u64) -> NameKey {
+        let mut name = [0u8; EXEC_NAME_LEN];
+        let bytes = self.name.as_bytes();
+        let n = bytes.len().min(EXEC_NAME_LEN - 1);
+        name[..n].copy_from_slice(&bytes[..n]);
+        NameKey { grant, dev: self.dir.dev, _pad: 0, parent_ino: self.dir.ino, name }
+    }
+}
+
+/// A grant resolved to kernel objects.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KernelGrant {
+    pub exec: Vec<ExecObject>,
+    /// Object -> access bits (ACCESS_READ | ACCESS_WRITE), merged per object.
+    pub paths: BTreeMap<FileId, u32>,
+    /// For display: requested path -> bits.
+    pub path_names: Vec<(PathBuf, u32)>,
+}
+
+const FS_IOC_GETVERSION: libc::c_ulong = 0x8008_7601;
+
+fn generation(file: &File) -> Option<u32> {
+    use std::os::fd::AsRawFd as _;
+    let mut v: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETVERSION writes one long to the pointer we pass.
+    let r = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_GETVERSION, &raw mut v) };
+    (r == 0).then_some(v as u32)
+}
+
+fn fingerprint(md: &std::fs::Metadata, generation: Option<u32>) -> FingerprintRepr {
+    FingerprintRepr {
+        size: md.size(),
+        mtime_sec: md.mtime(),
+        mtime_nsec: md.mtime_nsec() as u32,
+        ctime_sec: md.ctime(),
+        ctime_nsec: md.ctime_nsec() as u32,
+        generation,
+    }
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_file(file: &mut File) -> std::io::Result<String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Resolves and fingerprints one binary; refuses it if `expected_sha256` is given and differs.
+pub fn resolve_exec(path: &Path, expected_sha256: Option<&str>) -> Result<ExecObject, GrantError> {
+    if !path.is_absolute() {
+        return Err(GrantError::NotAbsolute { path: path.into() });
+    }
+    let missing = |source| GrantError::BinaryMissing { path: path.into(), source };
+    let resolved = std::fs::canonicalize(path).map_err(missing)?;
+    let mut file = File::open(&resolved).map_err(missing)?;
+    let before = file.metadata().map_err(missing)?;
+    if !before.file_type().is_file() || before.file_type().is_fifo() {
+        return Err(GrantError::NotARegularFile { path: path.into() });
+    }
+    let sha256 = sha256_file(&mut file).map_err(missing)?;
+    let after = file.metadata().map_err(missing)?;
+    let gen_ = generation(&file);
+    let fp = fingerprint(&after, gen_);
+    if fingerprint(&before, gen_) != fp {
+        return Err(GrantError::ChangedWhileHashing { path: path.into() });
+    }
+    if let Some(expected) = expected_sha256
+        && !expected.eq_ignore_ascii_case(&sha256)
+    {
+        return Err(GrantError::DigestMismatch {
+            path: path.into(),
+            expected: expected.to_ascii_lowercase(),
+            actual: sha256,
+        });
+    }
+    let dir_path = resolved.parent().unwrap_or(Path::new("/"));
+    let dir_md = std::fs::metadata(dir_path).map_err(missing)?;
+    let name = resolved.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(ExecObject {
+        path: path.into(),
+        resolved: resolved.clone(),
+        id: FileId::of(&after),
+        fingerprint: fp,
+        dir: FileId::of(&dir_md),
+        name,
+        sha256,
+    })
+}
+
+/// Resolves a grant. Paths must exist: a grant names objects, not future names.
+pub fn compile(
+    exec: &[(PathBuf, Option<String>)],
+    read: &[PathBuf],
+    write: &[PathBuf],
+) -> Result<KernelGrant, GrantError> {
+    let mut g = KernelGrant::default();
+    for (path, sha) in exec {
+        g.exec.push(resolve_exec(path, sha.as_deref())?);
+    }
+    for (list, bits) in [(read, ACCESS_READ), (write, ACCESS_WRITE)] {
+        for path in list {
+            if !path.is_absolute() {
+                return Err(GrantError::NotAbsolute { path: path.clone() });
+            }
+            // Follows symlinks: granting a symlink grants the object it names.
+            let md = std::fs::metadata(path)
+                .map_err(|source| GrantError::PathMissing { path: path.clone(), source })?;
+            *g.paths.entry(FileId::of(&md)).or_default() |= bits;
+            g.path_names.push((path.clone(), bits));
+        }
+    }
+    Ok(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mcpg-kgrant-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn kernel_dev_encoding() {
+        assert_eq!(kernel_dev(libc::makedev(8, 1)), (8 << 20) | 1);
+        assert_eq!(kernel_dev(libc::makedev(259, 70000)), (259 << 20) | 70000);
+    }
+
+    #[test]
+    fn exec_is_bound_to_object_and_digest() {
+        let d = tmpdir("exec");
+        let bin = d.join("tool");
+        std::fs::write(&bin, b"#!/bin/sh\necho hi\n").unwrap();
+        let o = resolve_exec(&bin, None).unwrap();
+        assert!(o.sha256.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(o.sha256.len(), 64);
+        assert_eq!(o.name, "tool");
+        let md = std::fs::metadata(&bin).unwrap();
+        assert_eq!(o.id, FileId::of(&md));
+        assert_eq!(o.fingerprint.size, 18);
+        // pinned digest must match
+        let err = resolve_exec(&bin, Some(&"0".repeat(64))).unwrap_err();
+        assert!(matches!(err, GrantError::DigestMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("tool"));
+        resolve_exec(&bin, Some(&o.sha256.to_uppercase())).unwrap();
+        // a symlink resolves to the object it names
+        let link = d.join("link");
+        std::os::unix::fs::symlink(&bin, &link).unwrap();
+        let l = resolve_exec(&link, None).unwrap();
+        assert_eq!(l.id, o.id);
+        assert_eq!(l.resolved, std::fs::canonicalize(&bin).unwrap());
+        // rewriting the file changes the fingerprint
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::fs::write(&bin, b"#!/bin/sh\necho hx\n").unwrap();
+        let o2 = resolve_exec(&bin, None).unwrap();
+        assert_ne!(o2.fingerprint, o.fingerprint);
+        assert_ne!(o2.sha256, o.sha256);
+    }
+
+    #[test]
+    fn missing_and_bad_inputs_are_named() {
+        let err = resolve_exec(Path::new("/nonexistent/mcpg-tool"), None).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/mcpg-tool"), "{err}");
+        let err = resolve_exec(Path::new("relative/tool"), None).unwrap_err();
+        assert!(matches!(err, GrantError::NotAbsolute { .. }));
+        let err = resolve_exec(Path::new("/tmp"), None).unwrap_err();
+        assert!(matches!(err, GrantError::NotARegularFile { .. }), "{err}");
+        let err = compile(&[], &[PathBuf::from("/nonexistent/dir")], &[]).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/dir"));
+    }
+
+    #[test]
+    fn read_and_write_bits_merge_per_object() {
+        let d = tmpdir("paths");
+        let g = compile(&[], &[d.clone()], &[d.clone(), PathBuf::from("/tmp")]).unwrap();
+        let id = FileId::of(&std::fs::metadata(&d).unwrap());
+        assert_eq!(g.paths[&id], ACCESS_READ | ACCESS_WRITE);
+        let tmp = FileId::of(&std::fs::metadata("/tmp").unwrap());
+        assert_eq!(g.paths[&tmp], ACCESS_WRITE);
+        assert_eq!(g.path_names.len(), 3);
+    }
+
+    #[test]
+    fn name_key_truncates_consistently() {
+        let o = ExecObject {
+            path: "/x".into(),
+            resolved: "/x".into(),
+            id: FileId { dev: 1, ino: 2 },
+            fingerprint: FingerprintRepr { size: 0, mtime_sec: 0, mtime_nsec: 0, ctime_sec: 0, ctime_nsec: 0, generation: None },
+            dir: FileId { dev: 1, ino: 3 },
+            name: "n".repeat(100),
+            sha256: String::new(),
+        };
+        let k = o.name_key(7);
+        assert_eq!(k.grant, 7);
+        assert_eq!(k.parent_ino, 3);
+        assert_eq!(k.name[EXEC_NAME_LEN - 1], 0);
+        assert_eq!(k.name[EXEC_NAME_LEN - 2], b'n');
+    }
+}

@@ -1,0 +1,7 @@
+//! mcpguard agent library: kernel engine, grants, daemon, protocol.
+pub mod btf;
+pub mod engine;
+pub mod events;
+pub mod kgrant;
+pub mod offsets;
+pub mod procs;

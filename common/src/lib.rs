@@ -1,0 +1,313 @@
+//! Types shared between the mcpguard kernel programs and userspace.
+//!
+//! Everything here is `#[repr(C)]`, `Copy`, and free of `bool`/`Option`/data-carrying enums, so
+//! that the eBPF object and the agent agree byte for byte. Each struct has a size assertion.
+//! Map names are constants here (at most 15 bytes: the kernel cuts longer names).
+#![no_std]
+
+use core::mem::size_of;
+
+// ------------------------------------------------------------------------------------------------
+// Map names (see ebpf/src/maps.rs for key, value, writer, reader and lifetime of each map).
+// ------------------------------------------------------------------------------------------------
+/// tgid -> [`ProcEntry`]: processes governed by a session.
+pub const MAP_PROCS: &str = "MCPG_PROCS";
+/// cgroup v2 id (u64) -> session id (u64): cgroups governed by a session.
+pub const MAP_CGROUPS: &str = "MCPG_CGROUPS";
+/// session id (u64) -> [`SessionState`]: which grants are in force for the session.
+pub const MAP_SESSIONS: &str = "MCPG_SESSIONS";
+/// [`ObjKey`] -> [`Fingerprint`]: binaries a grant allows to execute.
+pub const MAP_EXEC: &str = "MCPG_EXEC";
+/// [`NameKey`] -> u32: (directory, name) where a grant approved a binary; labels `binary_changed`.
+pub const MAP_EXEC_NAMES: &str = "MCPG_EXECNAME";
+/// [`ObjKey`] -> u32 access bits ([`ACCESS_READ`] | [`ACCESS_WRITE`]): files and directory trees.
+pub const MAP_PATHS: &str = "MCPG_PATHS";
+/// Ring buffer of [`Event`].
+pub const MAP_EVENTS: &str = "MCPG_EVENTS";
+/// Per-CPU array of u64 decision counters, indexed by [`counter_index`] and [`COUNTER_LOST`].
+pub const MAP_COUNTERS: &str = "MCPG_COUNTERS";
+/// Single-entry array of [`Conf`]: run-time switches written by the daemon.
+pub const MAP_CONF: &str = "MCPG_CONF";
+
+/// Read-only global holding [`Offsets`] (set at load time from the running kernel's BTF).
+pub const GLOBAL_OFFSETS: &str = "MCPG_OFFSETS";
+/// Read-only global: the backend the object was loaded for ([`BACKEND_KILL`], ...).
+pub const GLOBAL_BACKEND: &str = "MCPG_BACKEND";
+
+/// Every program name in the object, for pinning and status reporting.
+pub const PROG_FORK: &str = "mcpg_fork";
+pub const PROG_EXIT: &str = "mcpg_exit";
+pub const PROG_EXEC: &str = "mcpg_exec";
+pub const PROG_OPENAT: &str = "mcpg_openat";
+pub const PROG_OPEN: &str = "mcpg_open";
+pub const PROG_OPENAT2: &str = "mcpg_openat2";
+pub const PROG_CREAT: &str = "mcpg_creat";
+pub const PROG_OPEN_BY_HANDLE: &str = "mcpg_open_handle";
+pub const PROG_IO_URING: &str = "mcpg_io_uring";
+
+// ------------------------------------------------------------------------------------------------
+// Capacities
+// ------------------------------------------------------------------------------------------------
+pub const MAX_PROCS: u32 = 65_536;
+pub const MAX_CGROUPS: u32 = 4_096;
+pub const MAX_SESSIONS: u32 = 4_096;
+pub const MAX_EXEC_ENTRIES: u32 = 65_536;
+pub const MAX_PATH_ENTRIES: u32 = 65_536;
+pub const EVENTS_BYTES: u32 = 4 * 1024 * 1024;
+/// Deepest dentry ancestry walked before a decision is "unresolved" (fail closed).
+pub const MAX_WALK_DEPTH: u32 = 40;
+/// Path components reported in an event (leaf first); deeper paths are marked truncated.
+pub const EVENT_PATH_COMPONENTS: usize = 16;
+/// Bytes per reported path component (including the NUL).
+pub const EVENT_NAME_LEN: usize = 32;
+/// Bytes of a file name kept in [`NameKey`] (including the NUL).
+pub const EXEC_NAME_LEN: usize = 48;
+
+// ------------------------------------------------------------------------------------------------
+// Enumerations as u32 constants
+// ------------------------------------------------------------------------------------------------
+pub const ACCESS_READ: u32 = 1;
+pub const ACCESS_WRITE: u32 = 2;
+
+pub const MODE_DENY: u32 = 0;
+pub const MODE_KILL: u32 = 1;
+pub const MODE_AUDIT: u32 = 2;
+
+pub const BACKEND_KILL: u32 = 0;
+pub const BACKEND_LSM: u32 = 1;
+pub const BACKEND_FMOD_RET: u32 = 2;
+
+pub const HOOK_EXEC: u32 = 0;
+pub const HOOK_OPEN: u32 = 1;
+pub const HOOK_IO_URING: u32 = 2;
+pub const HOOK_MMAP: u32 = 3;
+pub const HOOK_COUNT: u32 = 4;
+
+pub const ACTION_DENIED: u32 = 0;
+pub const ACTION_KILLED: u32 = 1;
+pub const ACTION_AUDITED: u32 = 2;
+pub const ACTION_ALLOWED: u32 = 3;
+pub const ACTION_COUNT: u32 = 4;
+
+pub const REASON_NOT_GRANTED: u32 = 0;
+pub const REASON_BINARY_CHANGED: u32 = 1;
+pub const REASON_GRANT_EXPIRED: u32 = 2;
+pub const REASON_UNRESOLVED: u32 = 3;
+pub const REASON_NO_GRANT: u32 = 4;
+pub const REASON_MULTI_LINK: u32 = 5;
+pub const REASON_NONE: u32 = 6;
+pub const REASON_COUNT: u32 = 8;
+
+/// Index of the counter for one (hook, action, reason) triple.
+#[must_use]
+pub const fn counter_index(hook: u32, action: u32, reason: u32) -> u32 {
+    (hook * ACTION_COUNT + action) * REASON_COUNT + reason
+}
+/// Events that could not be written to the ring buffer (it was full).
+pub const COUNTER_LOST: u32 = HOOK_COUNT * ACTION_COUNT * REASON_COUNT;
+/// Governed-process entries that could not be inserted (procs map full) — the child was killed.
+pub const COUNTER_PROCS_FULL: u32 = COUNTER_LOST + 1;
+pub const COUNTER_SLOTS: u32 = COUNTER_LOST + 8;
+
+#[must_use]
+pub const fn hook_name(hook: u32) -> &'static str {
+    match hook {
+        HOOK_EXEC => "exec",
+        HOOK_OPEN => "open",
+        HOOK_IO_URING => "io_uring",
+        HOOK_MMAP => "mmap",
+        _ => "unknown",
+    }
+}
+#[must_use]
+pub const fn action_name(action: u32) -> &'static str {
+    match action {
+        ACTION_DENIED => "denied",
+        ACTION_KILLED => "killed",
+        ACTION_AUDITED => "audited",
+        ACTION_ALLOWED => "allowed",
+        _ => "unknown",
+    }
+}
+#[must_use]
+pub const fn reason_name(reason: u32) -> &'static str {
+    match reason {
+        REASON_NOT_GRANTED => "not_granted",
+        REASON_BINARY_CHANGED => "binary_changed",
+        REASON_GRANT_EXPIRED => "grant_expired",
+        REASON_UNRESOLVED => "unresolved",
+        REASON_NO_GRANT => "no_grant",
+        REASON_MULTI_LINK => "multi_link",
+        REASON_NONE => "none",
+        _ => "unknown",
+    }
+}
+#[must_use]
+pub const fn backend_name(backend: u32) -> &'static str {
+    match backend {
+        BACKEND_KILL => "kill",
+        BACKEND_LSM => "lsm",
+        BACKEND_FMOD_RET => "fmod_ret",
+        _ => "unknown",
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Map keys and values
+// ------------------------------------------------------------------------------------------------
+/// A governed process (keyed by tgid). `start_ticks` is the group leader's boot-time start in
+/// clock ticks (`/proc/PID/stat` field 22), so a recycled PID never inherits a session.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcEntry {
+    pub session: u64,
+    pub start_ticks: u64,
+}
+const _: () = assert!(size_of::<ProcEntry>() == 16);
+
+/// A session's grants. Replaced as a whole (one hash-map update), so a task switch is atomic.
+/// `task_grant` applies until `task_expires_ns` (CLOCK_BOOTTIME); `base_grant` for the session's
+/// lifetime. Grant id 0 means "none".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionState {
+    pub base_grant: u64,
+    pub task_grant: u64,
+    pub task_expires_ns: u64,
+    pub mode: u32,
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<SessionState>() == 32);
+
+/// A file object within a grant: (grant id, kernel dev_t, inode number).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ObjKey {
+    pub grant: u64,
+    /// Kernel encoding `(major << 20) | minor`, not userspace `st_dev`.
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
+}
+const _: () = assert!(size_of::<ObjKey>() == 24);
+
+/// Change fingerprint of an approved binary, recorded at grant time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub size: u64,
+    pub mtime_sec: i64,
+    pub ctime_sec: i64,
+    pub mtime_nsec: u32,
+    pub ctime_nsec: u32,
+    pub generation: u32,
+    /// [`FP_HAS_GENERATION`] when `generation` was read and must match.
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<Fingerprint>() == 40);
+pub const FP_HAS_GENERATION: u32 = 1;
+
+/// (grant, directory object, file name) of an approved binary: lets the kernel tell
+/// "the approved path now holds another file" (`binary_changed`) from "never approved".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NameKey {
+    pub grant: u64,
+    pub dev: u32,
+    pub _pad: u32,
+    pub parent_ino: u64,
+    pub name: [u8; EXEC_NAME_LEN],
+}
+const _: () = assert!(size_of::<NameKey>() == 72);
+
+/// Run-time switches. `cgroup_sessions` > 0 enables the cgroup lookup for tasks not in PROCS.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Conf {
+    pub cgroup_sessions: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<Conf>() == 8);
+
+/// One decision, as delivered through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    /// CLOCK_BOOTTIME nanoseconds.
+    pub ts_ns: u64,
+    pub session: u64,
+    pub grant: u64,
+    pub ino: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub dev: u32,
+    pub hook: u32,
+    pub action: u32,
+    pub reason: u32,
+    /// Requested access for opens ([`ACCESS_READ`] | [`ACCESS_WRITE`]).
+    pub access: u32,
+    /// Number of valid entries in `path` (leaf first). [`EVENT_PATH_TRUNCATED`] is or-ed in when
+    /// the path was deeper than reported.
+    pub path_depth: u32,
+    pub comm: [u8; 16],
+    pub path: [[u8; EVENT_NAME_LEN]; EVENT_PATH_COMPONENTS],
+}
+const _: () = assert!(size_of::<Event>() == 64 + 16 + EVENT_NAME_LEN * EVENT_PATH_COMPONENTS);
+pub const EVENT_PATH_TRUNCATED: u32 = 0x8000_0000;
+
+/// Struct member byte offsets of the running kernel, read from its BTF at load time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offsets {
+    pub task_tgid: u32,
+    pub task_start_boottime: u32,
+    pub task_group_leader: u32,
+    pub task_files: u32,
+    pub task_signal: u32,
+    pub signal_live: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_inode: u32,
+    pub file_path_mnt: u32,
+    pub file_path_dentry: u32,
+    pub file_mode: u32,
+    pub dentry_parent: u32,
+    pub dentry_name: u32,
+    pub dentry_inode: u32,
+    pub inode_mode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub inode_nlink: u32,
+    pub inode_size: u32,
+    pub inode_generation: u32,
+    pub inode_mtime_sec: u32,
+    pub inode_mtime_nsec: u32,
+    pub inode_ctime_sec: u32,
+    pub inode_ctime_nsec: u32,
+    pub sb_dev: u32,
+    pub mount_mnt: u32,
+    pub mount_parent: u32,
+    pub mount_mountpoint: u32,
+    pub vfsmount_root: u32,
+    pub binprm_file: u32,
+    /// Nanoseconds per USER_HZ clock tick, to compute `start_ticks` (10_000_000 for USER_HZ 100).
+    pub ns_per_tick: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<Offsets>() == 34 * 4);
+
+#[cfg(feature = "user")]
+mod user {
+    use super::{Conf, Event, Fingerprint, NameKey, ObjKey, Offsets, ProcEntry, SessionState};
+    // SAFETY: all of these are #[repr(C)], Copy, contain only integers and arrays of integers,
+    // and have explicit padding fields, so any bit pattern is valid.
+    unsafe impl aya::Pod for ProcEntry {}
+    unsafe impl aya::Pod for SessionState {}
+    unsafe impl aya::Pod for ObjKey {}
+    unsafe impl aya::Pod for Fingerprint {}
+    unsafe impl aya::Pod for NameKey {}
+    unsafe impl aya::Pod for Conf {}
+    unsafe impl aya::Pod for Event {}
+    unsafe impl aya::Pod for Offsets {}
+}

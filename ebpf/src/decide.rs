@@ -1,0 +1,238 @@
+//! Decision logic shared by every backend. A backend (tracepoint+kill here; BPF-LSM or fmod_ret
+//! elsewhere) resolves the kernel objects of its hook and calls into this module; it only differs
+//! in how a denial is carried out.
+use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns};
+use mcpguard_common::{
+    NameKey, ObjKey, SessionState, ACCESS_READ, ACCESS_WRITE, EXEC_NAME_LEN, MAX_WALK_DEPTH,
+    REASON_BINARY_CHANGED, REASON_GRANT_EXPIRED, REASON_MULTI_LINK, REASON_NONE,
+    REASON_NOT_GRANTED, REASON_NO_GRANT, REASON_UNRESOLVED,
+};
+
+use crate::{
+    kernel::{
+        dentry_inode, dentry_name, fingerprint_matches, inode_fingerprint, inode_multi_link,
+        inode_obj, rd_ptr, step_up, task_start_ticks, Kptr, Obj, PathPos, Step, Unresolved,
+    },
+    maps::{CGROUPS, CONF, EXEC, EXEC_NAMES, PATHS, PROCS, SESSIONS},
+};
+
+/// The session a task belongs to, with the session's grants as they are right now.
+pub struct Governed {
+    pub session: u64,
+    /// `None` when the session has no state: every decision is `no_grant`.
+    pub state: Option<SessionState>,
+}
+
+/// Fast path: one hash lookup (plus one inlined array read) for ungoverned tasks.
+/// A PROCS entry whose start time does not match the task is a recycled PID: it is removed and
+/// the task treated as ungoverned. If the start time cannot be read, the task stays governed.
+#[inline(always)]
+pub fn governed(tgid: u32, task: Kptr) -> Option<Governed> {
+    // SAFETY: map values are only read by value.
+    let session = if let Some(entry) = unsafe { PROCS.get(&tgid) } {
+        let session = entry.session;
+        match task_start_ticks(task) {
+            Ok(ticks) if ticks != entry.start_ticks => {
+                let _ = PROCS.remove(&tgid);
+                return None;
+            }
+            _ => session,
+        }
+    } else {
+        let conf = CONF.get(0)?;
+        if conf.cgroup_sessions == 0 {
+            return None;
+        }
+        // SAFETY: helper without arguments.
+        let cgroup = unsafe { bpf_get_current_cgroup_id() };
+        // SAFETY: as above.
+        *unsafe { CGROUPS.get(&cgroup) }?
+    };
+    // SAFETY: as above.
+    let state = unsafe { SESSIONS.get(&session) }.copied();
+    Some(Governed { session, state })
+}
+
+/// Outcome of a decision for a governed task.
+#[derive(Clone, Copy)]
+pub struct Verdict {
+    pub allow: bool,
+    pub reason: u32,
+    /// Grant that allowed it, or the one in force that did not.
+    pub grant: u64,
+}
+
+impl Verdict {
+    #[inline(always)]
+    const fn allow(grant: u64) -> Self {
+        Self { allow: true, reason: REASON_NONE, grant }
+    }
+    #[inline(always)]
+    pub const fn deny(reason: u32, grant: u64) -> Self {
+        Self { allow: false, reason, grant }
+    }
+}
+
+#[inline(always)]
+fn grant_in_force(st: &SessionState) -> u64 {
+    if st.task_grant != 0 { st.task_grant } else { st.base_grant }
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
+enum ExecMatch {
+    Allowed,
+    Changed,
+    Missing,
+}
+
+#[inline(always)]
+fn exec_lookup(grant: u64, obj: Obj, inode: Kptr) -> Result<ExecMatch, Unresolved> {
+    let key = ObjKey { grant, dev: obj.dev, _pad: 0, ino: obj.ino };
+    // SAFETY: value read by value.
+    let Some(approved) = (unsafe { EXEC.get(&key) }) else {
+        return Ok(ExecMatch::Missing);
+    };
+    let live = inode_fingerprint(inode)?;
+    Ok(if fingerprint_matches(approved, &live) { ExecMatch::Allowed } else { ExecMatch::Changed })
+}
+
+/// Was a binary approved at this (directory, name) in the given grant? Used only to label a
+/// denial `binary_changed` when an approved path now holds a different file.
+#[inline(always)]
+fn approved_name(grant: u64, dentry: Kptr) -> bool {
+    if grant == 0 {
+        return false;
+    }
+    let mut key = NameKey { grant, dev: 0, _pad: 0, parent_ino: 0, name: [0; EXEC_NAME_LEN] };
+    let Ok(parent) = rd_ptr(dentry, crate::kernel::off!(dentry_parent)) else { return false };
+    let Ok(pinode) = dentry_inode(parent) else { return false };
+    let Ok(pobj) = inode_obj(pinode) else { return false };
+    key.dev = pobj.dev;
+    key.parent_ino = pobj.ino;
+    if dentry_name(dentry, &mut key.name).is_err() {
+        return false;
+    }
+    // SAFETY: value read by value.
+    unsafe { EXEC_NAMES.get(&key) }.is_some()
+}
+
+/// Exec of the file object `file` (already opened by the kernel for the new image).
+#[inline(always)]
+pub fn decide_exec(st: &SessionState, file: Kptr) -> Verdict {
+    match try_decide_exec(st, file) {
+        Ok(v) => v,
+        Err(Unresolved) => Verdict::deny(REASON_UNRESOLVED, grant_in_force(st)),
+    }
+}
+
+#[inline(always)]
+fn try_decide_exec(st: &SessionState, file: Kptr) -> Result<Verdict, Unresolved> {
+    if st.task_grant == 0 && st.base_grant == 0 {
+        return Ok(Verdict::deny(REASON_NO_GRANT, 0));
+    }
+    let inode = rd_ptr(file, crate::kernel::off!(file_inode))?;
+    let obj = inode_obj(inode)?;
+    let mut changed = false;
+    let mut expired = false;
+    if st.task_grant != 0 {
+        match exec_lookup(st.task_grant, obj, inode)? {
+            ExecMatch::Allowed if now() < st.task_expires_ns => {
+                return Ok(Verdict::allow(st.task_grant));
+            }
+            ExecMatch::Allowed => expired = true,
+            ExecMatch::Changed => changed = true,
+            ExecMatch::Missing => {}
+        }
+    }
+    if st.base_grant != 0 {
+        match exec_lookup(st.base_grant, obj, inode)? {
+            ExecMatch::Allowed => return Ok(Verdict::allow(st.base_grant)),
+            ExecMatch::Changed => changed = true,
+            ExecMatch::Missing => {}
+        }
+    }
+    let grant = grant_in_force(st);
+    if expired {
+        return Ok(Verdict::deny(REASON_GRANT_EXPIRED, st.task_grant));
+    }
+    if !changed {
+        let dentry = rd_ptr(file, crate::kernel::off!(file_path_dentry))?;
+        changed = approved_name(st.task_grant, dentry) || approved_name(st.base_grant, dentry);
+    }
+    Ok(Verdict::deny(if changed { REASON_BINARY_CHANGED } else { REASON_NOT_GRANTED }, grant))
+}
+
+#[inline(always)]
+fn path_bits(grant: u64, obj: Obj) -> u32 {
+    if grant == 0 {
+        return 0;
+    }
+    let key = ObjKey { grant, dev: obj.dev, _pad: 0, ino: obj.ino };
+    // SAFETY: value read by value.
+    unsafe { PATHS.get(&key) }.copied().unwrap_or(0)
+}
+
+/// Open of the file object `file` with the requested access (`ACCESS_READ | ACCESS_WRITE`).
+/// Walks the object's dentry ancestry (crossing mounts) looking for a granted file or directory.
+#[inline(always)]
+pub fn decide_open(st: &SessionState, file: Kptr, need: u32) -> Verdict {
+    match try_decide_open(st, file, need & (ACCESS_READ | ACCESS_WRITE)) {
+        Ok(v) => v,
+        Err(Unresolved) => Verdict::deny(REASON_UNRESOLVED, grant_in_force(st)),
+    }
+}
+
+#[inline(always)]
+fn try_decide_open(st: &SessionState, file: Kptr, need: u32) -> Result<Verdict, Unresolved> {
+    if st.task_grant == 0 && st.base_grant == 0 {
+        return Ok(Verdict::deny(REASON_NO_GRANT, 0));
+    }
+    let task_live = st.task_grant != 0 && now() < st.task_expires_ns;
+    let mut pos = crate::kernel::file_pos(file)?;
+    let leaf_inode = dentry_inode(pos.dentry)?;
+    let multi_link = inode_multi_link(leaf_inode)?;
+    let mut base_acc = 0u32;
+    let mut task_acc = 0u32;
+    let mut depth = 0u32;
+    while depth < MAX_WALK_DEPTH {
+        let inode = dentry_inode(pos.dentry)?;
+        let obj = inode_obj(inode)?;
+        base_acc |= path_bits(st.base_grant, obj);
+        task_acc |= path_bits(st.task_grant, obj);
+        let live_acc = if task_live { base_acc | task_acc } else { base_acc };
+        if live_acc & need == need {
+            if multi_link && depth > 0 {
+                // A hard link placed inside a granted tree must not open an object from
+                // elsewhere: files with several links are granted only as files themselves.
+                return Ok(Verdict::deny(REASON_MULTI_LINK, grant_in_force(st)));
+            }
+            let grant = if base_acc & need == need { st.base_grant } else { st.task_grant };
+            return Ok(Verdict::allow(grant));
+        }
+        match step_up(pos)? {
+            Step::Up(next) => pos = next,
+            Step::Root => {
+                let reason = if (base_acc | task_acc) & need == need {
+                    REASON_GRANT_EXPIRED
+                } else {
+                    REASON_NOT_GRANTED
+                };
+                return Ok(Verdict::deny(reason, grant_in_force(st)));
+            }
+        }
+        depth += 1;
+    }
+    // The walk could not finish: fail closed.
+    Err(Unresolved)
+}
+
+/// Position to report for an open's file (for the event's path).
+#[inline(always)]
+pub fn report_pos(file: Kptr) -> Option<PathPos> {
+    crate::kernel::file_pos(file).ok()
+}

@@ -1,0 +1,28 @@
+//! mcpguard kernel programs.
+//!
+//! Layout: `maps.rs` (every map, documented), `kernel.rs` (reads of kernel structs through the
+//! BTF-derived offsets), `decide.rs` (the decision logic shared by every backend), `report.rs`
+//! (events and counters), `programs.rs` (thin entry points per hook).
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod decide;
+#[cfg(target_arch = "bpf")]
+mod kernel;
+#[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
+mod programs;
+#[cfg(target_arch = "bpf")]
+mod report;
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: unreachable in verified programs; the verifier rejects any path that could get here.
+    unsafe { core::hint::unreachable_unchecked() }
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}

@@ -1,0 +1,53 @@
+//! Every map of the object. Userspace (the agent) creates them at load, pins them under the
+//! daemon's bpffs directory, and re-opens the pins after a restart, so grants outlive the daemon.
+//!
+//! | map            | key        | value          | written by                  | read by        |
+//! |----------------|------------|----------------|-----------------------------|----------------|
+//! | MCPG_PROCS     | tgid u32   | ProcEntry      | agent (register), fork/exit | every hook     |
+//! | MCPG_CGROUPS   | cgroup u64 | session u64    | agent                       | every hook     |
+//! | MCPG_SESSIONS  | session u64| SessionState   | agent (one update = swap)   | exec/open      |
+//! | MCPG_EXEC      | ObjKey     | Fingerprint    | agent (before the swap)     | exec           |
+//! | MCPG_EXECNAME  | NameKey    | u32            | agent                       | exec (reason)  |
+//! | MCPG_PATHS     | ObjKey     | access bits u32| agent                       | open           |
+//! | MCPG_EVENTS    | ring buffer of Event                                        | agent          |
+//! | MCPG_COUNTERS  | per-CPU u64 counters, `counter_index` / COUNTER_LOST       | agent (metrics)|
+//! | MCPG_CONF      | 0          | Conf           | agent                       | every hook     |
+//!
+//! Lifetime: PROCS entries live from registration/fork until the thread group dies
+//! (`sched_process_exit` with `signal->live == 0`). Grant entries are keyed by grant id and are
+//! removed by the agent only after the session stopped referencing that grant.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+};
+use mcpguard_common::{
+    Conf, Fingerprint, NameKey, ObjKey, ProcEntry, SessionState, COUNTER_SLOTS, EVENTS_BYTES,
+    MAX_CGROUPS, MAX_EXEC_ENTRIES, MAX_PATH_ENTRIES, MAX_PROCS, MAX_SESSIONS,
+};
+
+#[map(name = "MCPG_PROCS")]
+pub static PROCS: HashMap<u32, ProcEntry> = HashMap::with_max_entries(MAX_PROCS, 0);
+
+#[map(name = "MCPG_CGROUPS")]
+pub static CGROUPS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_CGROUPS, 0);
+
+#[map(name = "MCPG_SESSIONS")]
+pub static SESSIONS: HashMap<u64, SessionState> = HashMap::with_max_entries(MAX_SESSIONS, 0);
+
+#[map(name = "MCPG_EXEC")]
+pub static EXEC: HashMap<ObjKey, Fingerprint> = HashMap::with_max_entries(MAX_EXEC_ENTRIES, 0);
+
+#[map(name = "MCPG_EXECNAME")]
+pub static EXEC_NAMES: HashMap<NameKey, u32> = HashMap::with_max_entries(MAX_EXEC_ENTRIES, 0);
+
+#[map(name = "MCPG_PATHS")]
+pub static PATHS: HashMap<ObjKey, u32> = HashMap::with_max_entries(MAX_PATH_ENTRIES, 0);
+
+#[map(name = "MCPG_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map(name = "MCPG_COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+#[map(name = "MCPG_CONF")]
+pub static CONF: Array<Conf> = Array::with_max_entries(1, 0);

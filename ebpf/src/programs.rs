@@ -1,0 +1,196 @@
+//! Entry points of the kill backend: BTF tracepoints for process lifecycle and exec, and
+//! per-syscall tracepoints (which fire only for their own syscall, unlike `sys_exit`) for opens.
+//! A forbidden exec or open is answered with `bpf_send_signal(SIGKILL)`: the signal is delivered
+//! on the way back to user mode, before the process runs another instruction.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_send_signal},
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use mcpguard_common::{
+    ProcEntry, ACCESS_READ, ACCESS_WRITE, ACTION_AUDITED, ACTION_KILLED, COUNTER_PROCS_FULL,
+    HOOK_EXEC, HOOK_IO_URING, HOOK_OPEN, MODE_AUDIT, REASON_NOT_GRANTED, REASON_NO_GRANT,
+};
+
+use crate::{
+    decide::{decide_exec, decide_open, governed, report_pos, Governed, Verdict},
+    kernel::{current_fd_file, off, rd, rd_ptr, task_start_ticks, Kptr},
+    maps::PROCS,
+    report::{count, emit, Report},
+};
+
+const SIGKILL: u32 = 9;
+const FMODE_READ: u32 = 0x1;
+const FMODE_WRITE: u32 = 0x2;
+const FMODE_PATH: u32 = 0x4000;
+
+#[inline(always)]
+fn current() -> (u32, Kptr) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: helper without arguments.
+    let task = unsafe { bpf_get_current_task() } as Kptr;
+    (tgid, task)
+}
+
+/// Carries out a denial on this backend: kill unless the session is in audit mode.
+#[inline(always)]
+fn enforce(g: &Governed, v: Verdict, hook: u32, access: u32, report: Report) {
+    let audit = g.state.is_some_and(|s| s.mode == MODE_AUDIT);
+    let action = if audit {
+        ACTION_AUDITED
+    } else {
+        // SAFETY: signals the current task only.
+        unsafe { bpf_send_signal(SIGKILL) };
+        ACTION_KILLED
+    };
+    emit(&Report { session: g.session, grant: v.grant, hook, action, reason: v.reason, access, ..report });
+}
+
+/// New processes of a governed process join its session (threads share the tgid already).
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn mcpg_fork(ctx: BtfTracePointContext) -> i32 {
+    let (tgid, _) = current();
+    // SAFETY: value read by value.
+    let Some(parent) = (unsafe { PROCS.get(&tgid) }).copied() else { return 0 };
+    let child: Kptr = ctx.arg(1);
+    let Ok(child_tgid) = rd::<u32>(child, off!(task_tgid)) else {
+        count(COUNTER_PROCS_FULL);
+        // SAFETY: signals the current (governed) task only.
+        unsafe { bpf_send_signal(SIGKILL) };
+        return 0;
+    };
+    if child_tgid == tgid {
+        return 0;
+    }
+    let start_ticks = task_start_ticks(child).unwrap_or(0);
+    let entry = ProcEntry { session: parent.session, start_ticks };
+    if PROCS.insert(&child_tgid, &entry, 0).is_err() {
+        // Could not track the child: fail closed on the governed parent.
+        count(COUNTER_PROCS_FULL);
+        // SAFETY: signals the current (governed) task only.
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
+    0
+}
+
+/// The session entry goes away when the whole thread group is dead.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn mcpg_exit(ctx: BtfTracePointContext) -> i32 {
+    let (tgid, _) = current();
+    // SAFETY: value read by value.
+    if unsafe { PROCS.get(&tgid) }.is_none() {
+        return 0;
+    }
+    let task: Kptr = ctx.arg(0);
+    let live = rd_ptr(task, off!(task_signal)).and_then(|sig| rd::<i32>(sig, off!(signal_live)));
+    if matches!(live, Ok(0)) {
+        let _ = PROCS.remove(&tgid);
+    }
+    0
+}
+
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn mcpg_exec(ctx: BtfTracePointContext) -> i32 {
+    let (tgid, task) = current();
+    let Some(g) = governed(tgid, task) else { return 0 };
+    let bprm: Kptr = ctx.arg(2);
+    let Some(st) = g.state else {
+        enforce(&g, Verdict::deny(REASON_NO_GRANT, 0), HOOK_EXEC, 0, blank());
+        return 0;
+    };
+    let file = rd_ptr(bprm, off!(binprm_file));
+    let v = match file {
+        Ok(f) => decide_exec(&st, f),
+        Err(_) => Verdict::deny(mcpguard_common::REASON_UNRESOLVED, 0),
+    };
+    if !v.allow {
+        let pos = file.ok().and_then(report_pos);
+        enforce(&g, v, HOOK_EXEC, 0, Report { pos, ..blank() });
+    }
+    0
+}
+
+#[inline(always)]
+const fn blank() -> Report {
+    Report { session: 0, grant: 0, hook: 0, action: 0, reason: 0, access: 0, pos: None }
+}
+
+/// Shared body of the open-family exit tracepoints. Decides on the `struct file` now installed
+/// at the returned fd, never on the user-memory path argument.
+#[inline(always)]
+fn on_open_exit(ctx: &TracePointContext) -> u32 {
+    // SAFETY: offset 16 is `long ret` in every syscalls:sys_exit_* tracepoint format.
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else { return 0 };
+    if ret < 0 {
+        return 0;
+    }
+    let (tgid, task) = current();
+    let Some(g) = governed(tgid, task) else { return 0 };
+    let Some(st) = g.state else {
+        enforce(&g, Verdict::deny(REASON_NO_GRANT, 0), HOOK_OPEN, 0, blank());
+        return 0;
+    };
+    let file = match current_fd_file(task, ret as u64) {
+        Ok(f) => f,
+        Err(_) => {
+            let v = Verdict::deny(mcpguard_common::REASON_UNRESOLVED, 0);
+            enforce(&g, v, HOOK_OPEN, 0, blank());
+            return 0;
+        }
+    };
+    let fmode: u32 = rd(file, off!(file_mode)).unwrap_or(FMODE_READ | FMODE_WRITE);
+    if fmode & FMODE_PATH != 0 {
+        // O_PATH gives no access to content; anything done through it is checked again.
+        return 0;
+    }
+    let mut need = 0;
+    if fmode & FMODE_READ != 0 {
+        need |= ACCESS_READ;
+    }
+    if fmode & FMODE_WRITE != 0 {
+        need |= ACCESS_WRITE;
+    }
+    if need == 0 {
+        return 0;
+    }
+    let v = decide_open(&st, file, need);
+    if !v.allow {
+        enforce(&g, v, HOOK_OPEN, need, Report { pos: report_pos(file), ..blank() });
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_openat")]
+pub fn mcpg_openat(ctx: TracePointContext) -> u32 {
+    on_open_exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_open")]
+pub fn mcpg_open(ctx: TracePointContext) -> u32 {
+    on_open_exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_openat2")]
+pub fn mcpg_openat2(ctx: TracePointContext) -> u32 {
+    on_open_exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_creat")]
+pub fn mcpg_creat(ctx: TracePointContext) -> u32 {
+    on_open_exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_open_by_handle_at")]
+pub fn mcpg_open_handle(ctx: TracePointContext) -> u32 {
+    on_open_exit(&ctx)
+}
+
+/// io_uring submissions bypass the open-family tracepoints: governed tasks may not set it up.
+#[tracepoint(category = "syscalls", name = "sys_enter_io_uring_setup")]
+pub fn mcpg_io_uring(_ctx: TracePointContext) -> u32 {
+    let (tgid, task) = current();
+    let Some(g) = governed(tgid, task) else { return 0 };
+    let grant = g.state.map_or(0, |s| if s.task_grant != 0 { s.task_grant } else { s.base_grant });
+    enforce(&g, Verdict::deny(REASON_NOT_GRANTED, grant), HOOK_IO_URING, 0, blank());
+    0
+}

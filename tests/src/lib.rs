@@ -1,0 +1,210 @@
+//! Fixtures for the kernel tests: a loaded engine, governed process trees that wait until they
+//! are registered before running anything, scratch directories, and event waits with deadlines.
+//! Every fixture cleans up on drop; tests govern only the processes they create.
+use std::{
+    io::Write as _,
+    os::unix::process::ExitStatusExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use mcpguard::{
+    engine::{Engine, EngineOptions},
+    events::Decision,
+    kgrant::{self, KernelGrant},
+};
+use mcpguard_common::{SessionState, MODE_KILL};
+
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh id unique within this test process (sessions and grants).
+pub fn unique_id() -> u64 {
+    (u64::from(std::process::id()) << 20) | NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// What a dynamically linked program needs to start at all (loader cache, shared libraries).
+pub fn runtime_read_paths() -> Vec<PathBuf> {
+    ["/etc/ld.so.cache", "/usr/lib", "/usr/lib64"]
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .collect()
+}
+
+/// A loaded engine, unpinned: programs detach when it is dropped.
+pub struct Kernel {
+    pub engine: Engine,
+}
+
+impl Kernel {
+    pub fn load() -> Self {
+        assert!(nix::unistd::geteuid().is_root(), "kernel tests must run as root");
+        let engine = Engine::load(&EngineOptions::default()).expect("load eBPF object");
+        Self { engine }
+    }
+
+    /// Compiles and installs a grant; returns its id and the compiled grant.
+    pub fn grant(&mut self, exec: &[&Path], read: &[PathBuf], write: &[PathBuf]) -> (u64, KernelGrant) {
+        let exec: Vec<(PathBuf, Option<String>)> = exec.iter().map(|p| (p.to_path_buf(), None)).collect();
+        let g = kgrant::compile(&exec, read, write).expect("compile grant");
+        let id = unique_id();
+        self.engine.install_grant(id, &g).expect("install grant");
+        (id, g)
+    }
+
+    /// Session with a baseline grant (runtime libraries) and a task grant valid for `ttl`.
+    pub fn session(&mut self, base: u64, task: u64, ttl: Duration) -> u64 {
+        let session = unique_id();
+        self.set(session, base, task, ttl);
+        session
+    }
+
+    pub fn set(&mut self, session: u64, base: u64, task: u64, ttl: Duration) {
+        let state = SessionState {
+            base_grant: base,
+            task_grant: task,
+            task_expires_ns: boot_ns() + u64::try_from(ttl.as_nanos()).unwrap(),
+            mode: MODE_KILL,
+            flags: 0,
+        };
+        self.engine.set_session(session, state).expect("set session");
+    }
+
+    pub fn baseline(&mut self) -> u64 {
+        self.grant(&[], &runtime_read_paths(), &[]).0
+    }
+
+    /// Waits until an event matching `pred` arrives for `session`, or panics at the deadline.
+    pub fn wait_event(&mut self, session: u64, pred: impl Fn(&Decision) -> bool) -> Decision {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            for d in self.engine.next_events(Duration::from_millis(100)) {
+                if d.session_id == session && pred(&d) {
+                    return d;
+                }
+                seen.push(d);
+            }
+        }
+        panic!("no matching event for session {session}; saw {seen:#?}");
+    }
+
+    /// All events for `session` that arrive within `window` (for asserting absence).
+    pub fn events_for(&mut self, session: u64, window: Duration) -> Vec<Decision> {
+        let deadline = Instant::now() + window;
+        let mut out = Vec::new();
+        while Instant::now() < deadline {
+            out.extend(self.engine.next_events(Duration::from_millis(50)).into_iter().filter(|d| d.session_id == session));
+        }
+        out
+    }
+}
+
+/// CLOCK_BOOTTIME in ns (the clock the kernel checks expiry against).
+pub fn boot_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).unwrap();
+    u64::try_from(ts.tv_sec()).unwrap() * 1_000_000_000 + u64::try_from(ts.tv_nsec()).unwrap()
+}
+
+/// A process started through `/bin/sh` that blocks until released, then `exec`s the command:
+/// so it is governed before the command's first instruction. Killed and reaped on drop.
+pub struct Gated {
+    pub child: Child,
+    gate: Option<std::process::ChildStdin>,
+}
+
+impl Gated {
+    /// `argv[0]` must be an absolute path.
+    pub fn spawn(argv: &[&str]) -> Self {
+        Self::spawn_in(argv, None)
+    }
+
+    pub fn spawn_in(argv: &[&str], cwd: Option<&Path>) -> Self {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg("read _ ; exec \"$@\"")
+            .arg("sh")
+            .args(argv)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("LC_ALL", "C")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(d) = cwd {
+            cmd.current_dir(d);
+        }
+        let mut child = cmd.spawn().expect("spawn gated child");
+        let gate = child.stdin.take();
+        Self { child, gate }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets the command run: the shell reads one line, then execs it with stdin at EOF.
+    pub fn release(&mut self) {
+        let mut gate = self.gate.take().expect("released twice");
+        gate.write_all(b"go\n").expect("release gate");
+        drop(gate);
+    }
+
+    /// Waits (bounded) for exit; returns status and stdout.
+    pub fn finish(mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                let mut out = String::new();
+                if let Some(mut so) = self.child.stdout.take() {
+                    use std::io::Read as _;
+                    let _ = so.read_to_string(&mut out);
+                }
+                return (st, out);
+            }
+            assert!(Instant::now() < deadline, "child {} did not exit", self.child.id());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Gated {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn killed(st: ExitStatus) -> bool {
+    st.signal() == Some(libc::SIGKILL)
+}
+
+/// A scratch directory removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("mcpg-test-{tag}-{}", unique_id()));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.0.join(rel)
+    }
+    /// Copies a system binary into the scratch dir (so tests can change it).
+    pub fn copy_bin(&self, src: &str, name: &str) -> PathBuf {
+        let dst = self.path(name);
+        std::fs::copy(src, &dst).unwrap();
+        dst
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
