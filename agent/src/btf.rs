@@ -7,7 +7,7 @@
 //! Only what that needs is implemented: a raw BTF blob (not ELF) is parsed once, struct and
 //! union names are indexed, and member offsets and sizes can be queried. Format reference:
 //! <https://docs.kernel.org/bpf/btf.html>. Parsing is defensive: malformed input yields an
-//! error, never a panic, and cyclic type graphs are cut off after [`MAX_DEPTH`] steps.
+//! error, never a panic, and cyclic type graphs are cut off after a bounded number of steps.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -35,7 +35,7 @@ mod kind {
     pub const VOLATILE: u8 = 9;
     pub const CONST: u8 = 10;
     pub const RESTRICT: u8 = 11;
-    pub const FUNC: u8 = 12;
+    // 12 = FUNC: no extra data.
     pub const FUNC_PROTO: u8 = 13;
     pub const VAR: u8 = 14;
     pub const DATASEC: u8 = 15;
@@ -78,23 +78,19 @@ pub enum BtfError {
 type Result<T> = std::result::Result<T, BtfError>;
 
 /// Kind-specific data kept from the type section.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 enum Data {
+    #[default]
     None,
     /// INT encoding word: bits 0-7 = nr_bits, 16-23 = bit offset, 24-27 = encoding.
     Int(u32),
-    Array {
-        elem: u32,
-        nelems: u32,
-    },
-    /// `len` members starting at `start` in [`Btf::members`].
-    Members {
-        start: usize,
-        len: u16,
-    },
+    /// ARRAY: (element type id, element count).
+    Array(u32, u32),
+    /// STRUCT/UNION: (index of the first member in [`Btf::members`], member count).
+    Members(usize, u16),
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Type {
     kind: u8,
     kind_flag: bool,
@@ -119,9 +115,12 @@ struct Member {
 
 /// A member located inside a struct (offsets relative to the struct searched).
 struct Found {
-    bit_offset: u32,
-    bitfield_size: u32,
-    type_id: u32,
+    /// Bit offset.
+    off: u32,
+    /// Bitfield size in bits (0 if not a `kind_flag` bitfield).
+    bits: u32,
+    /// Member type id.
+    ty: u32,
 }
 
 /// Parsed BTF: all types (indexed by type id), struct/union members and the string section.
@@ -157,16 +156,13 @@ const fn malformed(what: &'static str) -> BtfError {
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
-    big_endian: bool,
+    /// Big-endian blob (words are byte-swapped after a little-endian read).
+    be: bool,
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8], pos: usize, big_endian: bool) -> Self {
-        Self {
-            buf,
-            pos,
-            big_endian,
-        }
+    fn new(buf: &'a [u8], pos: usize, be: bool) -> Self {
+        Self { buf, pos, be }
     }
 
     fn skip(&mut self, n: usize, what: &'static str) -> Result<&'a [u8]> {
@@ -179,15 +175,9 @@ impl<'a> Reader<'a> {
     fn words<const N: usize>(&mut self, what: &'static str) -> Result<[u32; N]> {
         let mut out = [0; N];
         for word in &mut out {
-            let bytes: [u8; 4] = self
-                .skip(4, what)?
-                .try_into()
-                .map_err(|_| truncated(what))?;
-            *word = if self.big_endian {
-                u32::from_be_bytes(bytes)
-            } else {
-                u32::from_le_bytes(bytes)
-            };
+            let bytes: [u8; 4] = self.skip(4, what)?.try_into().unwrap_or_default();
+            let le = u32::from_le_bytes(bytes);
+            *word = if self.be { le.swap_bytes() } else { le };
         }
         Ok(out)
     }
@@ -213,29 +203,25 @@ impl Btf {
 
     /// Loads a raw BTF blob from a file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        match std::fs::read(path) {
+        let path = path.to_path_buf();
+        match std::fs::read(&path) {
             Ok(data) => Self::from_bytes(data),
-            Err(source) => Err(BtfError::Io {
-                path: path.into(),
-                source,
-            }),
+            Err(source) => Err(BtfError::Io { path, source }),
         }
     }
 
     /// Parses a raw BTF blob (either byte order) and indexes its struct/union names.
     pub fn from_bytes(data: Vec<u8>) -> Result<Self> {
-        let big_endian = match data.get(..3).ok_or(truncated("header"))? {
-            &[0x9f, 0xeb, _] => false,
-            &[0xeb, 0x9f, _] => true,
-            &[a, b, _] => {
-                return Err(BtfError::BadMagic {
-                    found: u16::from_le_bytes([a, b]),
-                });
-            }
-            _ => unreachable!("slice of length 3"),
+        let [m0, m1, version, ..] = data[..] else {
+            return Err(truncated("header"));
         };
-        if data[2] != 1 {
-            return Err(BtfError::UnsupportedVersion { version: data[2] });
+        let big_endian = match u16::from_le_bytes([m0, m1]) {
+            BTF_MAGIC => false,
+            m if m.swap_bytes() == BTF_MAGIC => true,
+            found => return Err(BtfError::BadMagic { found }),
+        };
+        if version != 1 {
+            return Err(BtfError::UnsupportedVersion { version });
         }
         let [hdr_len, type_off, type_len, str_off, str_len] =
             Reader::new(&data, 4, big_endian).words("header")?;
@@ -251,14 +237,7 @@ impl Btf {
         let type_sec = section(type_off, type_len, "type section")?;
         let strings = section(str_off, str_len, "string section")?.to_vec();
 
-        let (kind, kind_flag, name_off, size_or_type, data) = (0, false, 0, 0, Data::None);
-        let mut types = vec![Type {
-            kind,
-            kind_flag,
-            name_off,
-            size_or_type,
-            data,
-        }];
+        let mut types = vec![Type::default()]; // id 0: void
         let mut members = Vec::new();
         let mut r = Reader::new(type_sec, 0, big_endian);
         while r.pos < type_sec.len() {
@@ -266,11 +245,14 @@ impl Btf {
             let [name_off, info, size_or_type] = r.words("type")?;
             let kind = ((info >> 24) & 0x1f) as u8;
             let vlen = (info & 0xffff) as u16;
+            if kind == 0 || kind > kind::ENUM64 {
+                return Err(BtfError::UnknownKind { kind, id });
+            }
             let data = match kind {
                 kind::INT => Data::Int(r.words::<1>("int")?[0]),
                 kind::ARRAY => {
                     let [elem, _index_type, nelems] = r.words("array")?;
-                    Data::Array { elem, nelems }
+                    Data::Array(elem, nelems)
                 }
                 kind::STRUCT | kind::UNION => {
                     let start = members.len();
@@ -282,18 +264,19 @@ impl Btf {
                             offset,
                         });
                     }
-                    Data::Members { start, len: vlen }
+                    Data::Members(start, vlen)
                 }
-                kind::PTR | kind::FWD | kind::TYPEDEF | kind::VOLATILE | kind::CONST => Data::None,
-                kind::RESTRICT | kind::FUNC | kind::FLOAT | kind::TYPE_TAG => Data::None,
-                kind::ENUM | kind::FUNC_PROTO => {
-                    r.skip(8 * usize::from(vlen), "enum").map(|_| Data::None)?
+                _ => {
+                    let vlen = usize::from(vlen);
+                    let extra = match kind {
+                        kind::ENUM | kind::FUNC_PROTO => 8 * vlen,
+                        kind::DATASEC | kind::ENUM64 => 12 * vlen,
+                        kind::VAR | kind::DECL_TAG => 4,
+                        _ => 0,
+                    };
+                    r.skip(extra, "type data")?;
+                    Data::None
                 }
-                kind::VAR | kind::DECL_TAG => r.skip(4, "var/decl_tag").map(|_| Data::None)?,
-                kind::DATASEC | kind::ENUM64 => r
-                    .skip(12 * usize::from(vlen), "datasec")
-                    .map(|_| Data::None)?,
-                _ => return Err(BtfError::UnknownKind { kind, id }),
             };
             let kind_flag = info >> 31 == 1;
             types.push(Type {
@@ -346,18 +329,19 @@ impl Btf {
     /// Like [`Btf::member_offset`], but `Ok(None)` when the member does not exist (for fields
     /// that vary between kernels, e.g. `inode.i_mtime_sec` on 6.11+ vs `i_mtime` before).
     pub fn try_member_offset(&self, struct_name: &str, member_path: &str) -> Result<Option<u32>> {
-        Ok(self
-            .lookup(struct_name, member_path)?
-            .map(|(offset, _)| offset))
+        let found = self.lookup(struct_name, member_path)?;
+        Ok(found.map(|(offset, _)| offset))
     }
 
     /// Byte size of a member's type (after resolving typedef/const/volatile), for sanity checks.
     pub fn member_size(&self, struct_name: &str, member_path: &str) -> Result<u32> {
         let found = self.lookup(struct_name, member_path)?;
         let (_, type_id) = found.ok_or_else(|| not_found(struct_name, member_path))?;
-        let (ty, member) = (struct_name.into(), member_path.into());
-        self.type_size(type_id, 0)?
-            .ok_or(BtfError::Unsized { ty, member })
+        let size = self.type_size(type_id, 0)?;
+        size.ok_or_else(|| BtfError::Unsized {
+            ty: struct_name.into(),
+            member: member_path.into(),
+        })
     }
 
     /// Byte size of a named struct/union.
@@ -376,10 +360,8 @@ impl Btf {
         for _ in 0..MAX_DEPTH {
             let t = self.ty(id)?;
             match t.kind {
-                kind::TYPEDEF | kind::VOLATILE | kind::CONST | kind::RESTRICT => {
-                    id = t.size_or_type
-                }
-                kind::TYPE_TAG => id = t.size_or_type,
+                kind::TYPEDEF | kind::VOLATILE | kind::CONST => id = t.size_or_type,
+                kind::RESTRICT | kind::TYPE_TAG => id = t.size_or_type,
                 _ => return Ok((id, t)),
             }
         }
@@ -400,7 +382,7 @@ impl Btf {
 
     fn members_of(&self, t: &Type) -> &[Member] {
         match t.data {
-            Data::Members { start, len } => {
+            Data::Members(start, len) => {
                 let range = start..start + usize::from(len);
                 self.members.get(range).unwrap_or_default()
             }
@@ -414,18 +396,18 @@ impl Btf {
             return Err(malformed("anonymous members nested too deeply"));
         }
         for m in self.members_of(t) {
-            let (bit_offset, bitfield_size) = match t.kind_flag {
+            let (off, bits) = match t.kind_flag {
                 true => (m.offset & 0xff_ffff, m.offset >> 24),
                 false => (m.offset, 0),
             };
-            if m.name_off != 0 {
-                if str_at(&self.strings, m.name_off)? == name {
-                    let type_id = m.type_id;
-                    return Ok(Some(Found {
-                        bit_offset,
-                        bitfield_size,
-                        type_id,
-                    }));
+            let member_name = match m.name_off {
+                0 => "",
+                name_off => str_at(&self.strings, name_off)?,
+            };
+            if !member_name.is_empty() {
+                if member_name == name {
+                    let ty = m.type_id;
+                    return Ok(Some(Found { off, bits, ty }));
                 }
                 continue;
             }
@@ -433,8 +415,8 @@ impl Btf {
             if inner.is_composite()
                 && let Some(mut found) = self.find_member(inner, name, depth + 1)?
             {
-                let total = found.bit_offset.checked_add(bit_offset);
-                found.bit_offset = total.ok_or(malformed("offset overflow"))?;
+                let total = found.off.checked_add(off);
+                found.off = total.ok_or(malformed("offset overflow"))?;
                 return Ok(Some(found));
             }
         }
@@ -472,14 +454,13 @@ impl Btf {
             let Some(found) = self.find_member(t, component, 0)? else {
                 return Ok(None);
             };
-            let misaligned = found.bitfield_size != 0 || found.bit_offset % 8 != 0;
-            if misaligned || self.is_int_bitfield(found.type_id)? {
+            if found.bits != 0 || found.off % 8 != 0 || self.is_int_bitfield(found.ty)? {
                 let (ty, member) = (struct_name.into(), member_path.into());
                 return Err(BtfError::Bitfield { ty, member });
             }
-            let total = offset.checked_add(found.bit_offset / 8);
+            let total = offset.checked_add(found.off / 8);
             offset = total.ok_or(malformed("offset overflow"))?;
-            type_id = found.type_id;
+            type_id = found.ty;
         }
         Ok(Some((offset, type_id)))
     }
@@ -491,7 +472,7 @@ impl Btf {
         }
         let (_, t) = self.resolve(type_id)?;
         Ok(match (t.kind, t.data) {
-            (_, Data::Array { elem, nelems }) => match self.type_size(elem, depth + 1)? {
+            (_, Data::Array(elem, nelems)) => match self.type_size(elem, depth + 1)? {
                 Some(size) => Some(size.checked_mul(nelems).ok_or(malformed("array too big"))?),
                 None => None,
             },
@@ -510,127 +491,91 @@ fn not_found(struct_name: &str, member_path: &str) -> BtfError {
 
 #[cfg(test)]
 mod tests {
+    use super::BtfError::*;
     use super::*;
 
-    /// Assembles BTF blobs. Everything after the magic/version/flags bytes is u32 words, so
-    /// the blob can be emitted in either byte order.
+    macro_rules! assert_err {
+        ($result:expr, $pattern:pat $(if $guard:expr)?) => {
+            match $result {
+                Err($pattern) $(if $guard)? => {}
+                other => panic!("expected {}, got {other:?}", stringify!($pattern)),
+            }
+        };
+    }
+
+    const KFLAG: u8 = 0x80;
+
+    /// Assembles BTF blobs. Everything after magic/version/flags is u32 words, so the blob
+    /// can be emitted in either byte order.
+    #[derive(Default)]
     struct Builder {
+        /// String section without its leading NUL (offset 0 is the empty name).
         strings: Vec<u8>,
-        types: Vec<u32>,
-        next_id: u32,
+        words: Vec<u32>,
+        types: u32,
     }
 
     impl Builder {
-        fn new() -> Self {
-            Self {
-                strings: vec![0],
-                types: Vec::new(),
-                next_id: 1,
-            }
-        }
-
         fn str(&mut self, s: &str) -> u32 {
-            if s.is_empty() {
-                return 0;
-            }
-            let off = self.strings.len() as u32;
-            self.strings.extend_from_slice(s.as_bytes());
-            self.strings.push(0);
-            off
+            let off = self.strings.len() as u32 + 1;
+            self.strings.extend(s.bytes().chain([0]));
+            if s.is_empty() { 0 } else { off }
         }
 
-        fn add(
-            &mut self,
-            name: &str,
-            kind: u8,
-            kflag: bool,
-            vlen: u32,
-            size_or_type: u32,
-            extra: &[u32],
-        ) -> u32 {
+        /// `kind` may carry [`KFLAG`]; STRUCT/UNION `extra` is members, 3 words each.
+        fn add(&mut self, name: &str, kind: u8, size_or_type: u32, extra: &[u32]) -> u32 {
+            let composite = matches!(kind & !KFLAG, kind::STRUCT | kind::UNION);
+            let vlen = if composite { extra.len() as u32 / 3 } else { 0 };
             let name_off = self.str(name);
-            let info = (u32::from(kflag) << 31) | (u32::from(kind) << 24) | vlen;
-            self.types.extend([name_off, info, size_or_type]);
-            self.types.extend_from_slice(extra);
-            self.next_id += 1;
-            self.next_id - 1
-        }
-
-        fn int(&mut self, name: &str, size: u32, bits: u32) -> u32 {
-            self.add(name, kind::INT, false, 0, size, &[bits])
+            let info = (u32::from(kind & !KFLAG) << 24) | (u32::from(kind >> 7) << 31) | vlen;
+            self.words.extend([name_off, info, size_or_type]);
+            self.words.extend_from_slice(extra);
+            self.types += 1;
+            self.types
         }
 
         /// `members`: (name, type id, offset word).
-        fn composite(
-            &mut self,
-            name: &str,
-            kind: u8,
-            kflag: bool,
-            size: u32,
-            members: &[(&str, u32, u32)],
-        ) -> u32 {
-            let words: Vec<u32> = members
-                .iter()
-                .flat_map(|&(n, t, o)| [self.str(n), t, o])
-                .collect();
-            self.add(name, kind, kflag, members.len() as u32, size, &words)
+        fn composite(&mut self, name: &str, kind: u8, size: u32, m: &[(&str, u32, u32)]) -> u32 {
+            let mut words = Vec::new();
+            for &(member, ty, offset) in m {
+                words.extend([self.str(member), ty, offset]);
+            }
+            self.add(name, kind, size, &words)
         }
 
-        fn blob(&self, big_endian: bool) -> Vec<u8> {
-            let word = |w: u32| {
-                if big_endian {
-                    w.to_be_bytes()
-                } else {
-                    w.to_le_bytes()
-                }
-            };
-            let type_len = self.types.len() as u32 * 4;
-            let magic = if big_endian {
-                BTF_MAGIC.to_be_bytes()
-            } else {
-                BTF_MAGIC.to_le_bytes()
-            };
+        fn blob(&self, be: bool) -> Vec<u8> {
+            let magic = if be { [0xeb, 0x9f] } else { [0x9f, 0xeb] };
+            let (type_len, str_len) = (self.words.len() as u32 * 4, self.strings.len() as u32 + 1);
+            let header = [24, 0, type_len, type_len, str_len];
+            let words = header.into_iter().chain(self.words.iter().copied());
+            let bytes = words.flat_map(|w| if be { w.to_be_bytes() } else { w.to_le_bytes() });
             let mut out = vec![magic[0], magic[1], 1, 0];
-            let header = [24, 0, type_len, type_len, self.strings.len() as u32];
-            out.extend(
-                header
-                    .into_iter()
-                    .chain(self.types.iter().copied())
-                    .flat_map(word),
-            );
-            out.extend_from_slice(&self.strings);
+            out.extend(bytes.chain([0]).chain(self.strings.iter().copied()));
             out
         }
     }
 
     /// `struct outer` (72 bytes): x@0, flags:3 bitfield@4, nested@8 (inner: a@0, b@8),
     /// anonymous union {u_long, u_int}@24, td@32 (const inner_t), ptr@48, arr@56 (int[4]).
-    /// Plus an empty `struct outer` declared first, and `struct legacy` with old-style bitfields.
-    fn sample(big_endian: bool) -> Vec<u8> {
-        let mut b = Builder::new();
-        let empty_outer = b.composite("outer", kind::STRUCT, false, 0, &[]);
-        assert_eq!(empty_outer, 1);
-        let int = b.int("int", 4, 32);
-        let long = b.int("long", 8, 64);
-        let inner = b.composite(
-            "inner",
-            kind::STRUCT,
-            false,
-            16,
-            &[("a", int, 0), ("b", long, 64)],
-        );
-        let inner_t = b.add("inner_t", kind::TYPEDEF, false, 0, inner, &[]);
-        let const_inner_t = b.add("", kind::CONST, false, 0, inner_t, &[]);
+    /// Also an empty `struct outer` declared first and `struct legacy` with old-style bitfields.
+    fn sample(be: bool) -> Vec<u8> {
+        let mut b = Builder::default();
+        b.composite("outer", kind::STRUCT, 0, &[]);
+        let int = b.add("int", kind::INT, 4, &[32]);
+        let long = b.add("long", kind::INT, 8, &[64]);
+        let members = [("a", int, 0), ("b", long, 64)];
+        let inner = b.composite("inner", kind::STRUCT, 16, &members);
+        let inner_t = b.add("inner_t", kind::TYPEDEF, inner, &[]);
+        let const_inner_t = b.add("", kind::CONST, inner_t, &[]);
         let anon = b.composite(
             "",
             kind::UNION,
-            false,
             8,
             &[("u_long", long, 0), ("u_int", int, 0)],
         );
-        let ptr = b.add("", kind::PTR, false, 0, inner, &[]);
-        let arr = b.add("", kind::ARRAY, false, 0, 0, &[int, int, 4]);
-        let fields = [
+        let ptr = b.add("", kind::PTR, inner, &[]);
+        let arr = b.add("", kind::ARRAY, 0, &[int, int, 4]);
+        let members = [
             ("x", int, 0),
             ("flags", int, (3 << 24) | 32),
             ("nested", inner, 64),
@@ -639,44 +584,43 @@ mod tests {
             ("ptr", ptr, 384),
             ("arr", arr, 448),
         ];
-        b.composite("outer", kind::STRUCT, true, 72, &fields);
-        let u3 = b.int("u3", 4, 3);
+        b.composite("outer", kind::STRUCT | KFLAG, 72, &members);
+        let u3 = b.add("u3", kind::INT, 4, &[3]);
         b.composite(
             "legacy",
             kind::STRUCT,
-            false,
             8,
             &[("bf", u3, 0), ("odd", int, 12)],
         );
-        b.blob(big_endian)
+        b.blob(be)
     }
 
     #[test]
     fn btf_synthetic_offsets_and_sizes() {
-        for big_endian in [false, true] {
-            let btf = Btf::from_bytes(sample(big_endian)).expect("valid sample BTF");
-            let off = |s, m| btf.member_offset(s, m).unwrap();
-            assert_eq!(off("outer", "x"), 0);
-            assert_eq!(off("outer", "nested"), 8);
-            assert_eq!(off("outer", "nested.b"), 16);
-            assert_eq!(off("outer", "u_long"), 24, "anonymous union member");
-            assert_eq!(off("outer", "u_int"), 24);
-            assert_eq!(off("outer", "td.b"), 40, "typedef + const resolved");
-            assert_eq!(off("outer", "ptr"), 48);
-            assert_eq!(off("outer", "arr"), 56);
-            assert_eq!(off("inner_t", "b"), 8, "struct looked up via typedef");
+        for be in [false, true] {
+            let btf = Btf::from_bytes(sample(be)).expect("valid sample BTF");
+            let off = |path| btf.member_offset("outer", path).unwrap();
+            assert_eq!(off("x"), 0);
+            assert_eq!(off("nested"), 8);
+            assert_eq!(off("nested.b"), 16);
+            assert_eq!(off("u_long"), 24, "anonymous union member");
+            assert_eq!(off("u_int"), 24);
+            assert_eq!(off("td.b"), 40, "typedef + const resolved");
+            assert_eq!(off("ptr"), 48);
+            assert_eq!(off("arr"), 56);
+            assert_eq!(btf.member_offset("inner_t", "b").unwrap(), 8, "via typedef");
             assert_eq!(
                 btf.struct_size("outer").unwrap(),
                 72,
-                "sized struct preferred over empty one"
+                "sized struct preferred"
             );
             assert_eq!(btf.struct_size("inner").unwrap(), 16);
-            let size = |s, m| btf.member_size(s, m).unwrap();
-            assert_eq!(size("outer", "x"), 4);
-            assert_eq!(size("outer", "nested.b"), 8);
-            assert_eq!(size("outer", "td"), 16);
-            assert_eq!(size("outer", "ptr"), 8);
-            assert_eq!(size("outer", "arr"), 16);
+            let size = |path| btf.member_size("outer", path).unwrap();
+            assert_eq!(size("x"), 4);
+            assert_eq!(size("nested.b"), 8);
+            assert_eq!(size("td"), 16);
+            assert_eq!(size("ptr"), 8);
+            assert_eq!(size("arr"), 16);
             assert_eq!(btf.try_member_offset("outer", "nested.a").unwrap(), Some(8));
         }
     }
@@ -684,35 +628,22 @@ mod tests {
     #[test]
     fn btf_synthetic_errors() {
         let btf = Btf::from_bytes(sample(false)).unwrap();
-        let err = |s, m| btf.member_offset(s, m).unwrap_err();
-        assert!(matches!(err("outer", "flags"), BtfError::Bitfield { .. }));
-        assert!(matches!(err("legacy", "bf"), BtfError::Bitfield { .. }));
-        assert!(matches!(err("legacy", "odd"), BtfError::Bitfield { .. }));
-        assert!(matches!(
-            err("outer", "nope"),
-            BtfError::MemberNotFound { .. }
-        ));
-        assert!(matches!(
-            err("outer", "nested.nope"),
-            BtfError::MemberNotFound { .. }
-        ));
-        assert!(matches!(err("outer", ""), BtfError::MemberNotFound { .. }));
-        assert!(matches!(err("nosuch", "x"), BtfError::TypeNotFound { .. }));
-        assert!(matches!(err("int", "x"), BtfError::NotAStruct { .. }));
-        match err("outer", "ptr.a") {
-            BtfError::NotAStruct { name } => assert_eq!(name, "outer.ptr"),
-            e => panic!("unexpected {e}"),
-        }
+        assert_err!(btf.member_offset("outer", "flags"), Bitfield { .. });
+        assert_err!(btf.member_offset("legacy", "bf"), Bitfield { .. });
+        assert_err!(btf.member_offset("legacy", "odd"), Bitfield { .. });
+        assert_err!(btf.member_offset("outer", "nope"), MemberNotFound { .. });
+        assert_err!(
+            btf.member_offset("outer", "nested.nope"),
+            MemberNotFound { .. }
+        );
+        assert_err!(btf.member_offset("outer", ""), MemberNotFound { .. });
+        assert_err!(btf.member_size("outer", "nope"), MemberNotFound { .. });
+        assert_err!(btf.member_offset("nosuch", "x"), TypeNotFound { .. });
+        assert_err!(btf.try_member_offset("nosuch", "x"), TypeNotFound { .. });
+        assert_err!(btf.member_offset("int", "x"), NotAStruct { .. });
+        assert_err!(btf.member_offset("outer", "ptr.a"), NotAStruct { name } if name == "outer.ptr");
         assert_eq!(btf.try_member_offset("outer", "nope").unwrap(), None);
         assert_eq!(btf.try_member_offset("outer", "nested.nope").unwrap(), None);
-        assert!(matches!(
-            btf.try_member_offset("nosuch", "x"),
-            Err(BtfError::TypeNotFound { .. })
-        ));
-        assert!(matches!(
-            btf.member_size("outer", "nope"),
-            Err(BtfError::MemberNotFound { .. })
-        ));
     }
 
     #[test]
@@ -721,73 +652,59 @@ mod tests {
         for len in 0..good.len() {
             assert!(
                 Btf::from_bytes(good[..len].to_vec()).is_err(),
-                "prefix of {len} bytes accepted"
+                "{len}-byte prefix"
             );
         }
-        assert!(matches!(
+        assert_err!(
             Btf::from_bytes(b"\x7fELF\x02\x01\x01\0".to_vec()),
-            Err(BtfError::BadMagic { .. })
-        ));
+            BadMagic { .. }
+        );
         let mut v2 = good.clone();
         v2[2] = 2;
-        assert!(matches!(
-            Btf::from_bytes(v2),
-            Err(BtfError::UnsupportedVersion { version: 2 })
-        ));
+        assert_err!(Btf::from_bytes(v2), UnsupportedVersion { version: 2 });
         // Corrupt every byte in turn; parsing and lookups may fail but must not panic or hang.
-        for i in 0..good.len() {
-            for value in [0x00, 0x01, 0x07, 0x80, 0xff] {
-                let mut bad = good.clone();
-                bad[i] = value;
-                if let Ok(btf) = Btf::from_bytes(bad) {
-                    for path in ["x", "nested.b", "u_int", "td.b", "ptr.a", "arr", "flags"] {
-                        let _ = btf.member_offset("outer", path);
-                        let _ = btf.member_size("outer", path);
-                    }
-                    let _ = btf.struct_size("inner_t");
+        for (i, value) in (0..good.len()).flat_map(|i| [0, 1, 7, 0x80, 0xff].map(|v| (i, v))) {
+            let mut bad = good.clone();
+            bad[i] = value;
+            if let Ok(btf) = Btf::from_bytes(bad) {
+                for path in ["x", "nested.b", "u_int", "td.b", "ptr.a", "arr", "flags"] {
+                    let _ = (
+                        btf.member_offset("outer", path),
+                        btf.member_size("outer", path),
+                    );
                 }
+                let _ = btf.struct_size("inner_t");
             }
         }
-        // Pseudo-random garbage behind a valid magic and version.
+        // Pseudo-random garbage (xorshift) behind a valid magic and version.
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         for _ in 0..200 {
-            let mut junk = vec![0x9f, 0xeb, 1, 0];
-            junk.extend((0..64).map(|_| {
+            let junk = (0..64).map(|_| {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
                 seed as u8
-            }));
-            let _ = Btf::from_bytes(junk);
+            });
+            let _ = Btf::from_bytes([0x9f, 0xeb, 1, 0].into_iter().chain(junk).collect());
         }
     }
 
-    fn vmlinux() -> Btf {
-        Btf::from_sys_fs()
-            .expect("/sys/kernel/btf/vmlinux must exist and parse (CONFIG_DEBUG_INFO_BTF)")
-    }
-
+    /// Kernel-ABI-stable facts about the running kernel's BTF. Fails (does not skip) when
+    /// `/sys/kernel/btf/vmlinux` is missing: the agent requires it.
     #[test]
     fn btf_vmlinux_stable_offsets() {
-        let btf = vmlinux();
-        assert_eq!(btf.member_offset("list_head", "next").unwrap(), 0);
-        assert_eq!(btf.member_offset("list_head", "prev").unwrap(), 8);
-        assert_eq!(btf.member_offset("path", "mnt").unwrap(), 0);
-        assert_eq!(btf.member_offset("path", "dentry").unwrap(), 8);
-        assert_eq!(btf.member_offset("qstr", "name").unwrap(), 8);
+        let btf = Btf::from_sys_fs().expect("/sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF)");
+        let off = |ty, path| btf.member_offset(ty, path).unwrap();
+        assert_eq!(off("list_head", "next"), 0);
+        assert_eq!(off("list_head", "prev"), 8);
+        assert_eq!(off("path", "mnt"), 0);
+        assert_eq!(off("path", "dentry"), 8);
+        assert_eq!(off("qstr", "name"), 8);
         assert_eq!(btf.member_size("task_struct", "tgid").unwrap(), 4);
-        let f_path = btf.member_offset("file", "f_path").unwrap();
-        assert_eq!(
-            btf.member_offset("file", "f_path.dentry").unwrap(),
-            f_path + 8
-        );
-        let pid = btf.member_offset("task_struct", "pid").unwrap();
-        assert_eq!(btf.member_offset("task_struct", "tgid").unwrap(), pid + 4);
-        assert_eq!(
-            btf.try_member_offset("task_struct", "no_such_member_xyz")
-                .unwrap(),
-            None
-        );
+        assert_eq!(off("file", "f_path.dentry"), off("file", "f_path") + 8);
+        assert_eq!(off("task_struct", "tgid"), off("task_struct", "pid") + 4);
+        let missing = btf.try_member_offset("task_struct", "no_such_member");
+        assert_eq!(missing.unwrap(), None);
         assert!(btf.struct_size("task_struct").unwrap() > 1000);
     }
 }

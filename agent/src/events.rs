@@ -42,8 +42,15 @@ impl Decision {
                 s.push_str("...");
             }
             for comp in ev.path[..depth.min(ev.path.len())].iter().rev() {
+                let name = cstr(comp);
+                // Mount roots are reported as "/" components: the mountpoint carries the name.
+                if name != "/" {
+                    s.push('/');
+                    s.push_str(&name);
+                }
+            }
+            if s.is_empty() {
                 s.push('/');
-                s.push_str(&cstr(comp));
             }
             s
         });
@@ -102,10 +109,10 @@ mod tests {
         ev.action = ACTION_KILLED;
         ev.reason = REASON_NOT_GRANTED;
         ev.access = ACCESS_READ | ACCESS_WRITE;
-        for (i, c) in ["passwd", "etc"].iter().enumerate() {
+        for (i, c) in ["passwd", "etc", "/"].iter().enumerate() {
             ev.path[i][..c.len()].copy_from_slice(c.as_bytes());
         }
-        ev.path_depth = 2;
+        ev.path_depth = 3;
         ev.comm[..3].copy_from_slice(b"cat");
         let d = Decision::from_event(&ev);
         assert_eq!(d.path.as_deref(), Some("/etc/passwd"));

@@ -5,3 +5,6 @@ pub mod events;
 pub mod kgrant;
 pub mod offsets;
 pub mod procs;
+pub mod duration;
+pub mod policy;
+pub mod protocol;

@@ -110,14 +110,18 @@ pub fn inode_multi_link(inode: Kptr) -> Result<bool, Unresolved> {
     Ok(mode & S_IFMT == S_IFREG && nlink > 1)
 }
 
+/// Nanoseconds fit in 30 bits; since 6.13 the kernel keeps a flag (`I_CTIME_QUERIED`, multigrain
+/// timestamps) in bit 31 of `i_ctime_nsec`, and older layouts store nsec in a `long`.
+const NSEC_MASK: u32 = (1 << 30) - 1;
+
 #[inline(always)]
 pub fn inode_fingerprint(inode: Kptr) -> Result<Fingerprint, Unresolved> {
     Ok(Fingerprint {
         size: rd(inode, off!(inode_size))?,
         mtime_sec: rd(inode, off!(inode_mtime_sec))?,
         ctime_sec: rd(inode, off!(inode_ctime_sec))?,
-        mtime_nsec: rd(inode, off!(inode_mtime_nsec))?,
-        ctime_nsec: rd(inode, off!(inode_ctime_nsec))?,
+        mtime_nsec: rd::<u32>(inode, off!(inode_mtime_nsec))? & NSEC_MASK,
+        ctime_nsec: rd::<u32>(inode, off!(inode_ctime_nsec))? & NSEC_MASK,
         generation: rd(inode, off!(inode_generation))?,
         flags: 0,
     })

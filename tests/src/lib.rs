@@ -124,7 +124,10 @@ impl Gated {
     pub fn spawn_in(argv: &[&str], cwd: Option<&Path>) -> Self {
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
-            .arg("read _ ; exec \"$@\"")
+            // "ready" proves the shell's own exec is complete: registering before that point would
+            // govern the exec of the shell itself (the vfork parent is released before
+            // sched_process_exec fires).
+            .arg("echo ready; read _ ; exec \"$@\"")
             .arg("sh")
             .args(argv)
             .env_clear()
@@ -138,6 +141,10 @@ impl Gated {
         }
         let mut child = cmd.spawn().expect("spawn gated child");
         let gate = child.stdin.take();
+        let mut ready = [0u8; 6];
+        use std::io::Read as _;
+        child.stdout.as_mut().unwrap().read_exact(&mut ready).expect("gated child ready");
+        assert_eq!(&ready, b"ready\n");
         Self { child, gate }
     }
 

@@ -20,7 +20,7 @@ fn granted_exec_runs_ungranted_is_killed_ungoverned_untouched() {
     k.engine.add_process(g.pid(), session).unwrap();
     g.release();
     let (st, _) = g.finish();
-    assert!(st.success(), "granted binary must run: {st:?}");
+    assert!(st.success(), "granted binary must run: {st:?} {:#?}", k.events_for(session, Duration::from_millis(300)));
 
     let mut g = Gated::spawn(&[other.to_str().unwrap()]);
     let pid = g.pid();
@@ -49,7 +49,8 @@ fn offsets_from_btf_read_the_real_tgid_and_start_time() {
     let base = k.baseline();
     let sh = Path::new("/usr/bin/dash");
     let sleep = Path::new("/usr/bin/sleep");
-    let (task, _) = k.grant(&[sh, sleep], &[], &[]);
+    // dash gives a background job /dev/null as stdin: that open must be granted too.
+    let (task, _) = k.grant(&[sh, sleep], &[std::path::PathBuf::from("/dev/null")], &[]);
     let session = k.session(base, task, LONG);
     let mut g = Gated::spawn(&["/usr/bin/dash", "-c", "/usr/bin/sleep 30 & echo $!; wait"]);
     k.engine.add_process(g.pid(), session).unwrap();
@@ -64,7 +65,7 @@ fn offsets_from_btf_read_the_real_tgid_and_start_time() {
     assert_eq!(k.engine.process_session(child), Some(session), "child tgid via offsets");
     // The child runs sleep (granted): it must still be alive, i.e. its start time matched.
     std::thread::sleep(Duration::from_millis(200));
-    assert!(Path::new(&format!("/proc/{child}")).exists());
+    assert!(Path::new(&format!("/proc/{child}")).exists(), "{:#?}", k.events_for(session, Duration::from_millis(200)));
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child as i32), nix::sys::signal::SIGKILL);
     drop(g);
     let _ = runtime_read_paths();
