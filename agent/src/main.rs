@@ -1,1 +1,281 @@
-fn main(){}
+//! `mcpguard`: the daemon and its command-line verbs.
+use std::{collections::BTreeMap, os::unix::process::CommandExt as _, path::PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use mcpguard::{
+    client::Client,
+    daemon::{self, Config},
+    policy::{ExecRule, Mode, Policy},
+    protocol::{Grant, InlineGrant, Op, Register, Revoke},
+};
+
+#[derive(Parser)]
+#[command(name = "mcpguard", version, about = "Per-task, kernel-enforced grants for MCP servers")]
+struct Cli {
+    /// Control socket of the daemon.
+    #[arg(long, env = "MCPGUARD_SOCKET", default_value = daemon::DEFAULT_SOCKET, global = true)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the host daemon (root).
+    Daemon(DaemonArgs),
+    /// Remove everything the daemon pinned (enforcement off).
+    Unpin {
+        #[arg(long, default_value = daemon::DEFAULT_BPFFS_DIR)]
+        bpffs_dir: PathBuf,
+    },
+    /// Launch a program governed from its first instruction.
+    Exec {
+        #[arg(long)]
+        session: String,
+        /// Policy (name or file) for what the program needs to run at all.
+        #[arg(long, default_value = "baseline-minimal")]
+        baseline: String,
+        #[arg(long = "var", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Issue the grant for a task (replaces the session's previous task grant in one step).
+    Grant {
+        #[arg(long)]
+        session: String,
+        #[arg(long)]
+        task: String,
+        #[arg(long, conflicts_with_all = ["allow_exec", "allow_read", "allow_write"])]
+        policy: Option<String>,
+        #[arg(long)]
+        allow_exec: Vec<PathBuf>,
+        #[arg(long)]
+        allow_read: Vec<PathBuf>,
+        #[arg(long)]
+        allow_write: Vec<PathBuf>,
+        #[arg(long = "var", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        #[arg(long)]
+        ttl: Option<String>,
+        #[arg(long)]
+        mode: Option<Mode>,
+    },
+    /// Revoke a session's task grant.
+    Revoke {
+        #[arg(long)]
+        session: String,
+        #[arg(long)]
+        task: Option<String>,
+    },
+    /// Backend in force, sessions, grants with remaining TTL.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decision events (audit lines).
+    Events {
+        #[arg(long)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Validate policy files; errors name file, line and field.
+    Check { files: Vec<PathBuf> },
+}
+
+#[derive(clap::Args)]
+struct DaemonArgs {
+    /// TOML file with the same settings as the flags (flags win).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Prometheus listen address (loopback by default), or `off`.
+    #[arg(long)]
+    metrics: Option<String>,
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Audit log file, or `-` for stdout.
+    #[arg(long)]
+    audit_log: Option<String>,
+    #[arg(long)]
+    bpffs_dir: Option<PathBuf>,
+    /// Additional uid allowed to register sessions and issue grants (root always may).
+    #[arg(long)]
+    allow_uid: Vec<u32>,
+    #[arg(long)]
+    allow_gid: Vec<u32>,
+    #[arg(long)]
+    policy_dir: Vec<PathBuf>,
+    #[arg(long)]
+    default_ttl: Option<String>,
+    #[arg(long)]
+    max_ttl: Option<String>,
+    /// Unpin programs and maps on SIGTERM (default: keep enforcing while the daemon is down).
+    #[arg(long)]
+    unload_on_exit: bool,
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+}
+
+fn daemon_config(socket: PathBuf, a: DaemonArgs) -> anyhow::Result<Config> {
+    let mut cfg = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+        }
+        None => Config::default(),
+    };
+    cfg.socket = socket;
+    if let Some(m) = a.metrics {
+        cfg.metrics = if m == "off" { None } else { Some(m.parse().with_context(|| format!("--metrics {m}"))?) };
+    }
+    if let Some(v) = a.state_dir { cfg.state_dir = v; }
+    if let Some(v) = a.audit_log { cfg.audit_log = v; }
+    if let Some(v) = a.bpffs_dir { cfg.bpffs_dir = v; }
+    cfg.allow_uids.extend(a.allow_uid);
+    cfg.allow_gids.extend(a.allow_gid);
+    if !a.policy_dir.is_empty() { cfg.policy_dirs = a.policy_dir; }
+    if let Some(v) = a.default_ttl { cfg.default_ttl = mcpguard::duration::parse_duration(&v)?; }
+    if let Some(v) = a.max_ttl { cfg.max_ttl = mcpguard::duration::parse_duration(&v)?; }
+    cfg.unload_on_exit |= a.unload_on_exit;
+    if cfg.default_ttl > cfg.max_ttl {
+        bail!("default_ttl is longer than max_ttl");
+    }
+    Ok(cfg)
+}
+
+/// Resolves a command like the shell would (PATH lookup), to an absolute path.
+fn which(cmd: &str) -> anyhow::Result<PathBuf> {
+    if cmd.contains('/') {
+        return std::fs::canonicalize(cmd).with_context(|| format!("command `{cmd}` not found"));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join(cmd);
+        if p.is_file() {
+            return std::fs::canonicalize(&p).with_context(|| format!("resolving {}", p.display()));
+        }
+    }
+    bail!("command `{cmd}` not found in PATH")
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match cli.cmd {
+        Cmd::Daemon(a) => {
+            let cfg = daemon_config(cli.socket, a)?;
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+                .block_on(daemon::run(cfg))
+        }
+        Cmd::Unpin { bpffs_dir } => {
+            let removed = mcpguard::engine::unpin(&bpffs_dir).with_context(|| format!("unpinning {}", bpffs_dir.display()))?;
+            println!("removed {} pinned object(s) under {}; enforcement is off", removed.len(), bpffs_dir.display());
+            Ok(())
+        }
+        Cmd::Exec { session, baseline, vars, command } => {
+            let bin = which(&command[0])?;
+            let mut argv = command.clone();
+            argv[0] = bin.display().to_string();
+            let mut c = Client::connect(&cli.socket)?;
+            let op = Op::Register(Register {
+                session,
+                pid: std::process::id(),
+                command: argv,
+                baseline: Some(baseline),
+                vars: vars.into_iter().collect::<BTreeMap<_, _>>(),
+                cgroup: false,
+            });
+            c.call_ok(op)?;
+            drop(c);
+            // Governed from here on: exec the approved binary (argv[0] kept as given).
+            let err = std::process::Command::new(&bin).arg0(&command[0]).args(&command[1..]).exec();
+            bail!("exec {}: {err}", bin.display())
+        }
+        Cmd::Grant { session, task, policy, allow_exec, allow_read, allow_write, vars, ttl, mode } => {
+            let inline = policy.is_none().then(|| InlineGrant {
+                exec: allow_exec.into_iter().map(|path| ExecRule { path, sha256: None }).collect(),
+                read: allow_read,
+                write: allow_write,
+            });
+            let op = Op::Grant(Grant {
+                session, task, policy, inline, vars: vars.into_iter().collect(), ttl, mode, tool: None, call_id: None,
+            });
+            let r = Client::connect(&cli.socket)?.call_ok(op)?;
+            println!("grant {} for task {} (policy {}, mode {}), expires in {} ms",
+                r["grant_id"], r["task"], r["policy"], r["mode"], r["ttl_ms"]);
+            Ok(())
+        }
+        Cmd::Revoke { session, task } => {
+            let r = Client::connect(&cli.socket)?.call_ok(Op::Revoke(Revoke { session, task }))?;
+            println!("revoked grant {}", r["revoked_grant_id"]);
+            Ok(())
+        }
+        Cmd::Status { json } => {
+            let r = Client::connect(&cli.socket)?.call_ok(Op::Status {})?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("backend: {} (deny mode effect: {})", r["backend"], r["deny_mode_effect"]);
+                for s in r["sessions"].as_array().into_iter().flatten() {
+                    println!("session {} id {} pid {} processes {}", s["name"], s["session_id"], s["root_pid"],
+                        s["processes"].as_array().map_or(0, Vec::len));
+                    if s["task"].is_object() {
+                        let t = &s["task"];
+                        println!("  task {} grant {} policy {} mode {} remaining {} ms{}", t["task"], t["grant_id"],
+                            t["policy"], t["mode"], t["remaining_ms"], if t["expired"] == true { " (expired)" } else { "" });
+                    }
+                }
+            }
+            Ok(())
+        }
+        Cmd::Events { follow, json } => {
+            let mut c = Client::connect(&cli.socket)?;
+            c.call_ok(Op::Subscribe {})?;
+            if !follow {
+                eprintln!("(streaming new events; use --follow to keep waiting)");
+            }
+            while let Some(line) = c.next_line()? {
+                if json {
+                    println!("{line}");
+                } else {
+                    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                    println!("{} session={} task={} {} {} reason={} path={} pid={}", v["ts"], v["session"], v["task"],
+                        v["hook"], v["action"], v["reason"], v["path"], v["pid"]);
+                }
+            }
+            Ok(())
+        }
+        Cmd::Policy { cmd: PolicyCmd::Check { files } } => {
+            let mut bad = 0;
+            for f in &files {
+                match Policy::load(f) {
+                    Ok(p) => println!("{}: ok (policy {})", f.display(), p.name),
+                    Err(e) => {
+                        bad += 1;
+                        eprintln!("{e}");
+                    }
+                }
+            }
+            if bad > 0 {
+                bail!("{bad} of {} policy file(s) invalid", files.len());
+            }
+            Ok(())
+        }
+    }
+}

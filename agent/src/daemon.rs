@@ -1,0 +1,359 @@
+//! The host daemon: owns the kernel programs (pinned), serves the control socket, joins kernel
+//! decisions with the session table into the audit log and event subscribers, and exposes
+//! Prometheus metrics.
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex, atomic::{AtomicBool, Ordering}},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::{Semaphore, broadcast},
+};
+
+use crate::{
+    audit, engine::{self, Engine, EngineOptions}, handlers::Peer, metrics::Metrics,
+    protocol::{self, ErrorCode, Op, Response, MAX_LINE}, state::State,
+};
+
+/// Daemon settings (command-line flags or the TOML config file).
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Control socket.
+    pub socket: PathBuf,
+    /// Prometheus endpoint (`/metrics`); loopback by default.
+    pub metrics: Option<SocketAddr>,
+    /// Persisted session/grant table.
+    pub state_dir: PathBuf,
+    /// Audit log path, or `-` for stdout.
+    pub audit_log: String,
+    /// bpffs directory where programs and maps are pinned.
+    pub bpffs_dir: PathBuf,
+    /// Besides root, uids and gids allowed to register sessions and issue grants.
+    pub allow_uids: Vec<u32>,
+    pub allow_gids: Vec<u32>,
+    /// Where policy names are looked up.
+    pub policy_dirs: Vec<PathBuf>,
+    /// TTL used when neither the request nor the policy sets one.
+    #[serde(with = "crate::duration::serde_duration")]
+    pub default_ttl: Duration,
+    /// Longest TTL a grant may have.
+    #[serde(with = "crate::duration::serde_duration")]
+    pub max_ttl: Duration,
+    /// Concurrent control connections; more wait.
+    pub max_connections: usize,
+    /// Unpin everything on SIGTERM (enforcement stops). Default: keep enforcing while down.
+    pub unload_on_exit: bool,
+}
+
+pub const DEFAULT_SOCKET: &str = "/run/mcpguard/mcpguard.sock";
+pub const DEFAULT_METRICS: &str = "127.0.0.1:9464";
+pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/mcpguard";
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            socket: DEFAULT_SOCKET.into(),
+            metrics: Some(DEFAULT_METRICS.parse().expect("default metrics address")),
+            state_dir: "/var/lib/mcpguard".into(),
+            audit_log: "/var/log/mcpguard/audit.jsonl".into(),
+            bpffs_dir: DEFAULT_BPFFS_DIR.into(),
+            allow_uids: Vec::new(),
+            allow_gids: Vec::new(),
+            policy_dirs: vec!["/etc/mcpguard/policies".into()],
+            default_ttl: Duration::from_secs(15 * 60),
+            max_ttl: Duration::from_secs(24 * 3600),
+            max_connections: 64,
+            unload_on_exit: false,
+        }
+    }
+}
+
+impl Config {
+    pub fn state_file(&self) -> PathBuf {
+        self.state_dir.join("state.json")
+    }
+}
+
+pub struct Daemon {
+    pub cfg: Config,
+    pub engine: Mutex<Engine>,
+    pub state: Mutex<State>,
+    pub metrics: Metrics,
+    pub events: broadcast::Sender<Arc<str>>,
+    /// Grants whose expiry has been counted.
+    pub expired_seen: Mutex<std::collections::BTreeSet<u64>>,
+}
+
+impl Daemon {
+    pub fn save_state(&self, st: &State) {
+        if let Err(e) = st.save(&self.cfg.state_file()) {
+            log::error!("{e}");
+        }
+    }
+}
+
+/// Runs until SIGTERM/SIGINT.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let mut engine = Engine::load(&EngineOptions { pin_dir: Some(cfg.bpffs_dir.clone()) })
+        .context("loading the kernel programs")?;
+    let backend = engine.backend();
+    log::info!(
+        "enforcement backend: {} ({}); programs {} at {}",
+        backend.name(),
+        if backend.synchronous_deny() { "synchronous deny" } else { "kill after the forbidden exec/open; deny mode is carried out as kill" },
+        if engine.adopted() { "adopted from pins" } else { "loaded and pinned" },
+        cfg.bpffs_dir.display()
+    );
+    let state = State::load(&cfg.state_file()).context("loading the session table")?;
+    crate::handlers::reconcile(&mut engine, &state);
+    log::info!("{} session(s) restored from {}", state.sessions.len(), cfg.state_file().display());
+    let rb = engine.take_events().context("event ring buffer")?;
+    let metrics = Metrics::new(backend.name());
+    let (tx, _) = broadcast::channel(4096);
+    let d = Arc::new(Daemon {
+        cfg: cfg.clone(),
+        engine: Mutex::new(engine),
+        state: Mutex::new(state),
+        metrics,
+        events: tx,
+        expired_seen: Mutex::default(),
+    });
+
+    let listener = bind_socket(&cfg.socket)?;
+    log::info!("control socket {}", cfg.socket.display());
+    let stop = Arc::new(AtomicBool::new(false));
+    let ev_thread = spawn_event_thread(d.clone(), rb, stop.clone())?;
+    tokio::spawn(housekeeping(d.clone()));
+    if let Some(addr) = cfg.metrics {
+        let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics on {addr}"))?;
+        log::info!("metrics on http://{addr}/metrics");
+        tokio::spawn(serve_metrics(d.clone(), l));
+    }
+    let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            acc = listener.accept() => match acc {
+                Ok((stream, _)) => {
+                    let d = d.clone();
+                    let slots = slots.clone();
+                    tokio::spawn(async move {
+                        let Ok(_permit) = slots.acquire_owned().await else { return };
+                        serve_conn(d, stream).await;
+                    });
+                }
+                Err(e) => log::warn!("accept: {e}"),
+            },
+        }
+    }
+    log::info!("shutting down");
+    stop.store(true, Ordering::Relaxed);
+    let _ = std::fs::remove_file(&cfg.socket);
+    d.save_state(&d.state.lock().expect("state lock"));
+    let _ = ev_thread.join();
+    if cfg.unload_on_exit {
+        let removed = engine::unpin(&cfg.bpffs_dir)?;
+        log::info!("unpinned {} object(s); enforcement is off", removed.len());
+    } else {
+        log::info!("programs stay pinned at {}: enforcement continues", cfg.bpffs_dir.display());
+    }
+    Ok(())
+}
+
+fn bind_socket(path: &std::path::Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("another daemon is serving {}", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    let l = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    // Anyone may connect and get a precise answer; authorisation is by peer credentials.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(l)
+}
+
+/// Reads one request line of at most MAX_LINE bytes. `Ok(None)` at end of stream.
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8>>, Response> {
+    let mut buf = Vec::new();
+    let mut limited = r.take(MAX_LINE as u64 + 1);
+    let n = tokio::time::timeout(Duration::from_secs(60), limited.read_until(b'\n', &mut buf))
+        .await
+        .map_err(|_| Response::err(None, ErrorCode::BadRequest, "timed out waiting for a complete request line"))?
+        .map_err(|e| Response::err(None, ErrorCode::BadRequest, format!("read error: {e}")))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() != Some(&b'\n') {
+        if buf.len() > MAX_LINE {
+            return Err(Response::err(None, ErrorCode::TooLarge, format!("request line exceeds {MAX_LINE} bytes")));
+        }
+        // End of stream without newline: treat what we have as the last line.
+    } else {
+        buf.pop();
+    }
+    Ok(Some(buf))
+}
+
+async fn serve_conn(d: Arc<Daemon>, stream: UnixStream) {
+    let peer = match stream.peer_cred() {
+        Ok(c) => Peer { uid: c.uid(), gid: c.gid(), pid: c.pid().and_then(|p| u32::try_from(p).ok()) },
+        Err(e) => {
+            log::warn!("peer credentials unavailable: {e}");
+            return;
+        }
+    };
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    loop {
+        let line = match read_line(&mut r).await {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(resp) => {
+                d.metrics.requests.with_label_values(&["unknown", "too_large"]).inc();
+                let _ = w.write_all(resp.to_line().as_bytes()).await;
+                return; // the rest of an oversized line is not worth reading
+            }
+        };
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let req = match protocol::parse_request(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                d.metrics.requests.with_label_values(&["unknown", e.code.as_str()]).inc();
+                if w.write_all(e.to_response().to_line().as_bytes()).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        if let Op::Subscribe {} = req.op {
+            let auth = crate::handlers::authorize(&d, &peer, false);
+            let resp = match auth {
+                Ok(()) => Response::ok(req.id, serde_json::json!({"subscribed": true})),
+                Err(e) => e.with_id(req.id).to_response(),
+            };
+            let ok = resp.is_ok();
+            d.metrics.requests.with_label_values(&["subscribe", if ok { "ok" } else { "unauthorized" }]).inc();
+            if w.write_all(resp.to_line().as_bytes()).await.is_err() || !ok {
+                return;
+            }
+            stream_events(&d, &mut w).await;
+            return;
+        }
+        let op = req.op.name();
+        let d2 = d.clone();
+        let resp = tokio::task::spawn_blocking(move || crate::handlers::handle(&d2, &peer, req))
+            .await
+            .unwrap_or_else(|e| Response::err(None, ErrorCode::Internal, format!("handler failed: {e}")));
+        let result = match &resp.result {
+            Ok(_) => "ok",
+            Err(b) => b.code.as_str(),
+        };
+        d.metrics.requests.with_label_values(&[op, result]).inc();
+        if w.write_all(resp.to_line().as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn stream_events(d: &Daemon, w: &mut tokio::net::unix::OwnedWriteHalf) {
+    let mut rx = d.events.subscribe();
+    loop {
+        let line = match rx.recv().await {
+            Ok(l) => format!("{l}\n"),
+            Err(broadcast::error::RecvError::Lagged(n)) => format!("{{\"lagged\":{n}}}\n"),
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if w.write_all(line.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Drains the kernel ring buffer on its own thread: decode, join with the session table,
+/// audit, broadcast. Decisions are enforced in the kernel whether or not this keeps up.
+fn spawn_event_thread(
+    d: Arc<Daemon>,
+    mut rb: aya::maps::RingBuf<aya::maps::MapData>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let mut sink = audit::Sink::open(&d.cfg.audit_log).with_context(|| format!("opening audit log {}", d.cfg.audit_log))?;
+    Ok(std::thread::Builder::new().name("events".into()).spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            for dec in engine::read_ring(&mut rb, Duration::from_millis(200)) {
+                let line = {
+                    let st = d.state.lock().expect("state lock");
+                    audit::line(&st, &dec)
+                };
+                if let Err(e) = sink.write_line(&line) {
+                    d.metrics.audit_errors.inc();
+                    log::error!("audit log: {e}");
+                }
+                let _ = d.events.send(Arc::from(line));
+            }
+        }
+    })?)
+}
+
+async fn housekeeping(d: Arc<Daemon>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let d = d.clone();
+        let _ = tokio::task::spawn_blocking(move || crate::handlers::housekeeping(&d)).await;
+    }
+}
+
+async fn serve_metrics(d: Arc<Daemon>, l: tokio::net::TcpListener) {
+    loop {
+        let Ok((mut s, _)) = l.accept().await else { continue };
+        let d = d.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut n = 0;
+            let started = Instant::now();
+            // Read the request head (bounded in size and time).
+            while n < buf.len() && started.elapsed() < Duration::from_secs(5) {
+                match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf[n..])).await {
+                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+                    Ok(Ok(k)) => n += k,
+                }
+                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let (status, ctype, body) = if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
+                {
+                    let eng = d.engine.lock().expect("engine lock");
+                    if let Ok(c) = eng.counters() {
+                        d.metrics.sync_kernel(&c);
+                    }
+                }
+                ("200 OK", "text/plain; version=0.0.4; charset=utf-8", d.metrics.render())
+            } else {
+                ("404 Not Found", "text/plain", "only /metrics is served here\n".to_string())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+            let _ = s.shutdown().await;
+        });
+    }
+}
