@@ -157,7 +157,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     log::info!("shutting down");
     stop.store(true, Ordering::Relaxed);
     let _ = std::fs::remove_file(&cfg.socket);
-    d.save_state(&d.state.lock().expect("state lock"));
+    d.save_state(&d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     let _ = ev_thread.join();
     if cfg.unload_on_exit {
         let removed = engine::unpin(&cfg.bpffs_dir)?;
@@ -296,7 +296,7 @@ fn spawn_event_thread(
         while !stop.load(Ordering::Relaxed) {
             for dec in engine::read_ring(&mut rb, Duration::from_millis(200)) {
                 let line = {
-                    let st = d.state.lock().expect("state lock");
+                    let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     audit::line(&st, &dec)
                 };
                 if let Err(e) = sink.write_line(&line) {
@@ -339,7 +339,7 @@ async fn serve_metrics(d: Arc<Daemon>, l: tokio::net::TcpListener) {
             let head = String::from_utf8_lossy(&buf[..n]);
             let (status, ctype, body) = if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
                 {
-                    let eng = d.engine.lock().expect("engine lock");
+                    let eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     if let Ok(c) = eng.counters() {
                         d.metrics.sync_kernel(&c);
                     }

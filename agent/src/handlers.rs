@@ -42,7 +42,7 @@ pub fn authorize(d: &Daemon, peer: &Peer, _mutating: bool) -> Result<(), ProtoEr
         return Err(err(ErrorCode::Unauthorized, "peer pid unknown; refusing"));
     };
     {
-        let eng = d.engine.lock().expect("engine lock");
+        let eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(s) = eng.process_session(pid) {
             return Err(err(
                 ErrorCode::Unauthorized,
@@ -142,8 +142,8 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
     spec.exec.push(ExecRule { path: PathBuf::from(cmd), sha256: None });
     let kg = compile(&spec)?;
 
-    let mut st = d.state.lock().expect("state lock");
-    let mut eng = d.engine.lock().expect("engine lock");
+    let mut st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(old) = st.sessions.get(&r.session) {
         if !eng.session_processes(old.id).is_empty() {
             return Err(err(ErrorCode::SessionExists, format!("session `{}` exists and has live processes", r.session)));
@@ -207,7 +207,7 @@ fn drop_session(eng: &mut Engine, s: &Session) {
 
 fn grant(d: &Daemon, g: Grant) -> Result<Value, ProtoError> {
     let started = Instant::now();
-    if !d.state.lock().expect("state lock").sessions.contains_key(&g.session) {
+    if !d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).sessions.contains_key(&g.session) {
         return Err(err(ErrorCode::UnknownSession, format!("no session named `{}`", g.session)));
     }
     let spec = if let Some(p) = &g.policy {
@@ -226,8 +226,8 @@ fn grant(d: &Daemon, g: Grant) -> Result<Value, ProtoError> {
     let mode = g.mode.unwrap_or(spec.mode);
     let kg = compile(&spec)?; // hashes binaries: done before taking the locks
 
-    let mut st = d.state.lock().expect("state lock");
-    let mut eng = d.engine.lock().expect("engine lock");
+    let mut st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let id = st.alloc_id();
     let Some(session) = st.sessions.get_mut(&g.session) else {
         return Err(err(ErrorCode::UnknownSession, format!("no session named `{}`", g.session)));
@@ -268,7 +268,7 @@ fn grant(d: &Daemon, g: Grant) -> Result<Value, ProtoError> {
 }
 
 fn revoke(d: &Daemon, r: Revoke) -> Result<Value, ProtoError> {
-    let mut st = d.state.lock().expect("state lock");
+    let mut st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(session) = st.sessions.get_mut(&r.session) else {
         return Err(err(ErrorCode::UnknownSession, format!("no session named `{}`", r.session)));
     };
@@ -280,7 +280,7 @@ fn revoke(d: &Daemon, r: Revoke) -> Result<Value, ProtoError> {
     let Some(old) = session.task.take() else {
         return Err(err(ErrorCode::BadRequest, format!("session `{}` has no task grant", r.session)));
     };
-    let mut eng = d.engine.lock().expect("engine lock");
+    let mut eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Err(e) = eng.set_session(session.id, session_state(session)) {
         session.task = Some(old);
         return Err(err(ErrorCode::KernelError, e.to_string()));
@@ -292,11 +292,11 @@ fn revoke(d: &Daemon, r: Revoke) -> Result<Value, ProtoError> {
 }
 
 fn unregister(d: &Daemon, name: &str) -> Result<Value, ProtoError> {
-    let mut st = d.state.lock().expect("state lock");
+    let mut st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(s) = st.sessions.remove(name) else {
         return Err(err(ErrorCode::UnknownSession, format!("no session named `{name}`")));
     };
-    drop_session(&mut d.engine.lock().expect("engine lock"), &s);
+    drop_session(&mut d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner), &s);
     d.save_state(&st);
     Ok(json!({"session": name, "session_id": s.id}))
 }
@@ -313,8 +313,8 @@ fn grant_json(g: &GrantRecord, now: u64) -> Value {
 }
 
 fn status(d: &Daemon) -> Value {
-    let st = d.state.lock().expect("state lock");
-    let eng = d.engine.lock().expect("engine lock");
+    let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let now = boot_ns();
     let sessions: Vec<Value> = st
         .sessions
@@ -356,13 +356,13 @@ pub fn reconcile(eng: &mut Engine, st: &State) {
 /// Periodic: kernel counters into metrics, grant expirations, sessions whose processes are gone.
 pub fn housekeeping(d: &Daemon) {
     let now = boot_ns();
-    let mut st = d.state.lock().expect("state lock");
-    let mut eng = d.engine.lock().expect("engine lock");
+    let mut st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Ok(c) = eng.counters() {
         d.metrics.sync_kernel(&c);
     }
     let mut active = 0;
-    let mut seen = d.expired_seen.lock().expect("expired lock");
+    let mut seen = d.expired_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     for s in st.sessions.values() {
         if let Some(t) = &s.task {
             if now >= t.expires_boot_ns {

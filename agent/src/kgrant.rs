@@ -113,9 +113,26 @@ impl ExecObject {
 pub struct KernelGrant {
     pub exec: Vec<ExecObject>,
     /// Object -> access bits (ACCESS_READ | ACCESS_WRITE), merged per object.
+    #[serde(with = "paths_as_list")]
     pub paths: BTreeMap<FileId, u32>,
     /// For display: requested path -> bits.
     pub path_names: Vec<(PathBuf, u32)>,
+}
+
+/// JSON object keys must be strings: the object map is stored as a list of pairs.
+mod paths_as_list {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize as _, Deserializer, Serialize as _, Serializer};
+
+    use super::FileId;
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<FileId, u32>, s: S) -> Result<S::Ok, S::Error> {
+        m.iter().collect::<Vec<_>>().serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<FileId, u32>, D::Error> {
+        Ok(Vec::<(FileId, u32)>::deserialize(d)?.into_iter().collect())
+    }
 }
 
 const FS_IOC_GETVERSION: libc::c_ulong = 0x8008_7601;
@@ -289,6 +306,8 @@ mod tests {
         let tmp = FileId::of(&std::fs::metadata("/tmp").unwrap());
         assert_eq!(g.paths[&tmp], ACCESS_WRITE);
         assert_eq!(g.path_names.len(), 3);
+        let json = serde_json::to_string(&g).unwrap();
+        assert_eq!(serde_json::from_str::<KernelGrant>(&json).unwrap(), g);
     }
 
     #[test]
