@@ -1,0 +1,372 @@
+//! The daemon as users run it: the real `mcpguard` binary, its control socket, the real kernel.
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    os::unix::{net::UnixStream, process::CommandExt as _},
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use mcpguard_tests::{unique_id, Scratch};
+
+fn bin() -> PathBuf {
+    // target/<profile>/deps/daemon-HASH -> target/<profile>/mcpguard
+    let p = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("mcpguard");
+    assert!(p.exists(), "{} missing: build the workspace first (cargo build --workspace)", p.display());
+    p
+}
+
+struct Daemon {
+    child: Option<Child>,
+    dir: Scratch,
+    socket: PathBuf,
+    bpffs: PathBuf,
+    metrics: String,
+}
+
+impl Daemon {
+    fn start() -> Self {
+        let dir = Scratch::new("daemon");
+        let id = unique_id();
+        let mut d = Self {
+            socket: dir.path("ctl.sock"),
+            bpffs: PathBuf::from(format!("/sys/fs/bpf/mcpguard-test-{id}")),
+            metrics: format!("127.0.0.1:{}", 20000 + (id % 20000)),
+            child: None,
+            dir,
+        };
+        std::fs::create_dir_all(d.dir.path("policies")).unwrap();
+        std::fs::write(
+            d.dir.path("policies/test-baseline.toml"),
+            "name = \"test-baseline\"\n[[read]]\npath = \"/etc/ld.so.cache\"\n[[read]]\npath = \"/usr/lib\"\n\
+             [[read]]\npath = \"/dev/null\"\n[[read]]\npath = \"/proc\"\n",
+        )
+        .unwrap();
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(bin())
+            .args(["--socket", self.socket.to_str().unwrap(), "daemon", "--metrics", &self.metrics])
+            .args(["--state-dir", self.dir.path("state").to_str().unwrap()])
+            .args(["--audit-log", self.dir.path("audit.jsonl").to_str().unwrap()])
+            .args(["--bpffs-dir", self.bpffs.to_str().unwrap()])
+            .args(["--policy-dir", self.dir.path("policies").to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path("daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while UnixStream::connect(&self.socket).is_err() {
+            assert!(Instant::now() < deadline, "daemon did not come up: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path("daemon.log")).unwrap_or_default()
+    }
+
+    fn kill9(&mut self) {
+        let mut c = self.child.take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin()).arg("--socket").arg(&self.socket).args(args).env("RUST_BACKTRACE", "0").output().unwrap()
+    }
+
+    /// Raw protocol exchange: one line out, one line back.
+    fn raw(&self, line: &[u8]) -> serde_json::Value {
+        let mut s = UnixStream::connect(&self.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(line).unwrap();
+        s.write_all(b"\n").unwrap();
+        let mut r = BufReader::new(s);
+        let mut out = String::new();
+        r.read_line(&mut out).unwrap();
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad response {out:?}: {e}"))
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let v = self.raw(br#"{"v":1,"op":"status"}"#);
+        assert_eq!(v["ok"], true, "{v}");
+        v
+    }
+
+    fn wait_session(&self, name: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let st = self.status();
+            if let Some(s) = st["sessions"].as_array().unwrap().iter().find(|s| s["name"] == name) {
+                return s.clone();
+            }
+            assert!(Instant::now() < deadline, "session {name} never appeared: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn wait_audit(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(l) = self.audit().into_iter().find(|l| pred(l)) {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "no matching audit line in {:#?}", self.audit());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Scrapes /metrics with curl (a real HTTP client) and parses the Prometheus text format.
+    fn metrics(&self) -> Vec<(String, f64)> {
+        let out = Command::new("curl").args(["-sf", &format!("http://{}/metrics", self.metrics)]).output().unwrap();
+        assert!(out.status.success(), "scrape failed");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample line {line:?}"));
+            samples.push((series.to_owned(), value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"))));
+        }
+        samples
+    }
+
+    fn metric(&self, series: &str) -> f64 {
+        self.metrics().into_iter().find(|(s, _)| s == series).map_or(0.0, |(_, v)| v)
+    }
+
+    /// `mcpguard exec` a dash script that waits for a line on stdin before running.
+    fn launch(&self, session: &str, script: &str) -> Child {
+        Command::new(bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["exec", "--session", session, "--baseline", "test-baseline", "--", "/usr/bin/dash", "-c", script])
+            .env_clear()
+            .env("PATH", "/usr/bin")
+            .env("LC_ALL", "C")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new(bin()).args(["unpin", "--bpffs-dir", self.bpffs.to_str().unwrap()]).output();
+    }
+}
+
+fn go(child: &mut Child) {
+    child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+}
+
+fn finish(mut child: Child) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut out = String::new();
+            child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+            return (st, out);
+        }
+        assert!(Instant::now() < deadline, "launched process did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Daemon up -> `mcpguard exec` launches a tree -> grant over the socket -> allowed work runs,
+/// the rest is stopped -> audit line, metrics and status match what happened.
+#[test]
+fn end_to_end_launch_grant_enforce_audit_metrics_status() {
+    let d = Daemon::start();
+    let ws = Scratch::new("ws");
+    std::fs::write(ws.path("a.txt"), "inside-grant\n").unwrap();
+    let outside = Scratch::new("outside");
+    std::fs::write(outside.path("secret.txt"), "SECRET\n").unwrap();
+    let script = format!(
+        "read x; /usr/bin/cat {a}; /usr/bin/cat {s}; echo after",
+        a = ws.path("a.txt").display(),
+        s = outside.path("secret.txt").display()
+    );
+    let mut child = d.launch("e2e", &script);
+    let s = d.wait_session("e2e");
+    assert_eq!(s["processes"].as_array().unwrap().len(), 1, "{s}");
+    let out = d.cli(&["grant", "--session", "e2e", "--task", "t1", "--allow-exec", "/usr/bin/cat", "--allow-read", ws.0.to_str().unwrap(), "--ttl", "5m"]);
+    assert!(out.status.success(), "grant failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("grant "));
+    go(&mut child);
+    let (st, stdout) = finish(child);
+    assert!(st.success(), "{st:?}");
+    assert!(stdout.contains("inside-grant"), "{stdout}");
+    assert!(!stdout.contains("SECRET"), "{stdout}");
+    assert!(stdout.contains("after"), "the shell survives its child's kill: {stdout}");
+
+    let line = d.wait_audit(|l| l["session"] == "e2e" && l["hook"] == "open");
+    assert_eq!(line["task"], "t1");
+    assert_eq!(line["policy"], "inline");
+    assert_eq!(line["action"], "killed");
+    assert_eq!(line["reason"], "not_granted");
+    assert_eq!(line["path"], outside.path("secret.txt").to_str().unwrap());
+    assert_eq!(line["comm"], "cat");
+    assert!(line["command"][0] == "/usr/bin/dash");
+
+    let killed = d.metric(r#"mcpguard_decisions_total{action="killed",hook="open",reason="not_granted"}"#);
+    assert!(killed >= 1.0, "{:?}", d.metrics());
+    assert_eq!(d.metric(r#"mcpguard_socket_requests_total{op="grant",result="ok"}"#), 1.0);
+    assert_eq!(d.metric(r#"mcpguard_backend_info{backend="kill",synchronous_deny="false"}"#), 1.0);
+    assert_eq!(d.status()["backend"], "kill");
+}
+
+/// A process inside a session may not use the socket even as root; other uids need allowing.
+#[test]
+fn governed_peers_and_unauthorised_uids_are_refused() {
+    let d = Daemon::start();
+    // The launched command is mcpguard itself, trying to widen its own grant.
+    let me = bin();
+    let out = Command::new(&me)
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["exec", "--session", "selfgrant", "--baseline", "test-baseline", "--"])
+        .arg(&me)
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["grant", "--session", "selfgrant", "--task", "x", "--allow-read", "/etc", "--ttl", "1m"])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("unauthorized") && err.contains("governed"), "{err}");
+    assert_eq!(d.metric(r#"mcpguard_socket_requests_total{op="grant",result="unauthorized"}"#), 1.0);
+
+    let out = Command::new(&me)
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("status")
+        .env("RUST_BACKTRACE", "0")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("uid 65534 is not allowed"), "{err}");
+}
+
+/// Each class of bad input gets a precise error; the daemon keeps serving with state intact.
+#[test]
+fn bad_input_is_refused_precisely_and_state_survives() {
+    let d = Daemon::start();
+    let mut child = d.launch("bad", "read x; echo ok");
+    d.wait_session("bad");
+    let ok = d.raw(br#"{"v":1,"op":"grant","session":"bad","task":"t","inline":{"read":["/tmp"]},"ttl":"5m"}"#);
+    assert_eq!(ok["ok"], true, "{ok}");
+    let grant_id = ok["grant_id"].clone();
+    let cases: Vec<(Vec<u8>, &str, &str)> = vec![
+        (b"{not json".to_vec(), "bad_json", ""),
+        (br#"{"v":1,"op":"status","bogus":1}"#.to_vec(), "unknown_field", "bogus"),
+        (br#"{"v":2,"op":"status"}"#.to_vec(), "unsupported_version", ""),
+        (br#"{"v":1,"op":"grant","session":"nope","task":"t","inline":{"read":["/tmp"]}}"#.to_vec(), "unknown_session", "nope"),
+        (br#"{"v":1,"op":"grant","session":"bad","task":"t","inline":{"exec":[{"path":"/nonexistent/bin"}]}}"#.to_vec(), "binary_missing", "/nonexistent/bin"),
+        (format!(r#"{{"v":1,"op":"grant","session":"bad","task":"t","inline":{{"exec":[{{"path":"/usr/bin/true","sha256":"{}"}}]}}}}"#, "0".repeat(64)).into_bytes(), "digest_mismatch", "/usr/bin/true"),
+        (br#"{"v":1,"op":"grant","session":"bad","task":"t","inline":{"read":["/tmp"]},"ttl":"soon"}"#.to_vec(), "bad_duration", "soon"),
+        (br#"{"v":1,"op":"grant","session":"bad","task":"t","inline":{"read":["/tmp"]},"ttl":"400d"}"#.to_vec(), "ttl_too_long", "exceeds"),
+        (br#"{"v":1,"op":"grant","session":"bad","task":"t","policy":"no-such-policy"}"#.to_vec(), "policy_error", "no-such-policy"),
+    ];
+    for (line, code, needle) in cases {
+        let v = d.raw(&line);
+        assert_eq!(v["ok"], false, "{v}");
+        assert_eq!(v["error"]["code"], code, "{}: {v}", String::from_utf8_lossy(&line));
+        assert!(v["error"]["message"].as_str().unwrap().contains(needle), "{v}");
+    }
+    // Oversized line.
+    let mut big = br#"{"v":1,"op":"status","pad":""#.to_vec();
+    big.extend(std::iter::repeat_n(b'x', 70 * 1024));
+    let v = d.raw(&big);
+    assert_eq!(v["error"]["code"], "too_large", "{v}");
+    // A flood of idle connections does not stop service.
+    let idle: Vec<UnixStream> = (0..100).map(|_| UnixStream::connect(&d.socket).unwrap()).collect();
+    drop(idle);
+    let s = d.wait_session("bad");
+    assert_eq!(s["task"]["grant_id"], grant_id, "grant intact after bad input: {s}");
+    go(&mut child);
+    let (st, out) = finish(child);
+    assert!(st.success() && out.contains("ok"));
+}
+
+/// SIGKILL the daemon: enforcement holds while it is down (pinned programs); on restart the
+/// session and grant are back and the counters continue. TTL expiry while down still stops.
+#[test]
+fn restart_keeps_enforcement_state_and_counters() {
+    let mut d = Daemon::start();
+    let ws = Scratch::new("rws");
+    std::fs::write(ws.path("a.txt"), "granted\n").unwrap();
+    // Each "x" line runs one cat of a granted file, then of an ungranted one.
+    let script = format!(
+        "while read x; do /usr/bin/cat {a}; /usr/bin/cat /etc/hostname; echo round; done",
+        a = ws.path("a.txt").display()
+    );
+    let mut child = d.launch("rs", &script);
+    d.wait_session("rs");
+    let out = d.cli(&["grant", "--session", "rs", "--task", "t1", "--allow-exec", "/usr/bin/cat", "--allow-read", ws.0.to_str().unwrap(), "--ttl", "4s"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut read_round = |child: &mut Child| -> String {
+        go(child);
+        let mut acc = String::new();
+        loop {
+            let mut l = String::new();
+            assert!(stdout.read_line(&mut l).unwrap() > 0, "governed shell died");
+            acc.push_str(&l);
+            if l.starts_with("round") {
+                return acc;
+            }
+        }
+    };
+    let r1 = read_round(&mut child);
+    assert!(r1.contains("granted"), "{r1}");
+    d.wait_audit(|l| l["session"] == "rs" && l["reason"] == "not_granted");
+    let before = d.metric(r#"mcpguard_decisions_total{action="killed",hook="open",reason="not_granted"}"#);
+    assert!(before >= 1.0);
+
+    d.kill9();
+    // Down: the granted file still reads, the other is still stopped (no daemon involved).
+    let r2 = read_round(&mut child);
+    assert!(r2.contains("granted"), "{r2}");
+    d.wait_audit(|_| true);
+    // Wait out the TTL while the daemon is down: the kernel stops the granted read too.
+    std::thread::sleep(Duration::from_secs(4));
+    let r3 = read_round(&mut child);
+    assert!(!r3.contains("granted"), "expired grant must stop the read: {r3}");
+
+    d.spawn();
+    assert!(d.log().contains("adopted from pins"), "{}", d.log());
+    let s = d.wait_session("rs");
+    assert_eq!(s["task"]["task"], "t1");
+    assert_eq!(s["task"]["expired"], true, "{s}");
+    let after = d.metric(r#"mcpguard_decisions_total{action="killed",hook="open",reason="not_granted"}"#);
+    assert!(after >= before + 1.0, "counters continue across restart: {before} -> {after}");
+    // The granted binary itself is in the expired task grant: its exec is what gets stopped.
+    let expired = d.metric(r#"mcpguard_decisions_total{action="killed",hook="exec",reason="grant_expired"}"#);
+    assert!(expired >= 1.0, "{:?}", d.metrics());
+    let _ = child.kill();
+    let _ = child.wait();
+}
