@@ -16,5 +16,5 @@ rc=${PIPESTATUS[0]}
 set -e
 # One closing line with the totals over every test binary (cargo prints one line per binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "mcpguard tests: %d passed, %d failed\n", p, f }' "$log"
+     END { printf "total: %d passed, %d failed\n", p, f }' "$log"
 exit "$rc"

@@ -122,6 +122,12 @@ impl Gated {
     }
 
     pub fn spawn_in(argv: &[&str], cwd: Option<&Path>) -> Self {
+        Self::spawn_with(argv, cwd, |_| {})
+    }
+
+    /// As [`Gated::spawn_in`], with a hook to adjust the command before it is spawned (e.g. a
+    /// `pre_exec` that makes a descriptor inheritable).
+    pub fn spawn_with(argv: &[&str], cwd: Option<&Path>, configure: impl FnOnce(&mut Command)) -> Self {
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
             // "ready" proves the shell's own exec is complete: registering before that point would
@@ -139,6 +145,7 @@ impl Gated {
         if let Some(d) = cwd {
             cmd.current_dir(d);
         }
+        configure(&mut cmd);
         let mut child = cmd.spawn().expect("spawn gated child");
         let gate = child.stdin.take();
         let mut ready = [0u8; 6];
@@ -154,9 +161,22 @@ impl Gated {
 
     /// Lets the command run: the shell reads one line, then execs it with stdin at EOF.
     pub fn release(&mut self) {
+        self.release_with(b"");
+    }
+
+    /// Lets the command run with `input` on its stdin, then EOF. (The shell's `read` consumes
+    /// exactly the gate line: dash reads its input byte by byte.)
+    pub fn release_with(&mut self, input: &[u8]) {
         let mut gate = self.gate.take().expect("released twice");
         gate.write_all(b"go\n").expect("release gate");
+        gate.write_all(input).expect("child input");
         drop(gate);
+    }
+
+    /// Reads one line of the command's stdout (unbuffered, so `finish` still sees the rest).
+    /// Panics at EOF. Blocks until the line arrives: use only when the command prints it.
+    pub fn read_line(&mut self) -> String {
+        read_line_from(self.child.stdout.as_mut().expect("stdout taken"))
     }
 
     /// Waits (bounded) for exit; returns status and stdout.
@@ -183,6 +203,20 @@ impl Drop for Gated {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Reads one line byte by byte (no read-ahead); panics at EOF.
+pub fn read_line_from(r: &mut impl std::io::Read) -> String {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        let n = r.read(&mut b).expect("read line");
+        assert!(n == 1, "EOF before end of line; got {:?}", String::from_utf8_lossy(&line));
+        if b[0] == b'\n' {
+            return String::from_utf8(line).expect("utf-8 line");
+        }
+        line.push(b[0]);
     }
 }
 
@@ -213,5 +247,72 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// (kernel dev_t, inode number) of the object at `path` (following symlinks): what an event
+/// reports for it.
+pub fn object_id(path: &Path) -> (u32, u64) {
+    use std::os::unix::fs::MetadataExt as _;
+    let md = std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+    (kgrant::kernel_dev(md.dev()), md.ino())
+}
+
+/// Where cgroup v2 is mounted (unified or hybrid mode), from `/proc/self/mounts`.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_dev, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+        (fstype == "cgroup2").then(|| PathBuf::from(dir))
+    })
+}
+
+/// A fresh child cgroup of the cgroup v2 root; removed on drop (after its processes are gone:
+/// declare it before the processes placed in it, so that they are dropped first).
+pub struct Cgroup {
+    pub dir: PathBuf,
+}
+
+impl Cgroup {
+    /// Panics with a clear message when cgroup v2 is not mounted: the kernel tests need it.
+    pub fn new(tag: &str) -> Self {
+        let root = cgroup2_root().expect(
+            "cgroup v2 is not mounted (no `cgroup2` entry in /proc/self/mounts); the cgroup session \
+             test needs it (mount -t cgroup2 none /sys/fs/cgroup/unified, or boot with cgroup v2)",
+        );
+        let dir = root.join(format!("mcpg-test-{tag}-{}", unique_id()));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        Self { dir }
+    }
+
+    /// The id `bpf_get_current_cgroup_id` returns for tasks in it: the directory's inode number.
+    pub fn id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(&self.dir).unwrap().ino()
+    }
+
+    /// Moves a process (all its threads) into the cgroup.
+    pub fn add(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), format!("{pid}\n"))
+            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", self.dir.display()));
+    }
+
+    pub fn procs(&self) -> Vec<u32> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // A process that has just been reaped may still be leaving the cgroup: retry, bounded.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::remove_dir(&self.dir).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
