@@ -1,0 +1,75 @@
+//! Small programs the kernel tests run as governed processes, for behaviour no system binary
+//! shows reliably. `no_main`: the std runtime's start-up would open `/proc/self/maps` (stack
+//! guard), which the tests would then have to grant; this way the helper opens only what its
+//! command names (plus the loader's libraries).
+//!
+//! - `thread-open PATH`: a second thread opens PATH for reading; prints `tid <TID>` first.
+//! - `memfd-exec SRC`: copies SRC into a new memfd, prints `ino <INO> dev <ST_DEV>` of the memfd,
+//!   then `fexecve`s it.
+#![no_main]
+
+use std::{
+    ffi::{CStr, CString, c_char, c_int},
+    io::Write as _,
+    os::unix::fs::MetadataExt as _,
+};
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn thread_open(path: String) -> c_int {
+    let t = std::thread::spawn(move || {
+        // SAFETY: syscall without arguments.
+        let tid = unsafe { libc::gettid() };
+        say(&format!("tid {tid}"));
+        std::fs::read(&path).map(|b| b.len())
+    });
+    match t.join() {
+        Ok(Ok(n)) => {
+            say(&format!("read {n}"));
+            0
+        }
+        _ => 1,
+    }
+}
+
+fn memfd_exec(src: &str) -> c_int {
+    let Ok(bytes) = std::fs::read(src) else { return 2 };
+    // SAFETY: valid NUL-terminated name; flags are plain constants.
+    let fd = unsafe { libc::memfd_create(c"mcpg-helper".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_EXEC) };
+    if fd < 0 {
+        return 3;
+    }
+    // SAFETY: `fd` is a fresh descriptor we own.
+    let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    if file.write_all(&bytes).is_err() {
+        return 4;
+    }
+    let Ok(md) = file.metadata() else { return 5 };
+    say(&format!("ino {} dev {}", md.ino(), md.dev()));
+    let arg0 = CString::new("memfd-true").unwrap();
+    let argv = [arg0.as_ptr(), std::ptr::null()];
+    let envp: [*const c_char; 1] = [std::ptr::null()];
+    // SAFETY: fd is open; argv and envp are NULL-terminated arrays of valid C strings.
+    unsafe { libc::fexecve(fd, argv.as_ptr(), envp.as_ptr()) };
+    6
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
+    let args: Vec<String> = (0..usize::try_from(argc).unwrap_or(0))
+        // SAFETY: the C runtime passes `argc` valid NUL-terminated strings.
+        .map(|i| unsafe { CStr::from_ptr(*argv.add(i)) }.to_string_lossy().into_owned())
+        .collect();
+    match args.get(1..).unwrap_or_default() {
+        [cmd, path] if cmd == "thread-open" => thread_open(path.clone()),
+        [cmd, src] if cmd == "memfd-exec" => memfd_exec(src),
+        _ => {
+            eprintln!("usage: mcpg-helper thread-open PATH | memfd-exec SRC");
+            64
+        }
+    }
+}
