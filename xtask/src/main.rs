@@ -1,1 +1,31 @@
-fn main(){}
+//! `cargo xtask`: work that is not a plain build.
+//!
+//! - `cargo xtask vm-test` — boots stock Debian kernels under QEMU and runs the engine scenarios
+//!   against the synchronous deny backends (`vm.rs`).
+//! - `cargo xtask bench` — enforcement overhead, event throughput, grant latency (`bench.rs`).
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod vm;
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the engine scenarios in QEMU on Debian 6.1 / 6.12 (LSM and fmod_ret backends).
+    VmTest(vm::Args),
+    /// Benchmarks (root): JSON report + table, ratios against a baseline measured in the same run.
+    Bench(bench::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::VmTest(a) => vm::run(&a),
+        Cmd::Bench(a) => bench::run(&a),
+    }
+}
