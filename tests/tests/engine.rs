@@ -103,6 +103,19 @@ fn kill_own(pid: u32) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()), nix::sys::signal::SIGKILL);
 }
 
+/// A child started without the gate (to be adopted while running): killed and reaped on drop
+/// if a failed assertion leaves it running.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// (ppid, session id) from /proc/PID/stat.
 fn ppid_and_sid(pid: u32) -> (u32, u32) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -362,7 +375,7 @@ fn script_runs_only_if_readable_under_the_grant() {
         std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     }
     let base = k.baseline();
-    let (task, _) = k.grant(&[Path::new(DASH)], &[granted.clone()], &[]);
+    let (task, _) = k.grant(&[Path::new(DASH)], std::slice::from_ref(&granted), &[]);
     let session = k.session(base, task, LONG);
 
     let ok = granted.join("job.sh");
@@ -414,7 +427,7 @@ fn read_inside_grant_works_write_on_read_only_grant_is_killed() {
     let mut k = Kernel::load();
     let t = OpenTree::new("open-rw");
     let base = k.baseline();
-    let (task, _) = k.grant(&[Path::new(CAT), Path::new(TEE)], &[t.granted.clone()], &[]);
+    let (task, _) = k.grant(&[Path::new(CAT), Path::new(TEE)], std::slice::from_ref(&t.granted), &[]);
     let session = k.session(base, task, LONG);
     assert_eq!(expect_runs(&mut k, session, &[CAT, s(&t.inside)]), "inside\n");
 
@@ -434,7 +447,7 @@ fn open_outside_grant_is_killed_whatever_the_path() {
     let mut k = Kernel::load();
     let t = OpenTree::new("open-out");
     let base = k.baseline();
-    let (task, _) = k.grant(&[Path::new(CAT)], &[t.granted.clone()], &[]);
+    let (task, _) = k.grant(&[Path::new(CAT)], std::slice::from_ref(&t.granted), &[]);
     let session = k.session(base, task, LONG);
     let via_link = t.granted.join("link");
     let via_dotdot = t.granted.join("../outside.txt");
@@ -457,8 +470,8 @@ fn write_grant_on_subdir_with_read_on_parent() {
     let base = k.baseline();
     let (task, _) = k.grant(
         &[Path::new(CAT), Path::new(TEE), Path::new(DASH)],
-        &[t.granted.clone()],
-        &[t.sub.clone()],
+        std::slice::from_ref(&t.granted),
+        std::slice::from_ref(&t.sub),
     );
     let session = k.session(base, task, LONG);
     let w = t.sub.join("w.txt");
@@ -533,7 +546,7 @@ fn open_from_a_non_main_thread_is_governed() {
     let mut k = Kernel::load();
     let t = OpenTree::new("thread");
     let base = k.baseline();
-    let (task, _) = k.grant(&[Path::new(HELPER)], &[t.granted.clone()], &[]);
+    let (task, _) = k.grant(&[Path::new(HELPER)], std::slice::from_ref(&t.granted), &[]);
     let session = k.session(base, task, LONG);
     let out = expect_runs(&mut k, session, &[HELPER, "thread-open", s(&t.inside)]);
     assert!(out.ends_with("read 7\n"), "{out:?}");
@@ -573,7 +586,7 @@ fn govern_tree_adopts_existing_descendants() {
          echo survived\n",
         s(&outside)
     );
-    let mut root = Command::new(DASH)
+    let mut root = ChildGuard(Command::new(DASH)
         .args(["-c", &script])
         .env_clear()
         .env("LC_ALL", "C")
@@ -581,9 +594,9 @@ fn govern_tree_adopts_existing_descendants() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
-    let root_pid = root.id();
-    let mut so = root.stdout.take().unwrap();
+        .unwrap());
+    let root_pid = root.0.id();
+    let mut so = root.0.stdout.take().unwrap();
     let mut kids: Vec<u32> = (0..3).map(|_| read_line_from(&mut so).trim().parse().unwrap()).collect();
     kids.sort_unstable();
 
@@ -598,7 +611,7 @@ fn govern_tree_adopts_existing_descendants() {
     }
 
     // A child forked after adoption is governed too.
-    root.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    root.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let ev = k.wait_event(session, |d| d.hook == "open" && d.path.as_deref() == Some(s(&outside)));
     assert_kill(&ev, "open", "not_granted", task);
     assert_object(&ev, &outside);
@@ -608,7 +621,7 @@ fn govern_tree_adopts_existing_descendants() {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     let st = loop {
-        if let Some(st) = root.try_wait().unwrap() {
+        if let Some(st) = root.0.try_wait().unwrap() {
             break st;
         }
         assert!(Instant::now() < deadline, "root did not exit");
@@ -630,7 +643,7 @@ fn expired_task_grant_is_killed_as_expired() {
     let file = dir.path("task.txt");
     std::fs::write(&file, "task\n").unwrap();
     let (base, _) = k.grant(&[Path::new(CAT)], &runtime_read_paths(), &[]);
-    let (task, _) = k.grant(&[&bin], &[file.clone()], &[]);
+    let (task, _) = k.grant(&[&bin], std::slice::from_ref(&file), &[]);
     let ttl = Duration::from_millis(300);
     let session = k.session(base, task, ttl);
     let expires_by = boot_ns() + u64::try_from(ttl.as_nanos()).unwrap();
