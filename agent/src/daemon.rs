@@ -49,6 +49,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Unpin everything on SIGTERM (enforcement stops). Default: keep enforcing while down.
     pub unload_on_exit: bool,
+    /// Force an enforcement backend (`kill`, `lsm`); default: the strongest that is verified.
+    pub backend: Option<engine::Backend>,
 }
 
 pub const DEFAULT_SOCKET: &str = "/run/mcpguard/mcpguard.sock";
@@ -70,6 +72,7 @@ impl Default for Config {
             max_ttl: Duration::from_secs(24 * 3600),
             max_connections: 64,
             unload_on_exit: false,
+            backend: None,
         }
     }
 }
@@ -100,9 +103,18 @@ impl Daemon {
 
 /// Runs until SIGTERM/SIGINT.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let mut engine = Engine::load(&EngineOptions { pin_dir: Some(cfg.bpffs_dir.clone()) })
+    let mut engine = Engine::load(&EngineOptions { pin_dir: Some(cfg.bpffs_dir.clone()), backend: cfg.backend })
         .context("loading the kernel programs")?;
     let backend = engine.backend();
+    if let Some(forced) = cfg.backend
+        && forced != backend
+    {
+        anyhow::bail!("backend {} was requested, but the pinned programs at {} use {} (run `mcpguard unpin` first)",
+            forced.name(), cfg.bpffs_dir.display(), backend.name());
+    }
+    for p in engine.probes() {
+        log::info!("backend probe: {}: {}", p.backend.name(), p.result);
+    }
     log::info!(
         "enforcement backend: {} ({}); programs {} at {}",
         backend.name(),
@@ -114,7 +126,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     crate::handlers::reconcile(&mut engine, &state);
     log::info!("{} session(s) restored from {}", state.sessions.len(), cfg.state_file().display());
     let rb = engine.take_events().context("event ring buffer")?;
-    let metrics = Metrics::new(backend.name());
+    let metrics = Metrics::new(backend.name(), backend.synchronous_deny());
     let (tx, _) = broadcast::channel(4096);
     let d = Arc::new(Daemon {
         cfg: cfg.clone(),

@@ -14,7 +14,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, TracePoint, links::{FdLink, PinnedLink}},
+    programs::links::{FdLink, PinnedLink},
 };
 use mcpguard_common as c;
 use mcpguard_common::{Conf, Fingerprint, NameKey, ObjKey, ProcEntry, SessionState};
@@ -41,6 +41,8 @@ pub enum EngineError {
     Adopt { path: PathBuf, msg: String },
     #[error("{0}")]
     Proc(#[from] procs::ProcError),
+    #[error("no enforcement backend could be attached ({tried})")]
+    NoBackend { tried: String },
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> EngineError {
@@ -48,12 +50,14 @@ fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> EngineError
 }
 
 /// Which enforcement mechanism is attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
     /// BTF tracepoints + `bpf_send_signal(SIGKILL)`: a forbidden exec/open kills the process
     /// before its next instruction. `deny` mode is carried out as a kill on this backend.
     Kill,
+    /// BPF-LSM (`bprm_check_security`, `file_open`, `mmap_file`): synchronous EPERM.
+    Lsm,
 }
 
 impl Backend {
@@ -61,11 +65,24 @@ impl Backend {
     pub const fn name(self) -> &'static str {
         match self {
             Self::Kill => "kill",
+            Self::Lsm => "lsm",
         }
     }
     #[must_use]
     pub const fn synchronous_deny(self) -> bool {
-        false
+        matches!(self, Self::Lsm)
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "kill" => Ok(Self::Kill),
+            "lsm" => Ok(Self::Lsm),
+            "fmod_ret" => Err("the fmod_ret backend is not implemented (aya 0.14 cannot load fmod_ret programs)".into()),
+            o => Err(format!("unknown backend `{o}` (kill, lsm)")),
+        }
     }
 }
 
@@ -73,23 +90,17 @@ impl Backend {
 pub struct EngineOptions {
     /// Pin maps and links under this bpffs directory (daemon). `None`: nothing is pinned.
     pub pin_dir: Option<PathBuf>,
+    /// Use exactly this backend (fail if it does not work). `None`: the strongest that works.
+    pub backend: Option<Backend>,
 }
 
-/// BTF tracepoints: (program, tracepoint).
-const BTF_PROGS: [(&str, &str); 3] = [
-    (c::PROG_FORK, "sched_process_fork"),
-    (c::PROG_EXIT, "sched_process_exit"),
-    (c::PROG_EXEC, "sched_process_exec"),
-];
-/// Syscall tracepoints: (program, tracepoint name in category `syscalls`).
-const TP_PROGS: [(&str, &str); 6] = [
-    (c::PROG_OPENAT, "sys_exit_openat"),
-    (c::PROG_OPEN, "sys_exit_open"),
-    (c::PROG_OPENAT2, "sys_exit_openat2"),
-    (c::PROG_CREAT, "sys_exit_creat"),
-    (c::PROG_OPEN_BY_HANDLE, "sys_exit_open_by_handle_at"),
-    (c::PROG_IO_URING, "sys_enter_io_uring_setup"),
-];
+/// Outcome of trying one backend at start-up (reported in `status`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Probe {
+    pub backend: Backend,
+    pub result: String,
+}
+
 const ALL_MAPS: [&str; 9] = [
     c::MAP_PROCS,
     c::MAP_CGROUPS,
@@ -106,9 +117,12 @@ const ALL_MAPS: [&str; 9] = [
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpguard-ebpf"));
 
 pub struct Engine {
-    /// Keeps unpinned programs (and their links) alive; `None` once adopted from pins.
+    /// Keeps unpinned programs alive; `None` once adopted from pins.
     _ebpf: Option<Ebpf>,
+    /// Unpinned links: dropping them detaches the programs.
+    _links: Vec<FdLink>,
     backend: Backend,
+    probes: Vec<Probe>,
     adopted: bool,
     procs: HashMap<MapData, u32, ProcEntry>,
     cgroups: HashMap<MapData, u64, u64>,
@@ -132,7 +146,7 @@ impl Engine {
     /// Loads and attaches the programs, or adopts them from `pin_dir` when they are pinned there.
     pub fn load(opts: &EngineOptions) -> Result<Self, EngineError> {
         if let Some(pin) = &opts.pin_dir {
-            if links_dir(pin).join(c::PROG_EXEC).exists() {
+            if links_dir(pin).join(c::PROG_FORK).exists() {
                 return Self::adopt(pin);
             }
         }
@@ -167,37 +181,8 @@ impl Engine {
         }
         let mut ebpf = loader.load(OBJECT)?;
 
-        // Lifecycle hooks first, so that no child escapes between attaching exec/open and fork.
-        let mut fd_links: Vec<(&'static str, FdLink)> = Vec::new();
-        for (prog, tp) in BTF_PROGS {
-            let p: &mut BtfTracePoint = ebpf
-                .program_mut(prog)
-                .ok_or(EngineError::Adopt { path: PathBuf::new(), msg: format!("no program {prog}") })?
-                .try_into()
-                .map_err(|source| EngineError::Program { prog, source })?;
-            p.load(tp, &aya_btf).map_err(|source| EngineError::Program { prog, source })?;
-            let id = p.attach().map_err(|source| EngineError::Program { prog, source })?;
-            if opts.pin_dir.is_some() {
-                let link = p.take_link(id).map_err(|source| EngineError::Program { prog, source })?;
-                fd_links.push((prog, link.into()));
-            }
-        }
-        for (prog, tp) in TP_PROGS {
-            let p: &mut TracePoint = ebpf
-                .program_mut(prog)
-                .ok_or(EngineError::Adopt { path: PathBuf::new(), msg: format!("no program {prog}") })?
-                .try_into()
-                .map_err(|source| EngineError::Program { prog, source })?;
-            p.load().map_err(|source| EngineError::Program { prog, source })?;
-            let id = p.attach("syscalls", tp).map_err(|source| EngineError::Program { prog, source })?;
-            if opts.pin_dir.is_some() {
-                let link = p.take_link(id).map_err(|source| EngineError::Program { prog, source })?;
-                let fd: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| {
-                    EngineError::Adopt { path: PathBuf::new(), msg: format!("{prog}: link cannot be pinned: {e}") }
-                })?;
-                fd_links.push((prog, fd));
-            }
-        }
+        let (backend, links, probes) = crate::loader::attach(&mut ebpf, &aya_btf, opts)?;
+        let mut kept = Vec::new();
         if let Some(pin) = &opts.pin_dir {
             let dir = links_dir(pin);
             std::fs::create_dir_all(&dir).map_err(|source| EngineError::Pin {
@@ -205,9 +190,10 @@ impl Engine {
                 path: dir.clone(),
                 source,
             })?;
-            // The exec link is pinned last: its presence marks a complete pinned set.
-            fd_links.sort_by_key(|(p, _)| *p == c::PROG_EXEC);
-            for (prog, link) in fd_links {
+            // The fork link is pinned last: its presence marks a complete pinned set.
+            let mut links = links;
+            links.sort_by_key(|(p, _)| *p == c::PROG_FORK);
+            for (prog, link) in links {
                 let path = dir.join(prog);
                 link.pin(&path).map_err(|e| EngineError::Pin {
                     what: format!("link {prog}"),
@@ -215,6 +201,8 @@ impl Engine {
                     source: std::io::Error::other(e.to_string()),
                 })?;
             }
+        } else {
+            kept = links.into_iter().map(|(_, l)| l).collect();
         }
         let take = |ebpf: &mut Ebpf, name: &'static str| -> Result<Map, EngineError> {
             ebpf.take_map(name).ok_or(EngineError::MissingMap { map: name })
@@ -230,7 +218,9 @@ impl Engine {
             conf: Array::try_from(take(&mut ebpf, c::MAP_CONF)?).map_err(map_err(c::MAP_CONF))?,
             events: Some(RingBuf::try_from(take(&mut ebpf, c::MAP_EVENTS)?).map_err(map_err(c::MAP_EVENTS))?),
             _ebpf: Some(ebpf),
-            backend: Backend::Kill,
+            _links: kept,
+            backend,
+            probes,
             adopted: false,
         };
         engine.refresh_conf()?;
@@ -239,7 +229,8 @@ impl Engine {
 
     /// Re-opens pinned maps; the pinned links keep the programs attached.
     fn adopt(pin: &Path) -> Result<Self, EngineError> {
-        for (prog, _) in BTF_PROGS.iter().chain(TP_PROGS.iter()) {
+        let backend = if links_dir(pin).join(c::PROG_LSM_EXEC).exists() { Backend::Lsm } else { Backend::Kill };
+        for prog in crate::loader::backend_programs(backend) {
             let p = links_dir(pin).join(prog);
             PinnedLink::from_pin(&p).map_err(|e| EngineError::Adopt {
                 path: p.clone(),
@@ -262,7 +253,9 @@ impl Engine {
             conf: Array::try_from(open(c::MAP_CONF)?).map_err(map_err(c::MAP_CONF))?,
             events: Some(RingBuf::try_from(open(c::MAP_EVENTS)?).map_err(map_err(c::MAP_EVENTS))?),
             _ebpf: None,
-            backend: Backend::Kill,
+            _links: Vec::new(),
+            backend,
+            probes: vec![Probe { backend, result: "adopted from pinned links".into() }],
             adopted: true,
         })
     }
@@ -270,6 +263,11 @@ impl Engine {
     #[must_use]
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+    /// Every backend tried at start-up and what happened.
+    #[must_use]
+    pub fn probes(&self) -> &[Probe] {
+        &self.probes
     }
     /// True when this engine took over programs pinned by an earlier daemon.
     #[must_use]
@@ -352,7 +350,8 @@ impl Engine {
 
     fn refresh_conf(&mut self) -> Result<(), EngineError> {
         let n = self.cgroups.keys().filter(Result::is_ok).count();
-        let conf = Conf { cgroup_sessions: u32::try_from(n).unwrap_or(u32::MAX), _pad: 0 };
+        let mut conf = self.conf.get(&0, 0).unwrap_or_default();
+        conf.cgroup_sessions = u32::try_from(n).unwrap_or(u32::MAX);
         self.conf.set(0, conf, 0).map_err(map_err(c::MAP_CONF))
     }
 

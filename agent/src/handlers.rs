@@ -333,6 +333,7 @@ fn status(d: &Daemon) -> Value {
         "synchronous_deny": eng.backend().synchronous_deny(),
         "deny_mode_effect": if eng.backend().synchronous_deny() { "EPERM" } else { "kill" },
         "adopted_pinned_programs": eng.adopted(),
+        "backend_probes": eng.probes(),
         "bpffs_dir": d.cfg.bpffs_dir,
         "sessions": sessions,
     })

@@ -3,6 +3,7 @@ pub mod btf;
 pub mod engine;
 pub mod events;
 pub mod kgrant;
+pub mod loader;
 pub mod offsets;
 pub mod procs;
 pub mod duration;

@@ -123,6 +123,9 @@ struct DaemonArgs {
     /// Unpin programs and maps on SIGTERM (default: keep enforcing while the daemon is down).
     #[arg(long)]
     unload_on_exit: bool,
+    /// Force the enforcement backend (kill, lsm) instead of the strongest verified one.
+    #[arg(long)]
+    backend: Option<mcpguard::engine::Backend>,
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {
@@ -150,6 +153,9 @@ fn daemon_config(socket: PathBuf, a: DaemonArgs) -> anyhow::Result<Config> {
     if let Some(v) = a.default_ttl { cfg.default_ttl = mcpguard::duration::parse_duration(&v)?; }
     if let Some(v) = a.max_ttl { cfg.max_ttl = mcpguard::duration::parse_duration(&v)?; }
     cfg.unload_on_exit |= a.unload_on_exit;
+    if a.backend.is_some() {
+        cfg.backend = a.backend;
+    }
     if cfg.default_ttl > cfg.max_ttl {
         bail!("default_ttl is longer than max_ttl");
     }

@@ -23,7 +23,7 @@ pub struct Metrics {
 
 impl Metrics {
     #[must_use]
-    pub fn new(backend: &str) -> Self {
+    pub fn new(backend: &str, synchronous_deny: bool) -> Self {
         let registry = Registry::new();
         let decisions = IntCounterVec::new(
             Opts::new("mcpguard_decisions_total", "Kernel decisions on governed processes"),
@@ -62,7 +62,7 @@ impl Metrics {
             &["backend", "synchronous_deny"],
         )
         .expect("metric");
-        backend_g.with_label_values(&[backend, "false"]).set(1);
+        backend_g.with_label_values(&[backend, if synchronous_deny { "true" } else { "false" }]).set(1);
         let build = IntGaugeVec::new(Opts::new("mcpguard_build_info", "Build information"), &["version"])
             .expect("metric");
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
@@ -141,7 +141,7 @@ mod tests {
 
     #[test]
     fn kernel_counters_become_increments() {
-        let m = Metrics::new("kill");
+        let m = Metrics::new("kill", false);
         let mut k = vec![0u64; c::COUNTER_SLOTS as usize];
         k[c::counter_index(c::HOOK_EXEC, c::ACTION_KILLED, c::REASON_BINARY_CHANGED) as usize] = 3;
         k[c::COUNTER_LOST as usize] = 2;

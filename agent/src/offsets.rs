@@ -67,7 +67,7 @@ pub fn from_btf(btf: &Btf) -> Result<Offsets, BtfError> {
         mount_mountpoint: m("mount", "mnt_mountpoint")?,
         vfsmount_root: m("vfsmount", "mnt_root")?,
         binprm_file: m("linux_binprm", "file")?,
+        binprm_buf: m("linux_binprm", "buf")?,
         ns_per_tick: 1_000_000_000 / user_hz,
-        _pad: 0,
     })
 }

@@ -44,6 +44,9 @@ pub const PROG_OPENAT2: &str = "mcpg_openat2";
 pub const PROG_CREAT: &str = "mcpg_creat";
 pub const PROG_OPEN_BY_HANDLE: &str = "mcpg_open_handle";
 pub const PROG_IO_URING: &str = "mcpg_io_uring";
+pub const PROG_LSM_EXEC: &str = "mcpg_lsm_exec";
+pub const PROG_LSM_OPEN: &str = "mcpg_lsm_open";
+pub const PROG_LSM_MMAP: &str = "mcpg_lsm_mmap";
 
 // ------------------------------------------------------------------------------------------------
 // Capacities
@@ -107,6 +110,8 @@ pub const fn counter_index(hook: u32, action: u32, reason: u32) -> u32 {
 pub const COUNTER_LOST: u32 = HOOK_COUNT * ACTION_COUNT * REASON_COUNT;
 /// Governed-process entries that could not be inserted (procs map full) — the child was killed.
 pub const COUNTER_PROCS_FULL: u32 = COUNTER_LOST + 1;
+/// LSM self-test: file opens by `Conf::probe_tgid` seen by the LSM hook.
+pub const COUNTER_LSM_PROBE: u32 = COUNTER_LOST + 2;
 pub const COUNTER_SLOTS: u32 = COUNTER_LOST + 8;
 
 #[must_use]
@@ -225,7 +230,8 @@ const _: () = assert!(size_of::<NameKey>() == 72);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Conf {
     pub cgroup_sessions: u32,
-    pub _pad: u32,
+    /// tgid whose opens the LSM hook counts in [`COUNTER_LSM_PROBE`] (start-up self-test).
+    pub probe_tgid: u32,
 }
 const _: () = assert!(size_of::<Conf>() == 8);
 
@@ -291,9 +297,10 @@ pub struct Offsets {
     pub mount_mountpoint: u32,
     pub vfsmount_root: u32,
     pub binprm_file: u32,
+    /// `linux_binprm.buf` (first bytes of the file: `#!` marks a script).
+    pub binprm_buf: u32,
     /// Nanoseconds per USER_HZ clock tick, to compute `start_ticks` (10_000_000 for USER_HZ 100).
     pub ns_per_tick: u32,
-    pub _pad: u32,
 }
 const _: () = assert!(size_of::<Offsets>() == 34 * 4);
 

@@ -231,6 +231,25 @@ fn try_decide_open(st: &SessionState, file: Kptr, need: u32) -> Result<Verdict, 
     Err(Unresolved)
 }
 
+/// Executable mapping of `file`: an approved binary (object + fingerprint), or a file readable
+/// and not writable under the grants (shared libraries). W^X for grants.
+#[inline(always)]
+pub fn decide_mmap_exec(st: &SessionState, file: Kptr) -> Verdict {
+    let exec = decide_exec(st, file);
+    if exec.allow {
+        return exec;
+    }
+    let read = decide_open(st, file, ACCESS_READ);
+    if !read.allow {
+        return read;
+    }
+    let write = decide_open(st, file, ACCESS_WRITE);
+    if write.allow {
+        return Verdict::deny(REASON_NOT_GRANTED, write.grant);
+    }
+    read
+}
+
 /// Position to report for an open's file (for the event's path).
 #[inline(always)]
 pub fn report_pos(file: Kptr) -> Option<PathPos> {

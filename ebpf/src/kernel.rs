@@ -39,8 +39,8 @@ pub static MCPG_OFFSETS: Offsets = Offsets {
     mount_mountpoint: 0,
     vfsmount_root: 0,
     binprm_file: 0,
+    binprm_buf: 0,
     ns_per_tick: 0,
-    _pad: 0,
 };
 
 #[unsafe(no_mangle)]

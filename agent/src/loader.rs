@@ -1,0 +1,167 @@
+//! Attaching the programs: lifecycle hooks first, then the strongest enforcement backend that
+//! loads, attaches *and is proven to run*; every attempt is recorded for `status`.
+use std::path::Path;
+
+use aya::{
+    Ebpf,
+    maps::{Array, PerCpuArray},
+    programs::{BtfTracePoint, Lsm, TracePoint, links::FdLink},
+};
+use mcpguard_common as c;
+use mcpguard_common::Conf;
+
+use crate::engine::{Backend, EngineError, EngineOptions, Probe};
+
+/// Lifecycle BTF tracepoints, common to every backend: (program, tracepoint).
+pub const LIFECYCLE_PROGS: [(&str, &str); 2] =
+    [(c::PROG_FORK, "sched_process_fork"), (c::PROG_EXIT, "sched_process_exit")];
+/// Kill backend: exec BTF tracepoint...
+pub const KILL_BTF_PROGS: [(&str, &str); 1] = [(c::PROG_EXEC, "sched_process_exec")];
+/// ...and syscall tracepoints: (program, tracepoint name in category `syscalls`).
+pub const KILL_TP_PROGS: [(&str, &str); 6] = [
+    (c::PROG_OPENAT, "sys_exit_openat"),
+    (c::PROG_OPEN, "sys_exit_open"),
+    (c::PROG_OPENAT2, "sys_exit_openat2"),
+    (c::PROG_CREAT, "sys_exit_creat"),
+    (c::PROG_OPEN_BY_HANDLE, "sys_exit_open_by_handle_at"),
+    (c::PROG_IO_URING, "sys_enter_io_uring_setup"),
+];
+/// LSM backend: (program, LSM hook).
+pub const LSM_PROGS: [(&str, &str); 3] = [
+    (c::PROG_LSM_EXEC, "bprm_check_security"),
+    (c::PROG_LSM_OPEN, "file_open"),
+    (c::PROG_LSM_MMAP, "mmap_file"),
+];
+
+/// Programs whose links make up a backend's pinned set (lifecycle first).
+#[must_use]
+pub fn backend_programs(b: Backend) -> Vec<&'static str> {
+    let mut v: Vec<&str> = LIFECYCLE_PROGS.iter().map(|(p, _)| *p).collect();
+    match b {
+        Backend::Kill => v.extend(KILL_BTF_PROGS.iter().chain(KILL_TP_PROGS.iter()).map(|(p, _)| *p)),
+        Backend::Lsm => v.extend(LSM_PROGS.iter().map(|(p, _)| *p)),
+    }
+    v
+}
+
+fn perr(prog: &'static str) -> impl Fn(aya::programs::ProgramError) -> EngineError {
+    move |source| EngineError::Program { prog, source }
+}
+
+fn missing(prog: &'static str) -> EngineError {
+    EngineError::Adopt { path: Path::new("(object)").into(), msg: format!("program {prog} is missing from the object") }
+}
+
+fn btf_tp(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &'static str, tp: &str) -> Result<FdLink, EngineError> {
+    let p: &mut BtfTracePoint = ebpf.program_mut(prog).ok_or_else(|| missing(prog))?.try_into().map_err(perr(prog))?;
+    p.load(tp, btf).map_err(perr(prog))?;
+    let id = p.attach().map_err(perr(prog))?;
+    Ok(p.take_link(id).map_err(perr(prog))?.into())
+}
+
+fn syscall_tp(ebpf: &mut Ebpf, prog: &'static str, tp: &str) -> Result<FdLink, EngineError> {
+    let p: &mut TracePoint = ebpf.program_mut(prog).ok_or_else(|| missing(prog))?.try_into().map_err(perr(prog))?;
+    p.load().map_err(perr(prog))?;
+    let id = p.attach("syscalls", tp).map_err(perr(prog))?;
+    p.take_link(id).map_err(perr(prog))?.try_into().map_err(|e: aya::programs::links::LinkError| EngineError::Adopt {
+        path: Path::new("(link)").into(),
+        msg: format!("{prog}: tracepoint link is not an fd link (kernel too old for bpf_link on perf events?): {e}"),
+    })
+}
+
+fn lsm(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &'static str, hook: &str) -> Result<FdLink, EngineError> {
+    let p: &mut Lsm = ebpf.program_mut(prog).ok_or_else(|| missing(prog))?.try_into().map_err(perr(prog))?;
+    p.load(hook, btf).map_err(perr(prog))?;
+    let id = p.attach().map_err(perr(prog))?;
+    Ok(p.take_link(id).map_err(perr(prog))?.into())
+}
+
+fn active_lsms() -> Result<String, String> {
+    std::fs::read_to_string("/sys/kernel/security/lsm")
+        .map_err(|e| format!("cannot read /sys/kernel/security/lsm ({e}); is securityfs mounted?"))
+}
+
+/// Proves the attached LSM programs run: opens a file from this process with the probe tgid
+/// set, and requires the hook's probe counter to move.
+fn lsm_self_test(ebpf: &mut Ebpf) -> Result<(), String> {
+    let count = |ebpf: &Ebpf| -> Result<u64, String> {
+        let m = ebpf.map(c::MAP_COUNTERS).ok_or("counters map missing")?;
+        let a = PerCpuArray::<_, u64>::try_from(m).map_err(|e| e.to_string())?;
+        Ok(a.get(&c::COUNTER_LSM_PROBE, 0).map_err(|e| e.to_string())?.iter().sum())
+    };
+    let set_probe = |ebpf: &mut Ebpf, tgid: u32| -> Result<(), String> {
+        let m = ebpf.map_mut(c::MAP_CONF).ok_or("conf map missing")?;
+        let mut a = Array::<_, Conf>::try_from(m).map_err(|e| e.to_string())?;
+        let mut conf = a.get(&0, 0).map_err(|e| e.to_string())?;
+        conf.probe_tgid = tgid;
+        a.set(0, conf, 0).map_err(|e| e.to_string())
+    };
+    let before = count(ebpf)?;
+    set_probe(ebpf, std::process::id())?;
+    let opened = std::fs::File::open("/proc/self/stat").is_ok();
+    set_probe(ebpf, 0)?;
+    let after = count(ebpf)?;
+    if !opened || after <= before {
+        return Err("LSM programs attached but their hooks never ran: `bpf` is not active in the LSM list".into());
+    }
+    Ok(())
+}
+
+fn try_backend(ebpf: &mut Ebpf, btf: &aya::Btf, b: Backend) -> Result<Vec<(&'static str, FdLink)>, String> {
+    let mut links = Vec::new();
+    match b {
+        Backend::Lsm => {
+            let lsms = active_lsms()?;
+            if !lsms.split(',').any(|l| l.trim() == "bpf") {
+                return Err(format!("`bpf` is not in the active LSM list ({})", lsms.trim()));
+            }
+            for (prog, hook) in LSM_PROGS {
+                links.push((prog, lsm(ebpf, btf, prog, hook).map_err(|e| e.to_string())?));
+            }
+            lsm_self_test(ebpf)?; // on failure the links are dropped: detached
+        }
+        Backend::Kill => {
+            for (prog, tp) in KILL_BTF_PROGS {
+                links.push((prog, btf_tp(ebpf, btf, prog, tp).map_err(|e| e.to_string())?));
+            }
+            for (prog, tp) in KILL_TP_PROGS {
+                links.push((prog, syscall_tp(ebpf, prog, tp).map_err(|e| e.to_string())?));
+            }
+        }
+    }
+    Ok(links)
+}
+
+/// Attaches lifecycle hooks, then the forced backend or the strongest that works.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    opts: &EngineOptions,
+) -> Result<(Backend, Vec<(&'static str, FdLink)>, Vec<Probe>), EngineError> {
+    // Lifecycle hooks first, so that no child escapes between attaching exec/open and fork.
+    let mut links = Vec::new();
+    for (prog, tp) in LIFECYCLE_PROGS {
+        links.push((prog, btf_tp(ebpf, btf, prog, tp)?));
+    }
+    let candidates = match opts.backend {
+        Some(b) => vec![b],
+        None => vec![Backend::Lsm, Backend::Kill],
+    };
+    let mut probes = Vec::new();
+    for b in candidates {
+        match try_backend(ebpf, btf, b) {
+            Ok(l) => {
+                probes.push(Probe { backend: b, result: "attached and verified".into() });
+                links.extend(l);
+                return Ok((b, links, probes));
+            }
+            Err(e) => {
+                log::info!("backend {} unavailable: {e}", b.name());
+                probes.push(Probe { backend: b, result: e });
+            }
+        }
+    }
+    Err(EngineError::NoBackend {
+        tried: probes.iter().map(|p| format!("{}: {}", p.backend.name(), p.result)).collect::<Vec<_>>().join("; "),
+    })
+}

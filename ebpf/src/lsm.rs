@@ -1,0 +1,150 @@
+//! BPF-LSM backend: synchronous deny. Same decision logic (`decide.rs`), maps and events as the
+//! kill backend; a forbidden exec/open/executable mapping returns -EPERM (and, in kill mode, the
+//! process is also killed). The previous LSM verdict is folded in: a denial is never turned into
+//! an allow.
+use aya_ebpf::{macros::lsm, programs::LsmContext};
+use mcpguard_common::{
+    ACCESS_READ, ACCESS_WRITE, ACTION_AUDITED, ACTION_DENIED, ACTION_KILLED, COUNTER_LSM_PROBE,
+    HOOK_EXEC, HOOK_MMAP, HOOK_OPEN, MODE_AUDIT, MODE_KILL, REASON_NO_GRANT,
+};
+
+use crate::{
+    decide::{decide_exec, decide_mmap_exec, decide_open, governed, report_pos, Governed, Verdict},
+    kernel::{off, rd, rd_ptr, Kptr},
+    maps::CONF,
+    report::{count, emit, Report},
+};
+
+const EPERM: i32 = 1;
+const SIGKILL: u32 = 9;
+const FMODE_READ: u32 = 0x1;
+const FMODE_WRITE: u32 = 0x2;
+const FMODE_EXEC: u32 = 0x20;
+const PROT_EXEC: u64 = 0x4;
+
+#[inline(always)]
+fn current() -> (u32, Kptr) {
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: helper without arguments.
+    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as Kptr;
+    (tgid, task)
+}
+
+/// Start-up self-test: the agent opens a file from its own tgid and checks this counter moved,
+/// proving the LSM hooks really run (an LSM program attaches fine when `bpf` is not in the
+/// active LSM list, and then never runs).
+#[inline(always)]
+fn probe(tgid: u32) {
+    if let Some(conf) = CONF.get(0)
+        && conf.probe_tgid == tgid
+    {
+        count(COUNTER_LSM_PROBE);
+    }
+}
+
+/// Carries out a denial: -EPERM, plus SIGKILL in kill mode; audit mode lets it through.
+#[inline(always)]
+fn deny(g: &Governed, v: Verdict, hook: u32, access: u32, pos: Option<crate::kernel::PathPos>) -> i32 {
+    let mode = g.state.map_or(0, |s| s.mode);
+    let (ret, action) = if mode == MODE_AUDIT {
+        (0, ACTION_AUDITED)
+    } else if mode == MODE_KILL {
+        // SAFETY: signals the current task only.
+        unsafe { aya_ebpf::helpers::bpf_send_signal(SIGKILL) };
+        (-EPERM, ACTION_KILLED)
+    } else {
+        (-EPERM, ACTION_DENIED)
+    };
+    emit(&Report { session: g.session, grant: v.grant, hook, action, reason: v.reason, access, pos });
+    ret
+}
+
+/// `#!` scripts reach bprm_check first as the script file, then as the interpreter. On every
+/// backend a script is data its interpreter reads: it is decided as a read of the file.
+#[inline(always)]
+fn is_script(bprm: Kptr) -> bool {
+    let buf: [u8; 2] = rd(bprm, off!(binprm_buf)).unwrap_or([0; 2]);
+    buf == *b"#!"
+}
+
+#[lsm(hook = "bprm_check_security")]
+pub fn mcpg_lsm_exec(ctx: LsmContext) -> i32 {
+    let prev: i32 = ctx.arg(1);
+    if prev != 0 {
+        return prev;
+    }
+    let (tgid, task) = current();
+    let Some(g) = governed(tgid, task) else { return 0 };
+    let bprm: Kptr = ctx.arg(0);
+    let Some(st) = g.state else {
+        return deny(&g, Verdict::deny(REASON_NO_GRANT, 0), HOOK_EXEC, 0, None);
+    };
+    let Ok(file) = rd_ptr(bprm, off!(binprm_file)) else {
+        return deny(&g, Verdict::deny(mcpguard_common::REASON_UNRESOLVED, 0), HOOK_EXEC, 0, None);
+    };
+    let (v, hook, access) = if is_script(bprm) {
+        (decide_open(&st, file, ACCESS_READ), HOOK_OPEN, ACCESS_READ)
+    } else {
+        (decide_exec(&st, file), HOOK_EXEC, 0)
+    };
+    if v.allow { 0 } else { deny(&g, v, hook, access, report_pos(file)) }
+}
+
+#[lsm(hook = "file_open")]
+pub fn mcpg_lsm_open(ctx: LsmContext) -> i32 {
+    let prev: i32 = ctx.arg(1);
+    if prev != 0 {
+        return prev;
+    }
+    let (tgid, task) = current();
+    probe(tgid);
+    let Some(g) = governed(tgid, task) else { return 0 };
+    let file: Kptr = ctx.arg(0);
+    let Some(st) = g.state else {
+        return deny(&g, Verdict::deny(REASON_NO_GRANT, 0), HOOK_OPEN, 0, report_pos(file));
+    };
+    let fmode: u32 = rd(file, off!(file_mode)).unwrap_or(FMODE_READ | FMODE_WRITE);
+    if fmode & FMODE_EXEC != 0 {
+        // The open done by execve for the new image: decided by bprm_check_security.
+        return 0;
+    }
+    let mut need = 0;
+    if fmode & FMODE_READ != 0 {
+        need |= ACCESS_READ;
+    }
+    if fmode & FMODE_WRITE != 0 {
+        need |= ACCESS_WRITE;
+    }
+    if need == 0 {
+        return 0;
+    }
+    let v = decide_open(&st, file, need);
+    if v.allow { 0 } else { deny(&g, v, HOOK_OPEN, need, report_pos(file)) }
+}
+
+/// Executable file mappings are checked like execs, so loading code through `ld.so ./prog` or a
+/// userland loader is covered: the file must be an approved binary, or readable and not
+/// writable under the grants (shared libraries) — nothing the session can write is mapped
+/// executable.
+#[lsm(hook = "mmap_file")]
+pub fn mcpg_lsm_mmap(ctx: LsmContext) -> i32 {
+    let prev: i32 = ctx.arg(4);
+    if prev != 0 {
+        return prev;
+    }
+    let prot: u64 = ctx.arg(2);
+    if prot & PROT_EXEC == 0 {
+        return 0;
+    }
+    let file: Kptr = ctx.arg(0);
+    if file.is_null() {
+        return 0; // anonymous executable memory is not a file object
+    }
+    let (tgid, task) = current();
+    let Some(g) = governed(tgid, task) else { return 0 };
+    let Some(st) = g.state else {
+        return deny(&g, Verdict::deny(REASON_NO_GRANT, 0), HOOK_MMAP, 0, report_pos(file));
+    };
+    let v = decide_mmap_exec(&st, file);
+    if v.allow { 0 } else { deny(&g, v, HOOK_MMAP, ACCESS_READ, report_pos(file)) }
+}
