@@ -30,13 +30,7 @@ pub enum DurationError {
 }
 
 /// Units in descending order: (suffix, milliseconds).
-const UNITS: [(&str, u64); 5] = [
-    ("d", 86_400_000),
-    ("h", 3_600_000),
-    ("m", 60_000),
-    ("s", 1_000),
-    ("ms", 1),
-];
+const UNITS: [(&str, u64); 5] = [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)];
 
 /// Parse a compact duration such as `"1h30m"`. Surrounding whitespace is ignored.
 pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
@@ -171,7 +165,8 @@ mod tests {
     fn rejects_invalid_forms_naming_input() {
         assert_eq!(parse_duration(""), Err(DurationError::Empty));
         assert_eq!(parse_duration("   "), Err(DurationError::Empty));
-        let cases: [(&str, fn(&DurationError) -> bool); 10] = [
+        type Check = fn(&DurationError) -> bool;
+        let cases: [(&str, Check); 10] = [
             ("0", |e| matches!(e, DurationError::MissingUnit { .. })),
             ("90", |e| matches!(e, DurationError::MissingUnit { .. })),
             ("1h30", |e| matches!(e, DurationError::MissingUnit { .. })),
@@ -188,18 +183,9 @@ mod tests {
             assert!(check(&err), "{s}: {err:?}");
             assert!(err.to_string().contains(s.trim()), "{s}: {err}");
         }
-        assert!(matches!(
-            parse_duration("1s1s"),
-            Err(DurationError::UnitOrder { .. })
-        ));
-        assert!(matches!(
-            parse_duration("18446744073709551615d"),
-            Err(DurationError::Overflow { .. })
-        ));
-        assert!(matches!(
-            parse_duration("213503982334d15h"),
-            Err(DurationError::Overflow { .. })
-        ));
+        assert!(matches!(parse_duration("1s1s"), Err(DurationError::UnitOrder { .. })));
+        assert!(matches!(parse_duration("18446744073709551615d"), Err(DurationError::Overflow { .. })));
+        assert!(matches!(parse_duration("213503982334d15h"), Err(DurationError::Overflow { .. })));
     }
 
     #[test]

@@ -205,8 +205,8 @@ pub enum Op {
 }
 
 fn check_ident(field: &str, value: &str) -> Result<(), ProtoError> {
-    let ok = (1..=128).contains(&value.len())
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b));
+    let ok =
+        (1..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -330,10 +330,13 @@ pub fn parse_request(line: &[u8]) -> Result<Request, ProtoError> {
         ));
     }
     let text = std::str::from_utf8(line).map_err(|e| {
-        ProtoError::new(ErrorCode::BadJson, format!("request is not valid UTF-8 (bad byte at offset {})", e.valid_up_to()))
+        ProtoError::new(
+            ErrorCode::BadJson,
+            format!("request is not valid UTF-8 (bad byte at offset {})", e.valid_up_to()),
+        )
     })?;
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| ProtoError::new(ErrorCode::BadJson, format!("malformed JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| ProtoError::new(ErrorCode::BadJson, format!("malformed JSON: {e}")))?;
     let Value::Object(mut map) = value else {
         return Err(ProtoError::new(ErrorCode::BadRequest, "request must be a JSON object"));
     };
@@ -362,7 +365,9 @@ pub fn parse_request(line: &[u8]) -> Result<Request, ProtoError> {
     let op_name = match map.get("op") {
         None => return Err(fail(ErrorCode::BadRequest, "missing field `op`".into())),
         Some(Value::String(s)) => s.clone(),
-        Some(other) => return Err(fail(ErrorCode::BadRequest, format!("`op` must be a string, got {other}"))),
+        Some(other) => {
+            return Err(fail(ErrorCode::BadRequest, format!("`op` must be a string, got {other}")));
+        }
     };
     let op: Op = serde_json::from_value(Value::Object(map)).map_err(|e| {
         let msg = e.to_string();
@@ -573,7 +578,11 @@ mod tests {
         expect(br#"{"v":1,"session":"s"}"#, ErrorCode::BadRequest, "missing field `op`");
         expect(br#"{"v":1,"op":"frobnicate"}"#, ErrorCode::BadRequest, "frobnicate");
         expect(br#"{"v":1,"op":"unregister"}"#, ErrorCode::BadRequest, "missing field `session`");
-        expect(br#"{"v":1,"op":"register","session":"s","pid":"x","command":["a"]}"#, ErrorCode::BadRequest, "invalid type");
+        expect(
+            br#"{"v":1,"op":"register","session":"s","pid":"x","command":["a"]}"#,
+            ErrorCode::BadRequest,
+            "invalid type",
+        );
         let e = expect(br#"{"v":2,"id":4,"op":"status"}"#, ErrorCode::UnsupportedVersion, "version 2");
         assert_eq!(e.id, Some(4));
         expect(br#"{"op":"status"}"#, ErrorCode::UnsupportedVersion, "`v`");

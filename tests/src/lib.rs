@@ -36,13 +36,19 @@ pub fn runtime_read_paths() -> Vec<PathBuf> {
 /// A loaded engine, unpinned: programs detach when it is dropped.
 pub struct Kernel {
     pub engine: Engine,
+    /// Events read from the ring buffer but not yet matched by a wait.
+    pending: Vec<Decision>,
 }
 
 impl Kernel {
     pub fn load() -> Self {
         assert!(nix::unistd::geteuid().is_root(), "kernel tests must run as root");
         let engine = Engine::load(&EngineOptions::default()).expect("load eBPF object");
-        Self { engine }
+        // The VM matrix sets this: the backend in force must be the one the kernel should give.
+        if let Ok(want) = std::env::var("MCPG_EXPECT_BACKEND") {
+            assert_eq!(engine.backend().name(), want, "backend probes: {:?}", engine.probes());
+        }
+        Self { engine, pending: Vec::new() }
     }
 
     /// Compiles and installs a grant; returns its id and the compiled grant.
@@ -62,11 +68,16 @@ impl Kernel {
     }
 
     pub fn set(&mut self, session: u64, base: u64, task: u64, ttl: Duration) {
+        self.set_mode(session, base, task, ttl, MODE_KILL);
+    }
+
+    /// Like `set`, with an explicit mode (`MODE_DENY`, `MODE_KILL`, `MODE_AUDIT`).
+    pub fn set_mode(&mut self, session: u64, base: u64, task: u64, ttl: Duration, mode: u32) {
         let state = SessionState {
             base_grant: base,
             task_grant: task,
             task_expires_ns: boot_ns() + u64::try_from(ttl.as_nanos()).unwrap(),
-            mode: MODE_KILL,
+            mode,
             flags: 0,
         };
         self.engine.set_session(session, state).expect("set session");
@@ -79,22 +90,23 @@ impl Kernel {
     /// Waits until an event matching `pred` arrives for `session`, or panics at the deadline.
     pub fn wait_event(&mut self, session: u64, pred: impl Fn(&Decision) -> bool) -> Decision {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let mut seen = Vec::new();
-        while Instant::now() < deadline {
-            for d in self.engine.next_events(Duration::from_millis(100)) {
-                if d.session_id == session && pred(&d) {
-                    return d;
-                }
-                seen.push(d);
+        loop {
+            if let Some(i) = self.pending.iter().position(|d| d.session_id == session && pred(d)) {
+                return self.pending.remove(i);
             }
+            if Instant::now() >= deadline {
+                panic!("no matching event for session {session}; saw {:#?}", self.pending);
+            }
+            let batch = self.engine.next_events(Duration::from_millis(100));
+            self.pending.extend(batch);
         }
-        panic!("no matching event for session {session}; saw {seen:#?}");
     }
 
     /// All events for `session` that arrive within `window` (for asserting absence).
     pub fn events_for(&mut self, session: u64, window: Duration) -> Vec<Decision> {
         let deadline = Instant::now() + window;
-        let mut out = Vec::new();
+        let (mut out, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending).into_iter().partition(|d| d.session_id == session);
+        self.pending = rest;
         while Instant::now() < deadline {
             out.extend(self.engine.next_events(Duration::from_millis(50)).into_iter().filter(|d| d.session_id == session));
         }
