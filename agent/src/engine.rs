@@ -14,7 +14,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
-    programs::links::{FdLink, PinnedLink},
+    programs::links::PinnedLink,
 };
 use mcpguard_common as c;
 use mcpguard_common::{Conf, Fingerprint, NameKey, ObjKey, ProcEntry, SessionState};
@@ -58,6 +58,9 @@ pub enum Backend {
     Kill,
     /// BPF-LSM (`bprm_check_security`, `file_open`, `mmap_file`): synchronous EPERM.
     Lsm,
+    /// fmod_ret on `security_bprm_check`, `security_file_open`, `security_mmap_file`: the same
+    /// synchronous EPERM where trampolines work but `bpf` is not an active LSM.
+    FmodRet,
 }
 
 impl Backend {
@@ -66,11 +69,12 @@ impl Backend {
         match self {
             Self::Kill => "kill",
             Self::Lsm => "lsm",
+            Self::FmodRet => "fmod_ret",
         }
     }
     #[must_use]
     pub const fn synchronous_deny(self) -> bool {
-        matches!(self, Self::Lsm)
+        matches!(self, Self::Lsm | Self::FmodRet)
     }
 }
 
@@ -80,8 +84,8 @@ impl std::str::FromStr for Backend {
         match s {
             "kill" => Ok(Self::Kill),
             "lsm" => Ok(Self::Lsm),
-            "fmod_ret" => Err("the fmod_ret backend is not implemented (aya 0.14 cannot load fmod_ret programs)".into()),
-            o => Err(format!("unknown backend `{o}` (kill, lsm)")),
+            "fmod_ret" => Ok(Self::FmodRet),
+            o => Err(format!("unknown backend `{o}` (kill, lsm, fmod_ret)")),
         }
     }
 }
@@ -114,13 +118,13 @@ const ALL_MAPS: [&str; 9] = [
 ];
 
 /// The eBPF object built by `build.rs`.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpguard-ebpf"));
+pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpguard-ebpf"));
 
 pub struct Engine {
     /// Keeps unpinned programs alive; `None` once adopted from pins.
     _ebpf: Option<Ebpf>,
     /// Unpinned links: dropping them detaches the programs.
-    _links: Vec<FdLink>,
+    _links: Vec<crate::loader::AnyLink>,
     backend: Backend,
     probes: Vec<Probe>,
     adopted: bool,
@@ -195,11 +199,7 @@ impl Engine {
             links.sort_by_key(|(p, _)| *p == c::PROG_FORK);
             for (prog, link) in links {
                 let path = dir.join(prog);
-                link.pin(&path).map_err(|e| EngineError::Pin {
-                    what: format!("link {prog}"),
-                    path: path.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })?;
+                link.pin(&path).map_err(|source| EngineError::Pin { what: format!("link {prog}"), path: path.clone(), source })?;
             }
         } else {
             kept = links.into_iter().map(|(_, l)| l).collect();
@@ -229,7 +229,13 @@ impl Engine {
 
     /// Re-opens pinned maps; the pinned links keep the programs attached.
     fn adopt(pin: &Path) -> Result<Self, EngineError> {
-        let backend = if links_dir(pin).join(c::PROG_LSM_EXEC).exists() { Backend::Lsm } else { Backend::Kill };
+        let backend = if links_dir(pin).join(c::PROG_LSM_EXEC).exists() {
+            Backend::Lsm
+        } else if links_dir(pin).join(c::PROG_FMOD_EXEC).exists() {
+            Backend::FmodRet
+        } else {
+            Backend::Kill
+        };
         for prog in crate::loader::backend_programs(backend) {
             let p = links_dir(pin).join(prog);
             PinnedLink::from_pin(&p).map_err(|e| EngineError::Adopt {

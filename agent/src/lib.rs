@@ -2,6 +2,7 @@
 pub mod btf;
 pub mod engine;
 pub mod events;
+pub mod fmodret;
 pub mod kgrant;
 pub mod loader;
 pub mod offsets;

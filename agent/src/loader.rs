@@ -33,6 +33,22 @@ pub const LSM_PROGS: [(&str, &str); 3] = [
     (c::PROG_LSM_MMAP, "mmap_file"),
 ];
 
+/// A link to keep (dropping it detaches) or pin.
+pub enum AnyLink {
+    Aya(FdLink),
+    /// Created by our own fmod_ret loader.
+    Raw(std::os::fd::OwnedFd),
+}
+
+impl AnyLink {
+    pub fn pin(self, path: &Path) -> std::io::Result<()> {
+        match self {
+            Self::Aya(l) => l.pin(path).map(drop).map_err(|e| std::io::Error::other(e.to_string())),
+            Self::Raw(fd) => crate::fmodret::pin(&fd, path),
+        }
+    }
+}
+
 /// Programs whose links make up a backend's pinned set (lifecycle first).
 #[must_use]
 pub fn backend_programs(b: Backend) -> Vec<&'static str> {
@@ -40,6 +56,7 @@ pub fn backend_programs(b: Backend) -> Vec<&'static str> {
     match b {
         Backend::Kill => v.extend(KILL_BTF_PROGS.iter().chain(KILL_TP_PROGS.iter()).map(|(p, _)| *p)),
         Backend::Lsm => v.extend(LSM_PROGS.iter().map(|(p, _)| *p)),
+        Backend::FmodRet => v.extend(crate::fmodret::FMOD_PROGS.iter().map(|(p, _)| *p)),
     }
     v
 }
@@ -107,7 +124,7 @@ fn lsm_self_test(ebpf: &mut Ebpf) -> Result<(), String> {
     Ok(())
 }
 
-fn try_backend(ebpf: &mut Ebpf, btf: &aya::Btf, b: Backend) -> Result<Vec<(&'static str, FdLink)>, String> {
+fn try_backend(ebpf: &mut Ebpf, btf: &aya::Btf, b: Backend) -> Result<Vec<(&'static str, AnyLink)>, String> {
     let mut links = Vec::new();
     match b {
         Backend::Lsm => {
@@ -116,17 +133,23 @@ fn try_backend(ebpf: &mut Ebpf, btf: &aya::Btf, b: Backend) -> Result<Vec<(&'sta
                 return Err(format!("`bpf` is not in the active LSM list ({})", lsms.trim()));
             }
             for (prog, hook) in LSM_PROGS {
-                links.push((prog, lsm(ebpf, btf, prog, hook).map_err(|e| e.to_string())?));
+                links.push((prog, AnyLink::Aya(lsm(ebpf, btf, prog, hook).map_err(|e| e.to_string())?)));
             }
             lsm_self_test(ebpf)?; // on failure the links are dropped: detached
         }
         Backend::Kill => {
             for (prog, tp) in KILL_BTF_PROGS {
-                links.push((prog, btf_tp(ebpf, btf, prog, tp).map_err(|e| e.to_string())?));
+                links.push((prog, AnyLink::Aya(btf_tp(ebpf, btf, prog, tp).map_err(|e| e.to_string())?)));
             }
             for (prog, tp) in KILL_TP_PROGS {
-                links.push((prog, syscall_tp(ebpf, prog, tp).map_err(|e| e.to_string())?));
+                links.push((prog, AnyLink::Aya(syscall_tp(ebpf, prog, tp).map_err(|e| e.to_string())?)));
             }
+        }
+        Backend::FmodRet => {
+            for (prog, fd) in crate::fmodret::attach(crate::engine::OBJECT, ebpf, btf)? {
+                links.push((prog, AnyLink::Raw(fd)));
+            }
+            lsm_self_test(ebpf).map_err(|_| "fmod_ret programs attached but never ran".to_string())?;
         }
     }
     Ok(links)
@@ -137,15 +160,15 @@ pub fn attach(
     ebpf: &mut Ebpf,
     btf: &aya::Btf,
     opts: &EngineOptions,
-) -> Result<(Backend, Vec<(&'static str, FdLink)>, Vec<Probe>), EngineError> {
+) -> Result<(Backend, Vec<(&'static str, AnyLink)>, Vec<Probe>), EngineError> {
     // Lifecycle hooks first, so that no child escapes between attaching exec/open and fork.
     let mut links = Vec::new();
     for (prog, tp) in LIFECYCLE_PROGS {
-        links.push((prog, btf_tp(ebpf, btf, prog, tp)?));
+        links.push((prog, AnyLink::Aya(btf_tp(ebpf, btf, prog, tp)?)));
     }
     let candidates = match opts.backend {
         Some(b) => vec![b],
-        None => vec![Backend::Lsm, Backend::Kill],
+        None => vec![Backend::Lsm, Backend::FmodRet, Backend::Kill],
     };
     let mut probes = Vec::new();
     for b in candidates {

@@ -47,6 +47,9 @@ pub const PROG_IO_URING: &str = "mcpg_io_uring";
 pub const PROG_LSM_EXEC: &str = "mcpg_lsm_exec";
 pub const PROG_LSM_OPEN: &str = "mcpg_lsm_open";
 pub const PROG_LSM_MMAP: &str = "mcpg_lsm_mmap";
+pub const PROG_FMOD_EXEC: &str = "mcpg_fmod_exec";
+pub const PROG_FMOD_OPEN: &str = "mcpg_fmod_open";
+pub const PROG_FMOD_MMAP: &str = "mcpg_fmod_mmap";
 
 // ------------------------------------------------------------------------------------------------
 // Capacities

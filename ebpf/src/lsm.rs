@@ -2,7 +2,10 @@
 //! kill backend; a forbidden exec/open/executable mapping returns -EPERM (and, in kill mode, the
 //! process is also killed). The previous LSM verdict is folded in: a denial is never turned into
 //! an allow.
-use aya_ebpf::{macros::lsm, programs::LsmContext};
+use aya_ebpf::{
+    macros::lsm,
+    programs::{FEntryContext, LsmContext},
+};
 use mcpguard_common::{
     ACCESS_READ, ACCESS_WRITE, ACTION_AUDITED, ACTION_DENIED, ACTION_KILLED, COUNTER_LSM_PROBE,
     HOOK_EXEC, HOOK_MMAP, HOOK_OPEN, MODE_AUDIT, MODE_KILL, REASON_NO_GRANT,
@@ -67,15 +70,11 @@ fn is_script(bprm: Kptr) -> bool {
     buf == *b"#!"
 }
 
-#[lsm(hook = "bprm_check_security")]
-pub fn mcpg_lsm_exec(ctx: LsmContext) -> i32 {
-    let prev: i32 = ctx.arg(1);
-    if prev != 0 {
-        return prev;
-    }
+/// `security_bprm_check` / LSM `bprm_check_security`.
+#[inline(always)]
+fn on_exec(bprm: Kptr) -> i32 {
     let (tgid, task) = current();
     let Some(g) = governed(tgid, task) else { return 0 };
-    let bprm: Kptr = ctx.arg(0);
     let Some(st) = g.state else {
         return deny(&g, Verdict::deny(REASON_NO_GRANT, 0), HOOK_EXEC, 0, None);
     };
@@ -90,16 +89,12 @@ pub fn mcpg_lsm_exec(ctx: LsmContext) -> i32 {
     if v.allow { 0 } else { deny(&g, v, hook, access, report_pos(file)) }
 }
 
-#[lsm(hook = "file_open")]
-pub fn mcpg_lsm_open(ctx: LsmContext) -> i32 {
-    let prev: i32 = ctx.arg(1);
-    if prev != 0 {
-        return prev;
-    }
+/// `security_file_open` / LSM `file_open`.
+#[inline(always)]
+fn on_open(file: Kptr) -> i32 {
     let (tgid, task) = current();
     probe(tgid);
     let Some(g) = governed(tgid, task) else { return 0 };
-    let file: Kptr = ctx.arg(0);
     let Some(st) = g.state else {
         return deny(&g, Verdict::deny(REASON_NO_GRANT, 0), HOOK_OPEN, 0, report_pos(file));
     };
@@ -122,22 +117,13 @@ pub fn mcpg_lsm_open(ctx: LsmContext) -> i32 {
     if v.allow { 0 } else { deny(&g, v, HOOK_OPEN, need, report_pos(file)) }
 }
 
-/// Executable file mappings are checked like execs, so loading code through `ld.so ./prog` or a
-/// userland loader is covered: the file must be an approved binary, or readable and not
-/// writable under the grants (shared libraries) — nothing the session can write is mapped
-/// executable.
-#[lsm(hook = "mmap_file")]
-pub fn mcpg_lsm_mmap(ctx: LsmContext) -> i32 {
-    let prev: i32 = ctx.arg(4);
-    if prev != 0 {
-        return prev;
-    }
-    let prot: u64 = ctx.arg(2);
-    if prot & PROT_EXEC == 0 {
-        return 0;
-    }
-    let file: Kptr = ctx.arg(0);
-    if file.is_null() {
+/// `security_mmap_file` / LSM `mmap_file`. Executable file mappings are checked like execs, so
+/// loading code through `ld.so ./prog` or a userland loader is covered: the file must be an
+/// approved binary, or readable and not writable under the grants (shared libraries) — nothing
+/// the session can write is mapped executable.
+#[inline(always)]
+fn on_mmap(file: Kptr, prot: u64) -> i32 {
+    if prot & PROT_EXEC == 0 || file.is_null() {
         return 0; // anonymous executable memory is not a file object
     }
     let (tgid, task) = current();
@@ -147,4 +133,58 @@ pub fn mcpg_lsm_mmap(ctx: LsmContext) -> i32 {
     };
     let v = decide_mmap_exec(&st, file);
     if v.allow { 0 } else { deny(&g, v, HOOK_MMAP, ACCESS_READ, report_pos(file)) }
+}
+
+// ---- BPF-LSM entry points: (hook arguments..., previous verdict) -------------------------------
+
+#[lsm(hook = "bprm_check_security")]
+pub fn mcpg_lsm_exec(ctx: LsmContext) -> i32 {
+    let prev: i32 = ctx.arg(1);
+    if prev != 0 { prev } else { on_exec(ctx.arg(0)) }
+}
+
+#[lsm(hook = "file_open")]
+pub fn mcpg_lsm_open(ctx: LsmContext) -> i32 {
+    let prev: i32 = ctx.arg(1);
+    if prev != 0 { prev } else { on_open(ctx.arg(0)) }
+}
+
+#[lsm(hook = "mmap_file")]
+pub fn mcpg_lsm_mmap(ctx: LsmContext) -> i32 {
+    // mmap_file(file, reqprot, prot, flags, previous verdict)
+    let prev: i32 = ctx.arg(4);
+    if prev != 0 { prev } else { on_mmap(ctx.arg(0), ctx.arg(2)) }
+}
+
+// ---- fmod_ret entry points on the security_* functions, for kernels where trampolines work but
+// `bpf` is not in the active LSM list. Compiled as `fentry/` sections (aya 0.14 cannot parse
+// `fmod_ret/`); the agent loads them itself with expected_attach_type BPF_MODIFY_RETURN
+// (agent/src/fmodret.rs). The last argument is the return value so far.
+
+// (Written without the `#[fentry]` macro: it discards the function's return value, and for
+// fmod_ret the return value is the verdict.)
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "fentry/security_bprm_check")]
+pub fn mcpg_fmod_exec(ctx: *mut core::ffi::c_void) -> i32 {
+    let ctx = FEntryContext::new(ctx);
+    let prev: i32 = ctx.arg(1);
+    if prev != 0 { prev } else { on_exec(ctx.arg(0)) }
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "fentry/security_file_open")]
+pub fn mcpg_fmod_open(ctx: *mut core::ffi::c_void) -> i32 {
+    let ctx = FEntryContext::new(ctx);
+    let prev: i32 = ctx.arg(1);
+    if prev != 0 { prev } else { on_open(ctx.arg(0)) }
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "fentry/security_mmap_file")]
+pub fn mcpg_fmod_mmap(ctx: *mut core::ffi::c_void) -> i32 {
+    // security_mmap_file(file, prot, flags, return value so far)
+    let ctx = FEntryContext::new(ctx);
+    let prev: i32 = ctx.arg(3);
+    if prev != 0 { prev } else { on_mmap(ctx.arg(0), ctx.arg(1)) }
 }
