@@ -369,3 +369,24 @@ async fn serve_metrics(d: Arc<Daemon>, l: tokio::net::TcpListener) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_parses_and_unknown_keys_are_named() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/mcpguard.toml")).unwrap();
+        let cfg: Config = toml::from_str(&text).unwrap();
+        assert_eq!(cfg.default_ttl, Duration::from_secs(900));
+        assert_eq!(cfg.max_ttl, Duration::from_secs(86_400));
+        assert_eq!(cfg.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+        let err = toml::from_str::<Config>("sockets = \"/x\"\n").unwrap_err().to_string();
+        assert!(err.contains("sockets") && err.contains("line 1"), "{err}");
+        let err = toml::from_str::<Config>("max_ttl = \"forever\"\n").unwrap_err().to_string();
+        assert!(err.contains("forever"), "{err}");
+        let partial: Config = toml::from_str("backend = \"kill\"\n").unwrap();
+        assert_eq!(partial.backend, Some(engine::Backend::Kill));
+        assert_eq!(partial.socket, PathBuf::from(DEFAULT_SOCKET));
+    }
+}

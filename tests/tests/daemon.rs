@@ -370,3 +370,28 @@ fn restart_keeps_enforcement_state_and_counters() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// SIGTERM: clean exit, socket removed, programs stay pinned (enforcement continues while the
+/// daemon is down); `mcpguard unpin` then removes everything it pinned.
+#[test]
+fn sigterm_keeps_pins_and_unpin_removes_them() {
+    let mut d = Daemon::start();
+    let mut child = d.child.take().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "daemon did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(st.success(), "{st:?}: {}", d.log());
+    assert!(!d.socket.exists(), "socket removed on shutdown");
+    assert!(d.log().contains("enforcement continues"), "{}", d.log());
+    let links = d.bpffs.join("links");
+    assert!(std::fs::read_dir(&links).unwrap().count() >= 5, "links stay pinned");
+    let out = d.cli(&["unpin", "--bpffs-dir", d.bpffs.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!d.bpffs.exists(), "unpin removes the whole directory");
+}

@@ -833,3 +833,31 @@ fn ld_so_running_an_ungranted_writable_binary_is_refused_on_deny_backends() {
         assert!(st.success(), "kill backend: executable mappings are not checked (documented limit): {st:?}");
     }
 }
+
+/// io_uring operations bypass the open-family hooks, so a governed process may not set up a
+/// ring: on the kill backend it dies at io_uring_setup; an ungoverned process is untouched.
+#[test]
+fn io_uring_setup_is_refused_to_governed_processes() {
+    let mut k = Kernel::load();
+    let base = k.baseline();
+    let (task, _) = k.grant(&[Path::new(HELPER)], &[], &[]);
+    let session = k.session(base, task, LONG);
+    let mut g = Gated::spawn(&[HELPER, "io-uring"]);
+    let pid = g.pid();
+    k.engine.add_process(pid, session).unwrap();
+    g.release();
+    let (st, out) = g.finish();
+    if k.engine.backend().synchronous_deny() {
+        // Synchronous backends decide on the file objects io_uring opens (security_file_open
+        // sees them), so the ring itself is allowed there.
+        assert!(st.success(), "{st:?} {out}");
+    } else {
+        assert!(killed(st), "governed io_uring_setup must be stopped: {st:?} {out}");
+        assert!(!out.contains("io_uring_setup "), "no ring may be handed out: {out}");
+        let ev = k.wait_event(session, |d| d.hook == "io_uring" && d.tgid == pid);
+        assert_eq!((ev.action, ev.reason, ev.grant_id), ("killed", "not_granted", task));
+    }
+    // Ungoverned: io_uring works as usual (or is unavailable for reasons of its own, not ours).
+    let out = std::process::Command::new(HELPER).arg("io-uring").output().unwrap();
+    assert!(out.status.code().is_some(), "ungoverned process untouched: {:?}", out.status);
+}

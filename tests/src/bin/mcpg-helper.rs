@@ -58,6 +58,16 @@ fn memfd_exec(src: &str) -> c_int {
     6
 }
 
+/// Calls io_uring_setup(2) directly; prints the outcome. A governed process must not get here
+/// alive with a ring: io_uring submissions would bypass the open hooks.
+fn io_uring() -> c_int {
+    let mut params = [0u8; 120]; // struct io_uring_params
+    // SAFETY: io_uring_setup writes at most sizeof(struct io_uring_params) into params.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4, params.as_mut_ptr()) };
+    say(&format!("io_uring_setup {fd}"));
+    if fd >= 0 { 0 } else { 3 }
+}
+
 #[unsafe(no_mangle)]
 extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     let args: Vec<String> = (0..usize::try_from(argc).unwrap_or(0))
@@ -67,8 +77,9 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     match args.get(1..).unwrap_or_default() {
         [cmd, path] if cmd == "thread-open" => thread_open(path.clone()),
         [cmd, src] if cmd == "memfd-exec" => memfd_exec(src),
+        [cmd] if cmd == "io-uring" => io_uring(),
         _ => {
-            eprintln!("usage: mcpg-helper thread-open PATH | memfd-exec SRC");
+            eprintln!("usage: mcpg-helper thread-open PATH | memfd-exec SRC | io-uring");
             64
         }
     }
