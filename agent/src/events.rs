@@ -19,6 +19,9 @@ pub struct Decision {
     pub reason: &'static str,
     /// "r", "w", "rw" for opens; empty otherwise.
     pub access: String,
+    /// For hook "syscall": which guarded syscall was attempted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscall: Option<&'static str>,
     pub dev: u32,
     pub ino: u64,
     /// Best-effort path (for display only; decisions are made on the object).
@@ -55,10 +58,13 @@ impl Decision {
             s
         });
         let mut access = String::new();
-        if ev.access & ACCESS_READ != 0 {
+        let syscall = (ev.hook == mcpguard_common::HOOK_SYSCALL).then(|| mcpguard_common::guard_syscall_name(ev.access));
+        if syscall.is_some() {
+            // `access` carries the syscall number for this hook.
+        } else if ev.access & ACCESS_READ != 0 {
             access.push('r');
         }
-        if ev.access & ACCESS_WRITE != 0 {
+        if syscall.is_none() && ev.access & ACCESS_WRITE != 0 {
             access.push('w');
         }
         Self {
@@ -72,6 +78,7 @@ impl Decision {
             action: action_name(ev.action),
             reason: reason_name(ev.reason),
             access,
+            syscall,
             dev: ev.dev,
             ino: ev.ino,
             path,

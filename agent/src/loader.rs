@@ -166,6 +166,23 @@ pub fn attach(
     for (prog, tp) in LIFECYCLE_PROGS {
         links.push((prog, AnyLink::Aya(btf_tp(ebpf, btf, prog, tp)?)));
     }
+    // Guard syscalls (bpf, ptrace, mounts, modules) on every backend. A syscall this kernel does
+    // not have (no tracepoint) has nothing to guard.
+    let events = ["/sys/kernel/tracing/events/syscalls", "/sys/kernel/debug/tracing/events/syscalls"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_dir())
+        .ok_or_else(|| EngineError::Adopt {
+            path: "/sys/kernel/tracing".into(),
+            msg: "syscall tracepoints are not visible: mount tracefs (mount -t tracefs tracefs /sys/kernel/tracing)".into(),
+        })?;
+    for (prog, tp, _) in c::GUARD_SYSCALLS {
+        if !events.join(tp).exists() {
+            log::debug!("no tracepoint {tp}: syscall not in this kernel");
+            continue;
+        }
+        links.push((prog, AnyLink::Aya(syscall_tp(ebpf, prog, tp)?)));
+    }
     let candidates = match opts.backend {
         Some(b) => vec![b],
         None => vec![Backend::Lsm, Backend::FmodRet, Backend::Kill],

@@ -44,6 +44,37 @@ pub const PROG_OPENAT2: &str = "mcpg_openat2";
 pub const PROG_CREAT: &str = "mcpg_creat";
 pub const PROG_OPEN_BY_HANDLE: &str = "mcpg_open_handle";
 pub const PROG_IO_URING: &str = "mcpg_io_uring";
+/// Guard syscalls: (program, `syscalls:sys_enter_*` tracepoint, x86_64 syscall number).
+pub const GUARD_SYSCALLS: [(&str, &str, u32); 14] = [
+    ("mcpg_sc_bpf", "sys_enter_bpf", 321),
+    ("mcpg_sc_ptrace", "sys_enter_ptrace", 101),
+    ("mcpg_sc_vm_readv", "sys_enter_process_vm_readv", 310),
+    ("mcpg_sc_vm_writev", "sys_enter_process_vm_writev", 311),
+    ("mcpg_sc_mount", "sys_enter_mount", 165),
+    ("mcpg_sc_umount", "sys_enter_umount", 166),
+    ("mcpg_sc_pivot", "sys_enter_pivot_root", 155),
+    ("mcpg_sc_open_tree", "sys_enter_open_tree", 428),
+    ("mcpg_sc_move_mount", "sys_enter_move_mount", 429),
+    ("mcpg_sc_fsopen", "sys_enter_fsopen", 430),
+    ("mcpg_sc_fsmount", "sys_enter_fsmount", 432),
+    ("mcpg_sc_mnt_setattr", "sys_enter_mount_setattr", 442),
+    ("mcpg_sc_init_mod", "sys_enter_init_module", 175),
+    ("mcpg_sc_finit_mod", "sys_enter_finit_module", 313),
+];
+
+/// Name of a guarded syscall number (for reports).
+#[must_use]
+pub fn guard_syscall_name(nr: u32) -> &'static str {
+    let mut i = 0;
+    while i < GUARD_SYSCALLS.len() {
+        if GUARD_SYSCALLS[i].2 == nr {
+            let tp = GUARD_SYSCALLS[i].1;
+            return tp.split_at(10).1; // strip "sys_enter_"
+        }
+        i += 1;
+    }
+    "unknown"
+}
 pub const PROG_LSM_EXEC: &str = "mcpg_lsm_exec";
 pub const PROG_LSM_OPEN: &str = "mcpg_lsm_open";
 pub const PROG_LSM_MMAP: &str = "mcpg_lsm_mmap";
@@ -87,7 +118,9 @@ pub const HOOK_EXEC: u32 = 0;
 pub const HOOK_OPEN: u32 = 1;
 pub const HOOK_IO_URING: u32 = 2;
 pub const HOOK_MMAP: u32 = 3;
-pub const HOOK_COUNT: u32 = 4;
+/// A syscall that could disable the guard (bpf, ptrace, mount family, module loading).
+pub const HOOK_SYSCALL: u32 = 4;
+pub const HOOK_COUNT: u32 = 5;
 
 pub const ACTION_DENIED: u32 = 0;
 pub const ACTION_KILLED: u32 = 1;
@@ -124,6 +157,7 @@ pub const fn hook_name(hook: u32) -> &'static str {
         HOOK_OPEN => "open",
         HOOK_IO_URING => "io_uring",
         HOOK_MMAP => "mmap",
+        HOOK_SYSCALL => "syscall",
         _ => "unknown",
     }
 }
@@ -253,7 +287,8 @@ pub struct Event {
     pub hook: u32,
     pub action: u32,
     pub reason: u32,
-    /// Requested access for opens ([`ACCESS_READ`] | [`ACCESS_WRITE`]).
+    /// Requested access for opens ([`ACCESS_READ`] | [`ACCESS_WRITE`]); the syscall number for
+    /// [`HOOK_SYSCALL`].
     pub access: u32,
     /// Number of valid entries in `path` (leaf first). [`EVENT_PATH_TRUNCATED`] is or-ed in when
     /// the path was deeper than reported.

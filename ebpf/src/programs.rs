@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use mcpguard_common::{
     ProcEntry, ACCESS_READ, ACCESS_WRITE, ACTION_AUDITED, ACTION_KILLED, COUNTER_PROCS_FULL,
-    HOOK_EXEC, HOOK_IO_URING, HOOK_OPEN, MODE_AUDIT, REASON_NOT_GRANTED, REASON_NO_GRANT,
+    HOOK_EXEC, HOOK_IO_URING, HOOK_OPEN, HOOK_SYSCALL, MODE_AUDIT, REASON_NOT_GRANTED, REASON_NO_GRANT,
 };
 
 use crate::{
@@ -194,3 +194,38 @@ pub fn mcpg_io_uring(_ctx: TracePointContext) -> u32 {
     enforce(&g, Verdict::deny(REASON_NOT_GRANTED, grant), HOOK_IO_URING, 0, blank());
     0
 }
+
+/// Syscalls that could turn the guard off (rewrite our BPF maps, inspect or inject into the
+/// daemon, alias paths with mounts, load kernel code) stop a governed process, on every backend.
+#[inline(always)]
+fn guard_syscall(nr: u32) -> u32 {
+    let (tgid, task) = current();
+    let Some(g) = governed(tgid, task) else { return 0 };
+    let grant = g.state.map_or(0, |s| if s.task_grant != 0 { s.task_grant } else { s.base_grant });
+    enforce(&g, Verdict::deny(REASON_NOT_GRANTED, grant), HOOK_SYSCALL, nr, blank());
+    0
+}
+
+macro_rules! guard {
+    ($fn:ident, $tp:literal, $nr:literal) => {
+        #[tracepoint(category = "syscalls", name = $tp)]
+        pub fn $fn(_ctx: TracePointContext) -> u32 {
+            guard_syscall($nr)
+        }
+    };
+}
+
+guard!(mcpg_sc_bpf, "sys_enter_bpf", 321);
+guard!(mcpg_sc_ptrace, "sys_enter_ptrace", 101);
+guard!(mcpg_sc_vm_readv, "sys_enter_process_vm_readv", 310);
+guard!(mcpg_sc_vm_writev, "sys_enter_process_vm_writev", 311);
+guard!(mcpg_sc_mount, "sys_enter_mount", 165);
+guard!(mcpg_sc_umount, "sys_enter_umount", 166);
+guard!(mcpg_sc_pivot, "sys_enter_pivot_root", 155);
+guard!(mcpg_sc_open_tree, "sys_enter_open_tree", 428);
+guard!(mcpg_sc_move_mount, "sys_enter_move_mount", 429);
+guard!(mcpg_sc_fsopen, "sys_enter_fsopen", 430);
+guard!(mcpg_sc_fsmount, "sys_enter_fsmount", 432);
+guard!(mcpg_sc_mnt_setattr, "sys_enter_mount_setattr", 442);
+guard!(mcpg_sc_init_mod, "sys_enter_init_module", 175);
+guard!(mcpg_sc_finit_mod, "sys_enter_finit_module", 313);

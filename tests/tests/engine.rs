@@ -861,3 +861,27 @@ fn io_uring_setup_is_refused_to_governed_processes() {
     let out = std::process::Command::new(HELPER).arg("io-uring").output().unwrap();
     assert!(out.status.code().is_some(), "ungoverned process untouched: {:?}", out.status);
 }
+
+/// A governed process (which may be root) must not reach the guard's own machinery: bpf() (our
+/// pinned maps), ptrace (the daemon), mounts (aliasing paths into a granted tree). Each attempt
+/// is stopped and reported with the syscall's name; an ungoverned process is untouched.
+#[test]
+fn guard_syscalls_are_stopped_for_governed_processes() {
+    let mut k = Kernel::load();
+    let base = k.baseline();
+    let (task, _) = k.grant(&[Path::new(HELPER)], &[], &[]);
+    let session = k.session(base, task, LONG);
+    for (name, nr) in [("bpf", "321"), ("ptrace", "101"), ("mount", "165"), ("open_tree", "428")] {
+        let mut g = Gated::spawn(&[HELPER, "raw-syscall", nr]);
+        let pid = g.pid();
+        k.engine.add_process(pid, session).unwrap();
+        g.release();
+        let (st, out) = g.finish();
+        assert!(killed(st), "{name}: governed process must be stopped: {st:?} {out}");
+        assert!(!out.contains("returned"), "{name}: the syscall must not complete: {out}");
+        let ev = k.wait_event(session, |d| d.hook == "syscall" && d.tgid == pid);
+        assert_eq!((ev.action, ev.syscall), ("killed", Some(name)));
+        let out = std::process::Command::new(HELPER).args(["raw-syscall", nr]).output().unwrap();
+        assert!(out.status.success(), "{name}: ungoverned process untouched: {:?}", out.status);
+    }
+}

@@ -78,8 +78,16 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
         [cmd, path] if cmd == "thread-open" => thread_open(path.clone()),
         [cmd, src] if cmd == "memfd-exec" => memfd_exec(src),
         [cmd] if cmd == "io-uring" => io_uring(),
+        [cmd, nr] if cmd == "raw-syscall" => {
+            let nr: libc::c_long = nr.parse().unwrap_or(-1);
+            // SAFETY: the guarded syscalls are called with null/zero arguments: at worst EFAULT
+            // or EINVAL (and PTRACE_TRACEME, which only affects this process).
+            let r = unsafe { libc::syscall(nr, 0, 0, 0, 0, 0) };
+            say(&format!("syscall {nr} returned {r}"));
+            0
+        }
         _ => {
-            eprintln!("usage: mcpg-helper thread-open PATH | memfd-exec SRC | io-uring");
+            eprintln!("usage: mcpg-helper thread-open PATH | memfd-exec SRC | io-uring | raw-syscall NR");
             64
         }
     }
