@@ -121,12 +121,35 @@ fn session_state(s: &Session) -> SessionState {
     }
 }
 
+/// `pid`'s parent and real uid, from `/proc/<pid>/status`.
+fn parent_and_uid(pid: u32) -> Option<(u32, u32)> {
+    parse_parent_and_uid(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+fn parse_parent_and_uid(status: &str) -> Option<(u32, u32)> {
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()?.parse().ok());
+    Some((field("PPid:")?, field("Uid:")?))
+}
+
+/// A non-root peer may register its own direct child of its own uid (the MCP proxy governs the
+/// server it forks, while itself staying outside the session). The child cannot be recycled
+/// under us: its parent (the peer) has not reaped it.
+fn own_child(peer: &Peer, pid: u32) -> bool {
+    peer.pid.is_some_and(|me| parent_and_uid(pid) == Some((me, peer.uid)))
+}
+
 fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
     if !valid_name(&r.session) {
         return Err(err(ErrorCode::BadRequest, format!("session name `{}` must be 1-64 of [A-Za-z0-9._-]", r.session)));
     }
-    if peer.uid != 0 && peer.pid != Some(r.pid) {
-        return Err(err(ErrorCode::Unauthorized, format!("only root may register another process (pid {} is not the caller)", r.pid)));
+    if peer.uid != 0 && peer.pid != Some(r.pid) && !own_child(peer, r.pid) {
+        return Err(err(
+            ErrorCode::Unauthorized,
+            format!("only root may register another process (pid {} is neither the caller nor its direct child of the same uid)", r.pid),
+        ));
+    }
+    if let Some(s) = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).process_session(r.pid) {
+        return Err(err(ErrorCode::BadRequest, format!("pid {} is already governed by session {s}", r.pid)));
     }
     if r.cgroup {
         return Err(err(ErrorCode::BadRequest, "cgroup sessions are supported by the kernel engine but not yet by the daemon's register; omit `cgroup`"));
@@ -162,6 +185,7 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
         tool: None,
         call_id: None,
         kernel: kg,
+        spec: None,
     };
     let session = Session {
         name: r.session.clone(),
@@ -173,6 +197,7 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
         cgroup: None,
         base: Some(base),
         task: None,
+        orchestrator: None,
     };
     let kerr = |e: crate::engine::EngineError| err(ErrorCode::KernelError, e.to_string());
     eng.install_grant(gid, &session.base.as_ref().expect("base").kernel).map_err(kerr)?;
@@ -200,8 +225,59 @@ fn drop_session(eng: &mut Engine, s: &Session) {
     for p in eng.session_processes(s.id) {
         eng.remove_process(p);
     }
-    for g in [&s.base, &s.task].into_iter().flatten() {
+    for g in [&s.base, &s.task, &s.orchestrator].into_iter().flatten() {
         eng.remove_grant(g.id, &g.kernel);
+    }
+}
+
+/// What a session runs under when a per-call grant (`call`) is composed with an orchestrator's
+/// task grant (`task`): the intersection, so a call never exceeds the task it runs in.
+pub fn compose(task: Option<&GrantSpec>, call: &GrantSpec) -> GrantSpec {
+    task.map_or_else(|| call.clone(), |t| t.intersect(call))
+}
+
+/// The spec of a held record, needed for composition (absent only in state files written
+/// before composition existed).
+fn held_spec(r: &GrantRecord) -> Result<&GrantSpec, ProtoError> {
+    r.spec.as_ref().ok_or_else(|| {
+        err(ErrorCode::BadRequest, format!("grant {} predates per-call composition; re-issue the task grant", r.id))
+    })
+}
+
+/// What a new grant composes with (the orchestrator's task grant for a call; the call in force
+/// for a task grant), with its expiry, and the ids of the session's grants (to detect changes).
+type Snapshot = (Option<(GrantSpec, u64)>, (Option<u64>, Option<u64>));
+
+fn composition_snapshot(d: &Daemon, session: &str, per_call: bool) -> Result<Snapshot, ProtoError> {
+    let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(s) = st.sessions.get(session) else {
+        return Err(err(ErrorCode::UnknownSession, format!("no session named `{session}`")));
+    };
+    let other = if per_call {
+        s.orchestrator.as_ref().or(s.task.as_ref().filter(|t| t.call_id.is_none()))
+    } else {
+        s.task.as_ref().filter(|t| t.call_id.is_some())
+    };
+    let other = match other {
+        Some(r) => Some((held_spec(r)?.clone(), r.expires_boot_ns)),
+        None => None,
+    };
+    Ok((other, (s.task.as_ref().map(|r| r.id), s.orchestrator.as_ref().map(|r| r.id))))
+}
+
+/// A record for `g` (id assigned at install) enforcing `effective`, remembering `own` (the grant as
+/// requested) for later composition.
+fn record(g: &Grant, own: &GrantSpec, kernel: kgrant::KernelGrant, expires: u64, effective: &GrantSpec) -> GrantRecord {
+    GrantRecord {
+        id: 0,
+        task: Some(g.task.clone()),
+        policy: effective.policy_name.clone(),
+        mode: effective.mode,
+        expires_boot_ns: expires,
+        tool: g.tool.clone(),
+        call_id: g.call_id.clone(),
+        kernel,
+        spec: Some(own.clone()),
     }
 }
 
@@ -224,46 +300,113 @@ fn grant(d: &Daemon, g: Grant) -> Result<Value, ProtoError> {
         ));
     }
     let mode = g.mode.unwrap_or(spec.mode);
-    let kg = compile(&spec)?; // hashes binaries: done before taking the locks
-
-    let mut st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut spec = spec;
+    spec.mode = mode;
+    let per_call = g.call_id.is_some();
+    let ttl_ns = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
+    // Composition: a per-call grant (`call_id` set) runs inside the orchestrator's task grant,
+    // and a task grant issued while a call is in force narrows that call. Either way what goes
+    // into the kernel is the intersection; it is computed and compiled (binaries hashed)
+    // without the locks, then installed only if the grants it was built from are unchanged.
+    let mut attempts = 0;
+    let (mut st, rec, held, effective_policy) = loop {
+        attempts += 1;
+        let (other, ids) = composition_snapshot(d, &g.session, per_call)?;
+        let now = boot_ns();
+        let own_expires = now.saturating_add(ttl_ns);
+        let (rec, held, policy) = match &other {
+            // Plain grant: nothing to compose with.
+            None => {
+                let kg = compile(&spec)?;
+                (record(&g, &spec, kg, own_expires, &spec), None, spec.policy_name.clone())
+            }
+            // A call inside the orchestrator's task: call ∩ task, expiring with the earlier.
+            Some((task, task_expires)) if per_call => {
+                let eff = compose(Some(task), &spec);
+                let kg = compile(&eff)?;
+                let rec = record(&g, &spec, kg, own_expires.min(*task_expires), &eff);
+                (rec, None, eff.policy_name)
+            }
+            // A task grant while a call is in force: held aside; the call narrows (never widens).
+            Some((call, call_expires)) => {
+                let eff = compose(Some(&spec), call);
+                let narrowed = (compile(&eff)?, own_expires.min(*call_expires), eff.clone());
+                let rec = record(&g, &spec, compile(&spec)?, own_expires, &spec);
+                (rec, Some(narrowed), eff.policy_name)
+            }
+        };
+        // Install only if the grants this was composed from are still the ones in force.
+        let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now_ids = st.sessions.get(&g.session).map(|s| (s.task.as_ref().map(|r| r.id), s.orchestrator.as_ref().map(|r| r.id)));
+        if now_ids == Some(ids) {
+            break (st, rec, held, policy);
+        }
+        drop(st);
+        if attempts >= 3 {
+            return Err(err(ErrorCode::Internal, "the session's grants kept changing during the request; retry"));
+        }
+    };
     let mut eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let id = st.alloc_id();
+    let call_rebuild_id = held.as_ref().map(|_| st.alloc_id());
     let Some(session) = st.sessions.get_mut(&g.session) else {
         return Err(err(ErrorCode::UnknownSession, format!("no session named `{}`", g.session)));
     };
-    let expires = boot_ns() + u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
-    let rec = GrantRecord {
-        id,
-        task: Some(g.task.clone()),
-        policy: spec.policy_name.clone(),
-        mode,
-        expires_boot_ns: expires,
-        tool: g.tool.clone(),
-        call_id: g.call_id.clone(),
-        kernel: kg,
-    };
+    let mut rec = rec;
+    rec.id = id;
     let kerr = |e: crate::engine::EngineError| err(ErrorCode::KernelError, e.to_string());
     eng.install_grant(id, &rec.kernel).map_err(kerr)?;
-    let old = session.task.replace(rec);
-    // One map update: the old task grant stops and the new one starts at the same instant.
+    // Records that stop being referenced once the new state is in force.
+    let (old_task, old_orch) = (session.task.clone(), session.orchestrator.clone());
+    if let (Some((kg, expires, eff)), Some(cid)) = (held, call_rebuild_id) {
+        // Task grant while a call is in force: the call continues under call ∩ new task.
+        let call = session.task.clone().expect("a call grant is in force");
+        let narrowed =
+            GrantRecord { id: cid, policy: eff.policy_name, mode: eff.mode, expires_boot_ns: expires, kernel: kg, ..call };
+        if let Err(e) = eng.install_grant(cid, &narrowed.kernel) {
+            eng.remove_grant(id, &rec.kernel);
+            return Err(kerr(e));
+        }
+        session.task = Some(narrowed);
+        session.orchestrator = Some(rec.clone());
+    } else if per_call {
+        // Hold the orchestrator's task grant aside (still installed) while the call runs.
+        if session.orchestrator.is_none() {
+            session.orchestrator = session.task.take().filter(|t| t.call_id.is_none());
+        }
+        session.task = Some(rec.clone());
+    } else {
+        session.task = Some(rec.clone());
+        session.orchestrator = None;
+    }
+    // One map update: the old grant stops and the new one starts at the same instant.
     if let Err(e) = eng.set_session(session.id, session_state(session)) {
-        let new = std::mem::replace(&mut session.task, old).expect("just set");
-        eng.remove_grant(id, &new.kernel);
+        let new_task = std::mem::replace(&mut session.task, old_task);
+        let new_orch = std::mem::replace(&mut session.orchestrator, old_orch);
+        for r in [new_task, new_orch].into_iter().flatten() {
+            if r.id == id || Some(r.id) == call_rebuild_id {
+                eng.remove_grant(r.id, &r.kernel);
+            }
+        }
         return Err(kerr(e));
     }
     d.metrics.grant_apply.observe(started.elapsed().as_secs_f64());
-    if let Some(old) = old {
-        eng.remove_grant(old.id, &old.kernel);
+    let live: Vec<u64> = [&session.task, &session.orchestrator].into_iter().flatten().map(|r| r.id).collect();
+    for old in [old_task, old_orch].into_iter().flatten() {
+        if !live.contains(&old.id) {
+            eng.remove_grant(old.id, &old.kernel);
+        }
     }
+    let composed = session.orchestrator.as_ref().map(|o| o.task.clone());
     drop(eng);
     let out = json!({
-        "session": g.session, "task": g.task, "grant_id": id, "policy": spec.policy_name,
-        "mode": mode, "ttl_ms": u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+        "session": g.session, "task": g.task, "grant_id": id, "policy": effective_policy,
+        "mode": rec.mode, "ttl_ms": u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
         "expires_unix": unix_now() + ttl.as_secs(),
+        "composed_with_task": composed,
     });
     d.save_state(&st);
-    log::info!("grant {id}: session {} task {} policy {} ttl {:?}", g.session, g.task, spec.policy_name, ttl);
+    log::info!("grant {id}: session {} task {} policy {} ttl {:?}", g.session, g.task, effective_policy, ttl);
     Ok(out)
 }
 
@@ -272,23 +415,46 @@ fn revoke(d: &Daemon, r: Revoke) -> Result<Value, ProtoError> {
     let Some(session) = st.sessions.get_mut(&r.session) else {
         return Err(err(ErrorCode::UnknownSession, format!("no session named `{}`", r.session)));
     };
-    if let (Some(t), Some(cur)) = (&r.task, &session.task)
-        && cur.task.as_deref() != Some(t.as_str())
-    {
-        return Err(err(ErrorCode::BadRequest, format!("session `{}` has no grant for task `{t}`", r.session)));
+    let names = |g: &Option<GrantRecord>, t: &str| g.as_ref().is_some_and(|g| g.task.as_deref() == Some(t));
+    let (old_task, old_orch) = (session.task.clone(), session.orchestrator.clone());
+    match &r.task {
+        // The call in force ends: the orchestrator's task grant (if any) is back in force.
+        Some(t) if names(&session.task, t) => session.task = session.orchestrator.take(),
+        // The orchestrator ends its task while a call runs in it: the call loses it too.
+        Some(t) if names(&session.orchestrator, t) => {
+            session.task = None;
+            session.orchestrator = None;
+        }
+        Some(t) => {
+            return Err(err(ErrorCode::BadRequest, format!("session `{}` has no grant for task `{t}`", r.session)));
+        }
+        None if session.task.is_none() => {
+            return Err(err(ErrorCode::BadRequest, format!("session `{}` has no task grant", r.session)));
+        }
+        None => {
+            session.task = None;
+            session.orchestrator = None;
+        }
     }
-    let Some(old) = session.task.take() else {
-        return Err(err(ErrorCode::BadRequest, format!("session `{}` has no task grant", r.session)));
-    };
     let mut eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Err(e) = eng.set_session(session.id, session_state(session)) {
-        session.task = Some(old);
+        session.task = old_task;
+        session.orchestrator = old_orch;
         return Err(err(ErrorCode::KernelError, e.to_string()));
     }
-    eng.remove_grant(old.id, &old.kernel);
+    let live = session.task.as_ref().map(|g| g.id);
+    let mut revoked = None;
+    for old in [old_task, old_orch].into_iter().flatten() {
+        if Some(old.id) != live {
+            eng.remove_grant(old.id, &old.kernel);
+            revoked.get_or_insert((old.id, old.task.clone()));
+        }
+    }
+    let restored = session.task.as_ref().and_then(|g| g.task.clone());
     drop(eng);
     d.save_state(&st);
-    Ok(json!({"session": r.session, "revoked_grant_id": old.id, "task": old.task}))
+    let (id, task) = revoked.unwrap_or((0, None));
+    Ok(json!({"session": r.session, "revoked_grant_id": id, "task": task, "restored_task": restored}))
 }
 
 fn unregister(d: &Daemon, name: &str) -> Result<Value, ProtoError> {
@@ -325,6 +491,7 @@ fn status(d: &Daemon) -> Value {
                 "processes": eng.session_processes(s.id),
                 "baseline": s.base.as_ref().map(|g| grant_json(g, now)),
                 "task": s.task.as_ref().map(|g| grant_json(g, now)),
+                "orchestrator_task": s.orchestrator.as_ref().map(|g| grant_json(g, now)),
             })
         })
         .collect();
@@ -343,7 +510,7 @@ fn status(d: &Daemon) -> Value {
 /// kernel (they are already there when the pinned maps were adopted; re-inserting is harmless).
 pub fn reconcile(eng: &mut Engine, st: &State) {
     for s in st.sessions.values() {
-        for g in [&s.base, &s.task].into_iter().flatten() {
+        for g in [&s.base, &s.task, &s.orchestrator].into_iter().flatten() {
             if let Err(e) = eng.install_grant(g.id, &g.kernel) {
                 log::error!("session {}: re-installing grant {}: {e}", s.name, g.id);
             }
@@ -395,4 +562,51 @@ pub fn housekeeping(d: &Daemon) {
         d.save_state(&st);
     }
     let _ = Duration::ZERO;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_status_parent_and_uid() {
+        let st = "Name:\tcat\nPid:\t12\nPPid:\t7\nTracerPid:\t0\nUid:\t1000\t1000\t1000\t1000\n";
+        assert_eq!(parse_parent_and_uid(st), Some((7, 1000)));
+        assert_eq!(parse_parent_and_uid("Name:\tx\n"), None);
+        let me = std::process::id();
+        let child = std::process::Command::new("/bin/sleep").arg("5").spawn().unwrap();
+        let uid = nix::unistd::getuid().as_raw();
+        let peer = Peer { uid, gid: 0, pid: Some(me) };
+        assert!(own_child(&peer, child.id()));
+        assert!(!own_child(&Peer { uid: uid + 1, ..peer }, child.id()), "different uid");
+        assert!(!own_child(&peer, me), "not its own child");
+        let mut child = child;
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn spec(name: &str, exec: &[&str], read: &[&str], mode: Mode) -> GrantSpec {
+        let mut s = GrantSpec::inline(
+            exec.iter().map(|p| ExecRule { path: PathBuf::from(p), sha256: None }).collect(),
+            read.iter().map(PathBuf::from).collect(),
+            Vec::new(),
+            mode,
+            None,
+        )
+        .unwrap();
+        s.policy_name = name.into();
+        s
+    }
+
+    #[test]
+    fn a_call_never_exceeds_its_task() {
+        let task = spec("task", &["/usr/bin/git", "/usr/bin/cat"], &["/srv/repos", "/etc/gitconfig"], Mode::Deny);
+        let call = spec("call", &["/usr/bin/git", "/usr/bin/curl"], &["/srv/repos/app", "/home/u"], Mode::Kill);
+        let eff = compose(Some(&task), &call);
+        assert_eq!(eff.exec.iter().map(|e| e.path.to_str().unwrap()).collect::<Vec<_>>(), ["/usr/bin/git"]);
+        assert_eq!(eff.read, [PathBuf::from("/srv/repos/app")]);
+        assert_eq!(eff.mode, Mode::Kill);
+        assert_eq!(eff.policy_name, "task&call");
+        assert_eq!(compose(None, &call), call);
+    }
 }

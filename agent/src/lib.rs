@@ -16,3 +16,4 @@ pub mod audit;
 pub mod daemon;
 pub mod handlers;
 pub mod client;
+pub mod mcp;

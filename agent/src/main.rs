@@ -38,6 +38,15 @@ enum Cmd {
         baseline: String,
         #[arg(long = "var", value_parser = parse_var)]
         vars: Vec<(String, String)>,
+        /// Stay between the MCP client and the server (stdio) and grant per `tools/call`.
+        #[arg(long, requires = "tools")]
+        mcp: bool,
+        /// With --mcp: tools policy mapping tool names to grant templates.
+        #[arg(long, requires = "mcp")]
+        tools: Option<PathBuf>,
+        /// With --mcp: restarts of a server that died (e.g. was killed) before the session ends.
+        #[arg(long, default_value_t = 3, requires = "mcp")]
+        max_restarts: u32,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -194,7 +203,13 @@ fn main() -> anyhow::Result<()> {
             println!("removed {} pinned object(s) under {}; enforcement is off", removed.len(), bpffs_dir.display());
             Ok(())
         }
-        Cmd::Exec { session, baseline, vars, command } => {
+        Cmd::Exec { session, baseline, vars, mcp: true, tools: Some(tools), max_restarts, command } => {
+            let opts = mcpguard::mcp::ProxyOptions {
+                socket: cli.socket, session, baseline, vars: vars.into_iter().collect(), tools, command, max_restarts,
+            };
+            std::process::exit(mcpguard::mcp::run(opts)?);
+        }
+        Cmd::Exec { session, baseline, vars, command, .. } => {
             let bin = which(&command[0])?;
             let mut argv = command.clone();
             argv[0] = bin.display().to_string();

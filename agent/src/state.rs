@@ -9,7 +9,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{kgrant::KernelGrant, policy::Mode};
+use crate::{
+    kgrant::KernelGrant,
+    policy::{GrantSpec, Mode},
+};
 
 /// One grant in force (a session's baseline or its current task grant).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -25,6 +28,10 @@ pub struct GrantRecord {
     pub tool: Option<String>,
     pub call_id: Option<String>,
     pub kernel: KernelGrant,
+    /// The grant as requested (before any composition), kept so that an orchestrator task
+    /// grant and a per-call grant can be intersected when the other one changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<GrantSpec>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -38,7 +45,13 @@ pub struct Session {
     pub created_unix: u64,
     pub cgroup: Option<u64>,
     pub base: Option<GrantRecord>,
+    /// The grant in force besides the baseline: a task grant, or a per-call grant (which then
+    /// already is the intersection with `orchestrator`).
     pub task: Option<GrantRecord>,
+    /// An orchestrator's task grant held aside (still installed in the kernel) while a
+    /// per-call grant composed with it is in force; it is put back when the call is revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orchestrator: Option<GrantRecord>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -119,6 +132,7 @@ mod tests {
                 cgroup: None,
                 base: None,
                 task: None,
+                orchestrator: None,
             },
         );
         let dir = std::env::temp_dir().join(format!("mcpg-state-{}", std::process::id()));

@@ -1,0 +1,448 @@
+//! The stdio proxy's core: one thread owns all state and handles events from the client reader,
+//! the server reader and the clock. Messages are forwarded byte for byte; the proxy only
+//! originates error responses (refused / killed / timed-out calls), cancellations of timed-out
+//! calls, and the replayed `initialize` after a restart.
+//!
+//! Concurrency: `tools/call` requests are serialised. While one call is in flight (its grant in
+//! force), later calls wait in a FIFO queue and are granted and forwarded one at a time, so a
+//! server never runs with more than one call's grant and every kernel decision is attributable
+//! to exactly one call. Other requests (tools/list, resources/*, pings) are not queued.
+use std::{
+    collections::{HashMap, VecDeque},
+    fs::File,
+    io::{BufRead as _, BufReader, Write as _},
+    sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender},
+    time::{Duration, Instant},
+};
+
+use nix::sys::wait::{waitpid, WaitStatus};
+use serde_json::{json, Value};
+
+use super::{
+    jsonrpc::{self, id_key},
+    pins::{PinState, Pins},
+    spawn::{self, Launch, Server},
+    tools::ToolsPolicy,
+    Daemon,
+};
+
+pub enum Ev {
+    Client(Vec<u8>),
+    ClientEof,
+    Server(u64, Vec<u8>),
+    ServerExit(u64, WaitStatus),
+}
+
+struct Inflight {
+    id: Value,
+    key: String,
+    tool: String,
+    task: String,
+    deadline: Instant,
+}
+
+pub struct Proxy {
+    launch: Launch,
+    tools: ToolsPolicy,
+    daemon: Daemon,
+    max_restarts: u32,
+    tx: Sender<Ev>,
+    out: std::io::Stdout,
+    server: Option<(u64, File, nix::unistd::Pid)>,
+    generation: u64,
+    pins: Pins,
+    inflight: Option<Inflight>,
+    queue: VecDeque<(Value, Vec<u8>, Value)>,
+    /// Client requests forwarded to the server and not yet answered (key -> id, method).
+    outstanding: HashMap<String, (Value, String)>,
+    /// Late responses to drop (cancelled or timed-out calls, the replayed initialize).
+    dropped: HashMap<String, ()>,
+    init: Option<Value>,
+    initialized: Option<Vec<u8>>,
+    /// Waiting for the replayed initialize's response: other traffic is held back.
+    replay: Option<String>,
+    held: Vec<Vec<u8>>,
+    restarts: u32,
+    exit_code: Option<i32>,
+}
+
+impl Proxy {
+    pub fn new(launch: Launch, tools: ToolsPolicy, daemon: Daemon, max_restarts: u32) -> (Self, Receiver<Ev>) {
+        let (tx, rx) = channel();
+        let p = Self {
+            launch,
+            tools,
+            daemon,
+            max_restarts,
+            tx,
+            out: std::io::stdout(),
+            server: None,
+            generation: 0,
+            pins: Pins::default(),
+            inflight: None,
+            queue: VecDeque::new(),
+            outstanding: HashMap::new(),
+            dropped: HashMap::new(),
+            init: None,
+            initialized: None,
+            replay: None,
+            held: Vec::new(),
+            restarts: 0,
+            exit_code: None,
+        };
+        (p, rx)
+    }
+
+    pub fn start_server(&mut self) -> anyhow::Result<()> {
+        let Server { pid, stdin, stdout } = spawn::spawn(&self.launch)?;
+        self.generation += 1;
+        let generation = self.generation;
+        let tx = self.tx.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = Vec::new();
+            while matches!(r.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                let l = line.strip_suffix(b"\n").unwrap_or(&line);
+                if !l.is_empty() && tx.send(Ev::Server(generation, l.to_vec())).is_err() {
+                    return;
+                }
+                line.clear();
+            }
+            // Stdout closed: the server is gone (or unusable); make sure, then reap it.
+            let st = match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {
+                    std::thread::sleep(Duration::from_millis(200));
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                    waitpid(pid, None)
+                }
+                other => other,
+            };
+            let _ = tx.send(Ev::ServerExit(generation, st.unwrap_or(WaitStatus::StillAlive)));
+        });
+        self.server = Some((generation, stdin, pid));
+        log::info!("session {}: server pid {pid} started (generation {generation})", self.launch.session);
+        Ok(())
+    }
+
+    pub fn client_reader(&self) {
+        let tx = self.tx.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(std::io::stdin());
+            let mut line = Vec::new();
+            while matches!(r.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                let l = line.strip_suffix(b"\n").unwrap_or(&line);
+                if !l.is_empty() && tx.send(Ev::Client(l.to_vec())).is_err() {
+                    return;
+                }
+                line.clear();
+            }
+            let _ = tx.send(Ev::ClientEof);
+        });
+    }
+
+    /// Runs until the client closes its end (or the session dies); returns the exit code.
+    pub fn run(mut self, rx: &Receiver<Ev>) -> i32 {
+        loop {
+            if let Some(code) = self.exit_code {
+                return code;
+            }
+            let ev = match self.inflight.as_ref().map(|c| c.deadline) {
+                Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
+                    Ok(ev) => ev,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.timeout();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return 1,
+                },
+                None => match rx.recv() {
+                    Ok(ev) => ev,
+                    Err(_) => return 1,
+                },
+            };
+            match ev {
+                Ev::Client(line) => self.from_client(line),
+                Ev::ClientEof => return self.shutdown(rx),
+                Ev::Server(g, line) if g == self.generation => self.from_server(&line),
+                Ev::ServerExit(g, st) if g == self.generation => self.server_died(st),
+                Ev::Server(..) | Ev::ServerExit(..) => {}
+            }
+        }
+    }
+
+    fn to_client(&mut self, line: &[u8]) {
+        let mut o = self.out.lock();
+        let ok = o.write_all(line).and_then(|()| o.write_all(b"\n")).and_then(|()| o.flush());
+        if ok.is_err() {
+            self.exit_code = Some(0); // the client is gone
+        }
+    }
+
+    fn to_server(&mut self, line: &[u8]) {
+        if self.replay.is_some() {
+            self.held.push(line.to_vec());
+            return;
+        }
+        if let Some((_, stdin, _)) = &mut self.server {
+            // A failed write means the server is gone: its exit event answers what is pending.
+            let _ = stdin.write_all(line).and_then(|()| stdin.write_all(b"\n")).and_then(|()| stdin.flush());
+        }
+    }
+
+    fn reply_error(&mut self, id: &Value, code: i64, message: &str, data: Value) {
+        let line = jsonrpc::error_line(id, code, message, data);
+        self.to_client(line.as_bytes());
+    }
+
+    fn from_client(&mut self, line: Vec<u8>) {
+        let Ok(msg) = serde_json::from_slice::<Value>(&line) else {
+            return self.to_server(&line); // not JSON: the server answers with a parse error
+        };
+        if let Value::Array(items) = &msg {
+            if items.iter().any(|m| jsonrpc::method(m) == Some("tools/call")) {
+                for m in items.iter().filter(|m| jsonrpc::is_request(m)) {
+                    let msg = "mcpguard: batched tools/call is not supported; send calls one per message";
+                    self.reply_error(&m["id"], jsonrpc::INVALID_REQUEST, msg, json!({"reason": "batch"}));
+                }
+                return;
+            }
+            for m in items.iter().filter(|m| jsonrpc::is_request(m)) {
+                self.note_request(m);
+            }
+            return self.to_server(&line);
+        }
+        match jsonrpc::method(&msg) {
+            Some("tools/call") if jsonrpc::is_request(&msg) => {
+                self.queue.push_back((msg["id"].clone(), line, msg));
+                self.pump();
+            }
+            Some("initialize") if jsonrpc::is_request(&msg) => {
+                self.init = Some(msg.clone());
+                self.note_request(&msg);
+                self.to_server(&line);
+            }
+            Some("notifications/initialized") => {
+                self.initialized = Some(line.clone());
+                self.to_server(&line);
+            }
+            Some("notifications/cancelled") => self.cancelled(&msg, &line),
+            _ => {
+                if jsonrpc::is_request(&msg) {
+                    self.note_request(&msg);
+                }
+                self.to_server(&line);
+            }
+        }
+    }
+
+    fn note_request(&mut self, m: &Value) {
+        let method = jsonrpc::method(m).unwrap_or_default().to_owned();
+        self.outstanding.insert(id_key(&m["id"]), (m["id"].clone(), method));
+    }
+
+    fn cancelled(&mut self, msg: &Value, line: &[u8]) {
+        let rid = id_key(&msg["params"]["requestId"]);
+        if let Some(pos) = self.queue.iter().position(|(id, _, _)| id_key(id) == rid) {
+            self.queue.remove(pos); // never reached the server
+            return;
+        }
+        self.to_server(line);
+        if self.inflight.as_ref().is_some_and(|c| c.key == rid) {
+            let call = self.inflight.take().expect("checked");
+            self.dropped.insert(call.key.clone(), ());
+            self.end_call(&call, "cancelled");
+            self.pump();
+        }
+    }
+
+    /// Starts queued calls while none is in flight.
+    fn pump(&mut self) {
+        while self.inflight.is_none() && self.replay.is_none() && self.server.is_some() {
+            let Some((id, line, msg)) = self.queue.pop_front() else { return };
+            let tool = msg["params"]["name"].as_str().unwrap_or_default().to_owned();
+            match self.grant_call(&id, &tool, &msg["params"]["arguments"]) {
+                Ok(call) => {
+                    self.inflight = Some(call);
+                    self.note_request(&msg);
+                    self.to_server(&line);
+                }
+                Err((reason, message)) => {
+                    log::warn!("session {}: tools/call {} ({tool}) refused: {reason}: {message}", self.launch.session, id_key(&id));
+                    let text = format!("mcpguard refused tools/call `{tool}`: {reason}: {message}");
+                    self.reply_error(&id, jsonrpc::REFUSED, &text, json!({"reason": reason, "tool": tool}));
+                }
+            }
+        }
+    }
+
+    fn grant_call(&mut self, id: &Value, tool: &str, args: &Value) -> Result<Inflight, (&'static str, String)> {
+        match self.pins.state(tool) {
+            PinState::Approved => {}
+            PinState::NotListed => {
+                return Err(("not_listed", "the tool was not in the approved tools/list (list tools before calling them)".into()));
+            }
+            PinState::Changed => {
+                return Err((
+                    "tool_changed",
+                    "the tool's definition changed since it was approved at the first tools/list; restart the session to re-approve".into(),
+                ));
+            }
+        }
+        let args = (!args.is_null()).then_some(args);
+        let g = self.tools.grant_for(tool, args).map_err(|r| (r.reason, r.message))?;
+        let task = jsonrpc::task_name(id);
+        let call_id = id.as_str().map_or_else(|| id.to_string(), str::to_owned);
+        self.daemon.grant_call(&self.launch.session, &task, tool, &call_id, &g)?;
+        log::info!("session {}: tools/call {call_id} ({tool}) granted {} for {:?}", self.launch.session, g.template, g.ttl);
+        Ok(Inflight { id: id.clone(), key: id_key(id), tool: tool.to_owned(), task, deadline: Instant::now() + g.ttl })
+    }
+
+    fn end_call(&mut self, call: &Inflight, why: &str) {
+        self.outstanding.remove(&call.key);
+        if let Err(e) = self.daemon.revoke(&self.launch.session, &call.task) {
+            log::debug!("revoking {} ({why}): {e}", call.task);
+        }
+        log::info!("session {}: tools/call {} ({}) ended: {why}; grant revoked", self.launch.session, call.key, call.tool);
+    }
+
+    fn timeout(&mut self) {
+        let Some(call) = self.inflight.take() else { return };
+        self.dropped.insert(call.key.clone(), ());
+        self.end_call(&call, "timed out");
+        let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": call.id, "reason": "mcpguard: the call's grant expired"}});
+        self.to_server(cancel.to_string().as_bytes());
+        let msg = format!("mcpguard: tools/call `{}` did not finish within its grant's TTL; cancelled", call.tool);
+        self.reply_error(&call.id, jsonrpc::TIMEOUT, &msg, json!({"reason": "timeout", "tool": call.tool}));
+        self.pump();
+    }
+
+    fn from_server(&mut self, line: &[u8]) {
+        let Ok(msg) = serde_json::from_slice::<Value>(line) else { return self.to_client(line) };
+        let items: Vec<&Value> = match &msg {
+            Value::Array(a) => a.iter().collect(),
+            m => vec![m],
+        };
+        let mut forward = true;
+        for m in items.into_iter().filter(|m| jsonrpc::is_response(m)) {
+            let key = id_key(&m["id"]);
+            if self.replay.as_deref() == Some(key.as_str()) {
+                forward = false;
+                self.replay_done();
+                continue;
+            }
+            if self.dropped.remove(&key).is_some() {
+                forward = false;
+                continue;
+            }
+            let method = self.outstanding.remove(&key).map(|(_, m)| m);
+            if method.as_deref() == Some("tools/list") {
+                for t in self.pins.observe(&m["result"]) {
+                    log::warn!("session {}: tool `{t}` changed after approval; its calls are refused", self.launch.session);
+                }
+            }
+            if self.inflight.as_ref().is_some_and(|c| c.key == key) {
+                let call = self.inflight.take().expect("checked");
+                self.end_call(&call, "response");
+            }
+        }
+        if forward {
+            self.to_client(line);
+        }
+        self.pump();
+    }
+
+    fn replay_done(&mut self) {
+        self.replay = None;
+        if let Some(n) = self.initialized.clone() {
+            self.to_server(&n);
+        }
+        for l in std::mem::take(&mut self.held) {
+            self.to_server(&l);
+        }
+        log::info!("session {}: server re-initialised", self.launch.session);
+    }
+
+    fn server_died(&mut self, st: WaitStatus) {
+        self.server = None;
+        let killed = matches!(st, WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _));
+        let how = match st {
+            WaitStatus::Signaled(_, s, _) => format!("killed by {s:?}"),
+            WaitStatus::Exited(_, c) => format!("exited with status {c}"),
+            other => format!("{other:?}"),
+        };
+        log::warn!("session {}: server {how}", self.launch.session);
+        spawn::kill_leftovers(&self.launch.socket, &self.launch.session);
+        let restart = self.restarts < self.max_restarts;
+        if let Some(call) = self.inflight.take() {
+            self.end_call(&call, &how);
+            let cause = if killed {
+                "mcpguard's kill backend stopped the server for a forbidden exec or open during this call (see the audit log)"
+            } else {
+                "the server ended during this call"
+            };
+            let next = if restart { "the server is being restarted" } else { "the session is over" };
+            let msg = format!("mcpguard: tools/call `{}` failed: server {how}: {cause}; {next}", call.tool);
+            let reason = if killed { "server_killed" } else { "server_exited" };
+            self.reply_error(&call.id, jsonrpc::SERVER_DIED, &msg, json!({"reason": reason, "tool": call.tool}));
+        }
+        for (key, (id, method)) in std::mem::take(&mut self.outstanding) {
+            if self.replay.as_deref() != Some(key.as_str()) {
+                let msg = format!("mcpguard: server {how} before answering {method}");
+                self.reply_error(&id, jsonrpc::SERVER_DIED, &msg, json!({"reason": "server_exited"}));
+            }
+        }
+        self.replay = None;
+        self.held.clear();
+        if !restart {
+            self.fail_queue("the session is over: the server ended and the restart limit is reached");
+            self.exit_code = Some(1);
+            return;
+        }
+        self.restarts += 1;
+        if let Err(e) = self.start_server() {
+            log::error!("session {}: restarting the server: {e:#}", self.launch.session);
+            self.fail_queue("the server could not be restarted");
+            self.exit_code = Some(1);
+            return;
+        }
+        // Replay the client's initialize (if the session used the handshake) under our own id.
+        if let Some(mut init) = self.init.clone() {
+            let key = format!("mcpguard-replay-{}", self.restarts);
+            init["id"] = Value::String(key.clone());
+            self.to_server(init.to_string().as_bytes());
+            self.replay = Some(format!("\"{key}\""));
+        }
+        self.pump();
+    }
+
+    fn fail_queue(&mut self, why: &str) {
+        for (id, _, _) in std::mem::take(&mut self.queue) {
+            self.reply_error(&id, jsonrpc::SERVER_DIED, &format!("mcpguard: {why}"), json!({"reason": "session_dead"}));
+        }
+    }
+
+    /// The client closed its end: close the server's stdin, give it a moment, then stop it.
+    fn shutdown(mut self, rx: &Receiver<Ev>) -> i32 {
+        if let Some(call) = self.inflight.take() {
+            self.end_call(&call, "client closed");
+        }
+        let Some((generation, stdin, pid)) = self.server.take() else { return 0 };
+        drop(stdin);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Ev::ServerExit(g, _)) if g == generation => break,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                    let _ = rx.recv_timeout(Duration::from_secs(2));
+                    break;
+                }
+            }
+        }
+        spawn::kill_leftovers(&self.launch.socket, &self.launch.session);
+        self.daemon.unregister(&self.launch.session);
+        0
+    }
+}

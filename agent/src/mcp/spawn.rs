@@ -1,0 +1,156 @@
+//! Starting the MCP server governed from its first instruction, while the proxy itself stays
+//! outside the session (it must keep using the control socket, which refuses governed peers).
+//!
+//! The proxy forks a child that blocks on a gate pipe before doing anything; the proxy registers
+//! the child's pid with the daemon (root may register any pid; a non-root peer its own direct
+//! child), and only then opens the gate: the child `execv`s the server, whose exec is the first
+//! thing checked against the session's baseline (the launched binary is approved at register).
+use std::{
+    collections::BTreeMap,
+    ffi::CString,
+    fs::File,
+    os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _};
+use nix::{
+    fcntl::OFlag,
+    sys::signal::{kill, Signal},
+    unistd::{pipe2, ForkResult, Pid},
+};
+
+use crate::{
+    client::Client,
+    protocol::{ErrorCode, Op, Register},
+};
+
+/// What to launch, and how to register it.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub socket: PathBuf,
+    pub session: String,
+    /// Resolved absolute binary (what the daemon approves and what is executed).
+    pub bin: PathBuf,
+    /// argv as given (argv[0] kept: a venv's python finds its `pyvenv.cfg` through it).
+    pub argv: Vec<String>,
+    pub baseline: String,
+    pub vars: BTreeMap<String, String>,
+}
+
+pub struct Server {
+    pub pid: Pid,
+    pub stdin: File,
+    pub stdout: File,
+}
+
+/// Resolves a command like the shell would (PATH lookup), to an absolute canonical path.
+pub fn which(cmd: &str) -> anyhow::Result<PathBuf> {
+    if cmd.contains('/') {
+        return std::fs::canonicalize(cmd).with_context(|| format!("command `{cmd}` not found"));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join(cmd);
+        if p.is_file() {
+            return std::fs::canonicalize(&p).with_context(|| format!("resolving {}", p.display()));
+        }
+    }
+    bail!("command `{cmd}` not found in PATH")
+}
+
+fn cstring(s: &[u8]) -> anyhow::Result<CString> {
+    CString::new(s).context("argument contains a NUL byte")
+}
+
+/// Forks the gated child, registers it, releases it. The returned pipes are the server's
+/// stdin and stdout; its stderr is the proxy's.
+pub fn spawn(l: &Launch) -> anyhow::Result<Server> {
+    let bin = cstring(l.bin.as_os_str().as_bytes())?;
+    let args: Vec<CString> = l.argv.iter().map(|a| cstring(a.as_bytes())).collect::<Result<_, _>>()?;
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+    let (gate_r, gate_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+    let (fd_in, fd_out, fd_gate) = (in_r.as_raw_fd(), out_w.as_raw_fd(), gate_r.as_raw_fd());
+    // SAFETY: the child only makes async-signal-safe calls (dup2, signal, read, execv, _exit)
+    // on memory prepared before the fork, so other threads' state (locks, allocator) is not used.
+    match unsafe { nix::unistd::fork() }.context("fork")? {
+        ForkResult::Child => unsafe {
+            if libc::dup2(fd_in, 0) < 0 || libc::dup2(fd_out, 1) < 0 {
+                libc::_exit(126);
+            }
+            // Rust ignores SIGPIPE; an ignored disposition would survive exec.
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            let mut b = 0u8;
+            let n = loop {
+                let n = libc::read(fd_gate, (&raw mut b).cast(), 1);
+                if n < 0 && *libc::__errno_location() == libc::EINTR {
+                    continue;
+                }
+                break n;
+            };
+            if n != 1 || b != b'g' {
+                libc::_exit(125); // not registered: never run ungoverned
+            }
+            libc::execv(bin.as_ptr(), argv.as_ptr());
+            libc::_exit(127)
+        },
+        ForkResult::Parent { child } => {
+            drop((in_r, out_w, gate_r));
+            if let Err(e) = register(l, child) {
+                let _ = kill(child, Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(child, None);
+                return Err(e);
+            }
+            let gate = File::from(gate_w);
+            nix::unistd::write(&gate, b"g").context("releasing the server")?;
+            drop(gate);
+            Ok(Server { pid: child, stdin: File::from(in_w), stdout: File::from(out_r) })
+        }
+    }
+}
+
+fn register(l: &Launch, child: Pid) -> anyhow::Result<()> {
+    let mut command = l.argv.clone();
+    command[0] = l.bin.display().to_string();
+    let op = Op::Register(Register {
+        session: l.session.clone(),
+        pid: u32::try_from(child.as_raw()).context("pid")?,
+        command,
+        baseline: Some(l.baseline.clone()),
+        vars: l.vars.clone(),
+        cgroup: false,
+    });
+    // After a kill, processes the old server left behind may still hold the session for a
+    // moment (they are being killed by `kill_leftovers`): retry briefly.
+    for attempt in 0.. {
+        let mut c = Client::connect(&l.socket)?;
+        match c.call(op.clone())?.result {
+            Ok(_) => return Ok(()),
+            Err(e) if e.code == ErrorCode::SessionExists && attempt < 40 => {
+                log::debug!("register attempt {attempt}: {}", e.message);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => bail!("daemon refused to register the server ({}): {}", e.code, e.message),
+        }
+    }
+    unreachable!()
+}
+
+/// SIGKILLs what is left of a session's process tree (e.g. a helper the killed server had
+/// started), by the daemon's own list: only processes governed in that session.
+pub fn kill_leftovers(socket: &Path, session: &str) {
+    let Ok(mut c) = Client::connect(socket) else { return };
+    let Ok(st) = c.call_ok(Op::Status {}) else { return };
+    let sessions = st.get("sessions").and_then(|v| v.as_array()).cloned().unwrap_or_default();
+    for s in sessions.iter().filter(|s| s["name"] == session) {
+        for p in s["processes"].as_array().into_iter().flatten().filter_map(serde_json::Value::as_i64) {
+            if let Ok(pid) = i32::try_from(p) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}

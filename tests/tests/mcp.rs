@@ -1,0 +1,415 @@
+//! `mcpguard exec --mcp` with software nobody here wrote: the official `mcp-server-git` (PyPI) and
+//! `@modelcontextprotocol/server-filesystem` (npm) servers, driven by the official Python `mcp`
+//! SDK client over stdio, through the real daemon and the real kernel. Root only.
+//! `scripts/setup-mcp.sh` (run once here, idempotent) installs them into gitignored directories.
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use mcpguard_tests::{unique_id, Scratch};
+use serde_json::{json, Value};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn bin() -> PathBuf {
+    let p = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("mcpguard");
+    assert!(p.exists(), "{} missing: build the workspace first (cargo build --workspace)", p.display());
+    p
+}
+
+/// Installs the MCP software once per test binary.
+fn setup() -> &'static PathBuf {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let root = repo_root();
+        let st = Command::new("bash").arg(root.join("scripts/setup-mcp.sh")).status().expect("run setup-mcp.sh");
+        assert!(st.success(), "scripts/setup-mcp.sh failed");
+        root
+    })
+}
+
+struct Daemon {
+    child: Child,
+    dir: Scratch,
+    socket: PathBuf,
+    bpffs: PathBuf,
+}
+
+impl Daemon {
+    fn start() -> Self {
+        let dir = Scratch::new("mcpd");
+        let bpffs = PathBuf::from(format!("/sys/fs/bpf/mcpguard-test-{}", unique_id()));
+        let socket = dir.path("ctl.sock");
+        let child = Command::new(bin())
+            .args(["--socket", socket.to_str().unwrap(), "daemon", "--metrics", "off"])
+            .args(["--state-dir", dir.path("state").to_str().unwrap()])
+            .args(["--audit-log", dir.path("audit.jsonl").to_str().unwrap()])
+            .args(["--bpffs-dir", bpffs.to_str().unwrap()])
+            .args(["--policy-dir", repo_root().join("policies").to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path("daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Self { child, dir, socket, bpffs };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while UnixStream::connect(&d.socket).is_err() {
+            assert!(Instant::now() < deadline, "daemon did not come up: {}", d.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path("daemon.log")).unwrap_or_default()
+    }
+
+    fn raw(&self, req: &Value) -> Value {
+        let mut s = UnixStream::connect(&self.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(format!("{req}\n").as_bytes()).unwrap();
+        let mut out = String::new();
+        BufReader::new(s).read_line(&mut out).unwrap();
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad response {out:?}: {e}"))
+    }
+
+    fn session(&self, name: &str) -> Value {
+        let st = self.raw(&json!({"v": 1, "op": "status"}));
+        st["sessions"].as_array().unwrap().iter().find(|s| s["name"] == name).cloned().unwrap_or(Value::Null)
+    }
+
+    fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn wait_audit(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(l) = self.audit().into_iter().find(|l| pred(l)) {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "no matching audit line in {:#?}", self.audit());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `mcpguard --socket S exec --mcp ...` as the client's server command.
+    fn exec_args(&self, session: &str, tools: &Path, baseline: &str, vars: &[String], cmd: &[&str]) -> Vec<String> {
+        let mut a: Vec<String> = vec!["--socket".into(), self.socket.display().to_string(), "exec".into()];
+        a.extend(["--session", session, "--mcp", "--tools"].map(String::from));
+        a.push(tools.display().to_string());
+        a.extend(["--baseline".to_owned(), baseline.to_owned()]);
+        for v in vars {
+            a.extend(["--var".to_owned(), v.clone()]);
+        }
+        a.push("--".into());
+        a.extend(cmd.iter().map(|s| (*s).to_owned()));
+        a
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new(bin()).args(["unpin", "--bpffs-dir", self.bpffs.to_str().unwrap()]).output();
+    }
+}
+
+/// Runs tests/mcp/client.py (the official SDK client) on a plan; returns its JSON report.
+fn run_client(dir: &Scratch, plan: Value) -> Value {
+    let root = setup();
+    let id = unique_id();
+    let plan_path = dir.path(&format!("plan-{id}.json"));
+    let errlog = dir.path(&format!("client-{id}.log"));
+    let mut plan = plan;
+    plan["errlog"] = json!(errlog);
+    std::fs::write(&plan_path, plan.to_string()).unwrap();
+    let mut child = Command::new(root.join(".mcp-venv/bin/python3"))
+        .arg(root.join("tests/mcp/client.py"))
+        .arg(&plan_path)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.path(&format!("client-{id}.stderr"))).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("MCP client hung; proxy log:\n{}", std::fs::read_to_string(&errlog).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let log = std::fs::read_to_string(&errlog).unwrap_or_default();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("client output {:?}: {e}\n{log}", String::from_utf8_lossy(&out.stdout)));
+    assert!(v.get("fatal").is_none(), "client failed: {v}\nproxy log:\n{log}");
+    v
+}
+
+fn env(extra: &[(&str, &str)]) -> Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in [("PATH", "/usr/bin:/bin"), ("LC_ALL", "C"), ("RUST_LOG", "info"), ("HOME", "/nonexistent")] {
+        m.insert(k.into(), v.into());
+    }
+    for (k, v) in extra {
+        m.insert((*k).into(), (*v).into());
+    }
+    Value::Object(m)
+}
+
+fn error_reason(step: &Value) -> &str {
+    step["error"]["data"]["mcpguard"]["reason"].as_str().unwrap_or_else(|| panic!("not an mcpguard error: {step}"))
+}
+
+fn git(args: &[&str], dir: &Path) {
+    let st = Command::new("/usr/bin/git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "git {args:?}");
+}
+
+/// Copies a shipped policy into `dir`, replacing strings (e.g. the approved git binary).
+fn policy_variant(dir: &Path, name: &str, replace: &[(&str, &str)]) {
+    let mut text = std::fs::read_to_string(repo_root().join("policies").join(format!("{name}.toml"))).unwrap();
+    for (a, b) in replace {
+        text = text.replace(a, b);
+    }
+    std::fs::write(dir.join(format!("{name}.toml")), text).unwrap();
+}
+
+/// mcp-server-git: a call on the granted repository runs git for real; the same tool on a
+/// repository outside the template's roots never reaches the server; an unmapped tool is refused;
+/// after the approved git binary is replaced, the call is refused with `binary_changed`.
+/// Between calls the session holds no task grant.
+#[test]
+fn git_server_grant_per_call_outside_refused_binary_changed() {
+    let d = Daemon::start();
+    let root = setup();
+    let t = Scratch::new("mcpgit");
+    let gitbin = t.copy_bin("/usr/bin/git", "git");
+    std::fs::create_dir_all(t.path("repos/app")).unwrap();
+    std::fs::create_dir_all(t.path("elsewhere/other")).unwrap();
+    for r in [t.path("repos/app"), t.path("elsewhere/other")] {
+        git(&["init", "-q"], &r);
+        std::fs::write(r.join("a.txt"), "hello\n").unwrap();
+        git(&["add", "a.txt"], &r);
+        git(&["commit", "-qm", "first commit"], &r);
+    }
+    // The shipped policies, with the test's copy of git as the approved binary and the test's
+    // repository directory as the only root for `repo_path`.
+    let gb = gitbin.to_str().unwrap();
+    let roots = format!("roots = [\"{}\"]", t.path("repos").display());
+    let std_roots = "roots = [\"/home\", \"/srv\", \"/tmp\", \"/work\"]";
+    std::fs::create_dir_all(t.path("pol")).unwrap();
+    policy_variant(&t.path("pol"), "mcp-baseline-git", &[("/usr/bin/git", gb)]);
+    policy_variant(&t.path("pol"), "mcp-git-repo", &[("/usr/bin/git", gb), (std_roots, &roots)]);
+    let tools = t.path("pol/tools.toml");
+    std::fs::write(
+        &tools,
+        "ttl = \"30s\"\n[tools.git_status]\ntemplate = \"mcp-git-repo\"\nargs = { repo = \"repo_path\" }\n\
+         [tools.git_log]\ntemplate = \"mcp-git-repo\"\nargs = { repo = \"repo_path\" }\n",
+    )
+    .unwrap();
+    let venv = root.join(".mcp-venv");
+    let args = d.exec_args(
+        "git1",
+        &tools,
+        t.path("pol/mcp-baseline-git.toml").to_str().unwrap(),
+        &[format!("python_prefix={}", venv.display())],
+        &[venv.join("bin/python3").to_str().unwrap(), "-I", "-m", "mcp_server_git"],
+    );
+    let app = t.path("repos/app").display().to_string();
+    let other = t.path("elsewhere/other").display().to_string();
+    let status = format!("{} --socket {} status --json", bin().display(), d.socket.display());
+    let report = run_client(
+        &t,
+        json!({
+            "command": bin(), "args": args,
+            "env": env(&[("GIT_PYTHON_GIT_EXECUTABLE", gb), ("GIT_CONFIG_NOSYSTEM", "1"), ("GIT_CONFIG_GLOBAL", "/dev/null")]),
+            "steps": [
+                {"op": "list"},
+                {"op": "call", "name": "git_log", "arguments": {"repo_path": app}},
+                {"op": "shell", "cmd": status},
+                {"op": "call", "name": "git_status", "arguments": {"repo_path": other}},
+                {"op": "call", "name": "git_diff", "arguments": {"repo_path": app, "target": "HEAD"}},
+                // Replaced (rename over it): GitPython keeps `git cat-file` helpers running, so
+                // the file itself is busy.
+                {"op": "shell", "cmd": format!("cp {gb} {gb}.new && printf trojan >> {gb}.new && mv {gb}.new {gb}")},
+                {"op": "call", "name": "git_status", "arguments": {"repo_path": app}},
+            ]
+        }),
+    );
+    let steps = report["steps"].as_array().unwrap();
+    assert!(steps[0]["tools"].as_array().unwrap().iter().any(|t| t == "git_status"), "{report}");
+    // git really ran, inside the call's grant.
+    let text = steps[1]["result"]["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(text.contains("first commit"), "{report}");
+    assert_eq!(steps[1]["result"]["isError"], false, "{report}");
+    // Between calls: no task grant in force, only the baseline.
+    let st: Value = serde_json::from_str(steps[2]["stdout"].as_str().unwrap()).unwrap();
+    let s = st["sessions"].as_array().unwrap().iter().find(|s| s["name"] == "git1").unwrap();
+    assert!(s["task"].is_null(), "grant outlived its call: {s}");
+    // The same tool on a repository outside the grant's roots: refused by the proxy.
+    assert_eq!(error_reason(&steps[3]), "outside_policy", "{report}");
+    assert!(steps[3]["error"]["message"].as_str().unwrap().contains("outside the allowed roots"));
+    // A tool without a template never reaches the server.
+    assert_eq!(error_reason(&steps[4]), "no_template", "{report}");
+    // The approved git was modified after approval: the call's grant is refused.
+    assert_eq!(steps[5]["rc"], 0, "{report}");
+    assert_eq!(steps[6]["error"]["data"]["mcpguard"]["reason"], "binary_changed", "{report}");
+    assert!(steps[6]["error"]["message"].as_str().unwrap().contains(gb), "{report}");
+    // Nothing the proxy refused produced a kernel decision, and git never ran unapproved.
+    assert!(d.audit().iter().all(|l| l["session"] != "git1"), "{:#?}", d.audit());
+    let calls: Vec<&Value> = report["sent"].as_array().unwrap().iter().filter(|m| m["method"] == "tools/call").collect();
+    assert_eq!(calls.len(), 4);
+}
+
+/// server-filesystem started with a broad allowed directory, so only the kernel stands between
+/// a call and the files: the call's grant covers one directory. Reading inside works; reading
+/// outside gets the server killed and the client a JSON-RPC error (no hang); the audit line names
+/// the tool and the request id; the proxy restarts the server (replaying initialize) and the
+/// next call works.
+#[test]
+fn filesystem_server_kernel_stops_reads_outside_the_call_grant() {
+    let d = Daemon::start();
+    let root = setup();
+    let t = Scratch::new("mcpfs");
+    std::fs::create_dir_all(t.path("broad/granted")).unwrap();
+    std::fs::create_dir_all(t.path("broad/other")).unwrap();
+    std::fs::write(t.path("broad/granted/a.txt"), "granted-content\n").unwrap();
+    std::fs::write(t.path("broad/other/secret.txt"), "SECRET\n").unwrap();
+    let tools = t.path("tools.toml");
+    std::fs::write(
+        &tools,
+        format!(
+            "template_dirs = [\"{}\"]\nttl = \"20s\"\n[tools.read_text_file]\ntemplate = \"mcp-fs-read\"\n\
+             vars = {{ path = \"{}\" }}\n",
+            repo_root().join("policies").display(),
+            t.path("broad/granted").display()
+        ),
+    )
+    .unwrap();
+    let node_prefix = root.join(".mcp-node");
+    let server = node_prefix.join("node_modules/@modelcontextprotocol/server-filesystem/dist/index.js");
+    let args = d.exec_args(
+        "fs1",
+        &tools,
+        "mcp-baseline-node",
+        &[format!("node_prefix={}", node_prefix.display())],
+        &["/usr/bin/node", server.to_str().unwrap(), t.path("broad").to_str().unwrap()],
+    );
+    let inside = t.path("broad/granted/a.txt").display().to_string();
+    let outside = t.path("broad/other/secret.txt").display().to_string();
+    let report = run_client(
+        &t,
+        json!({
+            "command": bin(), "args": args, "env": env(&[]),
+            "steps": [
+                {"op": "list"},
+                {"op": "call", "name": "read_text_file", "arguments": {"path": inside}},
+                {"op": "call", "name": "read_text_file", "arguments": {"path": outside}},
+                {"op": "call", "name": "read_text_file", "arguments": {"path": inside}},
+            ]
+        }),
+    );
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps[1]["result"]["content"][0]["text"], "granted-content\n", "{report}");
+    assert_eq!(steps[2]["error"]["code"], -32011, "{report}");
+    assert_eq!(error_reason(&steps[2]), "server_killed", "{report}");
+    assert!(!report.to_string().contains("SECRET"));
+    assert_eq!(steps[3]["result"]["content"][0]["text"], "granted-content\n", "server restarted: {report}");
+    // The audit line of the kill names the tool and the client's own request id.
+    let sent = report["sent"].as_array().unwrap();
+    let outside_id = sent.iter().filter(|m| m["method"] == "tools/call").nth(1).unwrap()["id"].to_string();
+    let line = d.wait_audit(|l| l["session"] == "fs1" && l["path"] == outside.as_str());
+    assert_eq!(line["tool"], "read_text_file", "{line}");
+    assert_eq!(line["call_id"], outside_id.as_str(), "{line}");
+    assert_eq!(line["task"], format!("call:{outside_id}"), "{line}");
+    assert_eq!((line["action"].as_str(), line["reason"].as_str()), (Some("killed"), Some("not_granted")), "{line}");
+    assert_eq!(line["comm"], "node");
+}
+
+/// Orchestrated tasks: a per-call grant under an orchestrator's task grant is their intersection;
+/// revoking the call puts the task grant back.
+#[test]
+fn per_call_grant_is_intersected_with_the_orchestrator_task() {
+    let d = Daemon::start();
+    let t = Scratch::new("mcporch");
+    for (dir, text) in [("a", "in-both"), ("b", "task-only"), ("c", "call-only")] {
+        std::fs::create_dir_all(t.path(dir)).unwrap();
+        std::fs::write(t.path(&format!("{dir}/f.txt")), format!("{text}\n")).unwrap();
+    }
+    let script = format!(
+        "while read x; do for d in a b c; do /usr/bin/cat {0}/$d/f.txt; done; echo round; done",
+        t.0.display()
+    );
+    let mut child = Command::new(bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["exec", "--session", "orch", "--baseline", "baseline-minimal", "--", "/usr/bin/dash", "-c", &script])
+        .env_clear()
+        .env("PATH", "/usr/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while d.session("orch").is_null() {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let p = |s: &str| t.path(s).display().to_string();
+    let task = d.raw(&json!({"v": 1, "op": "grant", "session": "orch", "task": "T-1", "ttl": "5m",
+        "inline": {"exec": [{"path": "/usr/bin/cat"}], "read": [p("a"), p("b")]}}));
+    assert_eq!(task["ok"], true, "{task}");
+    let call = d.raw(&json!({"v": 1, "op": "grant", "session": "orch", "task": "call:7", "ttl": "1m",
+        "tool": "read", "call_id": "7", "mode": "kill",
+        "inline": {"exec": [{"path": "/usr/bin/cat"}, {"path": "/usr/bin/curl"}], "read": [p("a"), p("c")]}}));
+    assert_eq!(call["ok"], true, "{call}");
+    assert_eq!(call["composed_with_task"], "T-1", "{call}");
+    let s = d.session("orch");
+    assert_eq!(s["task"]["call_id"], "7", "{s}");
+    assert_eq!(s["orchestrator_task"]["task"], "T-1", "{s}");
+    let paths: Vec<&str> = s["task"]["paths"].as_array().unwrap().iter().map(|x| x["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, [p("a").as_str()], "{s}");
+    assert_eq!(s["task"]["exec"].as_array().unwrap().len(), 1, "curl is not in the task: {s}");
+
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut round = |child: &mut Child| {
+        child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        let mut acc = String::new();
+        loop {
+            let mut l = String::new();
+            assert!(stdout.read_line(&mut l).unwrap() > 0, "governed shell died");
+            if l.starts_with("round") {
+                return acc;
+            }
+            acc.push_str(&l);
+        }
+    };
+    assert_eq!(round(&mut child), "in-both\n", "inside the call: only the intersection");
+    let line = d.wait_audit(|l| l["session"] == "orch" && l["path"] == p("c/f.txt").as_str());
+    assert_eq!((line["tool"].as_str(), line["call_id"].as_str()), (Some("read"), Some("7")), "{line}");
+    let r = d.raw(&json!({"v": 1, "op": "revoke", "session": "orch", "task": "call:7"}));
+    assert_eq!(r["restored_task"], "T-1", "{r}");
+    assert_eq!(round(&mut child), "in-both\ntask-only\n", "after the call: the task grant again");
+    let _ = child.kill();
+    let _ = child.wait();
+}
