@@ -5,6 +5,7 @@ Usage: client.py PLAN.json  (or `-` for stdin). The plan:
     {"command": "/path/mcpguard", "args": ["exec", ...], "env": {...}, "timeout": 30,
      "steps": [{"op": "list"},
                {"op": "call", "name": "git_status", "arguments": {"repo_path": "/r"}},
+               {"op": "parallel", "calls": [{"name": "slow"}, {"name": "slow"}]},
                {"op": "shell", "cmd": "cp a b"}]}
 
 Prints one JSON object: the server's initialize result, one entry per step, and every
@@ -75,6 +76,17 @@ async def run(plan: dict[str, Any]) -> dict[str, Any]:
                     elif op == "call":
                         r = await s.call_tool(step["name"], step.get("arguments", {}))
                         res = {"result": dump(r)}
+                    elif op == "parallel":
+                        results: list[Any] = [None] * len(step["calls"])
+
+                        async def one(i: int, c: dict[str, Any]) -> None:
+                            r = await s.call_tool(c["name"], c.get("arguments", {}))
+                            results[i] = dump(r)
+
+                        async with anyio.create_task_group() as tg:
+                            for i, c in enumerate(step["calls"]):
+                                tg.start_soon(one, i, c)
+                        res = {"results": results}
                     elif op == "shell":
                         p = subprocess.run(step["cmd"], shell=True, capture_output=True, text=True)
                         res = {"rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr}

@@ -11,16 +11,26 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mcpguard_tests::{unique_id, Scratch};
-use serde_json::{json, Value};
+use mcpguard_tests::{Scratch, unique_id};
+use serde_json::{Value, json};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn bin() -> PathBuf {
-    let p = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("mcpguard");
-    assert!(p.exists(), "{} missing: build the workspace first (cargo build --workspace)", p.display());
+    let p = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("mcpguard");
+    assert!(
+        p.exists(),
+        "{} missing: build the workspace first (cargo build --workspace)",
+        p.display()
+    );
     p
 }
 
@@ -29,7 +39,10 @@ fn setup() -> &'static PathBuf {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
         let root = repo_root();
-        let st = Command::new("bash").arg(root.join("scripts/setup-mcp.sh")).status().expect("run setup-mcp.sh");
+        let st = Command::new("bash")
+            .arg(root.join("scripts/setup-mcp.sh"))
+            .status()
+            .expect("run setup-mcp.sh");
         assert!(st.success(), "scripts/setup-mcp.sh failed");
         root
     })
@@ -57,7 +70,12 @@ impl Daemon {
             .stderr(std::fs::File::create(dir.path("daemon.log")).unwrap())
             .spawn()
             .unwrap();
-        let d = Self { child, dir, socket, bpffs };
+        let d = Self {
+            child,
+            dir,
+            socket,
+            bpffs,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while UnixStream::connect(&d.socket).is_err() {
             assert!(Instant::now() < deadline, "daemon did not come up: {}", d.log());
@@ -81,7 +99,13 @@ impl Daemon {
 
     fn session(&self, name: &str) -> Value {
         let st = self.raw(&json!({"v": 1, "op": "status"}));
-        st["sessions"].as_array().unwrap().iter().find(|s| s["name"] == name).cloned().unwrap_or(Value::Null)
+        st["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
     }
 
     fn audit(&self) -> Vec<Value> {
@@ -98,7 +122,11 @@ impl Daemon {
             if let Some(l) = self.audit().into_iter().find(|l| pred(l)) {
                 return l;
             }
-            assert!(Instant::now() < deadline, "no matching audit line in {:#?}", self.audit());
+            assert!(
+                Instant::now() < deadline,
+                "no matching audit line in {:#?}",
+                self.audit()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -122,7 +150,9 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = Command::new(bin()).args(["unpin", "--bpffs-dir", self.bpffs.to_str().unwrap()]).output();
+        let _ = Command::new(bin())
+            .args(["unpin", "--bpffs-dir", self.bpffs.to_str().unwrap()])
+            .output();
     }
 }
 
@@ -146,7 +176,10 @@ fn run_client(dir: &Scratch, plan: Value) -> Value {
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("MCP client hung; proxy log:\n{}", std::fs::read_to_string(&errlog).unwrap_or_default());
+            panic!(
+                "MCP client hung; proxy log:\n{}",
+                std::fs::read_to_string(&errlog).unwrap_or_default()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -160,7 +193,12 @@ fn run_client(dir: &Scratch, plan: Value) -> Value {
 
 fn env(extra: &[(&str, &str)]) -> Value {
     let mut m = serde_json::Map::new();
-    for (k, v) in [("PATH", "/usr/bin:/bin"), ("LC_ALL", "C"), ("RUST_LOG", "info"), ("HOME", "/nonexistent")] {
+    for (k, v) in [
+        ("PATH", "/usr/bin:/bin"),
+        ("LC_ALL", "C"),
+        ("RUST_LOG", "info"),
+        ("HOME", "/nonexistent"),
+    ] {
         m.insert(k.into(), v.into());
     }
     for (k, v) in extra {
@@ -170,7 +208,9 @@ fn env(extra: &[(&str, &str)]) -> Value {
 }
 
 fn error_reason(step: &Value) -> &str {
-    step["error"]["data"]["mcpguard"]["reason"].as_str().unwrap_or_else(|| panic!("not an mcpguard error: {step}"))
+    step["error"]["data"]["mcpguard"]["reason"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an mcpguard error: {step}"))
 }
 
 fn git(args: &[&str], dir: &Path) {
@@ -218,7 +258,11 @@ fn git_server_grant_per_call_outside_refused_binary_changed() {
     let std_roots = "roots = [\"/home\", \"/srv\", \"/tmp\", \"/work\"]";
     std::fs::create_dir_all(t.path("pol")).unwrap();
     policy_variant(&t.path("pol"), "mcp-baseline-git", &[("/usr/bin/git", gb)]);
-    policy_variant(&t.path("pol"), "mcp-git-repo", &[("/usr/bin/git", gb), (std_roots, &roots)]);
+    policy_variant(
+        &t.path("pol"),
+        "mcp-git-repo",
+        &[("/usr/bin/git", gb), (std_roots, &roots)],
+    );
     let tools = t.path("pol/tools.toml");
     std::fs::write(
         &tools,
@@ -256,27 +300,48 @@ fn git_server_grant_per_call_outside_refused_binary_changed() {
         }),
     );
     let steps = report["steps"].as_array().unwrap();
-    assert!(steps[0]["tools"].as_array().unwrap().iter().any(|t| t == "git_status"), "{report}");
+    assert!(
+        steps[0]["tools"].as_array().unwrap().iter().any(|t| t == "git_status"),
+        "{report}"
+    );
     // git really ran, inside the call's grant.
     let text = steps[1]["result"]["content"][0]["text"].as_str().unwrap_or_default();
     assert!(text.contains("first commit"), "{report}");
     assert_eq!(steps[1]["result"]["isError"], false, "{report}");
     // Between calls: no task grant in force, only the baseline.
     let st: Value = serde_json::from_str(steps[2]["stdout"].as_str().unwrap()).unwrap();
-    let s = st["sessions"].as_array().unwrap().iter().find(|s| s["name"] == "git1").unwrap();
+    let s = st["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "git1")
+        .unwrap();
     assert!(s["task"].is_null(), "grant outlived its call: {s}");
     // The same tool on a repository outside the grant's roots: refused by the proxy.
     assert_eq!(error_reason(&steps[3]), "outside_policy", "{report}");
-    assert!(steps[3]["error"]["message"].as_str().unwrap().contains("outside the allowed roots"));
+    assert!(
+        steps[3]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("outside the allowed roots")
+    );
     // A tool without a template never reaches the server.
     assert_eq!(error_reason(&steps[4]), "no_template", "{report}");
     // The approved git was modified after approval: the call's grant is refused.
     assert_eq!(steps[5]["rc"], 0, "{report}");
-    assert_eq!(steps[6]["error"]["data"]["mcpguard"]["reason"], "binary_changed", "{report}");
+    assert_eq!(
+        steps[6]["error"]["data"]["mcpguard"]["reason"], "binary_changed",
+        "{report}"
+    );
     assert!(steps[6]["error"]["message"].as_str().unwrap().contains(gb), "{report}");
     // Nothing the proxy refused produced a kernel decision, and git never ran unapproved.
     assert!(d.audit().iter().all(|l| l["session"] != "git1"), "{:#?}", d.audit());
-    let calls: Vec<&Value> = report["sent"].as_array().unwrap().iter().filter(|m| m["method"] == "tools/call").collect();
+    let calls: Vec<&Value> = report["sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["method"] == "tools/call")
+        .collect();
     assert_eq!(calls.len(), 4);
 }
 
@@ -312,7 +377,11 @@ fn filesystem_server_kernel_stops_reads_outside_the_call_grant() {
         &tools,
         "mcp-baseline-node",
         &[format!("node_prefix={}", node_prefix.display())],
-        &["/usr/bin/node", server.to_str().unwrap(), t.path("broad").to_str().unwrap()],
+        &[
+            "/usr/bin/node",
+            server.to_str().unwrap(),
+            t.path("broad").to_str().unwrap(),
+        ],
     );
     let inside = t.path("broad/granted/a.txt").display().to_string();
     let outside = t.path("broad/other/secret.txt").display().to_string();
@@ -329,11 +398,17 @@ fn filesystem_server_kernel_stops_reads_outside_the_call_grant() {
         }),
     );
     let steps = report["steps"].as_array().unwrap();
-    assert_eq!(steps[1]["result"]["content"][0]["text"], "granted-content\n", "{report}");
+    assert_eq!(
+        steps[1]["result"]["content"][0]["text"], "granted-content\n",
+        "{report}"
+    );
     assert_eq!(steps[2]["error"]["code"], -32011, "{report}");
     assert_eq!(error_reason(&steps[2]), "server_killed", "{report}");
     assert!(!report.to_string().contains("SECRET"));
-    assert_eq!(steps[3]["result"]["content"][0]["text"], "granted-content\n", "server restarted: {report}");
+    assert_eq!(
+        steps[3]["result"]["content"][0]["text"], "granted-content\n",
+        "server restarted: {report}"
+    );
     // The audit line of the kill names the tool and the client's own request id.
     let sent = report["sent"].as_array().unwrap();
     let outside_id = sent.iter().filter(|m| m["method"] == "tools/call").nth(1).unwrap()["id"].to_string();
@@ -341,7 +416,11 @@ fn filesystem_server_kernel_stops_reads_outside_the_call_grant() {
     assert_eq!(line["tool"], "read_text_file", "{line}");
     assert_eq!(line["call_id"], outside_id.as_str(), "{line}");
     assert_eq!(line["task"], format!("call:{outside_id}"), "{line}");
-    assert_eq!((line["action"].as_str(), line["reason"].as_str()), (Some("killed"), Some("not_granted")), "{line}");
+    assert_eq!(
+        (line["action"].as_str(), line["reason"].as_str()),
+        (Some("killed"), Some("not_granted")),
+        "{line}"
+    );
     assert_eq!(line["comm"], "node");
 }
 
@@ -362,7 +441,17 @@ fn per_call_grant_is_intersected_with_the_orchestrator_task() {
     let mut child = Command::new(bin())
         .arg("--socket")
         .arg(&d.socket)
-        .args(["exec", "--session", "orch", "--baseline", "baseline-minimal", "--", "/usr/bin/dash", "-c", &script])
+        .args([
+            "exec",
+            "--session",
+            "orch",
+            "--baseline",
+            "baseline-minimal",
+            "--",
+            "/usr/bin/dash",
+            "-c",
+            &script,
+        ])
         .env_clear()
         .env("PATH", "/usr/bin")
         .stdin(Stdio::piped())
@@ -376,20 +465,33 @@ fn per_call_grant_is_intersected_with_the_orchestrator_task() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let p = |s: &str| t.path(s).display().to_string();
-    let task = d.raw(&json!({"v": 1, "op": "grant", "session": "orch", "task": "T-1", "ttl": "5m",
-        "inline": {"exec": [{"path": "/usr/bin/cat"}], "read": [p("a"), p("b")]}}));
+    let task = d.raw(
+        &json!({"v": 1, "op": "grant", "session": "orch", "task": "T-1", "ttl": "5m",
+        "inline": {"exec": [{"path": "/usr/bin/cat"}], "read": [p("a"), p("b")]}}),
+    );
     assert_eq!(task["ok"], true, "{task}");
-    let call = d.raw(&json!({"v": 1, "op": "grant", "session": "orch", "task": "call:7", "ttl": "1m",
+    let call = d.raw(
+        &json!({"v": 1, "op": "grant", "session": "orch", "task": "call:7", "ttl": "1m",
         "tool": "read", "call_id": "7", "mode": "kill",
-        "inline": {"exec": [{"path": "/usr/bin/cat"}, {"path": "/usr/bin/curl"}], "read": [p("a"), p("c")]}}));
+        "inline": {"exec": [{"path": "/usr/bin/cat"}, {"path": "/usr/bin/curl"}], "read": [p("a"), p("c")]}}),
+    );
     assert_eq!(call["ok"], true, "{call}");
     assert_eq!(call["composed_with_task"], "T-1", "{call}");
     let s = d.session("orch");
     assert_eq!(s["task"]["call_id"], "7", "{s}");
     assert_eq!(s["orchestrator_task"]["task"], "T-1", "{s}");
-    let paths: Vec<&str> = s["task"]["paths"].as_array().unwrap().iter().map(|x| x["path"].as_str().unwrap()).collect();
+    let paths: Vec<&str> = s["task"]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["path"].as_str().unwrap())
+        .collect();
     assert_eq!(paths, [p("a").as_str()], "{s}");
-    assert_eq!(s["task"]["exec"].as_array().unwrap().len(), 1, "curl is not in the task: {s}");
+    assert_eq!(
+        s["task"]["exec"].as_array().unwrap().len(),
+        1,
+        "curl is not in the task: {s}"
+    );
 
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut round = |child: &mut Child| {
@@ -406,10 +508,101 @@ fn per_call_grant_is_intersected_with_the_orchestrator_task() {
     };
     assert_eq!(round(&mut child), "in-both\n", "inside the call: only the intersection");
     let line = d.wait_audit(|l| l["session"] == "orch" && l["path"] == p("c/f.txt").as_str());
-    assert_eq!((line["tool"].as_str(), line["call_id"].as_str()), (Some("read"), Some("7")), "{line}");
+    assert_eq!(
+        (line["tool"].as_str(), line["call_id"].as_str()),
+        (Some("read"), Some("7")),
+        "{line}"
+    );
     let r = d.raw(&json!({"v": 1, "op": "revoke", "session": "orch", "task": "call:7"}));
     assert_eq!(r["restored_task"], "T-1", "{r}");
-    assert_eq!(round(&mut child), "in-both\ntask-only\n", "after the call: the task grant again");
+    assert_eq!(
+        round(&mut child),
+        "in-both\ntask-only\n",
+        "after the call: the task grant again"
+    );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Proxy behaviours shown with a small stand-in server (tests/mcp/fake_server.py, standard
+/// library only, governed like the others): concurrent calls are serialised; a call outliving its
+/// TTL gets a timeout error and the server a cancellation; a tool whose definition changed after
+/// the first tools/list is refused while the others keep working.
+#[test]
+fn calls_are_serialised_timed_out_and_changed_tools_refused() {
+    let d = Daemon::start();
+    let root = setup();
+    let t = Scratch::new("mcpfake");
+    let tools = t.path("tools.toml");
+    std::fs::write(
+        &tools,
+        format!(
+            "template_dirs = [\"{}\"]\nttl = \"20s\"\n[tools.slow]\ntemplate = \"mcp-fs-none\"\n\
+             [tools.echo]\ntemplate = \"mcp-fs-none\"\n[tools.hang]\ntemplate = \"mcp-fs-none\"\nttl = \"2s\"\n",
+            repo_root().join("policies").display()
+        ),
+    )
+    .unwrap();
+    let script_dir = root.join("tests/mcp");
+    let args = d.exec_args(
+        "fake1",
+        &tools,
+        "mcp-baseline-python",
+        &[format!("python_prefix={}", script_dir.display())],
+        &[
+            "/usr/bin/python3",
+            "-I",
+            "-S",
+            script_dir.join("fake_server.py").to_str().unwrap(),
+        ],
+    );
+    let report = run_client(
+        &t,
+        json!({
+            "command": bin(), "args": args, "env": env(&[]),
+            "steps": [
+                {"op": "list"},
+                {"op": "parallel", "calls": [{"name": "slow"}, {"name": "slow"}, {"name": "slow"}]},
+                {"op": "call", "name": "hang"},
+                {"op": "call", "name": "echo", "arguments": {"text": "before"}},
+                {"op": "list"},
+                {"op": "call", "name": "echo", "arguments": {"text": "after"}},
+                {"op": "call", "name": "slow"},
+            ]
+        }),
+    );
+    let steps = report["steps"].as_array().unwrap();
+    for r in steps[1]["results"].as_array().unwrap() {
+        assert_eq!(
+            r["content"][0]["text"], "max_concurrent=1",
+            "calls overlapped: {report}"
+        );
+    }
+    assert_eq!(steps[2]["error"]["code"], -32001, "{report}");
+    assert_eq!(error_reason(&steps[2]), "timeout");
+    assert_eq!(steps[3]["result"]["content"][0]["text"], "before", "{report}");
+    assert_eq!(error_reason(&steps[5]), "tool_changed", "{report}");
+    assert_eq!(steps[6]["result"]["content"][0]["text"], "max_concurrent=1", "{report}");
+    let hang_id = report["sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["method"] == "tools/call")
+        .nth(3)
+        .unwrap()["id"]
+        .clone();
+    let log = std::fs::read_to_string(
+        t.0.read_dir()
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .unwrap()
+            .path(),
+    )
+    .unwrap();
+    assert!(
+        log.contains(&format!("cancelled {hang_id}")),
+        "server was not told to cancel {hang_id}:\n{log}"
+    );
+    assert!(d.audit().iter().all(|l| l["session"] != "fake1"), "{:#?}", d.audit());
 }

@@ -1,5 +1,5 @@
 //! The little of JSON-RPC 2.0 the proxy needs to look at (it forwards messages unchanged).
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// Implementation-defined server error codes (JSON-RPC reserves -32000..-32099 for them).
 /// The call was refused by mcpguard before reaching the server (`data.reason` says why).
@@ -34,7 +34,13 @@ pub fn task_name(id: &Value) -> String {
     let raw = id.as_str().map_or_else(|| id.to_string(), str::to_owned);
     let clean: String = raw
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.:@".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.:@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(120)
         .collect();
     format!("call:{clean}")

@@ -28,8 +28,13 @@ impl Pins {
     pub fn observe(&mut self, result: &Value) -> Vec<String> {
         let mut newly = Vec::new();
         for t in result.get("tools").and_then(Value::as_array).into_iter().flatten() {
-            let Some(name) = t.get("name").and_then(Value::as_str) else { continue };
-            let def = (t.get("description").cloned().unwrap_or(Value::Null), t.get("inputSchema").cloned().unwrap_or(Value::Null));
+            let Some(name) = t.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            let def = (
+                t.get("description").cloned().unwrap_or(Value::Null),
+                t.get("inputSchema").cloned().unwrap_or(Value::Null),
+            );
             match self.pinned.get(name) {
                 Some(p) if *p == def => {}
                 None if !self.complete => {
@@ -71,7 +76,10 @@ mod tests {
         assert_eq!(p.state("a"), PinState::NotListed);
         // Paginated first listing: both pages are approved.
         assert!(p.observe(&json!({"tools": [tool("x")], "nextCursor": "2"})).is_empty());
-        assert!(p.observe(&json!({"tools": [{"name": "b", "inputSchema": {}}]})).is_empty());
+        assert!(
+            p.observe(&json!({"tools": [{"name": "b", "inputSchema": {}}]}))
+                .is_empty()
+        );
         assert_eq!(p.state("a"), PinState::Approved);
         assert_eq!(p.state("b"), PinState::Approved);
         // Same definition again: still fine (annotations etc. are not pinned).

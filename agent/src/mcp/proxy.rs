@@ -11,19 +11,19 @@ use std::{
     collections::{HashMap, VecDeque},
     fs::File,
     io::{BufRead as _, BufReader, Write as _},
-    sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender},
+    sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel},
     time::{Duration, Instant},
 };
 
-use nix::sys::wait::{waitpid, WaitStatus};
-use serde_json::{json, Value};
+use nix::sys::wait::{WaitStatus, waitpid};
+use serde_json::{Value, json};
 
 use super::{
+    Daemon,
     jsonrpc::{self, id_key},
     pins::{PinState, Pins},
     spawn::{self, Launch, Server},
     tools::ToolsPolicy,
-    Daemon,
 };
 
 pub enum Ev {
@@ -120,7 +120,10 @@ impl Proxy {
             let _ = tx.send(Ev::ServerExit(generation, st.unwrap_or(WaitStatus::StillAlive)));
         });
         self.server = Some((generation, stdin, pid));
-        log::info!("session {}: server pid {pid} started (generation {generation})", self.launch.session);
+        log::info!(
+            "session {}: server pid {pid} started (generation {generation})",
+            self.launch.session
+        );
         Ok(())
     }
 
@@ -161,42 +164,48 @@ impl Proxy {
                 },
             };
             match ev {
-                Ev::Client(line) => self.from_client(line),
+                Ev::Client(line) => self.on_client(line),
                 Ev::ClientEof => return self.shutdown(rx),
-                Ev::Server(g, line) if g == self.generation => self.from_server(&line),
+                Ev::Server(g, line) if g == self.generation => self.on_server(&line),
                 Ev::ServerExit(g, st) if g == self.generation => self.server_died(st),
                 Ev::Server(..) | Ev::ServerExit(..) => {}
             }
         }
     }
 
-    fn to_client(&mut self, line: &[u8]) {
+    fn send_client(&mut self, line: &[u8]) {
         let mut o = self.out.lock();
-        let ok = o.write_all(line).and_then(|()| o.write_all(b"\n")).and_then(|()| o.flush());
+        let ok = o
+            .write_all(line)
+            .and_then(|()| o.write_all(b"\n"))
+            .and_then(|()| o.flush());
         if ok.is_err() {
             self.exit_code = Some(0); // the client is gone
         }
     }
 
-    fn to_server(&mut self, line: &[u8]) {
+    fn send_server(&mut self, line: &[u8]) {
         if self.replay.is_some() {
             self.held.push(line.to_vec());
             return;
         }
         if let Some((_, stdin, _)) = &mut self.server {
             // A failed write means the server is gone: its exit event answers what is pending.
-            let _ = stdin.write_all(line).and_then(|()| stdin.write_all(b"\n")).and_then(|()| stdin.flush());
+            let _ = stdin
+                .write_all(line)
+                .and_then(|()| stdin.write_all(b"\n"))
+                .and_then(|()| stdin.flush());
         }
     }
 
     fn reply_error(&mut self, id: &Value, code: i64, message: &str, data: Value) {
         let line = jsonrpc::error_line(id, code, message, data);
-        self.to_client(line.as_bytes());
+        self.send_client(line.as_bytes());
     }
 
-    fn from_client(&mut self, line: Vec<u8>) {
+    fn on_client(&mut self, line: Vec<u8>) {
         let Ok(msg) = serde_json::from_slice::<Value>(&line) else {
-            return self.to_server(&line); // not JSON: the server answers with a parse error
+            return self.send_server(&line); // not JSON: the server answers with a parse error
         };
         if let Value::Array(items) = &msg {
             if items.iter().any(|m| jsonrpc::method(m) == Some("tools/call")) {
@@ -209,7 +218,7 @@ impl Proxy {
             for m in items.iter().filter(|m| jsonrpc::is_request(m)) {
                 self.note_request(m);
             }
-            return self.to_server(&line);
+            return self.send_server(&line);
         }
         match jsonrpc::method(&msg) {
             Some("tools/call") if jsonrpc::is_request(&msg) => {
@@ -219,18 +228,18 @@ impl Proxy {
             Some("initialize") if jsonrpc::is_request(&msg) => {
                 self.init = Some(msg.clone());
                 self.note_request(&msg);
-                self.to_server(&line);
+                self.send_server(&line);
             }
             Some("notifications/initialized") => {
                 self.initialized = Some(line.clone());
-                self.to_server(&line);
+                self.send_server(&line);
             }
             Some("notifications/cancelled") => self.cancelled(&msg, &line),
             _ => {
                 if jsonrpc::is_request(&msg) {
                     self.note_request(&msg);
                 }
-                self.to_server(&line);
+                self.send_server(&line);
             }
         }
     }
@@ -246,7 +255,7 @@ impl Proxy {
             self.queue.remove(pos); // never reached the server
             return;
         }
-        self.to_server(line);
+        self.send_server(line);
         if self.inflight.as_ref().is_some_and(|c| c.key == rid) {
             let call = self.inflight.take().expect("checked");
             self.dropped.insert(call.key.clone(), ());
@@ -258,16 +267,22 @@ impl Proxy {
     /// Starts queued calls while none is in flight.
     fn pump(&mut self) {
         while self.inflight.is_none() && self.replay.is_none() && self.server.is_some() {
-            let Some((id, line, msg)) = self.queue.pop_front() else { return };
+            let Some((id, line, msg)) = self.queue.pop_front() else {
+                return;
+            };
             let tool = msg["params"]["name"].as_str().unwrap_or_default().to_owned();
             match self.grant_call(&id, &tool, &msg["params"]["arguments"]) {
                 Ok(call) => {
                     self.inflight = Some(call);
                     self.note_request(&msg);
-                    self.to_server(&line);
+                    self.send_server(&line);
                 }
                 Err((reason, message)) => {
-                    log::warn!("session {}: tools/call {} ({tool}) refused: {reason}: {message}", self.launch.session, id_key(&id));
+                    log::warn!(
+                        "session {}: tools/call {} ({tool}) refused: {reason}: {message}",
+                        self.launch.session,
+                        id_key(&id)
+                    );
                     let text = format!("mcpguard refused tools/call `{tool}`: {reason}: {message}");
                     self.reply_error(&id, jsonrpc::REFUSED, &text, json!({"reason": reason, "tool": tool}));
                 }
@@ -279,7 +294,10 @@ impl Proxy {
         match self.pins.state(tool) {
             PinState::Approved => {}
             PinState::NotListed => {
-                return Err(("not_listed", "the tool was not in the approved tools/list (list tools before calling them)".into()));
+                return Err((
+                    "not_listed",
+                    "the tool was not in the approved tools/list (list tools before calling them)".into(),
+                ));
             }
             PinState::Changed => {
                 return Err((
@@ -292,9 +310,21 @@ impl Proxy {
         let g = self.tools.grant_for(tool, args).map_err(|r| (r.reason, r.message))?;
         let task = jsonrpc::task_name(id);
         let call_id = id.as_str().map_or_else(|| id.to_string(), str::to_owned);
-        self.daemon.grant_call(&self.launch.session, &task, tool, &call_id, &g)?;
-        log::info!("session {}: tools/call {call_id} ({tool}) granted {} for {:?}", self.launch.session, g.template, g.ttl);
-        Ok(Inflight { id: id.clone(), key: id_key(id), tool: tool.to_owned(), task, deadline: Instant::now() + g.ttl })
+        self.daemon
+            .grant_call(&self.launch.session, &task, tool, &call_id, &g)?;
+        log::info!(
+            "session {}: tools/call {call_id} ({tool}) granted {} for {:?}",
+            self.launch.session,
+            g.template,
+            g.ttl
+        );
+        Ok(Inflight {
+            id: id.clone(),
+            key: id_key(id),
+            tool: tool.to_owned(),
+            task,
+            deadline: Instant::now() + g.ttl,
+        })
     }
 
     fn end_call(&mut self, call: &Inflight, why: &str) {
@@ -302,7 +332,12 @@ impl Proxy {
         if let Err(e) = self.daemon.revoke(&self.launch.session, &call.task) {
             log::debug!("revoking {} ({why}): {e}", call.task);
         }
-        log::info!("session {}: tools/call {} ({}) ended: {why}; grant revoked", self.launch.session, call.key, call.tool);
+        log::info!(
+            "session {}: tools/call {} ({}) ended: {why}; grant revoked",
+            self.launch.session,
+            call.key,
+            call.tool
+        );
     }
 
     fn timeout(&mut self) {
@@ -311,14 +346,24 @@ impl Proxy {
         self.end_call(&call, "timed out");
         let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
             "params": {"requestId": call.id, "reason": "mcpguard: the call's grant expired"}});
-        self.to_server(cancel.to_string().as_bytes());
-        let msg = format!("mcpguard: tools/call `{}` did not finish within its grant's TTL; cancelled", call.tool);
-        self.reply_error(&call.id, jsonrpc::TIMEOUT, &msg, json!({"reason": "timeout", "tool": call.tool}));
+        self.send_server(cancel.to_string().as_bytes());
+        let msg = format!(
+            "mcpguard: tools/call `{}` did not finish within its grant's TTL; cancelled",
+            call.tool
+        );
+        self.reply_error(
+            &call.id,
+            jsonrpc::TIMEOUT,
+            &msg,
+            json!({"reason": "timeout", "tool": call.tool}),
+        );
         self.pump();
     }
 
-    fn from_server(&mut self, line: &[u8]) {
-        let Ok(msg) = serde_json::from_slice::<Value>(line) else { return self.to_client(line) };
+    fn on_server(&mut self, line: &[u8]) {
+        let Ok(msg) = serde_json::from_slice::<Value>(line) else {
+            return self.send_client(line);
+        };
         let items: Vec<&Value> = match &msg {
             Value::Array(a) => a.iter().collect(),
             m => vec![m],
@@ -338,7 +383,10 @@ impl Proxy {
             let method = self.outstanding.remove(&key).map(|(_, m)| m);
             if method.as_deref() == Some("tools/list") {
                 for t in self.pins.observe(&m["result"]) {
-                    log::warn!("session {}: tool `{t}` changed after approval; its calls are refused", self.launch.session);
+                    log::warn!(
+                        "session {}: tool `{t}` changed after approval; its calls are refused",
+                        self.launch.session
+                    );
                 }
             }
             if self.inflight.as_ref().is_some_and(|c| c.key == key) {
@@ -347,7 +395,7 @@ impl Proxy {
             }
         }
         if forward {
-            self.to_client(line);
+            self.send_client(line);
         }
         self.pump();
     }
@@ -355,10 +403,10 @@ impl Proxy {
     fn replay_done(&mut self) {
         self.replay = None;
         if let Some(n) = self.initialized.clone() {
-            self.to_server(&n);
+            self.send_server(&n);
         }
         for l in std::mem::take(&mut self.held) {
-            self.to_server(&l);
+            self.send_server(&l);
         }
         log::info!("session {}: server re-initialised", self.launch.session);
     }
@@ -381,10 +429,22 @@ impl Proxy {
             } else {
                 "the server ended during this call"
             };
-            let next = if restart { "the server is being restarted" } else { "the session is over" };
-            let msg = format!("mcpguard: tools/call `{}` failed: server {how}: {cause}; {next}", call.tool);
+            let next = if restart {
+                "the server is being restarted"
+            } else {
+                "the session is over"
+            };
+            let msg = format!(
+                "mcpguard: tools/call `{}` failed: server {how}: {cause}; {next}",
+                call.tool
+            );
             let reason = if killed { "server_killed" } else { "server_exited" };
-            self.reply_error(&call.id, jsonrpc::SERVER_DIED, &msg, json!({"reason": reason, "tool": call.tool}));
+            self.reply_error(
+                &call.id,
+                jsonrpc::SERVER_DIED,
+                &msg,
+                json!({"reason": reason, "tool": call.tool}),
+            );
         }
         for (key, (id, method)) in std::mem::take(&mut self.outstanding) {
             if self.replay.as_deref() != Some(key.as_str()) {
@@ -410,7 +470,7 @@ impl Proxy {
         if let Some(mut init) = self.init.clone() {
             let key = format!("mcpguard-replay-{}", self.restarts);
             init["id"] = Value::String(key.clone());
-            self.to_server(init.to_string().as_bytes());
+            self.send_server(init.to_string().as_bytes());
             self.replay = Some(format!("\"{key}\""));
         }
         self.pump();
@@ -418,7 +478,12 @@ impl Proxy {
 
     fn fail_queue(&mut self, why: &str) {
         for (id, _, _) in std::mem::take(&mut self.queue) {
-            self.reply_error(&id, jsonrpc::SERVER_DIED, &format!("mcpguard: {why}"), json!({"reason": "session_dead"}));
+            self.reply_error(
+                &id,
+                jsonrpc::SERVER_DIED,
+                &format!("mcpguard: {why}"),
+                json!({"reason": "session_dead"}),
+            );
         }
     }
 
@@ -427,7 +492,9 @@ impl Proxy {
         if let Some(call) = self.inflight.take() {
             self.end_call(&call, "client closed");
         }
-        let Some((generation, stdin, pid)) = self.server.take() else { return 0 };
+        let Some((generation, stdin, pid)) = self.server.take() else {
+            return 0;
+        };
         drop(stdin);
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
