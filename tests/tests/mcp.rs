@@ -57,6 +57,10 @@ struct Daemon {
 
 impl Daemon {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Self {
         let dir = Scratch::new("mcpd");
         let bpffs = PathBuf::from(format!("/sys/fs/bpf/mcpguard-test-{}", unique_id()));
         let socket = dir.path("ctl.sock");
@@ -66,6 +70,7 @@ impl Daemon {
             .args(["--audit-log", dir.path("audit.jsonl").to_str().unwrap()])
             .args(["--bpffs-dir", bpffs.to_str().unwrap()])
             .args(["--policy-dir", repo_root().join("policies").to_str().unwrap()])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path("daemon.log")).unwrap())
             .spawn()
@@ -605,4 +610,96 @@ fn calls_are_serialised_timed_out_and_changed_tools_refused() {
         "server was not told to cancel {hang_id}:\n{log}"
     );
     assert!(d.audit().iter().all(|l| l["session"] != "fake1"), "{:#?}", d.audit());
+}
+
+/// A non-root proxy (an allowed uid) registers the server it forked, its own direct child; the
+/// server is governed and the proxy is not (it keeps using the socket for every call).
+#[test]
+fn non_root_proxy_governs_its_child_and_stays_outside() {
+    use std::os::unix::process::CommandExt as _;
+    let d = Daemon::start_with(&["--allow-uid", "65534"]);
+    let root = setup();
+    let t = Scratch::new("mcpnobody");
+    let tools = t.path("tools.toml");
+    std::fs::write(
+        &tools,
+        format!(
+            "template_dirs = [\"{}\"]\n[tools.echo]\ntemplate = \"mcp-fs-none\"\n",
+            repo_root().join("policies").display()
+        ),
+    )
+    .unwrap();
+    let script_dir = root.join("tests/mcp");
+    let args = d.exec_args(
+        "nobody1",
+        &tools,
+        "mcp-baseline-python",
+        &[format!("python_prefix={}", script_dir.display())],
+        &[
+            "/usr/bin/python3",
+            "-I",
+            "-S",
+            script_dir.join("fake_server.py").to_str().unwrap(),
+        ],
+    );
+    let mut proxy = Command::new(bin())
+        .args(&args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("LC_ALL", "C") // else python reads /etc/locale.alias, which the baseline does not grant
+        .uid(65534)
+        .gid(65534)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(t.path("proxy.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut input = proxy.stdin.take().unwrap();
+    let mut output = BufReader::new(proxy.stdout.take().unwrap());
+    let mut rpc = |line: Value| -> Value {
+        input.write_all(format!("{line}\n").as_bytes()).unwrap();
+        let mut out = String::new();
+        assert!(
+            output.read_line(&mut out).unwrap() > 0,
+            "proxy closed: {}",
+            std::fs::read_to_string(t.path("proxy.log")).unwrap()
+        );
+        serde_json::from_str(&out).unwrap()
+    };
+    let init = rpc(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}));
+    assert_eq!(init["result"]["serverInfo"]["name"], "fake", "{init} {:#?}", d.audit());
+    let list = rpc(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+    assert_eq!(list["result"]["tools"].as_array().unwrap().len(), 3, "{list}");
+    let r = rpc(
+        json!({"jsonrpc": "2.0", "id": "c-1", "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}}),
+    );
+    assert_eq!(r["result"]["content"][0]["text"], "hi", "{r}");
+    let s = d.session("nobody1");
+    let server = s["root_pid"].as_u64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{server}/status")).unwrap();
+    assert!(
+        status.contains(&format!("PPid:\t{}\n", proxy.id())),
+        "the server is the proxy's child"
+    );
+    let procs: Vec<u64> = s["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    assert!(
+        procs.contains(&server) && !procs.contains(&u64::from(proxy.id())),
+        "{s}"
+    );
+    drop(input);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while proxy.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "proxy did not exit after the client closed stdin"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(d.session("nobody1").is_null(), "session unregistered at the end");
 }

@@ -26,6 +26,20 @@ use super::{
     tools::ToolsPolicy,
 };
 
+/// Feeds each non-empty line (without its newline) to `f` until EOF (true) or `f` refuses (false).
+fn read_lines(r: impl std::io::Read, mut f: impl FnMut(Vec<u8>) -> bool) -> bool {
+    let mut r = BufReader::new(r);
+    let mut line = Vec::new();
+    while matches!(r.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+        let l = line.strip_suffix(b"\n").unwrap_or(&line);
+        if !l.is_empty() && !f(l.to_vec()) {
+            return false;
+        }
+        line.clear();
+    }
+    true
+}
+
 pub enum Ev {
     Client(Vec<u8>),
     ClientEof,
@@ -99,14 +113,8 @@ impl Proxy {
         let generation = self.generation;
         let tx = self.tx.clone();
         std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut line = Vec::new();
-            while matches!(r.read_until(b'\n', &mut line), Ok(n) if n > 0) {
-                let l = line.strip_suffix(b"\n").unwrap_or(&line);
-                if !l.is_empty() && tx.send(Ev::Server(generation, l.to_vec())).is_err() {
-                    return;
-                }
-                line.clear();
+            if !read_lines(stdout, |l| tx.send(Ev::Server(generation, l)).is_ok()) {
+                return;
             }
             // Stdout closed: the server is gone (or unusable); make sure, then reap it.
             let st = match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
@@ -130,16 +138,9 @@ impl Proxy {
     pub fn client_reader(&self) {
         let tx = self.tx.clone();
         std::thread::spawn(move || {
-            let mut r = BufReader::new(std::io::stdin());
-            let mut line = Vec::new();
-            while matches!(r.read_until(b'\n', &mut line), Ok(n) if n > 0) {
-                let l = line.strip_suffix(b"\n").unwrap_or(&line);
-                if !l.is_empty() && tx.send(Ev::Client(l.to_vec())).is_err() {
-                    return;
-                }
-                line.clear();
+            if read_lines(std::io::stdin(), |l| tx.send(Ev::Client(l)).is_ok()) {
+                let _ = tx.send(Ev::ClientEof);
             }
-            let _ = tx.send(Ev::ClientEof);
         });
     }
 
@@ -147,6 +148,7 @@ impl Proxy {
     pub fn run(mut self, rx: &Receiver<Ev>) -> i32 {
         loop {
             if let Some(code) = self.exit_code {
+                self.shutdown(rx);
                 return code;
             }
             let ev = match self.inflight.as_ref().map(|c| c.deadline) {
@@ -165,7 +167,10 @@ impl Proxy {
             };
             match ev {
                 Ev::Client(line) => self.on_client(line),
-                Ev::ClientEof => return self.shutdown(rx),
+                Ev::ClientEof => {
+                    self.shutdown(rx);
+                    return 0;
+                }
                 Ev::Server(g, line) if g == self.generation => self.on_server(&line),
                 Ev::ServerExit(g, st) if g == self.generation => self.server_died(st),
                 Ev::Server(..) | Ev::ServerExit(..) => {}
@@ -488,28 +493,28 @@ impl Proxy {
     }
 
     /// The client closed its end: close the server's stdin, give it a moment, then stop it.
-    fn shutdown(mut self, rx: &Receiver<Ev>) -> i32 {
+    /// The client closed its end (or the session is over): end the call in flight, close the
+    /// server's stdin, give it a moment, stop what is left, and forget the session.
+    fn shutdown(mut self, rx: &Receiver<Ev>) {
         if let Some(call) = self.inflight.take() {
             self.end_call(&call, "client closed");
         }
-        let Some((generation, stdin, pid)) = self.server.take() else {
-            return 0;
-        };
-        drop(stdin);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(Ev::ServerExit(g, _)) if g == generation => break,
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                    let _ = rx.recv_timeout(Duration::from_secs(2));
-                    break;
+        if let Some((generation, stdin, pid)) = self.server.take() {
+            drop(stdin);
+            let deadline = Instant::now() + Duration::from_secs(3);
+            loop {
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(Ev::ServerExit(g, _)) if g == generation => break,
+                    Ok(_) => {}
+                    Err(_) => {
+                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                        let _ = rx.recv_timeout(Duration::from_secs(2));
+                        break;
+                    }
                 }
             }
         }
         spawn::kill_leftovers(&self.launch.socket, &self.launch.session);
         self.daemon.unregister(&self.launch.session);
-        0
     }
 }
