@@ -45,7 +45,10 @@ pub const PROG_CREAT: &str = "mcpg_creat";
 pub const PROG_OPEN_BY_HANDLE: &str = "mcpg_open_handle";
 pub const PROG_IO_URING: &str = "mcpg_io_uring";
 /// Guard syscalls: (program, `syscalls:sys_enter_*` tracepoint, x86_64 syscall number).
-pub const GUARD_SYSCALLS: [(&str, &str, u32); 14] = [
+pub const GUARD_SYSCALLS: [(&str, &str, u32); 16] = [
+    // Hard links: a link planted inside a granted tree would expose an object from elsewhere.
+    ("mcpg_sc_link", "sys_enter_link", 86),
+    ("mcpg_sc_linkat", "sys_enter_linkat", 265),
     ("mcpg_sc_bpf", "sys_enter_bpf", 321),
     ("mcpg_sc_ptrace", "sys_enter_ptrace", 101),
     ("mcpg_sc_vm_readv", "sys_enter_process_vm_readv", 310),
@@ -133,6 +136,7 @@ pub const REASON_BINARY_CHANGED: u32 = 1;
 pub const REASON_GRANT_EXPIRED: u32 = 2;
 pub const REASON_UNRESOLVED: u32 = 3;
 pub const REASON_NO_GRANT: u32 = 4;
+/// Retired (was: several hard links); kept so counter indices stay stable.
 pub const REASON_MULTI_LINK: u32 = 5;
 pub const REASON_NONE: u32 = 6;
 pub const REASON_COUNT: u32 = 8;

@@ -4,13 +4,13 @@
 use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns};
 use mcpguard_common::{
     NameKey, ObjKey, SessionState, ACCESS_READ, ACCESS_WRITE, EXEC_NAME_LEN, MAX_WALK_DEPTH,
-    REASON_BINARY_CHANGED, REASON_GRANT_EXPIRED, REASON_MULTI_LINK, REASON_NONE,
+    REASON_BINARY_CHANGED, REASON_GRANT_EXPIRED, REASON_NONE,
     REASON_NOT_GRANTED, REASON_NO_GRANT, REASON_UNRESOLVED,
 };
 
 use crate::{
     kernel::{
-        dentry_inode, dentry_name, fingerprint_matches, inode_fingerprint, inode_multi_link,
+        dentry_inode, dentry_name, fingerprint_matches, inode_fingerprint,
         inode_obj, rd_ptr, step_up, task_start_ticks, Kptr, Obj, PathPos, Step, Unresolved,
     },
     maps::{CGROUPS, CONF, EXEC, EXEC_NAMES, PATHS, PROCS, SESSIONS},
@@ -194,8 +194,6 @@ fn try_decide_open(st: &SessionState, file: Kptr, need: u32) -> Result<Verdict, 
     }
     let task_live = st.task_grant != 0 && now() < st.task_expires_ns;
     let mut pos = crate::kernel::file_pos(file)?;
-    let leaf_inode = dentry_inode(pos.dentry)?;
-    let multi_link = inode_multi_link(leaf_inode)?;
     let mut base_acc = 0u32;
     let mut task_acc = 0u32;
     let mut depth = 0u32;
@@ -206,11 +204,6 @@ fn try_decide_open(st: &SessionState, file: Kptr, need: u32) -> Result<Verdict, 
         task_acc |= path_bits(st.task_grant, obj);
         let live_acc = if task_live { base_acc | task_acc } else { base_acc };
         if live_acc & need == need {
-            if multi_link && depth > 0 {
-                // A hard link placed inside a granted tree must not open an object from
-                // elsewhere: files with several links are granted only as files themselves.
-                return Ok(Verdict::deny(REASON_MULTI_LINK, grant_in_force(st)));
-            }
             let grant = if base_acc & need == need { st.base_grant } else { st.task_grant };
             return Ok(Verdict::allow(grant));
         }

@@ -99,17 +99,6 @@ pub fn inode_obj(inode: Kptr) -> Result<Obj, Unresolved> {
     Ok(Obj { dev, ino })
 }
 
-pub const S_IFMT: u16 = 0o170_000;
-pub const S_IFREG: u16 = 0o100_000;
-
-/// True when the inode is a regular file with more than one hard link.
-#[inline(always)]
-pub fn inode_multi_link(inode: Kptr) -> Result<bool, Unresolved> {
-    let mode: u16 = rd(inode, off!(inode_mode))?;
-    let nlink: u32 = rd(inode, off!(inode_nlink))?;
-    Ok(mode & S_IFMT == S_IFREG && nlink > 1)
-}
-
 /// Nanoseconds fit in 30 bits; since 6.13 the kernel keeps a flag (`I_CTIME_QUERIED`, multigrain
 /// timestamps) in bit 31 of `i_ctime_nsec`, and older layouts store nsec in a `long`.
 const NSEC_MASK: u32 = (1 << 30) - 1;

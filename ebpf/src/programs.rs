@@ -215,6 +215,8 @@ macro_rules! guard {
     };
 }
 
+guard!(mcpg_sc_link, "sys_enter_link", 86);
+guard!(mcpg_sc_linkat, "sys_enter_linkat", 265);
 guard!(mcpg_sc_bpf, "sys_enter_bpf", 321);
 guard!(mcpg_sc_ptrace, "sys_enter_ptrace", 101);
 guard!(mcpg_sc_vm_readv, "sys_enter_process_vm_readv", 310);

@@ -863,7 +863,8 @@ fn io_uring_setup_is_refused_to_governed_processes() {
 }
 
 /// A governed process (which may be root) must not reach the guard's own machinery: bpf() (our
-/// pinned maps), ptrace (the daemon), mounts (aliasing paths into a granted tree). Each attempt
+/// pinned maps), ptrace (the daemon), mounts and hard links (aliasing objects from elsewhere
+/// into a granted tree). Each attempt
 /// is stopped and reported with the syscall's name; an ungoverned process is untouched.
 #[test]
 fn guard_syscalls_are_stopped_for_governed_processes() {
@@ -871,7 +872,7 @@ fn guard_syscalls_are_stopped_for_governed_processes() {
     let base = k.baseline();
     let (task, _) = k.grant(&[Path::new(HELPER)], &[], &[]);
     let session = k.session(base, task, LONG);
-    for (name, nr) in [("bpf", "321"), ("ptrace", "101"), ("mount", "165"), ("open_tree", "428")] {
+    for (name, nr) in [("bpf", "321"), ("ptrace", "101"), ("mount", "165"), ("open_tree", "428"), ("linkat", "265")] {
         let mut g = Gated::spawn(&[HELPER, "raw-syscall", nr]);
         let pid = g.pid();
         k.engine.add_process(pid, session).unwrap();
