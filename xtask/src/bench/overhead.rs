@@ -1,0 +1,385 @@
+//! Enforcement overhead: each workload × arm as an ABBA sequence of blocks against the baseline
+//! with the programs detached (the engine dropped), ratios paired block by block.
+//!
+//! Arms: `attached-ungoverned` (programs loaded and attached, the workload in no session),
+//! `governed-allowed` (a kill-mode session whose grant allows everything the workload does),
+//! `governed-stopped` (an audit-mode session whose grant allows nothing the workload does: every
+//! open/exec is decided "not granted", reported as an event and let through, so the process
+//! keeps looping and the full denial path — decision, path report, ring buffer — is timed).
+//! Every block is a fresh workload process, governed before its first instruction.
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use mcpguard::{
+    engine::{self, Engine, EngineOptions},
+    kgrant,
+};
+use mcpguard_common::{COUNTER_LOST, MODE_AUDIT, MODE_KILL, SessionState};
+use serde_json::{Value, json};
+
+use super::{
+    Ctx,
+    empty::Empty,
+    proc::{Gated, boot_ns, pin},
+    stats::{Slot, Summary, abba, paired_ratios},
+    workload,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arm {
+    Detached,
+    /// Floor: an empty program on `sys_exit_openat` only (no mcpguard program).
+    FloorExit,
+    /// Floor: empty programs on `sys_exit_openat` and `sys_enter_bpf` (the kill backend attaches
+    /// both `sys_exit_*` and `sys_enter_*` syscall tracepoints).
+    FloorEnterExit,
+    Ungoverned,
+    Allowed,
+    Stopped,
+}
+
+impl Arm {
+    pub const MEASURED: [Arm; 5] = [Arm::FloorExit, Arm::FloorEnterExit, Arm::Ungoverned, Arm::Allowed, Arm::Stopped];
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Arm::Detached => "detached",
+            Arm::FloorExit => "floor: empty exit tp",
+            Arm::FloorEnterExit => "floor: empty enter+exit tp",
+            Arm::Ungoverned => "attached-ungoverned",
+            Arm::Allowed => "governed-allowed",
+            Arm::Stopped => "governed-stopped",
+        }
+    }
+    const fn floor(self) -> bool {
+        matches!(self, Arm::FloorExit | Arm::FloorEnterExit)
+    }
+}
+
+/// What is attached while a block runs.
+enum State {
+    Detached,
+    Floor { arm: Arm, _progs: Vec<Empty> },
+    Engine(Box<Attached>),
+}
+
+impl State {
+    fn engine(&mut self) -> Option<&mut Attached> {
+        match self {
+            State::Engine(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// One workload as the child runs it.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub iters: u64,
+    pub warmup: u64,
+    pub path: Option<PathBuf>,
+}
+
+impl Workload {
+    /// The three workloads with block sizes of roughly 0.3 s each on this machine kind
+    /// (`quick`: a tenth).
+    #[must_use]
+    pub fn all(ctx: &Ctx) -> Vec<Self> {
+        let s = if ctx.quick { 10 } else { 1 };
+        vec![
+            Self { name: "null syscall (getppid)", kind: "getppid", iters: 2_000_000 / s, warmup: 50_000, path: None },
+            Self { name: "open+close", kind: "open", iters: 100_000 / s, warmup: 5_000, path: Some(ctx.file.clone()) },
+            Self {
+                name: "fork+exec (static)",
+                kind: "forkexec",
+                iters: 2_000 / s,
+                warmup: 50,
+                path: Some(ctx.bin.clone()),
+            },
+        ]
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+fn unique_id() -> u64 {
+    (u64::from(std::process::id()) << 20) | NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Drains the ring buffer on the harness CPU (as the daemon's event thread would), counting
+/// events per session.
+struct Consumer {
+    stop: Arc<AtomicBool>,
+    counts: Arc<[AtomicU64; 2]>,
+    /// The latest decisions (for error messages).
+    recent: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// Programs loaded and attached (unpinned: dropping this detaches them), with two sessions.
+pub struct Attached {
+    pub engine: Engine,
+    pub allowed: u64,
+    pub stopped: u64,
+    consumer: Consumer,
+    pub load_time: Duration,
+}
+
+impl Attached {
+    pub fn load(ctx: &Ctx) -> Result<Self> {
+        let t = Instant::now();
+        let opts = EngineOptions { backend: ctx.backend, ..EngineOptions::default() };
+        let mut engine = Engine::load(&opts).context("loading the eBPF programs")?;
+        let load_time = t.elapsed();
+        // What the (dynamically linked, Rust) workload binary needs to start: its own exec, the
+        // loader cache and libraries, and /proc (Rust's runtime reads /proc/self/maps).
+        let mut reads: Vec<PathBuf> = ["/etc/ld.so.cache", "/usr/lib", "/usr/lib64", "/lib", "/lib64", "/proc"]
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.exists())
+            .collect();
+        reads.dedup();
+        let base = kgrant::compile(&[(PathBuf::from(&ctx.exe), None)], &reads, &[])?;
+        let task = kgrant::compile(&[(ctx.bin.clone(), None)], &[ctx.file.parent().context("file dir")?.into()], &[])?;
+        let (base_id, task_id) = (unique_id(), unique_id());
+        engine.install_grant(base_id, &base)?;
+        engine.install_grant(task_id, &task)?;
+        let (allowed, stopped) = (unique_id(), unique_id());
+        let far = boot_ns() + 3_600_000_000_000;
+        engine.set_session(
+            allowed,
+            SessionState { base_grant: base_id, task_grant: task_id, task_expires_ns: far, mode: MODE_KILL, flags: 0 },
+        )?;
+        engine.set_session(
+            stopped,
+            SessionState { base_grant: base_id, task_grant: 0, task_expires_ns: 0, mode: MODE_AUDIT, flags: 0 },
+        )?;
+        let mut rb = engine.take_events().context("event ring buffer")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let recent = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let (s2, c2, r2) = (stop.clone(), counts.clone(), recent.clone());
+        let handle = std::thread::Builder::new().name("bench-events".into()).spawn(move || {
+            while !s2.load(Ordering::Relaxed) {
+                for d in engine::read_ring(&mut rb, Duration::from_millis(20)) {
+                    let i = usize::from(d.session_id != allowed);
+                    c2[i].fetch_add(1, Ordering::Relaxed);
+                    if d.action != "audited" {
+                        let mut r = r2.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        r.push_back(format!("{} {} {} {:?} pid {}", d.hook, d.action, d.reason, d.path, d.pid));
+                        if r.len() > 8 {
+                            r.pop_front();
+                        }
+                    }
+                }
+            }
+        })?;
+        let consumer = Consumer { stop, counts, recent, handle: Some(handle) };
+        Ok(Self { engine, allowed, stopped, consumer, load_time })
+    }
+
+    /// Events delivered so far for `session` (only our two sessions are told apart).
+    #[must_use]
+    pub fn events(&self, session: u64) -> u64 {
+        self.consumer.counts[usize::from(session != self.allowed)].load(Ordering::Relaxed)
+    }
+
+    /// The latest non-audit decisions (why a governed workload was stopped).
+    pub fn recent(&self) -> Vec<String> {
+        std::thread::sleep(Duration::from_millis(100));
+        self.consumer.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect()
+    }
+
+    pub fn lost(&self) -> u64 {
+        self.engine.counters().map_or(0, |c| c[COUNTER_LOST as usize])
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.consumer.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.consumer.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// One block's outcome.
+pub struct Block {
+    pub ns_per_op: f64,
+    /// Events delivered for the block's session during the block (governed arms).
+    pub events: u64,
+    pub ops: u64,
+}
+
+/// Runs one block: a fresh workload process, pinned, governed (for the governed arms) before
+/// it runs anything, timed by itself.
+pub fn run_block(ctx: &Ctx, w: &Workload, arm: Arm, att: Option<&mut Attached>) -> Result<Block> {
+    let mut child = Gated::spawn(&workload::argv(&ctx.exe, w.kind, w.iters, w.warmup, w.path.as_deref()))?;
+    if let Some(cpu) = ctx.workload_cpu {
+        pin(child.pid, cpu)?;
+    }
+    let session = match (arm, &att) {
+        (Arm::Allowed, Some(a)) => Some(a.allowed),
+        (Arm::Stopped, Some(a)) => Some(a.stopped),
+        (Arm::Allowed | Arm::Stopped, None) => bail!("governed arm without programs"),
+        _ => None,
+    };
+    let mut att = att;
+    let ev0 = match (session, att.as_deref_mut()) {
+        (Some(s), Some(a)) => {
+            a.engine.add_process(u32::try_from(child.pid)?, s)?;
+            a.events(s)
+        }
+        _ => 0,
+    };
+    child.release()?;
+    let why = |att: &Option<&mut Attached>| att.as_ref().map(|a| a.recent()).unwrap_or_default();
+    let line = match child.read_line() {
+        Ok(l) => l,
+        Err(e) => bail!("{} ({}): {e}; latest decisions: {:?}", w.name, arm.name(), why(&att)),
+    };
+    if let Err(e) = child.wait_ok() {
+        bail!(
+            "{} ({}): the workload did not finish cleanly: {e}; latest decisions: {:?}",
+            w.name,
+            arm.name(),
+            why(&att)
+        );
+    }
+    let mut f = line.split(' ');
+    let (Some("ns"), Some(ns), Some(it)) = (f.next(), f.next(), f.next()) else {
+        bail!("bad workload output {line:?}")
+    };
+    let (ns, it): (f64, f64) = (ns.parse()?, it.parse()?);
+    let ops = w.iters + w.warmup;
+    let events = match (session, att) {
+        (Some(s), Some(a)) => {
+            let expect = if arm == Arm::Stopped { ops } else { 0 };
+            super::proc::wait_until(Duration::from_secs(2), Duration::from_millis(5), || a.events(s) - ev0 >= expect);
+            a.events(s) - ev0
+        }
+        _ => 0,
+    };
+    Ok(Block { ns_per_op: ns / it, events, ops })
+}
+
+/// Attaches or detaches so that what is attached matches `want` (dropping a state detaches
+/// its programs: links and perf events are closed).
+fn ensure(ctx: &Ctx, st: &mut State, want: Arm, loads: &mut Vec<f64>) -> Result<()> {
+    let ok = match (&*st, want) {
+        (State::Detached, Arm::Detached) | (State::Engine(_), Arm::Ungoverned | Arm::Allowed | Arm::Stopped) => true,
+        (State::Floor { arm, .. }, w) => *arm == w,
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    *st = State::Detached;
+    *st = match want {
+        Arm::Detached => State::Detached,
+        Arm::FloorExit => State::Floor { arm: want, _progs: vec![Empty::attach("syscalls", "sys_exit_openat")?] },
+        Arm::FloorEnterExit => State::Floor {
+            arm: want,
+            _progs: vec![Empty::attach("syscalls", "sys_exit_openat")?, Empty::attach("syscalls", "sys_enter_bpf")?],
+        },
+        Arm::Ungoverned | Arm::Allowed | Arm::Stopped => {
+            let a = Attached::load(ctx)?;
+            loads.push(a.load_time.as_secs_f64() * 1e3);
+            State::Engine(Box::new(a))
+        }
+    };
+    Ok(())
+}
+
+/// One (workload, arm) pair measured in ABBA order.
+pub struct PairResult {
+    pub workload: &'static str,
+    pub arm: Arm,
+    pub ratio: Summary,
+    pub base_ns: Summary,
+    pub arm_ns: Summary,
+    pub events_per_op: f64,
+    pub lost: u64,
+}
+
+impl PairResult {
+    pub fn json(&self) -> Value {
+        json!({
+            "workload": self.workload, "arm": self.arm.name(), "ratio": self.ratio.json(),
+            "baseline_ns_per_op": self.base_ns.json(), "arm_ns_per_op": self.arm_ns.json(),
+            "events_per_op": self.events_per_op, "events_lost": self.lost,
+        })
+    }
+}
+
+pub fn run(ctx: &Ctx) -> Result<(Vec<PairResult>, Value)> {
+    let mut out = Vec::new();
+    let mut st = State::Detached;
+    let mut loads = Vec::new();
+    for w in Workload::all(ctx) {
+        if !ctx.workloads.is_empty() && !ctx.workloads.iter().any(|k| k == w.kind) {
+            continue;
+        }
+        for arm in Arm::MEASURED {
+            // The floor arms matter where every syscall pays (null syscall) or the hooked one does.
+            if arm.floor() && w.kind == "forkexec" {
+                continue;
+            }
+            let (mut base, mut arm_ns) = (Vec::new(), Vec::new());
+            let (mut events, mut ops, mut lost) = (0u64, 0u64, 0u64);
+            for slot in abba(ctx.blocks) {
+                let this = if slot == Slot::Arm { arm } else { Arm::Detached };
+                ensure(ctx, &mut st, this, &mut loads)?;
+                let lost0 = st.engine().map_or(0, |a| a.lost());
+                let b = run_block(ctx, &w, this, st.engine())?;
+                match slot {
+                    Slot::Base => base.push(b.ns_per_op),
+                    Slot::Arm => {
+                        arm_ns.push(b.ns_per_op);
+                        events += b.events;
+                        ops += b.ops;
+                        lost += st.engine().map_or(0, |a| a.lost()) - lost0;
+                    }
+                }
+            }
+            let r = PairResult {
+                workload: w.name,
+                arm,
+                ratio: Summary::of(&paired_ratios(&base, &arm_ns)),
+                base_ns: Summary::of(&base),
+                arm_ns: Summary::of(&arm_ns),
+                events_per_op: events as f64 / ops.max(1) as f64,
+                lost,
+            };
+            eprintln!(
+                "bench: {:<24} {:<28} ratio {:.3} (IQR {:.3}-{:.3}, n={}) {:.1} -> {:.1} ns/op",
+                w.name,
+                arm.name(),
+                r.ratio.median,
+                r.ratio.q1,
+                r.ratio.q3,
+                r.ratio.n,
+                r.base_ns.median,
+                r.arm_ns.median
+            );
+            out.push(r);
+        }
+    }
+    drop(st);
+    let json = json!({
+        "blocks_per_arm": ctx.blocks,
+        "engine_load_ms": Summary::of(&loads).json(),
+        "results": out.iter().map(PairResult::json).collect::<Vec<_>>(),
+    });
+    Ok((out, json))
+}

@@ -1,0 +1,255 @@
+//! Report: machine facts, comparison with the issue's targets, and the human table (Markdown,
+//! pasted as is into docs/benchmarks.md).
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use super::{Ctx, overhead::PairResult};
+
+#[derive(Default)]
+pub struct Tables {
+    pub overhead: Vec<PairResult>,
+    pub programs: Option<Value>,
+}
+
+/// UTC date (YYYY-MM-DD) from the system clock (civil-from-days, proleptic Gregorian).
+#[must_use]
+pub fn utc_date() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+pub fn meta(ctx: &Ctx, backend: &str) -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|x| x.1.trim().to_owned()))
+        .unwrap_or_else(|| "?".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+    json!({
+        "date": utc_date(), "kernel": kernel, "backend": backend, "cpu_model": cpu,
+        // SAFETY: plain getter. (available_parallelism would report our own pinned mask.)
+        "cpus_online": unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) },
+        "loadavg_at_start": loadavg(),
+        "harness_cpu": ctx.harness_cpu, "workload_cpu": ctx.workload_cpu,
+        "quick": ctx.quick, "blocks_per_arm": ctx.blocks,
+    })
+}
+
+/// `/proc/loadavg` (1, 5, 15 min): how busy the machine was around the run.
+#[must_use]
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// Programs named like ours that this process did not load (another daemon or test run).
+#[must_use]
+pub fn foreign_programs() -> Vec<String> {
+    let Ok(o) = std::process::Command::new("bpftool").args(["prog", "show", "--json"]).output() else {
+        return Vec::new();
+    };
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str().filter(|n| n.starts_with("mcpg")).map(|n| format!("{n} (id {})", p["id"])))
+        .collect()
+}
+
+fn ratio_of(rep: &Value, workload: &str, arm: &str) -> Option<f64> {
+    rep["overhead"]["results"]
+        .as_array()?
+        .iter()
+        .find(|r| r["workload"] == workload && r["arm"] == arm)?["ratio"]["median"]
+        .as_f64()
+}
+
+/// Each target of the issue with the measured figure; `null` where not measured.
+#[must_use]
+pub fn targets(rep: &Value) -> Value {
+    let mut t = Vec::new();
+    let mut at_most = |name: &str, target: f64, got: Option<f64>, unit: &str| {
+        let met = got.map(|g| g <= target);
+        let by = got.filter(|g| *g > target).map(|g| format!("missed by {:.1} %", (g / target - 1.0) * 100.0));
+        t.push(
+            json!({"target": name, "limit": format!("<= {target} {unit}"), "measured": got, "met": met, "note": by}),
+        );
+    };
+    at_most(
+        "null syscall, attached-ungoverned",
+        1.09,
+        ratio_of(rep, "null syscall (getppid)", "attached-ungoverned"),
+        "x",
+    );
+    at_most("open+close, attached-ungoverned", 1.14, ratio_of(rep, "open+close", "attached-ungoverned"), "x");
+    at_most("open+close, governed-allowed", 1.20, ratio_of(rep, "open+close", "governed-allowed"), "x");
+    at_most("fork+exec, attached-ungoverned", 1.01, ratio_of(rep, "fork+exec (static)", "attached-ungoverned"), "x");
+    at_most("fork+exec, governed-allowed", 1.02, ratio_of(rep, "fork+exec (static)", "governed-allowed"), "x");
+    for kind in ["grant", "revoke"] {
+        let p99 = rep["latency"][kind]["enforced_us"]["p99"].as_f64();
+        at_most(&format!("{kind} -> enforced p99"), 200.0, p99, "us");
+    }
+    let rss = rep["rss"]["at_rest_kib"].as_f64().map(|k| k * 1024.0 / 1e6);
+    at_most("daemon RSS at rest", 30.0, rss, "MB");
+    let ev = rep["events"]["max_zero_loss_per_s"].as_f64();
+    let met = ev.map(|e| e >= 250_000.0);
+    let note = ev.filter(|e| *e < 250_000.0).map(|e| {
+        let lim = if rep["events"]["generator_limited"] == true { " (generator-limited: a lower bound)" } else { "" };
+        format!("missed by {:.1} %{lim}", (1.0 - e / 250_000.0) * 100.0)
+    });
+    t.push(json!({"target": "events, zero loss", "limit": ">= 250000 /s", "measured": ev, "met": met, "note": note}));
+    Value::Array(t)
+}
+
+fn f(v: &Value, digits: usize) -> String {
+    v.as_f64().map_or("-".into(), |x| format!("{x:.digits$}"))
+}
+
+/// The human table (Markdown).
+#[must_use]
+pub fn render(rep: &Value, t: &Tables) -> String {
+    let m = &rep["meta"];
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n## mcpguard benchmark {} — kernel {}, backend {}, {} ({} CPUs){}\n",
+        m["date"].as_str().unwrap_or("?"),
+        m["kernel"].as_str().unwrap_or("?"),
+        m["backend"].as_str().unwrap_or("?"),
+        m["cpu_model"].as_str().unwrap_or("?"),
+        m["cpus_online"],
+        if m["quick"] == true { " — QUICK (smoke test, not a result)" } else { "" }
+    );
+    if !t.overhead.is_empty() {
+        let _ = writeln!(
+            s,
+            "Overhead: median of paired ratios arm/detached, {} ABBA blocks per arm\n",
+            m["blocks_per_arm"]
+        );
+        let _ =
+            writeln!(s, "| workload | arm | ratio (median) | IQR | min–max | detached ns/op | arm ns/op | events/op |");
+        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|");
+        for r in &t.overhead {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.3} | {:.3}–{:.3} | {:.3}–{:.3} | {:.1} | {:.1} | {:.2} |",
+                r.workload,
+                r.arm.name(),
+                r.ratio.median,
+                r.ratio.q1,
+                r.ratio.q3,
+                r.ratio.min,
+                r.ratio.max,
+                r.base_ns.median,
+                r.arm_ns.median,
+                r.events_per_op
+            );
+        }
+        s.push('\n');
+    }
+    if let Some(p) = &t.programs {
+        let _ = writeln!(
+            s,
+            "Per-program cost (BPF run-time stats; empty-program floor {} ns/run subtracted)\n",
+            f(&p["empty_program_ns_per_run"], 1)
+        );
+        let _ = writeln!(s, "| workload | arm | program | runs | ns/run raw | ns/run net |");
+        let _ = writeln!(s, "|---|---|---|---:|---:|---:|");
+        for ph in p["phases"].as_array().into_iter().flatten() {
+            // Rows for programs that ran only a few times in the phase (the workload's own
+            // start and exit, other processes) are in the JSON only.
+            for pr in ph["programs"].as_array().into_iter().flatten().filter(|p| p["runs"].as_u64() >= Some(50)) {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} |",
+                    ph["workload"].as_str().unwrap_or(""),
+                    ph["arm"].as_str().unwrap_or(""),
+                    pr["program"].as_str().unwrap_or(""),
+                    pr["runs"],
+                    f(&pr["ns_per_run_raw"], 1),
+                    f(&pr["ns_per_run_net"], 1)
+                );
+            }
+        }
+        s.push('\n');
+    }
+    if rep["latency"].is_object() {
+        let _ = writeln!(s, "Grant/revoke → enforced, {} each (µs)\n", rep["latency"]["n"]);
+        let _ = writeln!(
+            s,
+            "| request | enforced p50 | enforced p99 | observed p50 | observed p99 | response p50 | response p99 |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+        for k in ["grant", "revoke"] {
+            let l = &rep["latency"][k];
+            let _ = writeln!(
+                s,
+                "| {k} | {} | {} | {} | {} | {} | {} |",
+                f(&l["enforced_us"]["p50"], 0),
+                f(&l["enforced_us"]["p99"], 0),
+                f(&l["observed_us"]["p50"], 0),
+                f(&l["observed_us"]["p99"], 0),
+                f(&l["response_us"]["p50"], 0),
+                f(&l["response_us"]["p99"], 0)
+            );
+        }
+        s.push('\n');
+    }
+    if rep["events"].is_object() {
+        let e = &rep["events"];
+        let _ = writeln!(
+            s,
+            "Events: max zero-loss paced rate {} /s over {} s (generator max {} /s{}); daemon CPU {} ns/event (event thread {} ns)\n",
+            f(&e["max_zero_loss_per_s"], 0),
+            e["window_s"],
+            f(&e["generator_max_per_s"], 0),
+            if e["generator_limited"] == true { ", generator-limited" } else { "" },
+            f(&e["at_max"]["daemon_cpu_ns_per_event"], 0),
+            f(&e["at_max"]["events_thread_cpu_ns_per_event"], 0)
+        );
+    }
+    if rep["rss"].is_object() {
+        let r = &rep["rss"];
+        let _ = writeln!(
+            s,
+            "Daemon RSS: {} KiB at rest; {} KiB with {} sessions and {} grant requests (peak {} KiB)\n",
+            r["at_rest_kib"], r["loaded_kib"], r["sessions"], r["grant_requests"], r["peak_kib"]
+        );
+    }
+    let _ = writeln!(s, "| target | limit | measured | met |");
+    let _ = writeln!(s, "|---|---|---:|---|");
+    for x in rep["targets"].as_array().into_iter().flatten() {
+        let met = match x["met"].as_bool() {
+            Some(true) => "yes".to_owned(),
+            Some(false) => format!("NO — {}", x["note"].as_str().unwrap_or("")),
+            None => "not measured".to_owned(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {met} |",
+            x["target"].as_str().unwrap_or(""),
+            x["limit"].as_str().unwrap_or(""),
+            f(&x["measured"], 3)
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn date_format() {
+        let d = super::utc_date();
+        assert_eq!(d.len(), 10);
+        assert!(d.starts_with("20"));
+    }
+}
