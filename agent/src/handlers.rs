@@ -151,9 +151,6 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
     if let Some(s) = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).process_session(r.pid) {
         return Err(err(ErrorCode::BadRequest, format!("pid {} is already governed by session {s}", r.pid)));
     }
-    if r.cgroup {
-        return Err(err(ErrorCode::BadRequest, "cgroup sessions are supported by the kernel engine but not yet by the daemon's register; omit `cgroup`"));
-    }
     let Some(cmd) = r.command.first() else {
         return Err(err(ErrorCode::BadRequest, "`command` must name the launched binary"));
     };
@@ -168,7 +165,7 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
     let mut st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(old) = st.sessions.get(&r.session) {
-        if !eng.session_processes(old.id).is_empty() {
+        if session_alive(&eng, old) {
             return Err(err(ErrorCode::SessionExists, format!("session `{}` exists and has live processes", r.session)));
         }
         let old = st.sessions.remove(&r.session).expect("present");
@@ -205,6 +202,23 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
         drop_session(&mut eng, &session);
         return Err(kerr(e));
     }
+    let mut session = session;
+    if r.cgroup {
+        // The cgroup is governed before the process moves in: no instant without a session.
+        let cg = crate::cgroup::create(&r.session, sid)
+            .and_then(|(dir, id)| eng.add_cgroup(id, sid).map(|()| (dir, id)).map_err(|e| crate::cgroup::CgroupError::Io {
+                path: PathBuf::from("(kernel)"),
+                source: std::io::Error::other(e.to_string()),
+            }))
+            .and_then(|(dir, id)| crate::cgroup::move_in(&dir, r.pid).map(|()| id));
+        match cg {
+            Ok(id) => session.cgroup = Some(id),
+            Err(e) => {
+                drop_session(&mut eng, &session);
+                return Err(err(ErrorCode::BadRequest, format!("cannot make session `{}` a cgroup: {e}", r.session)));
+            }
+        }
+    }
     let governed = match eng.govern_tree(r.pid, sid) {
         Ok(p) => p,
         Err(e) => {
@@ -228,6 +242,18 @@ fn drop_session(eng: &mut Engine, s: &Session) {
     for g in [&s.base, &s.task, &s.orchestrator].into_iter().flatten() {
         eng.remove_grant(g.id, &g.kernel);
     }
+    if let Some(id) = s.cgroup {
+        let _ = eng.remove_cgroup(id);
+        if let Ok(dir) = crate::cgroup::session_dir(&s.name, s.id) {
+            crate::cgroup::remove(&dir);
+        }
+    }
+}
+
+/// A session is over when none of its processes is left (tree and, if any, cgroup).
+fn session_alive(eng: &Engine, s: &Session) -> bool {
+    !eng.session_processes(s.id).is_empty()
+        || (s.cgroup.is_some() && crate::cgroup::session_dir(&s.name, s.id).is_ok_and(|d| !crate::cgroup::is_empty(&d)))
 }
 
 /// What a session runs under when a per-call grant (`call`) is composed with an orchestrator's
@@ -547,7 +573,7 @@ pub fn housekeeping(d: &Daemon) {
     let dead: Vec<String> = st
         .sessions
         .values()
-        .filter(|s| s.created_unix + 2 <= unix_now() && eng.session_processes(s.id).is_empty())
+        .filter(|s| s.created_unix + 2 <= unix_now() && !session_alive(&eng, s))
         .map(|s| s.name.clone())
         .collect();
     for name in &dead {

@@ -1,5 +1,6 @@
 //! mcpguard agent library: kernel engine, grants, daemon, protocol.
 pub mod btf;
+pub mod cgroup;
 pub mod engine;
 pub mod events;
 pub mod fmodret;

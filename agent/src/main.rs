@@ -38,6 +38,10 @@ enum Cmd {
         baseline: String,
         #[arg(long = "var", value_parser = parse_var)]
         vars: Vec<(String, String)>,
+        /// Also make the session a cgroup v2 (created by the daemon): every process in it is
+        /// governed by cgroup id, including ones moved in later.
+        #[arg(long, conflicts_with = "mcp")]
+        cgroup: bool,
         /// Stay between the MCP client and the server (stdio) and grant per `tools/call`.
         #[arg(long, requires = "tools")]
         mcp: bool,
@@ -203,13 +207,13 @@ fn main() -> anyhow::Result<()> {
             println!("removed {} pinned object(s) under {}; enforcement is off", removed.len(), bpffs_dir.display());
             Ok(())
         }
-        Cmd::Exec { session, baseline, vars, mcp: true, tools: Some(tools), max_restarts, command } => {
+        Cmd::Exec { session, baseline, vars, mcp: true, tools: Some(tools), max_restarts, command, .. } => {
             let opts = mcpguard::mcp::ProxyOptions {
                 socket: cli.socket, session, baseline, vars: vars.into_iter().collect(), tools, command, max_restarts,
             };
             std::process::exit(mcpguard::mcp::run(opts)?);
         }
-        Cmd::Exec { session, baseline, vars, command, .. } => {
+        Cmd::Exec { session, baseline, vars, cgroup, command, .. } => {
             let bin = which(&command[0])?;
             let mut argv = command.clone();
             argv[0] = bin.display().to_string();
@@ -220,7 +224,7 @@ fn main() -> anyhow::Result<()> {
                 command: argv,
                 baseline: Some(baseline),
                 vars: vars.into_iter().collect::<BTreeMap<_, _>>(),
-                cgroup: false,
+                cgroup,
             });
             c.call_ok(op)?;
             drop(c);

@@ -395,3 +395,57 @@ fn sigterm_keeps_pins_and_unpin_removes_them() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!d.bpffs.exists(), "unpin removes the whole directory");
 }
+
+/// `mcpguard exec --cgroup`: the daemon makes the session a cgroup v2; its processes are in it,
+/// and a process moved into that cgroup later is governed too (no per-process registration).
+/// When the session ends the cgroup is removed.
+#[test]
+fn cgroup_session_governs_processes_moved_in_later() {
+    let d = Daemon::start();
+    let mut child = Command::new(bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["exec", "--cgroup", "--session", "cgs", "--baseline", "test-baseline", "--", "/usr/bin/dash", "-c", "read x; echo done"])
+        .env_clear()
+        .env("PATH", "/usr/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let s = d.wait_session("cgs");
+    let pid = s["root_pid"].as_u64().unwrap();
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let rel = cg.lines().find_map(|l| l.strip_prefix("0::")).unwrap().to_owned();
+    assert!(rel.contains("/mcpguard/cgs-"), "{cg}");
+    let root = mcpguard::procs::cgroup2_root().expect("cgroup v2 must be mounted on this machine kind");
+    let dir = root.join(rel.trim_start_matches('/'));
+
+    // An ungoverned shell of the test's, moved into the session's cgroup before it runs cat.
+    let mut late = Command::new("/bin/sh")
+        .args(["-c", "echo ready; read x; /usr/bin/cat /etc/hostname; echo after=$?"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut late_out = BufReader::new(late.stdout.take().unwrap());
+    let mut l = String::new();
+    late_out.read_line(&mut l).unwrap();
+    std::fs::write(dir.join("cgroup.procs"), late.id().to_string()).unwrap();
+    late.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let mut rest = String::new();
+    late_out.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("after=137"), "cat (not granted) must be stopped in the session cgroup: {rest}");
+    late.wait().unwrap();
+    let line = d.wait_audit(|l| l["session"] == "cgs" && l["comm"] == "cat");
+    assert_eq!((line["hook"].as_str(), line["action"].as_str()), (Some("exec"), Some("killed")));
+
+    go(&mut child);
+    let (st, out) = finish(child);
+    assert!(st.success() && out.contains("done"), "{st:?} {out}");
+    // The session ends with its processes; the daemon removes its cgroup.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while dir.exists() {
+        assert!(Instant::now() < deadline, "session cgroup {} not removed", dir.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
