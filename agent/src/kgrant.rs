@@ -135,7 +135,8 @@ mod paths_as_list {
     }
 }
 
-const FS_IOC_GETVERSION: libc::c_ulong = 0x8008_7601;
+/// `_IOR('v', 1, long)`; the ioctl request type differs between glibc and musl.
+const FS_IOC_GETVERSION: libc::Ioctl = 0x8008_7601_u32 as libc::Ioctl;
 
 fn generation(file: &File) -> Option<u32> {
     use std::os::fd::AsRawFd as _;

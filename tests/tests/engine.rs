@@ -297,7 +297,12 @@ fn exec_of_inherited_memfd_is_not_granted() {
     expect_runs(&mut k, session, &[DASH, "-c", TRUE]);
 
     // SAFETY: valid NUL-terminated name; CLOEXEC so that no other test's child inherits it.
-    let fd = unsafe { libc::memfd_create(c"mcpg-test".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_EXEC) };
+    let mut fd = unsafe { libc::memfd_create(c"mcpg-test".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_EXEC) };
+    if fd < 0 {
+        // MFD_EXEC exists from Linux 6.3; before that memfds are executable by default.
+        // SAFETY: as above.
+        fd = unsafe { libc::memfd_create(c"mcpg-test".as_ptr(), libc::MFD_CLOEXEC) };
+    }
     assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
     // SAFETY: fresh descriptor owned here.
     let mut mem = unsafe { File::from_raw_fd(fd) };

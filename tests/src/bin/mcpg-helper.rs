@@ -39,7 +39,12 @@ fn thread_open(path: String) -> c_int {
 fn memfd_exec(src: &str) -> c_int {
     let Ok(bytes) = std::fs::read(src) else { return 2 };
     // SAFETY: valid NUL-terminated name; flags are plain constants.
-    let fd = unsafe { libc::memfd_create(c"mcpg-helper".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_EXEC) };
+    let mut fd = unsafe { libc::memfd_create(c"mcpg-helper".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_EXEC) };
+    if fd < 0 {
+        // MFD_EXEC exists from Linux 6.3; before that memfds are executable by default.
+        // SAFETY: as above.
+        fd = unsafe { libc::memfd_create(c"mcpg-helper".as_ptr(), libc::MFD_CLOEXEC) };
+    }
     if fd < 0 {
         return 3;
     }
