@@ -48,6 +48,7 @@ pub fn from_btf(btf: &Btf) -> Result<Offsets, BtfError> {
         file_path_mnt: file_path + m("path", "mnt")?,
         file_path_dentry: file_path + m("path", "dentry")?,
         file_mode: m("file", "f_mode")?,
+        file_flags: m("file", "f_flags")?,
         dentry_parent: m("dentry", "d_parent")?,
         dentry_name: m("dentry", "d_name")? + m("qstr", "name")?,
         dentry_inode: m("dentry", "d_inode")?,

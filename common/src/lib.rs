@@ -320,6 +320,8 @@ pub struct Offsets {
     pub file_path_mnt: u32,
     pub file_path_dentry: u32,
     pub file_mode: u32,
+    /// `file.f_flags` (keeps `__FMODE_EXEC` for the open done by execve).
+    pub file_flags: u32,
     pub dentry_parent: u32,
     pub dentry_name: u32,
     pub dentry_inode: u32,
@@ -344,7 +346,7 @@ pub struct Offsets {
     /// Nanoseconds per USER_HZ clock tick, to compute `start_ticks` (10_000_000 for USER_HZ 100).
     pub ns_per_tick: u32,
 }
-const _: () = assert!(size_of::<Offsets>() == 34 * 4);
+const _: () = assert!(size_of::<Offsets>() == 35 * 4);
 
 #[cfg(feature = "user")]
 mod user {

@@ -20,6 +20,7 @@ pub static MCPG_OFFSETS: Offsets = Offsets {
     file_path_mnt: 0,
     file_path_dentry: 0,
     file_mode: 0,
+    file_flags: 0,
     dentry_parent: 0,
     dentry_name: 0,
     dentry_inode: 0,

@@ -99,7 +99,10 @@ fn on_open(file: Kptr) -> i32 {
         return deny(&g, Verdict::deny(REASON_NO_GRANT, 0), HOOK_OPEN, 0, report_pos(file));
     };
     let fmode: u32 = rd(file, off!(file_mode)).unwrap_or(FMODE_READ | FMODE_WRITE);
-    if fmode & FMODE_EXEC != 0 {
+    let fflags: u32 = rd(file, off!(file_flags)).unwrap_or(0);
+    // `__FMODE_EXEC` is an internal open flag (userspace cannot pass it: build_open_flags masks
+    // it out); f_mode carries FMODE_EXEC only on some kernels.
+    if fmode & FMODE_EXEC != 0 || fflags & FMODE_EXEC != 0 {
         // The open done by execve for the new image: decided by bprm_check_security.
         return 0;
     }

@@ -719,9 +719,21 @@ fn session_without_grants_kills_any_exec() {
     assert_kill(&ev, "exec", "no_grant", 0);
     assert_object(&ev, Path::new(TRUE));
 
+    // A registered process whose session has no state at all: there is no mode either, so the
+    // backend's default denial applies (kill backend: kill; synchronous backends: EPERM).
     let stateless = unique_id();
-    let ev = expect_killed(&mut k, stateless, &[TRUE], "exec");
-    assert_kill(&ev, "exec", "no_grant", 0);
+    if k.engine.backend().synchronous_deny() {
+        let mut g = Gated::spawn(&[TRUE]);
+        k.engine.add_process(g.pid(), stateless).unwrap();
+        g.release();
+        let (st, _) = g.finish();
+        assert_eq!(st.code(), Some(126), "exec refused with EPERM: {st:?}");
+        let ev = k.wait_event(stateless, |d| d.hook == "exec");
+        assert_eq!((ev.action, ev.reason, ev.grant_id), ("denied", "no_grant", 0));
+    } else {
+        let ev = expect_killed(&mut k, stateless, &[TRUE], "exec");
+        assert_kill(&ev, "exec", "no_grant", 0);
+    }
 }
 
 // ---- cgroup sessions -----------------------------------------------------------------------------
