@@ -52,4 +52,10 @@ mountpoint -q /sys/fs/bpf || { log "mounting bpffs"; mount -t bpf bpf /sys/fs/bp
 mountpoint -q /sys/kernel/security || mount -t securityfs securityfs /sys/kernel/security || true
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing || true
 
+# --- QEMU, busybox, musl target and the Debian kernels for the deny-backend matrix -----------
+# Only for the tests (`setup.sh --vm`, as scripts/test.sh does).
+if [[ ${1:-} == --vm ]]; then
+  bash "$(dirname "$0")/setup-vm.sh"
+fi
+
 log "ok"
