@@ -16,6 +16,7 @@ mod proc;
 mod profile;
 mod programs;
 mod report;
+mod seccomp;
 mod stats;
 mod workload;
 
@@ -191,7 +192,7 @@ pub fn run(a: &Args) -> Result<()> {
         rep["programs"] = j;
     }
     if want("events") || want("latency") || want("rss") {
-        let mut d = daemon::Daemon::start(&ctx, "main")?;
+        let mut d = daemon::Daemon::start(&ctx, "main", None)?;
         rep["meta"]["daemon_backend"] = json!(d.backend.clone());
         if want("rss") {
             rep["rss"] = daemon::rss(&ctx, &mut d)?;
@@ -200,9 +201,20 @@ pub fn run(a: &Args) -> Result<()> {
             rep["latency"] = latency::run(&ctx, &mut d)?;
         }
         if want("events") {
-            rep["events"] = events::run(&ctx, &mut d)?;
+            rep["events"] = events::run(&ctx, &mut d, ctx.profile)?;
         }
         d.stop()?;
+        // --profile: the same search with the audit log on tmpfs (no disk, no dirty-page
+        // throttling), to tell the daemon's own per-event cost from the file system's.
+        if want("events") && ctx.profile {
+            let shm = PathBuf::from(format!("/dev/shm/mcpg-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&shm)?;
+            let _rm = Cleanup(shm.clone());
+            let mut d = daemon::Daemon::start(&ctx, "tmpfs", Some(&shm))?;
+            eprintln!("bench: events again with the audit log on tmpfs ({})", shm.display());
+            rep["events_audit_log_on_tmpfs"] = events::run(&ctx, &mut d, false)?;
+            d.stop()?;
+        }
     }
     rep["meta"]["loadavg_at_end"] = json!(report::loadavg());
     rep["meta"]["foreign_mcpg_programs_at_end"] = json!(report::foreign_programs());

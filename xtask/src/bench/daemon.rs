@@ -37,7 +37,8 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn start(ctx: &Ctx, tag: &str) -> Result<Self> {
+    /// Starts a daemon; its audit log goes in `audit_dir` (default: its own scratch directory).
+    pub fn start(ctx: &Ctx, tag: &str, audit_dir: Option<&std::path::Path>) -> Result<Self> {
         let dir = ctx.work.join(format!("daemon-{tag}"));
         let policies = dir.join("policies");
         std::fs::create_dir_all(&policies)?;
@@ -55,7 +56,7 @@ impl Daemon {
             ),
         )?;
         let socket = dir.join("mcpguard.sock");
-        let audit = dir.join("audit.jsonl");
+        let audit = audit_dir.unwrap_or(&dir).join("audit.jsonl");
         let bpffs = PathBuf::from(format!("/sys/fs/bpf/mcpguard-bench-{}", std::process::id()));
         let log = std::fs::File::create(dir.join("daemon.log"))?;
         let child = Command::new(&ctx.mcpguard)

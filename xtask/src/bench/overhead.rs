@@ -41,26 +41,49 @@ pub enum Arm {
     /// Floor: empty programs on `sys_exit_openat` and `sys_enter_bpf` (the kill backend attaches
     /// both `sys_exit_*` and `sys_enter_*` syscall tracepoints).
     FloorEnterExit,
+    /// Alternative design, nothing attached: the workload filters itself with seccomp (guard
+    /// syscalls refused); see seccomp.rs.
+    SeccompFilter,
+    /// As above, with `openat` decided by a user-space supervisor (`SECCOMP_RET_USER_NOTIF`).
+    SeccompNotif,
     Ungoverned,
     Allowed,
     Stopped,
 }
 
 impl Arm {
-    pub const MEASURED: [Arm; 5] = [Arm::FloorExit, Arm::FloorEnterExit, Arm::Ungoverned, Arm::Allowed, Arm::Stopped];
+    pub const MEASURED: [Arm; 7] = [
+        Arm::FloorExit,
+        Arm::FloorEnterExit,
+        Arm::SeccompFilter,
+        Arm::SeccompNotif,
+        Arm::Ungoverned,
+        Arm::Allowed,
+        Arm::Stopped,
+    ];
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
             Arm::Detached => "detached",
             Arm::FloorExit => "floor: empty exit tp",
             Arm::FloorEnterExit => "floor: empty enter+exit tp",
+            Arm::SeccompFilter => "alt: seccomp filter (self)",
+            Arm::SeccompNotif => "alt: seccomp + open notif",
             Arm::Ungoverned => "attached-ungoverned",
             Arm::Allowed => "governed-allowed",
             Arm::Stopped => "governed-stopped",
         }
     }
-    const fn floor(self) -> bool {
-        matches!(self, Arm::FloorExit | Arm::FloorEnterExit)
+    /// Reference arms (mechanism floors and the alternative design), not mcpguard itself.
+    const fn reference(self) -> bool {
+        matches!(self, Arm::FloorExit | Arm::FloorEnterExit | Arm::SeccompFilter | Arm::SeccompNotif)
+    }
+    const fn seccomp(self) -> Option<&'static str> {
+        match self {
+            Arm::SeccompFilter => Some("filter"),
+            Arm::SeccompNotif => Some("notif"),
+            _ => None,
+        }
     }
 }
 
@@ -224,7 +247,11 @@ pub struct Block {
 /// Runs one block: a fresh workload process, pinned, governed (for the governed arms) before
 /// it runs anything, timed by itself.
 pub fn run_block(ctx: &Ctx, w: &Workload, arm: Arm, att: Option<&mut Attached>) -> Result<Block> {
-    let mut child = Gated::spawn(&workload::argv(&ctx.exe, w.kind, w.iters, w.warmup, w.path.as_deref()))?;
+    let mut argv = workload::argv(&ctx.exe, w.kind, w.iters, w.warmup, w.path.as_deref());
+    if let Some(mode) = arm.seccomp() {
+        argv.extend(["--seccomp".into(), mode.into()]);
+    }
+    let mut child = Gated::spawn(&argv)?;
     if let Some(cpu) = ctx.workload_cpu {
         pin(child.pid, cpu)?;
     }
@@ -277,7 +304,8 @@ pub fn run_block(ctx: &Ctx, w: &Workload, arm: Arm, att: Option<&mut Attached>) 
 /// its programs: links and perf events are closed).
 fn ensure(ctx: &Ctx, st: &mut State, want: Arm, loads: &mut Vec<f64>) -> Result<()> {
     let ok = match (&*st, want) {
-        (State::Detached, Arm::Detached) | (State::Engine(_), Arm::Ungoverned | Arm::Allowed | Arm::Stopped) => true,
+        (State::Detached, Arm::Detached | Arm::SeccompFilter | Arm::SeccompNotif)
+        | (State::Engine(_), Arm::Ungoverned | Arm::Allowed | Arm::Stopped) => true,
         (State::Floor { arm, .. }, w) => *arm == w,
         _ => false,
     };
@@ -286,7 +314,7 @@ fn ensure(ctx: &Ctx, st: &mut State, want: Arm, loads: &mut Vec<f64>) -> Result<
     }
     *st = State::Detached;
     *st = match want {
-        Arm::Detached => State::Detached,
+        Arm::Detached | Arm::SeccompFilter | Arm::SeccompNotif => State::Detached,
         Arm::FloorExit => State::Floor { arm: want, _progs: vec![Empty::attach("syscalls", "sys_exit_openat")?] },
         Arm::FloorEnterExit => State::Floor {
             arm: want,
@@ -331,8 +359,9 @@ pub fn run(ctx: &Ctx) -> Result<(Vec<PairResult>, Value)> {
             continue;
         }
         for arm in Arm::MEASURED {
-            // The floor arms matter where every syscall pays (null syscall) or the hooked one does.
-            if arm.floor() && w.kind == "forkexec" {
+            // The reference arms matter where every syscall pays (null syscall) or the hooked one
+            // does; the open supervisor only for opens.
+            if (arm.reference() && w.kind == "forkexec") || (arm == Arm::SeccompNotif && w.kind != "open") {
                 continue;
             }
             let (mut base, mut arm_ns) = (Vec::new(), Vec::new());

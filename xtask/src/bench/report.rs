@@ -42,7 +42,19 @@ pub fn meta(ctx: &Ctx, backend: &str) -> Value {
         "loadavg_at_start": loadavg(),
         "harness_cpu": ctx.harness_cpu, "workload_cpu": ctx.workload_cpu,
         "quick": ctx.quick, "blocks_per_arm": ctx.blocks,
+        "git": git_state(),
     })
+}
+
+/// The commit measured, and whether the kernel/agent sources differ from it.
+fn git_state() -> Value {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(std::path::Path::to_path_buf);
+    let git = |args: &[&str]| -> Option<String> {
+        let o = std::process::Command::new("git").current_dir(root.as_ref()?).args(args).output().ok()?;
+        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let dirty = git(&["status", "--porcelain", "--", "agent", "ebpf", "common"]).map(|s| !s.is_empty());
+    json!({"commit": git(&["rev-parse", "--short", "HEAD"]), "engine_sources_modified": dirty})
 }
 
 /// `/proc/loadavg` (1, 5, 15 min): how busy the machine was around the run.
@@ -215,6 +227,17 @@ pub fn render(rep: &Value, t: &Tables) -> String {
             if e["generator_limited"] == true { ", generator-limited" } else { "" },
             f(&e["at_max"]["daemon_cpu_ns_per_event"], 0),
             f(&e["at_max"]["events_thread_cpu_ns_per_event"], 0)
+        );
+    }
+    if rep["events_audit_log_on_tmpfs"].is_object() {
+        let e = &rep["events_audit_log_on_tmpfs"];
+        let _ = writeln!(
+            s,
+            "Events, audit log on tmpfs (--profile): max zero-loss {} /s (generator max {} /s{}); daemon CPU {} ns/event\n",
+            f(&e["max_zero_loss_per_s"], 0),
+            f(&e["generator_max_per_s"], 0),
+            if e["generator_limited"] == true { ", generator-limited" } else { "" },
+            f(&e["at_max"]["daemon_cpu_ns_per_event"], 0)
         );
     }
     if rep["rss"].is_object() {

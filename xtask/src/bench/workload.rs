@@ -45,6 +45,9 @@ pub struct Args {
     pub rate: f64,
     #[arg(long, default_value_t = 0.0)]
     pub secs: f64,
+    /// Install a per-process seccomp filter first (`filter`, `notif`: see seccomp.rs).
+    #[arg(long)]
+    pub seccomp: Option<String>,
 }
 
 /// The command line that runs `args` in a fresh process of the current (release) binary.
@@ -59,6 +62,12 @@ pub fn argv(exe: &str, kind: &str, iters: u64, warmup: u64, path: Option<&std::p
 }
 
 pub fn run(a: &Args) -> Result<()> {
+    match a.seccomp.as_deref() {
+        None => {}
+        Some("filter") => super::seccomp::install(false)?,
+        Some("notif") => super::seccomp::install(true)?,
+        Some(o) => bail!("--seccomp {o}: expected filter or notif"),
+    }
     let path = || -> Result<CString> { super::proc::cpath(a.path.as_deref().context("--path is required")?) };
     let out = match a.kind {
         Kind::Getppid => {
