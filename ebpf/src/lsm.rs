@@ -95,17 +95,17 @@ fn on_open(file: Kptr) -> i32 {
     let (tgid, task) = current();
     probe(tgid);
     let Some(g) = governed(tgid, task) else { return 0 };
-    let Some(st) = g.state else {
-        return deny(&g, Verdict::deny(REASON_NO_GRANT, 0), HOOK_OPEN, 0, report_pos(file));
-    };
     let fmode: u32 = rd(file, off!(file_mode)).unwrap_or(FMODE_READ | FMODE_WRITE);
     let fflags: u32 = rd(file, off!(file_flags)).unwrap_or(0);
+    // The open done by execve for the new image is decided by bprm_check_security.
     // `__FMODE_EXEC` is an internal open flag (userspace cannot pass it: build_open_flags masks
     // it out); f_mode carries FMODE_EXEC only on some kernels.
     if fmode & FMODE_EXEC != 0 || fflags & FMODE_EXEC != 0 {
-        // The open done by execve for the new image: decided by bprm_check_security.
         return 0;
     }
+    let Some(st) = g.state else {
+        return deny(&g, Verdict::deny(REASON_NO_GRANT, 0), HOOK_OPEN, 0, report_pos(file));
+    };
     let mut need = 0;
     if fmode & FMODE_READ != 0 {
         need |= ACCESS_READ;
