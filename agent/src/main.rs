@@ -175,21 +175,6 @@ fn daemon_config(socket: PathBuf, a: DaemonArgs) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
-/// Resolves a command like the shell would (PATH lookup), to an absolute path.
-fn which(cmd: &str) -> anyhow::Result<PathBuf> {
-    if cmd.contains('/') {
-        return std::fs::canonicalize(cmd).with_context(|| format!("command `{cmd}` not found"));
-    }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-    for dir in std::env::split_paths(&path) {
-        let p = dir.join(cmd);
-        if p.is_file() {
-            return std::fs::canonicalize(&p).with_context(|| format!("resolving {}", p.display()));
-        }
-    }
-    bail!("command `{cmd}` not found in PATH")
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -214,7 +199,7 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(mcpguard::mcp::run(opts)?);
         }
         Cmd::Exec { session, baseline, vars, cgroup, command, .. } => {
-            let bin = which(&command[0])?;
+            let bin = mcpguard::mcp::spawn::which(&command[0])?;
             let mut argv = command.clone();
             argv[0] = bin.display().to_string();
             let mut c = Client::connect(&cli.socket)?;

@@ -213,3 +213,18 @@ pub fn task_start_ticks(task: Kptr) -> Result<u64, Unresolved> {
     }
     Ok(start / per_tick)
 }
+
+pub const SIGKILL: u32 = 9;
+pub const FMODE_READ: u32 = 0x1;
+pub const FMODE_WRITE: u32 = 0x2;
+pub const FMODE_EXEC: u32 = 0x20;
+pub const FMODE_PATH: u32 = 0x4000;
+
+/// (tgid, task_struct) of the current task.
+#[inline(always)]
+pub fn current() -> (u32, Kptr) {
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: helper without arguments.
+    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as Kptr;
+    (tgid, task)
+}

@@ -13,25 +13,13 @@ use mcpguard_common::{
 
 use crate::{
     decide::{decide_exec, decide_mmap_exec, decide_open, governed, report_pos, Governed, Verdict},
-    kernel::{off, rd, rd_ptr, Kptr},
+    kernel::{current, off, rd, rd_ptr, Kptr, FMODE_EXEC, FMODE_READ, FMODE_WRITE, SIGKILL},
     maps::CONF,
     report::{count, emit, Report},
 };
 
 const EPERM: i32 = 1;
-const SIGKILL: u32 = 9;
-const FMODE_READ: u32 = 0x1;
-const FMODE_WRITE: u32 = 0x2;
-const FMODE_EXEC: u32 = 0x20;
 const PROT_EXEC: u64 = 0x4;
-
-#[inline(always)]
-fn current() -> (u32, Kptr) {
-    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: helper without arguments.
-    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as Kptr;
-    (tgid, task)
-}
 
 /// Start-up self-test: the agent opens a file from its own tgid and checks this counter moved,
 /// proving the LSM hooks really run (an LSM program attaches fine when `bpf` is not in the

@@ -3,7 +3,7 @@
 //! A forbidden exec or open is answered with `bpf_send_signal(SIGKILL)`: the signal is delivered
 //! on the way back to user mode, before the process runs another instruction.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_send_signal},
+    helpers::bpf_send_signal,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -14,23 +14,14 @@ use mcpguard_common::{
 
 use crate::{
     decide::{decide_exec, decide_open, governed, report_pos, Governed, Verdict},
-    kernel::{current_fd_file, off, rd, rd_ptr, task_start_ticks, Kptr},
+    kernel::{
+        current, current_fd_file, off, rd, rd_ptr, task_start_ticks, Kptr, FMODE_PATH, FMODE_READ, FMODE_WRITE,
+        SIGKILL,
+    },
     maps::PROCS,
     report::{count, emit, Report},
 };
 
-const SIGKILL: u32 = 9;
-const FMODE_READ: u32 = 0x1;
-const FMODE_WRITE: u32 = 0x2;
-const FMODE_PATH: u32 = 0x4000;
-
-#[inline(always)]
-fn current() -> (u32, Kptr) {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: helper without arguments.
-    let task = unsafe { bpf_get_current_task() } as Kptr;
-    (tgid, task)
-}
 
 /// Carries out a denial on this backend: kill unless the session is in audit mode.
 #[inline(always)]
