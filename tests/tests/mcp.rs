@@ -18,6 +18,32 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
+/// The shipped policies, copied once per test run, with the checkout's own directory added to
+/// the roots of the runtime-prefix variables: the tests install python/node runtimes inside the
+/// checkout, which may live anywhere (CI clones it to a path we do not know).
+fn policy_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dst = std::env::temp_dir().join(format!("mcpg-test-policies-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dst);
+        std::fs::create_dir_all(&dst).unwrap();
+        let root = repo_root();
+        for e in std::fs::read_dir(root.join("policies")).unwrap().flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let mut text = std::fs::read_to_string(&p).unwrap();
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                if name.starts_with("mcp-baseline-") {
+                    text = text.replace("roots = [", &format!("roots = [\"{}\", ", root.display()));
+                }
+                std::fs::write(dst.join(&name), text).unwrap();
+            }
+        }
+        dst
+    })
+    .clone()
+}
+
 fn bin() -> PathBuf {
     let p = std::env::current_exe()
         .unwrap()
@@ -69,7 +95,7 @@ impl Daemon {
             .args(["--state-dir", dir.path("state").to_str().unwrap()])
             .args(["--audit-log", dir.path("audit.jsonl").to_str().unwrap()])
             .args(["--bpffs-dir", bpffs.to_str().unwrap()])
-            .args(["--policy-dir", repo_root().join("policies").to_str().unwrap()])
+            .args(["--policy-dir", policy_dir().to_str().unwrap()])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path("daemon.log")).unwrap())
@@ -231,7 +257,7 @@ fn git(args: &[&str], dir: &Path) {
 
 /// Copies a shipped policy into `dir`, replacing strings (e.g. the approved git binary).
 fn policy_variant(dir: &Path, name: &str, replace: &[(&str, &str)]) {
-    let mut text = std::fs::read_to_string(repo_root().join("policies").join(format!("{name}.toml"))).unwrap();
+    let mut text = std::fs::read_to_string(policy_dir().join(format!("{name}.toml"))).unwrap();
     for (a, b) in replace {
         text = text.replace(a, b);
     }
@@ -370,7 +396,7 @@ fn filesystem_server_kernel_stops_reads_outside_the_call_grant() {
         format!(
             "template_dirs = [\"{}\"]\nttl = \"20s\"\n[tools.read_text_file]\ntemplate = \"mcp-fs-read\"\n\
              vars = {{ path = \"{}\" }}\n",
-            repo_root().join("policies").display(),
+            policy_dir().display(),
             t.path("broad/granted").display()
         ),
     )
@@ -544,7 +570,7 @@ fn calls_are_serialised_timed_out_and_changed_tools_refused() {
         format!(
             "template_dirs = [\"{}\"]\nttl = \"20s\"\n[tools.slow]\ntemplate = \"mcp-fs-none\"\n\
              [tools.echo]\ntemplate = \"mcp-fs-none\"\n[tools.hang]\ntemplate = \"mcp-fs-none\"\nttl = \"2s\"\n",
-            repo_root().join("policies").display()
+            policy_dir().display()
         ),
     )
     .unwrap();
@@ -625,7 +651,7 @@ fn non_root_proxy_governs_its_child_and_stays_outside() {
         &tools,
         format!(
             "template_dirs = [\"{}\"]\n[tools.echo]\ntemplate = \"mcp-fs-none\"\n",
-            repo_root().join("policies").display()
+            policy_dir().display()
         ),
     )
     .unwrap();
