@@ -18,7 +18,10 @@ set -e
 # scenarios run in QEMU on stock Debian 6.12 and 6.1 kernels (cargo xtask vm-test).
 if [[ $rc -eq 0 ]]; then
   set +e
-  cargo xtask vm-test 2>&1 | tee -a "$log"
+  # The guest mounts tmpfs over /tmp and /run: binaries built under them would be hidden there.
+  vm_env=()
+  case "$PWD" in /tmp/*|/run/*) vm_env=(CARGO_TARGET_DIR=/var/tmp/mcpguard-vm-target) ;; esac
+  env "${vm_env[@]}" cargo xtask vm-test 2>&1 | tee -a "$log"
   rc=${PIPESTATUS[0]}
   set -e
 fi
