@@ -38,6 +38,9 @@ struct Probe {
     lost: u64,
     daemon_cpu_ns: u64,
     events_thread_cpu_ns: u64,
+    /// Involuntary context switches of the daemon's `events` thread during the probe (it was
+    /// preempted with events waiting).
+    events_thread_preempted: u64,
 }
 
 impl Probe {
@@ -59,8 +62,21 @@ impl Probe {
             "delivered": self.delivered, "lost": self.lost, "kept_pace": self.paced(), "pass": self.pass(),
             "daemon_cpu_ns_per_event": self.daemon_cpu_ns as f64 / self.delivered.max(1) as f64,
             "events_thread_cpu_ns_per_event": self.events_thread_cpu_ns as f64 / self.delivered.max(1) as f64,
+            "events_thread_involuntary_switches": self.events_thread_preempted,
         })
     }
+}
+
+/// Involuntary context switches of the daemon's `events` thread.
+fn preempted(d: &Daemon) -> u64 {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{}/task", d.pid)) else { return 0 };
+    rd.flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "events"))
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .filter_map(|s| {
+            s.lines().find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:")?.trim().parse::<u64>().ok())
+        })
+        .sum()
 }
 
 fn cpu(d: &Daemon) -> (u64, u64) {
@@ -72,6 +88,7 @@ fn probe(ctx: &Ctx, d: &mut Daemon, eng: &Engine, k: usize, rate: f64, secs: f64
     std::fs::OpenOptions::new().write(true).open(&d.audit)?.set_len(0)?;
     let lost0 = eng.counters()?[COUNTER_LOST as usize];
     let (cpu0, ev0) = cpu(d);
+    let pre0 = preempted(d);
     let mut argv = workload::argv(&ctx.exe, "paced", 0, 0, Some(&ctx.denied));
     argv.extend(["--rate".into(), format!("{rate:.0}"), "--secs".into(), secs.to_string()]);
     let granted = [ctx.file.parent().context("dir")?.to_path_buf()];
@@ -99,15 +116,17 @@ fn probe(ctx: &Ctx, d: &mut Daemon, eng: &Engine, k: usize, rate: f64, secs: f64
         lost: eng.counters()?[COUNTER_LOST as usize] - lost0,
         daemon_cpu_ns: cpu1 - cpu0,
         events_thread_cpu_ns: ev1 - ev0,
+        events_thread_preempted: preempted(d) - pre0,
     };
     eprintln!(
-        "bench: events at {:>9.0}/s (achieved {:>9.0}/s): delivered {} of {}, lost {}, daemon {:.0} ns/event -> {}",
+        "bench: events at {:>9.0}/s (achieved {:>9.0}/s): delivered {} of {}, lost {}, daemon {:.0} ns/event, {} preemptions -> {}",
         rate,
         p.achieved,
         p.delivered,
         p.generated,
         p.lost,
         p.daemon_cpu_ns as f64 / p.delivered.max(1) as f64,
+        p.events_thread_preempted,
         if p.pass() { "pass" } else { "FAIL" }
     );
     Ok(p)

@@ -145,6 +145,8 @@ struct Consumer {
     counts: Arc<[AtomicU64; 2]>,
     /// The latest decisions (for error messages).
     recent: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+    /// While set, the ring buffer is not read (so the kernel sends no wake-ups).
+    paused: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -190,9 +192,14 @@ impl Attached {
         let stop = Arc::new(AtomicBool::new(false));
         let counts: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
         let recent = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
-        let (s2, c2, r2) = (stop.clone(), counts.clone(), recent.clone());
+        let paused = Arc::new(AtomicBool::new(false));
+        let (s2, c2, r2, p2) = (stop.clone(), counts.clone(), recent.clone(), paused.clone());
         let handle = std::thread::Builder::new().name("bench-events".into()).spawn(move || {
             while !s2.load(Ordering::Relaxed) {
+                if p2.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
                 for d in engine::read_ring(&mut rb, Duration::from_millis(20)) {
                     let i = usize::from(d.session_id != allowed);
                     c2[i].fetch_add(1, Ordering::Relaxed);
@@ -206,7 +213,7 @@ impl Attached {
                 }
             }
         })?;
-        let consumer = Consumer { stop, counts, recent, handle: Some(handle) };
+        let consumer = Consumer { stop, counts, recent, paused, handle: Some(handle) };
         Ok(Self { engine, allowed, stopped, consumer, load_time })
     }
 
@@ -214,6 +221,13 @@ impl Attached {
     #[must_use]
     pub fn events(&self, session: u64) -> u64 {
         self.consumer.counts[usize::from(session != self.allowed)].load(Ordering::Relaxed)
+    }
+
+    /// Stops or resumes reading the ring buffer. While the reader is behind, the kernel does not
+    /// wake it per event (a wake-up is sent only when a record lands where the reader waits).
+    pub fn pause_consumer(&self, paused: bool) {
+        self.consumer.paused.store(paused, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(30)); // the reader leaves its poll
     }
 
     /// The latest non-audit decisions (why a governed workload was stopped).
@@ -291,7 +305,8 @@ pub fn run_block(ctx: &Ctx, w: &Workload, arm: Arm, att: Option<&mut Attached>) 
     let ops = w.iters + w.warmup;
     let events = match (session, att) {
         (Some(s), Some(a)) => {
-            let expect = if arm == Arm::Stopped { ops } else { 0 };
+            let paused = a.consumer.paused.load(Ordering::Relaxed);
+            let expect = if arm == Arm::Stopped && !paused { ops } else { 0 };
             super::proc::wait_until(Duration::from_secs(2), Duration::from_millis(5), || a.events(s) - ev0 >= expect);
             a.events(s) - ev0
         }

@@ -8,7 +8,7 @@
 //! `syscalls:sys_exit_openat` runs next to ours; its ns/run (the accounting plus the call) is
 //! subtracted to give each program's own cost. The same floor is applied to the BTF tracepoint
 //! programs (an empty `tp_btf` program needs the target's BTF id; not loaded here).
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
@@ -77,17 +77,33 @@ pub fn run(ctx: &Ctx) -> Result<Value> {
     let name = |id: u64| names.get(&id).cloned().unwrap_or_else(|| format!("id{id}"));
     let mut phases = Vec::new();
     let mut floor_pool = (0u64, 0u64);
-    for (w, arm) in [
-        (open, Arm::Ungoverned),
-        (open, Arm::Allowed),
-        (open, Arm::Stopped),
-        (forkexec, Arm::Ungoverned),
-        (forkexec, Arm::Allowed),
-        (forkexec, Arm::Stopped),
-    ] {
+    // The last two phases repeat a stopped workload with the event reader paused: no
+    // wake-up per event (the ring buffer holds them all), to price the wake-up itself.
+    let short_open = Workload { iters: 4_000, warmup: 0, ..open.clone() };
+    let phases_spec = [
+        (open, Arm::Ungoverned, false),
+        (open, Arm::Allowed, false),
+        (open, Arm::Stopped, false),
+        (forkexec, Arm::Ungoverned, false),
+        (forkexec, Arm::Allowed, false),
+        (forkexec, Arm::Stopped, false),
+        (&short_open, Arm::Stopped, true),
+        (forkexec, Arm::Stopped, true),
+    ];
+    for (w, arm, paused) in phases_spec {
+        if paused {
+            // Catch up first, so that the ring is empty and the reader is at its end.
+            std::thread::sleep(Duration::from_millis(100));
+            att.pause_consumer(true);
+        }
+        let lost0 = att.lost();
         let s0 = snapshot();
         run_block(ctx, w, arm, Some(&mut att))?;
         let s1 = snapshot();
+        if paused {
+            att.pause_consumer(false);
+        }
+        let lost = att.lost() - lost0;
         let mut progs = Vec::new();
         let mut floor = None;
         for (id, (ns1, c1)) in &s1 {
@@ -104,16 +120,16 @@ pub fn run(ctx: &Ctx) -> Result<Value> {
                 progs.push((n, dns as f64 / dc as f64, dc));
             }
         }
-        phases.push((w.name, arm, floor, progs));
+        phases.push((w.name, arm, paused, lost, floor, progs));
     }
     let pooled = floor_pool.0 as f64 / floor_pool.1.max(1) as f64;
     let out: Vec<Value> = phases
         .iter()
-        .map(|(w, arm, floor, progs)| {
+        .map(|(w, arm, paused, lost, floor, progs)| {
             // A phase's own floor when the empty program ran often enough in it, else the pool.
             let f = floor.filter(|f| f.1 >= 1000).map_or(pooled, |f| f.0);
             json!({
-                "workload": w, "arm": arm.name(),
+                "workload": w, "arm": arm.name(), "event_reader_paused": paused, "events_lost": lost,
                 "empty_ns_per_run": floor.map(|f| f.0), "empty_runs": floor.map(|f| f.1), "floor_used_ns": f,
                 "programs": progs.iter().map(|(n, ns, c)| json!({
                     "program": n, "runs": c, "ns_per_run_raw": ns, "ns_per_run_net": ns - f,

@@ -175,6 +175,8 @@ pub fn render(rep: &Value, t: &Tables) -> String {
             f(&p["empty_program_ns_per_run"], 1)
         );
         let _ = writeln!(s, "| workload | arm | program | runs | ns/run raw | ns/run net |");
+        // "reader paused": the same stopped workload while the harness does not read the ring
+        // buffer, so the kernel sends no wake-up per event.
         let _ = writeln!(s, "|---|---|---|---:|---:|---:|");
         for ph in p["phases"].as_array().into_iter().flatten() {
             // Rows for programs that ran only a few times in the phase (the workload's own
