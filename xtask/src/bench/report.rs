@@ -186,7 +186,11 @@ pub fn render(rep: &Value, t: &Tables) -> String {
                     s,
                     "| {} | {} | {} | {} | {} | {} |",
                     ph["workload"].as_str().unwrap_or(""),
-                    ph["arm"].as_str().unwrap_or(""),
+                    format!(
+                        "{}{}",
+                        ph["arm"].as_str().unwrap_or(""),
+                        if ph["event_reader_paused"] == true { " (reader paused)" } else { "" }
+                    ),
                     pr["program"].as_str().unwrap_or(""),
                     pr["runs"],
                     f(&pr["ns_per_run_raw"], 1),
