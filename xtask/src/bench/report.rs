@@ -182,15 +182,12 @@ pub fn render(rep: &Value, t: &Tables) -> String {
             // Rows for programs that ran only a few times in the phase (the workload's own
             // start and exit, other processes) are in the JSON only.
             for pr in ph["programs"].as_array().into_iter().flatten().filter(|p| p["runs"].as_u64() >= Some(50)) {
+                let paused = if ph["event_reader_paused"] == true { " (reader paused)" } else { "" };
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} |",
+                    "| {} | {}{paused} | {} | {} | {} | {} |",
                     ph["workload"].as_str().unwrap_or(""),
-                    format!(
-                        "{}{}",
-                        ph["arm"].as_str().unwrap_or(""),
-                        if ph["event_reader_paused"] == true { " (reader paused)" } else { "" }
-                    ),
+                    ph["arm"].as_str().unwrap_or(""),
                     pr["program"].as_str().unwrap_or(""),
                     pr["runs"],
                     f(&pr["ns_per_run_raw"], 1),
