@@ -228,3 +228,16 @@ pub fn current() -> (u32, Kptr) {
     let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as Kptr;
     (tgid, task)
 }
+
+/// Access an open asks for, from `f_mode` (`ACCESS_READ | ACCESS_WRITE`; 0 for neither).
+#[inline(always)]
+pub fn fmode_access(fmode: u32) -> u32 {
+    let mut need = 0;
+    if fmode & FMODE_READ != 0 {
+        need |= mcpguard_common::ACCESS_READ;
+    }
+    if fmode & FMODE_WRITE != 0 {
+        need |= mcpguard_common::ACCESS_WRITE;
+    }
+    need
+}

@@ -7,13 +7,13 @@ use aya_ebpf::{
     programs::{FEntryContext, LsmContext},
 };
 use mcpguard_common::{
-    ACCESS_READ, ACCESS_WRITE, ACTION_AUDITED, ACTION_DENIED, ACTION_KILLED, COUNTER_LSM_PROBE,
+    ACCESS_READ, ACTION_AUDITED, ACTION_DENIED, ACTION_KILLED, COUNTER_LSM_PROBE,
     HOOK_EXEC, HOOK_MMAP, HOOK_OPEN, MODE_AUDIT, MODE_KILL, REASON_NO_GRANT,
 };
 
 use crate::{
     decide::{decide_exec, decide_mmap_exec, decide_open, governed, report_pos, Governed, Verdict},
-    kernel::{current, off, rd, rd_ptr, Kptr, FMODE_EXEC, FMODE_READ, FMODE_WRITE, SIGKILL},
+    kernel::{current, fmode_access, off, rd, rd_ptr, Kptr, FMODE_EXEC, FMODE_READ, FMODE_WRITE, SIGKILL},
     maps::CONF,
     report::{count, emit, Report},
 };
@@ -94,13 +94,7 @@ fn on_open(file: Kptr) -> i32 {
     let Some(st) = g.state else {
         return deny(&g, Verdict::deny(REASON_NO_GRANT, 0), HOOK_OPEN, 0, report_pos(file));
     };
-    let mut need = 0;
-    if fmode & FMODE_READ != 0 {
-        need |= ACCESS_READ;
-    }
-    if fmode & FMODE_WRITE != 0 {
-        need |= ACCESS_WRITE;
-    }
+    let need = fmode_access(fmode);
     if need == 0 {
         return 0;
     }

@@ -8,14 +8,15 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use mcpguard_common::{
-    ProcEntry, ACCESS_READ, ACCESS_WRITE, ACTION_AUDITED, ACTION_KILLED, COUNTER_PROCS_FULL,
+    ProcEntry, ACTION_AUDITED, ACTION_KILLED, COUNTER_PROCS_FULL,
     HOOK_EXEC, HOOK_IO_URING, HOOK_OPEN, HOOK_SYSCALL, MODE_AUDIT, REASON_NOT_GRANTED, REASON_NO_GRANT,
 };
 
 use crate::{
     decide::{decide_exec, decide_open, governed, report_pos, Governed, Verdict},
     kernel::{
-        current, current_fd_file, off, rd, rd_ptr, task_start_ticks, Kptr, FMODE_PATH, FMODE_READ, FMODE_WRITE,
+        current, current_fd_file, fmode_access, off, rd, rd_ptr, task_start_ticks, Kptr, FMODE_PATH, FMODE_READ,
+        FMODE_WRITE,
         SIGKILL,
     },
     maps::PROCS,
@@ -134,13 +135,7 @@ fn on_open_exit(ctx: &TracePointContext) -> u32 {
         // O_PATH gives no access to content; anything done through it is checked again.
         return 0;
     }
-    let mut need = 0;
-    if fmode & FMODE_READ != 0 {
-        need |= ACCESS_READ;
-    }
-    if fmode & FMODE_WRITE != 0 {
-        need |= ACCESS_WRITE;
-    }
+    let need = fmode_access(fmode);
     if need == 0 {
         return 0;
     }
