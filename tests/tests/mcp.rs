@@ -267,6 +267,22 @@ fn policy_variant(dir: &Path, name: &str, replace: &[(&str, &str)]) {
 /// mcp-server-git: a call on the granted repository runs git for real; the same tool on a
 /// repository outside the template's roots never reaches the server; an unmapped tool is refused;
 /// after the approved git binary is replaced, the call is refused with `binary_changed`.
+
+/// `mcpguard exec --mcp` arguments for the stdlib-only stand-in server (tests/mcp/fake_server.py),
+/// with a tools policy made of `tools_body` (its templates are the shipped policies).
+fn fake_server_args(d: &Daemon, root: &Path, t: &Scratch, session: &str, tools_body: &str) -> Vec<String> {
+    let tools = t.path("tools.toml");
+    std::fs::write(&tools, format!("template_dirs = [\"{}\"]\n{tools_body}", policy_dir().display())).unwrap();
+    let script_dir = root.join("tests/mcp");
+    d.exec_args(
+        session,
+        &tools,
+        "mcp-baseline-python",
+        &[format!("python_prefix={}", script_dir.display())],
+        &["/usr/bin/python3", "-I", "-S", script_dir.join("fake_server.py").to_str().unwrap()],
+    )
+}
+
 /// Between calls the session holds no task grant.
 #[test]
 fn git_server_grant_per_call_outside_refused_binary_changed() {
@@ -564,28 +580,13 @@ fn calls_are_serialised_timed_out_and_changed_tools_refused() {
     let d = Daemon::start();
     let root = setup();
     let t = Scratch::new("mcpfake");
-    let tools = t.path("tools.toml");
-    std::fs::write(
-        &tools,
-        format!(
-            "template_dirs = [\"{}\"]\nttl = \"20s\"\n[tools.slow]\ntemplate = \"mcp-fs-none\"\n\
-             [tools.echo]\ntemplate = \"mcp-fs-none\"\n[tools.hang]\ntemplate = \"mcp-fs-none\"\nttl = \"2s\"\n",
-            policy_dir().display()
-        ),
-    )
-    .unwrap();
-    let script_dir = root.join("tests/mcp");
-    let args = d.exec_args(
+    let args = fake_server_args(
+        &d,
+        &root,
+        &t,
         "fake1",
-        &tools,
-        "mcp-baseline-python",
-        &[format!("python_prefix={}", script_dir.display())],
-        &[
-            "/usr/bin/python3",
-            "-I",
-            "-S",
-            script_dir.join("fake_server.py").to_str().unwrap(),
-        ],
+        "ttl = \"20s\"\n[tools.slow]\ntemplate = \"mcp-fs-none\"\n[tools.echo]\ntemplate = \"mcp-fs-none\"\n\
+         [tools.hang]\ntemplate = \"mcp-fs-none\"\nttl = \"2s\"\n",
     );
     let report = run_client(
         &t,
@@ -646,28 +647,7 @@ fn non_root_proxy_governs_its_child_and_stays_outside() {
     let d = Daemon::start_with(&["--allow-uid", "65534"]);
     let root = setup();
     let t = Scratch::new("mcpnobody");
-    let tools = t.path("tools.toml");
-    std::fs::write(
-        &tools,
-        format!(
-            "template_dirs = [\"{}\"]\n[tools.echo]\ntemplate = \"mcp-fs-none\"\n",
-            policy_dir().display()
-        ),
-    )
-    .unwrap();
-    let script_dir = root.join("tests/mcp");
-    let args = d.exec_args(
-        "nobody1",
-        &tools,
-        "mcp-baseline-python",
-        &[format!("python_prefix={}", script_dir.display())],
-        &[
-            "/usr/bin/python3",
-            "-I",
-            "-S",
-            script_dir.join("fake_server.py").to_str().unwrap(),
-        ],
-    );
+    let args = fake_server_args(&d, &root, &t, "nobody1", "[tools.echo]\ntemplate = \"mcp-fs-none\"\n");
     let mut proxy = Command::new(bin())
         .args(&args)
         .env_clear()
