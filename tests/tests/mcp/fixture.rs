@@ -1,0 +1,272 @@
+//! Fixtures of the MCP tests: the real daemon, the installed servers, the Python client driver.
+#[allow(clippy::wildcard_imports, reason = "shares the imports of the mcp test target")]
+use super::*;
+
+pub(super) fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The shipped policies, copied once per test run, with the checkout's own directory added to
+/// the roots of the runtime-prefix variables: the tests install python/node runtimes inside the
+/// checkout, which may live anywhere (CI clones it to a path we do not know).
+pub(super) fn policy_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dst = std::env::temp_dir().join(format!("mcpg-test-policies-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dst);
+        std::fs::create_dir_all(&dst).unwrap();
+        let root = repo_root();
+        for e in std::fs::read_dir(root.join("policies")).unwrap().flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let mut text = std::fs::read_to_string(&p).unwrap();
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                if name.starts_with("mcp-baseline-") {
+                    text = text.replace("roots = [", &format!("roots = [\"{}\", ", root.display()));
+                }
+                std::fs::write(dst.join(&name), text).unwrap();
+            }
+        }
+        dst
+    })
+    .clone()
+}
+
+pub(super) fn bin() -> PathBuf {
+    let p = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("mcpguard");
+    assert!(
+        p.exists(),
+        "{} missing: build the workspace first (cargo build --workspace)",
+        p.display()
+    );
+    p
+}
+
+/// Installs the MCP software once per test binary.
+pub(super) fn setup() -> &'static PathBuf {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let root = repo_root();
+        let st = Command::new("bash")
+            .arg(root.join("scripts/setup-mcp.sh"))
+            .status()
+            .expect("run setup-mcp.sh");
+        assert!(st.success(), "scripts/setup-mcp.sh failed");
+        root
+    })
+}
+
+pub(super) struct Daemon {
+    pub(super) child: Child,
+    pub(super) dir: Scratch,
+    pub(super) socket: PathBuf,
+    pub(super) bpffs: PathBuf,
+}
+
+impl Daemon {
+    pub(super) fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub(super) fn start_with(extra: &[&str]) -> Self {
+        let dir = Scratch::new("mcpd");
+        let bpffs = PathBuf::from(format!("/sys/fs/bpf/mcpguard-test-{}", unique_id()));
+        let socket = dir.path("ctl.sock");
+        let child = Command::new(bin())
+            .args(["--socket", socket.to_str().unwrap(), "daemon", "--metrics", "off"])
+            .args(["--state-dir", dir.path("state").to_str().unwrap()])
+            .args(["--audit-log", dir.path("audit.jsonl").to_str().unwrap()])
+            .args(["--bpffs-dir", bpffs.to_str().unwrap()])
+            .args(["--policy-dir", policy_dir().to_str().unwrap()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path("daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Self {
+            child,
+            dir,
+            socket,
+            bpffs,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while UnixStream::connect(&d.socket).is_err() {
+            assert!(Instant::now() < deadline, "daemon did not come up: {}", d.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    pub(super) fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path("daemon.log")).unwrap_or_default()
+    }
+
+    pub(super) fn raw(&self, req: &Value) -> Value {
+        let mut s = UnixStream::connect(&self.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(format!("{req}\n").as_bytes()).unwrap();
+        let mut out = String::new();
+        BufReader::new(s).read_line(&mut out).unwrap();
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad response {out:?}: {e}"))
+    }
+
+    pub(super) fn session(&self, name: &str) -> Value {
+        let st = self.raw(&json!({"v": 1, "op": "status"}));
+        st["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    pub(super) fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    pub(super) fn wait_audit(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(l) = self.audit().into_iter().find(|l| pred(l)) {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no matching audit line in {:#?}",
+                self.audit()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `mcpguard --socket S exec --mcp ...` as the client's server command.
+    pub(super) fn exec_args(&self, session: &str, tools: &Path, baseline: &str, vars: &[String], cmd: &[&str]) -> Vec<String> {
+        let mut a: Vec<String> = vec!["--socket".into(), self.socket.display().to_string(), "exec".into()];
+        a.extend(["--session", session, "--mcp", "--tools"].map(String::from));
+        a.push(tools.display().to_string());
+        a.extend(["--baseline".to_owned(), baseline.to_owned()]);
+        for v in vars {
+            a.extend(["--var".to_owned(), v.clone()]);
+        }
+        a.push("--".into());
+        a.extend(cmd.iter().map(|s| (*s).to_owned()));
+        a
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new(bin())
+            .args(["unpin", "--bpffs-dir", self.bpffs.to_str().unwrap()])
+            .output();
+    }
+}
+
+/// Runs tests/mcp/client.py (the official SDK client) on a plan; returns its JSON report.
+pub(super) fn run_client(dir: &Scratch, plan: Value) -> Value {
+    let root = setup();
+    let id = unique_id();
+    let plan_path = dir.path(&format!("plan-{id}.json"));
+    let errlog = dir.path(&format!("client-{id}.log"));
+    let mut plan = plan;
+    plan["errlog"] = json!(errlog);
+    std::fs::write(&plan_path, plan.to_string()).unwrap();
+    let mut child = Command::new(root.join(".mcp-venv/bin/python3"))
+        .arg(root.join("tests/mcp/client.py"))
+        .arg(&plan_path)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.path(&format!("client-{id}.stderr"))).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "MCP client hung; proxy log:\n{}",
+                std::fs::read_to_string(&errlog).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let log = std::fs::read_to_string(&errlog).unwrap_or_default();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("client output {:?}: {e}\n{log}", String::from_utf8_lossy(&out.stdout)));
+    assert!(v.get("fatal").is_none(), "client failed: {v}\nproxy log:\n{log}");
+    v
+}
+
+pub(super) fn env(extra: &[(&str, &str)]) -> Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in [
+        ("PATH", "/usr/bin:/bin"),
+        ("LC_ALL", "C"),
+        ("RUST_LOG", "info"),
+        ("HOME", "/nonexistent"),
+    ] {
+        m.insert(k.into(), v.into());
+    }
+    for (k, v) in extra {
+        m.insert((*k).into(), (*v).into());
+    }
+    Value::Object(m)
+}
+
+pub(super) fn error_reason(step: &Value) -> &str {
+    step["error"]["data"]["mcpguard"]["reason"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an mcpguard error: {step}"))
+}
+
+pub(super) fn git(args: &[&str], dir: &Path) {
+    let st = Command::new("/usr/bin/git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "git {args:?}");
+}
+
+/// Copies a shipped policy into `dir`, replacing strings (e.g. the approved git binary).
+pub(super) fn policy_variant(dir: &Path, name: &str, replace: &[(&str, &str)]) {
+    let mut text = std::fs::read_to_string(policy_dir().join(format!("{name}.toml"))).unwrap();
+    for (a, b) in replace {
+        text = text.replace(a, b);
+    }
+    std::fs::write(dir.join(format!("{name}.toml")), text).unwrap();
+}
+
+/// mcp-server-git: a call on the granted repository runs git for real; the same tool on a
+/// repository outside the template's roots never reaches the server; an unmapped tool is refused;
+/// after the approved git binary is replaced, the call is refused with `binary_changed`.
+
+/// `mcpguard exec --mcp` arguments for the stdlib-only stand-in server (tests/mcp/fake_server.py),
+/// with a tools policy made of `tools_body` (its templates are the shipped policies).
+pub(super) fn fake_server_args(d: &Daemon, root: &Path, t: &Scratch, session: &str, tools_body: &str) -> Vec<String> {
+    let tools = t.path("tools.toml");
+    std::fs::write(&tools, format!("template_dirs = [\"{}\"]\n{tools_body}", policy_dir().display())).unwrap();
+    let script_dir = root.join("tests/mcp");
+    d.exec_args(
+        session,
+        &tools,
+        "mcp-baseline-python",
+        &[format!("python_prefix={}", script_dir.display())],
+        &["/usr/bin/python3", "-I", "-S", script_dir.join("fake_server.py").to_str().unwrap()],
+    )
+}
