@@ -19,7 +19,7 @@ use aya::{
 use mcpguard_common as c;
 use mcpguard_common::{Conf, Fingerprint, NameKey, ObjKey, ProcEntry, SessionState};
 
-use crate::{btf::Btf, events::Decision, kgrant::KernelGrant, procs};
+use crate::{btf::Btf, events::Decision, kgrant::KernelGrant, lazy::SyscallHooks, procs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -122,7 +122,9 @@ pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_
 
 pub struct Engine {
     /// Keeps unpinned programs alive; `None` once adopted from pins.
-    _ebpf: Option<Ebpf>,
+    ebpf: Option<Ebpf>,
+    /// Syscall tracepoints, attached only while a process or cgroup is governed.
+    syscall_hooks: SyscallHooks,
     /// Unpinned links: dropping them detaches the programs.
     _links: Vec<crate::loader::AnyLink>,
     backend: Backend,
@@ -144,6 +146,9 @@ fn links_dir(pin: &Path) -> PathBuf {
 }
 fn maps_dir(pin: &Path) -> PathBuf {
     pin.join("maps")
+}
+fn progs_dir(pin: &Path) -> PathBuf {
+    pin.join("progs")
 }
 
 impl Engine {
@@ -186,6 +191,11 @@ impl Engine {
         let mut ebpf = loader.load(OBJECT)?;
 
         let (backend, links, probes) = crate::loader::attach(&mut ebpf, &aya_btf, opts)?;
+        let syscall_hooks = SyscallHooks::new(
+            crate::loader::syscall_programs(backend)?,
+            &mut ebpf,
+            opts.pin_dir.as_ref().map(|p| (progs_dir(p), links_dir(p))).as_ref().map(|(a, b)| (a.as_path(), b.as_path())),
+        )?;
         let mut kept = Vec::new();
         if let Some(pin) = &opts.pin_dir {
             let dir = links_dir(pin);
@@ -217,13 +227,16 @@ impl Engine {
             counters: PerCpuArray::try_from(take(&mut ebpf, c::MAP_COUNTERS)?).map_err(map_err(c::MAP_COUNTERS))?,
             conf: Array::try_from(take(&mut ebpf, c::MAP_CONF)?).map_err(map_err(c::MAP_CONF))?,
             events: Some(RingBuf::try_from(take(&mut ebpf, c::MAP_EVENTS)?).map_err(map_err(c::MAP_EVENTS))?),
-            _ebpf: Some(ebpf),
+            ebpf: Some(ebpf),
+            syscall_hooks,
             _links: kept,
             backend,
             probes,
             adopted: false,
         };
         engine.refresh_conf()?;
+        // Maps re-used from pins may already govern processes (a load after a partial unpin).
+        engine.sync_syscall_hooks()?;
         Ok(engine)
     }
 
@@ -248,7 +261,9 @@ impl Engine {
             let md = MapData::from_pin(&p).map_err(map_err(name))?;
             Map::from_map_data(md).map_err(map_err(name))
         };
-        Ok(Self {
+        let syscall_hooks =
+            SyscallHooks::adopt(crate::loader::syscall_programs(backend)?, &progs_dir(pin), &links_dir(pin))?;
+        let mut engine = Self {
             procs: HashMap::try_from(open(c::MAP_PROCS)?).map_err(map_err(c::MAP_PROCS))?,
             cgroups: HashMap::try_from(open(c::MAP_CGROUPS)?).map_err(map_err(c::MAP_CGROUPS))?,
             sessions: HashMap::try_from(open(c::MAP_SESSIONS)?).map_err(map_err(c::MAP_SESSIONS))?,
@@ -258,12 +273,49 @@ impl Engine {
             counters: PerCpuArray::try_from(open(c::MAP_COUNTERS)?).map_err(map_err(c::MAP_COUNTERS))?,
             conf: Array::try_from(open(c::MAP_CONF)?).map_err(map_err(c::MAP_CONF))?,
             events: Some(RingBuf::try_from(open(c::MAP_EVENTS)?).map_err(map_err(c::MAP_EVENTS))?),
-            _ebpf: None,
+            ebpf: None,
+            syscall_hooks,
             _links: Vec::new(),
             backend,
             probes: vec![Probe { backend, result: "adopted from pinned links".into() }],
             adopted: true,
-        })
+        };
+        // Processes may have come and gone while no daemon ran.
+        engine.sync_syscall_hooks()?;
+        Ok(engine)
+    }
+
+    /// True when the backend's syscall tracepoints are attached (something is governed).
+    #[must_use]
+    pub fn syscall_hooks_attached(&self) -> bool {
+        self.syscall_hooks.attached()
+    }
+
+    fn governs_anything(&self) -> bool {
+        self.procs.keys().any(|k| k.is_ok()) || self.cgroups.keys().any(|k| k.is_ok())
+    }
+
+    /// Attaches the syscall tracepoints before anything is governed (fail closed: an error means
+    /// nothing may be governed).
+    fn need_syscall_hooks(&mut self) -> Result<(), EngineError> {
+        self.syscall_hooks.attach(self.ebpf.as_mut())
+    }
+
+    /// Attaches or detaches the syscall tracepoints to match whether anything is governed. The
+    /// kernel removes exited processes from the map by itself; this runs whenever the engine is
+    /// told to forget a process, cgroup or session, and at load.
+    pub fn sync_syscall_hooks(&mut self) -> Result<(), EngineError> {
+        if self.governs_anything() {
+            self.need_syscall_hooks()
+        } else {
+            self.syscall_hooks.detach()
+        }
+    }
+
+    fn after_removal(&mut self) {
+        if let Err(e) = self.sync_syscall_hooks() {
+            log::warn!("syscall tracepoints: {e}");
+        }
     }
 
     #[must_use]
@@ -285,6 +337,7 @@ impl Engine {
 
     /// Governs one process (by tgid), keyed by its start time.
     pub fn add_process(&mut self, tgid: u32, session: u64) -> Result<(), EngineError> {
+        self.need_syscall_hooks()?;
         let start_ticks = procs::start_ticks(tgid)?;
         self.procs
             .insert(tgid, ProcEntry { session, start_ticks }, 0)
@@ -319,6 +372,7 @@ impl Engine {
 
     pub fn remove_process(&mut self, tgid: u32) {
         let _ = self.procs.remove(&tgid);
+        self.after_removal();
     }
 
     /// Processes currently governed by `session`.
@@ -339,12 +393,14 @@ impl Engine {
     }
 
     pub fn add_cgroup(&mut self, cgroup_id: u64, session: u64) -> Result<(), EngineError> {
+        self.need_syscall_hooks()?;
         self.cgroups.insert(cgroup_id, session, 0).map_err(map_err(c::MAP_CGROUPS))?;
         self.refresh_conf()
     }
 
     pub fn remove_cgroup(&mut self, cgroup_id: u64) -> Result<(), EngineError> {
         let _ = self.cgroups.remove(&cgroup_id);
+        self.after_removal();
         self.refresh_conf()
     }
 
@@ -377,6 +433,7 @@ impl Engine {
     /// Removes a session's state; its processes then get `no_grant` on everything.
     pub fn remove_session(&mut self, session: u64) {
         let _ = self.sessions.remove(&session);
+        self.after_removal();
     }
 
     /// Writes a grant's entries under `grant` id. Nothing refers to them until a session state
@@ -460,7 +517,7 @@ pub fn read_ring(rb: &mut RingBuf<MapData>, timeout: Duration) -> Vec<Decision> 
 /// maps). Returns the paths removed.
 pub fn unpin(pin_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
-    for sub in [links_dir(pin_dir), maps_dir(pin_dir)] {
+    for sub in [links_dir(pin_dir), progs_dir(pin_dir), maps_dir(pin_dir)] {
         if let Ok(rd) = std::fs::read_dir(&sub) {
             for e in rd.flatten() {
                 std::fs::remove_file(e.path())?;

@@ -5,6 +5,7 @@ pub mod engine;
 pub mod events;
 pub mod fmodret;
 pub mod kgrant;
+pub mod lazy;
 pub mod loader;
 pub mod offsets;
 pub mod procs;

@@ -17,7 +17,8 @@ pub const LIFECYCLE_PROGS: [(&str, &str); 2] =
     [(c::PROG_FORK, "sched_process_fork"), (c::PROG_EXIT, "sched_process_exit")];
 /// Kill backend: exec BTF tracepoint...
 pub const KILL_BTF_PROGS: [(&str, &str); 1] = [(c::PROG_EXEC, "sched_process_exec")];
-/// ...and syscall tracepoints: (program, tracepoint name in category `syscalls`).
+/// ...and syscall tracepoints: (program, tracepoint name in category `syscalls`). Like the guard
+/// syscalls, these are attached only while something is governed (`lazy.rs`).
 pub const KILL_TP_PROGS: [(&str, &str); 6] = [
     (c::PROG_OPENAT, "sys_exit_openat"),
     (c::PROG_OPEN, "sys_exit_open"),
@@ -49,12 +50,13 @@ impl AnyLink {
     }
 }
 
-/// Programs whose links make up a backend's pinned set (lifecycle first).
+/// Programs whose links are always attached for a backend (lifecycle first); the syscall
+/// tracepoints (`syscall_programs`) come and go with the governed processes.
 #[must_use]
 pub fn backend_programs(b: Backend) -> Vec<&'static str> {
     let mut v: Vec<&str> = LIFECYCLE_PROGS.iter().map(|(p, _)| *p).collect();
     match b {
-        Backend::Kill => v.extend(KILL_BTF_PROGS.iter().chain(KILL_TP_PROGS.iter()).map(|(p, _)| *p)),
+        Backend::Kill => v.extend(KILL_BTF_PROGS.iter().map(|(p, _)| *p)),
         Backend::Lsm => v.extend(LSM_PROGS.iter().map(|(p, _)| *p)),
         Backend::FmodRet => v.extend(crate::fmodret::FMOD_PROGS.iter().map(|(p, _)| *p)),
     }
@@ -76,14 +78,48 @@ fn btf_tp(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &'static str, tp: &str) -> Resu
     Ok(p.take_link(id).map_err(perr(prog))?.into())
 }
 
-fn syscall_tp(ebpf: &mut Ebpf, prog: &'static str, tp: &str) -> Result<FdLink, EngineError> {
-    let p: &mut TracePoint = ebpf.program_mut(prog).ok_or_else(|| missing(prog))?.try_into().map_err(perr(prog))?;
-    p.load().map_err(perr(prog))?;
+/// Attaches a loaded `syscalls:` tracepoint program and returns its link.
+pub fn attach_syscall_tp(p: &mut TracePoint, prog: &'static str, tp: &str) -> Result<FdLink, EngineError> {
     let id = p.attach("syscalls", tp).map_err(perr(prog))?;
     p.take_link(id).map_err(perr(prog))?.try_into().map_err(|e: aya::programs::links::LinkError| EngineError::Adopt {
         path: Path::new("(link)").into(),
         msg: format!("{prog}: tracepoint link is not an fd link (kernel too old for bpf_link on perf events?): {e}"),
     })
+}
+
+/// The object's `syscalls:` tracepoint program `prog`.
+pub fn syscall_prog<'a>(ebpf: &'a mut Ebpf, prog: &'static str) -> Result<&'a mut TracePoint, EngineError> {
+    ebpf.program_mut(prog).ok_or_else(|| missing(prog))?.try_into().map_err(perr(prog))
+}
+
+fn syscall_events_dir() -> Result<&'static Path, EngineError> {
+    ["/sys/kernel/tracing/events/syscalls", "/sys/kernel/debug/tracing/events/syscalls"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_dir())
+        .ok_or_else(|| EngineError::Adopt {
+            path: "/sys/kernel/tracing".into(),
+            msg: "syscall tracepoints are not visible: mount tracefs (mount -t tracefs tracefs /sys/kernel/tracing)".into(),
+        })
+}
+
+/// The `syscalls:` tracepoints of a backend, (program, tracepoint): the kill backend's open
+/// family and io_uring, and on every backend the guard syscalls (bpf, ptrace, mounts, modules,
+/// hard links). A syscall this kernel does not have (no tracepoint) has nothing to guard.
+pub fn syscall_programs(b: Backend) -> Result<Vec<(&'static str, &'static str)>, EngineError> {
+    let events = syscall_events_dir()?;
+    let mut v = Vec::new();
+    if b == Backend::Kill {
+        v.extend(KILL_TP_PROGS);
+    }
+    for (prog, tp, _) in c::GUARD_SYSCALLS {
+        if events.join(tp).exists() {
+            v.push((prog, tp));
+        } else {
+            log::debug!("no tracepoint {tp}: syscall not in this kernel");
+        }
+    }
+    Ok(v)
 }
 
 fn lsm(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &'static str, hook: &str) -> Result<FdLink, EngineError> {
@@ -141,9 +177,6 @@ fn try_backend(ebpf: &mut Ebpf, btf: &aya::Btf, b: Backend) -> Result<Vec<(&'sta
             for (prog, tp) in KILL_BTF_PROGS {
                 links.push((prog, AnyLink::Aya(btf_tp(ebpf, btf, prog, tp).map_err(|e| e.to_string())?)));
             }
-            for (prog, tp) in KILL_TP_PROGS {
-                links.push((prog, AnyLink::Aya(syscall_tp(ebpf, prog, tp).map_err(|e| e.to_string())?)));
-            }
         }
         Backend::FmodRet => {
             for (prog, fd) in crate::fmodret::attach(crate::engine::OBJECT, ebpf, btf)? {
@@ -155,7 +188,8 @@ fn try_backend(ebpf: &mut Ebpf, btf: &aya::Btf, b: Backend) -> Result<Vec<(&'sta
     Ok(links)
 }
 
-/// Attaches lifecycle hooks, then the forced backend or the strongest that works.
+/// Attaches lifecycle hooks, then the forced backend or the strongest that works, and loads
+/// (without attaching) the backend's syscall tracepoint programs.
 pub fn attach(
     ebpf: &mut Ebpf,
     btf: &aya::Btf,
@@ -166,23 +200,7 @@ pub fn attach(
     for (prog, tp) in LIFECYCLE_PROGS {
         links.push((prog, AnyLink::Aya(btf_tp(ebpf, btf, prog, tp)?)));
     }
-    // Guard syscalls (bpf, ptrace, mounts, modules) on every backend. A syscall this kernel does
-    // not have (no tracepoint) has nothing to guard.
-    let events = ["/sys/kernel/tracing/events/syscalls", "/sys/kernel/debug/tracing/events/syscalls"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.is_dir())
-        .ok_or_else(|| EngineError::Adopt {
-            path: "/sys/kernel/tracing".into(),
-            msg: "syscall tracepoints are not visible: mount tracefs (mount -t tracefs tracefs /sys/kernel/tracing)".into(),
-        })?;
-    for (prog, tp, _) in c::GUARD_SYSCALLS {
-        if !events.join(tp).exists() {
-            log::debug!("no tracepoint {tp}: syscall not in this kernel");
-            continue;
-        }
-        links.push((prog, AnyLink::Aya(syscall_tp(ebpf, prog, tp)?)));
-    }
+    syscall_events_dir()?;
     let candidates = match opts.backend {
         Some(b) => vec![b],
         None => vec![Backend::Lsm, Backend::FmodRet, Backend::Kill],
@@ -193,6 +211,9 @@ pub fn attach(
             Ok(l) => {
                 probes.push(Probe { backend: b, result: "attached and verified".into() });
                 links.extend(l);
+                for (prog, _) in syscall_programs(b)? {
+                    syscall_prog(ebpf, prog)?.load().map_err(perr(prog))?;
+                }
                 return Ok((b, links, probes));
             }
             Err(e) => {

@@ -196,3 +196,40 @@ fn offsets_from_btf_read_the_real_tgid_and_start_time() {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child as i32), nix::sys::signal::SIGKILL);
     drop(g);
 }
+
+#[test]
+fn syscall_tracepoints_are_attached_only_while_something_is_governed() {
+    // Syscall tracepoints slow down every syscall on the machine, so they are attached when the
+    // first process is governed (before it runs) and detached when nothing is governed; the
+    // enforcement they carry must hold from the first open after each re-attachment.
+    let mut k = Kernel::load();
+    assert!(!k.engine.syscall_hooks_attached(), "a fresh engine governs nothing: no syscall tracepoint");
+    let dir = Scratch::new("lazy");
+    let secret = dir.path("secret");
+    std::fs::write(&secret, "x").unwrap();
+    let base = k.baseline();
+    let (task, _) = k.grant(&[Path::new("/usr/bin/cat")], &[], &[]);
+    for round in 0..2 {
+        let session = k.session(base, task, LONG);
+        let mut g = Gated::spawn(&["/usr/bin/cat", s(&secret)]);
+        let pid = g.pid();
+        k.engine.add_process(pid, session).unwrap();
+        assert!(k.engine.syscall_hooks_attached(), "round {round}: attached once a process is governed");
+        g.release();
+        let (st, out) = g.finish();
+        assert!(killed(st), "round {round}: the ungranted open must be stopped: {st:?} {out:?}");
+        let ev = k.wait_event(session, |d| d.hook == "open" && d.tgid == pid);
+        assert_kill(&ev, "open", "not_granted", task);
+        // The kernel forgets the dead process by itself; the engine detaches when told the
+        // session is over (the daemon does this from its housekeeping).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while k.engine.process_session(pid).is_some() {
+            assert!(Instant::now() < deadline, "exited process still in the map");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        k.engine.remove_session(session);
+        assert!(!k.engine.syscall_hooks_attached(), "round {round}: detached when nothing is governed");
+    }
+    let st = Command::new("/usr/bin/cat").arg(&secret).stdout(Stdio::null()).status().unwrap();
+    assert!(st.success(), "ungoverned process untouched: {st:?}");
+}
