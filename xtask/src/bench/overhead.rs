@@ -46,18 +46,23 @@ pub enum Arm {
     SeccompFilter,
     /// As above, with `openat` decided by a user-space supervisor (`SECCOMP_RET_USER_NOTIF`).
     SeccompNotif,
+    /// Nothing governed on the machine: the syscall tracepoints are not attached (lazy attach).
     Ungoverned,
+    /// Another process is governed (an idle one, held before exec), so the syscall tracepoints
+    /// are attached; the workload itself is in no session.
+    UngovernedLive,
     Allowed,
     Stopped,
 }
 
 impl Arm {
-    pub const MEASURED: [Arm; 7] = [
+    pub const MEASURED: [Arm; 8] = [
         Arm::FloorExit,
         Arm::FloorEnterExit,
         Arm::SeccompFilter,
         Arm::SeccompNotif,
         Arm::Ungoverned,
+        Arm::UngovernedLive,
         Arm::Allowed,
         Arm::Stopped,
     ];
@@ -70,6 +75,7 @@ impl Arm {
             Arm::SeccompFilter => "alt: seccomp filter (self)",
             Arm::SeccompNotif => "alt: seccomp + open notif",
             Arm::Ungoverned => "attached-ungoverned",
+            Arm::UngovernedLive => "attached-ungoverned, session live",
             Arm::Allowed => "governed-allowed",
             Arm::Stopped => "governed-stopped",
         }
@@ -157,6 +163,9 @@ pub struct Attached {
     pub stopped: u64,
     consumer: Consumer,
     pub load_time: Duration,
+    /// A governed process that never runs (held before exec): keeps the syscall tracepoints
+    /// attached for `UngovernedLive`.
+    idle: Option<Gated>,
 }
 
 impl Attached {
@@ -214,7 +223,19 @@ impl Attached {
             }
         })?;
         let consumer = Consumer { stop, counts, recent, paused, handle: Some(handle) };
-        Ok(Self { engine, allowed, stopped, consumer, load_time })
+        Ok(Self { engine, allowed, stopped, consumer, load_time, idle: None })
+    }
+
+    /// Governs an idle process (held before exec, killed when this is dropped), so that the
+    /// syscall tracepoints are attached while the workload itself is ungoverned.
+    pub fn hold_idle(&mut self, ctx: &Ctx) -> Result<()> {
+        if self.idle.is_none() {
+            let g = Gated::spawn(&workload::argv(&ctx.exe, "getppid", 1, 0, None))?;
+            self.engine.add_process(u32::try_from(g.pid)?, self.allowed)?;
+            self.idle = Some(g);
+        }
+        anyhow::ensure!(self.engine.syscall_hooks_attached(), "syscall tracepoints not attached with a governed process");
+        Ok(())
     }
 
     /// Events delivered so far for `session` (only our two sessions are told apart).
@@ -320,7 +341,9 @@ pub fn run_block(ctx: &Ctx, w: &Workload, arm: Arm, att: Option<&mut Attached>) 
 fn ensure(ctx: &Ctx, st: &mut State, want: Arm, loads: &mut Vec<f64>) -> Result<()> {
     let ok = match (&*st, want) {
         (State::Detached, Arm::Detached | Arm::SeccompFilter | Arm::SeccompNotif)
-        | (State::Engine(_), Arm::Ungoverned | Arm::Allowed | Arm::Stopped) => true,
+        | (State::Engine(_), Arm::Allowed | Arm::Stopped) => true,
+        (State::Engine(a), Arm::Ungoverned) => a.idle.is_none() && !a.engine.syscall_hooks_attached(),
+        (State::Engine(a), Arm::UngovernedLive) => a.idle.is_some(),
         (State::Floor { arm, .. }, w) => *arm == w,
         _ => false,
     };
@@ -335,9 +358,12 @@ fn ensure(ctx: &Ctx, st: &mut State, want: Arm, loads: &mut Vec<f64>) -> Result<
             arm: want,
             _progs: vec![Empty::attach("syscalls", "sys_exit_openat")?, Empty::attach("syscalls", "sys_enter_bpf")?],
         },
-        Arm::Ungoverned | Arm::Allowed | Arm::Stopped => {
-            let a = Attached::load(ctx)?;
+        Arm::Ungoverned | Arm::UngovernedLive | Arm::Allowed | Arm::Stopped => {
+            let mut a = Attached::load(ctx)?;
             loads.push(a.load_time.as_secs_f64() * 1e3);
+            if want == Arm::UngovernedLive {
+                a.hold_idle(ctx)?;
+            }
             State::Engine(Box::new(a))
         }
     };

@@ -81,7 +81,7 @@ pub fn run(ctx: &Ctx) -> Result<Value> {
     // wake-up per event (the ring buffer holds them all), to price the wake-up itself.
     let short_open = Workload { iters: 4_000, warmup: 0, ..open.clone() };
     let phases_spec = [
-        (open, Arm::Ungoverned, false),
+        (open, Arm::UngovernedLive, false),
         (open, Arm::Allowed, false),
         (open, Arm::Stopped, false),
         (forkexec, Arm::Ungoverned, false),
@@ -91,6 +91,9 @@ pub fn run(ctx: &Ctx) -> Result<Value> {
         (forkexec, Arm::Stopped, true),
     ];
     for (w, arm, paused) in phases_spec {
+        if arm == Arm::UngovernedLive {
+            att.hold_idle(ctx)?;
+        }
         if paused {
             // Catch up first, so that the ring is empty and the reader is at its end.
             std::thread::sleep(Duration::from_millis(100));

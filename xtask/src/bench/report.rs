@@ -102,7 +102,19 @@ pub fn targets(rep: &Value) -> Value {
         ratio_of(rep, "null syscall (getppid)", "attached-ungoverned"),
         "x",
     );
+    at_most(
+        "null syscall, attached-ungoverned, session live",
+        1.09,
+        ratio_of(rep, "null syscall (getppid)", "attached-ungoverned, session live"),
+        "x",
+    );
     at_most("open+close, attached-ungoverned", 1.14, ratio_of(rep, "open+close", "attached-ungoverned"), "x");
+    at_most(
+        "open+close, attached-ungoverned, session live",
+        1.14,
+        ratio_of(rep, "open+close", "attached-ungoverned, session live"),
+        "x",
+    );
     at_most("open+close, governed-allowed", 1.20, ratio_of(rep, "open+close", "governed-allowed"), "x");
     at_most("fork+exec, attached-ungoverned", 1.01, ratio_of(rep, "fork+exec (static)", "attached-ungoverned"), "x");
     at_most("fork+exec, governed-allowed", 1.02, ratio_of(rep, "fork+exec (static)", "governed-allowed"), "x");
