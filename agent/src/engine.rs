@@ -123,8 +123,11 @@ pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_
 pub struct Engine {
     /// Keeps unpinned programs alive; `None` once adopted from pins.
     ebpf: Option<Ebpf>,
-    /// Syscall tracepoints, attached only while a process or cgroup is governed.
-    syscall_hooks: SyscallHooks,
+    /// Open-family syscall tracepoints (kill backend), attached only while something is governed.
+    open_hooks: SyscallHooks,
+    /// Guard-syscall tracepoints, attached only while a governed process lacks the launcher's
+    /// seccomp filter (`SESSION_SEALED`), or a cgroup is governed.
+    guard_hooks: SyscallHooks,
     /// Unpinned links: dropping them detaches the programs.
     _links: Vec<crate::loader::AnyLink>,
     backend: Backend,
@@ -191,11 +194,10 @@ impl Engine {
         let mut ebpf = loader.load(OBJECT)?;
 
         let (backend, links, probes) = crate::loader::attach(&mut ebpf, &aya_btf, opts)?;
-        let syscall_hooks = SyscallHooks::new(
-            crate::loader::syscall_programs(backend)?,
-            &mut ebpf,
-            opts.pin_dir.as_ref().map(|p| (progs_dir(p), links_dir(p))).as_ref().map(|(a, b)| (a.as_path(), b.as_path())),
-        )?;
+        let dirs = opts.pin_dir.as_ref().map(|p| (progs_dir(p), links_dir(p)));
+        let dirs = dirs.as_ref().map(|(a, b)| (a.as_path(), b.as_path()));
+        let open_hooks = SyscallHooks::new("open", crate::loader::open_programs(backend), &mut ebpf, dirs)?;
+        let guard_hooks = SyscallHooks::new("guard", crate::loader::guard_programs(backend)?, &mut ebpf, dirs)?;
         let mut kept = Vec::new();
         if let Some(pin) = &opts.pin_dir {
             let dir = links_dir(pin);
@@ -228,7 +230,8 @@ impl Engine {
             conf: Array::try_from(take(&mut ebpf, c::MAP_CONF)?).map_err(map_err(c::MAP_CONF))?,
             events: Some(RingBuf::try_from(take(&mut ebpf, c::MAP_EVENTS)?).map_err(map_err(c::MAP_EVENTS))?),
             ebpf: Some(ebpf),
-            syscall_hooks,
+            open_hooks,
+            guard_hooks,
             _links: kept,
             backend,
             probes,
@@ -261,8 +264,9 @@ impl Engine {
             let md = MapData::from_pin(&p).map_err(map_err(name))?;
             Map::from_map_data(md).map_err(map_err(name))
         };
-        let syscall_hooks =
-            SyscallHooks::adopt(crate::loader::syscall_programs(backend)?, &progs_dir(pin), &links_dir(pin))?;
+        let (pd, ld) = (progs_dir(pin), links_dir(pin));
+        let open_hooks = SyscallHooks::adopt("open", crate::loader::open_programs(backend), &pd, &ld)?;
+        let guard_hooks = SyscallHooks::adopt("guard", crate::loader::guard_programs(backend)?, &pd, &ld)?;
         let mut engine = Self {
             procs: HashMap::try_from(open(c::MAP_PROCS)?).map_err(map_err(c::MAP_PROCS))?,
             cgroups: HashMap::try_from(open(c::MAP_CGROUPS)?).map_err(map_err(c::MAP_CGROUPS))?,
@@ -274,7 +278,8 @@ impl Engine {
             conf: Array::try_from(open(c::MAP_CONF)?).map_err(map_err(c::MAP_CONF))?,
             events: Some(RingBuf::try_from(open(c::MAP_EVENTS)?).map_err(map_err(c::MAP_EVENTS))?),
             ebpf: None,
-            syscall_hooks,
+            open_hooks,
+            guard_hooks,
             _links: Vec::new(),
             backend,
             probes: vec![Probe { backend, result: "adopted from pinned links".into() }],
@@ -285,31 +290,55 @@ impl Engine {
         Ok(engine)
     }
 
-    /// True when the backend's syscall tracepoints are attached (something is governed).
+    /// True when any syscall tracepoint is attached (something is governed).
     #[must_use]
     pub fn syscall_hooks_attached(&self) -> bool {
-        self.syscall_hooks.attached()
+        self.open_hooks.attached_count() + self.guard_hooks.attached_count() > 0
     }
 
-    fn governs_anything(&self) -> bool {
-        self.procs.keys().any(|k| k.is_ok()) || self.cgroups.keys().any(|k| k.is_ok())
+    /// (open-family, guard) syscall tracepoints attached now (status, metrics, tests).
+    #[must_use]
+    pub fn syscall_hooks(&self) -> (usize, usize) {
+        (self.open_hooks.attached_count(), self.guard_hooks.attached_count())
     }
 
-    /// Attaches the syscall tracepoints before anything is governed (fail closed: an error means
-    /// nothing may be governed).
-    fn need_syscall_hooks(&mut self) -> Result<(), EngineError> {
-        self.syscall_hooks.attach(self.ebpf.as_mut())
+    fn session_sealed(&self, session: u64) -> bool {
+        self.sessions.get(&session, 0).is_ok_and(|s| s.flags & c::SESSION_SEALED != 0)
     }
 
-    /// Attaches or detaches the syscall tracepoints to match whether anything is governed. The
-    /// kernel removes exited processes from the map by itself; this runs whenever the engine is
-    /// told to forget a process, cgroup or session, and at load.
-    pub fn sync_syscall_hooks(&mut self) -> Result<(), EngineError> {
-        if self.governs_anything() {
-            self.need_syscall_hooks()
-        } else {
-            self.syscall_hooks.detach()
+    /// (anything governed, a governed process or cgroup that needs the guard tracepoints).
+    fn hook_needs(&self) -> (bool, bool) {
+        let cgroup = self.cgroups.keys().any(|k| k.is_ok());
+        let (mut any, mut guard) = (cgroup, cgroup);
+        for (_, e) in self.procs.iter().filter_map(Result::ok) {
+            any = true;
+            if !self.session_sealed(e.session) {
+                guard = true;
+                break;
+            }
         }
+        (any, guard)
+    }
+
+    /// Attaches what governing a process of `session` (`None`: a cgroup) needs, before it is
+    /// governed (fail closed: on error nothing may be governed).
+    fn need_syscall_hooks(&mut self, session: Option<u64>) -> Result<(), EngineError> {
+        self.open_hooks.attach(self.ebpf.as_mut())?;
+        if !session.is_some_and(|s| self.session_sealed(s)) {
+            self.guard_hooks.attach(self.ebpf.as_mut())?;
+        }
+        Ok(())
+    }
+
+    /// Attaches or detaches the syscall tracepoints to match what is governed. The kernel removes
+    /// exited processes from the map by itself; this runs whenever the engine is told to forget a
+    /// process, cgroup or session, and at load.
+    pub fn sync_syscall_hooks(&mut self) -> Result<(), EngineError> {
+        let (any, guard) = self.hook_needs();
+        let ebpf = self.ebpf.as_mut();
+        let r1 = if any { self.open_hooks.attach(ebpf) } else { self.open_hooks.detach() };
+        let r2 = if guard { self.guard_hooks.attach(self.ebpf.as_mut()) } else { self.guard_hooks.detach() };
+        r1.and(r2)
     }
 
     fn after_removal(&mut self) {
@@ -337,7 +366,7 @@ impl Engine {
 
     /// Governs one process (by tgid), keyed by its start time.
     pub fn add_process(&mut self, tgid: u32, session: u64) -> Result<(), EngineError> {
-        self.need_syscall_hooks()?;
+        self.need_syscall_hooks(Some(session))?;
         let start_ticks = procs::start_ticks(tgid)?;
         self.procs
             .insert(tgid, ProcEntry { session, start_ticks }, 0)
@@ -393,7 +422,7 @@ impl Engine {
     }
 
     pub fn add_cgroup(&mut self, cgroup_id: u64, session: u64) -> Result<(), EngineError> {
-        self.need_syscall_hooks()?;
+        self.need_syscall_hooks(None)?;
         self.cgroups.insert(cgroup_id, session, 0).map_err(map_err(c::MAP_CGROUPS))?;
         self.refresh_conf()
     }
@@ -422,6 +451,14 @@ impl Engine {
     /// Replaces a session's grant state in one map update: the kernel sees either the old or the
     /// new state, never a mix, and never none.
     pub fn set_session(&mut self, session: u64, state: SessionState) -> Result<(), EngineError> {
+        // A session losing `SESSION_SEALED` while it has processes needs the guard tracepoints
+        // first (not on the grant path otherwise: only when the guards are detached).
+        if state.flags & c::SESSION_SEALED == 0
+            && !self.guard_hooks.attached()
+            && self.procs.iter().filter_map(Result::ok).any(|(_, e)| e.session == session)
+        {
+            self.guard_hooks.attach(self.ebpf.as_mut())?;
+        }
         self.sessions.insert(session, state, 0).map_err(map_err(c::MAP_SESSIONS))
     }
 

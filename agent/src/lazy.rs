@@ -31,6 +31,8 @@ enum Held {
 }
 
 pub struct SyscallHooks {
+    /// What the group is for (logs).
+    name: &'static str,
     /// (program, tracepoint in `syscalls`).
     set: Vec<(&'static str, &'static str)>,
     /// Programs re-opened from pins (adopted engine); otherwise they live in the `Ebpf` object.
@@ -47,6 +49,7 @@ impl SyscallHooks {
     /// Fresh load: the programs are loaded in `ebpf`, nothing attached. With `pin`, the programs
     /// are pinned under `progs_dir`.
     pub fn new(
+        name: &'static str,
         set: Vec<(&'static str, &'static str)>,
         ebpf: &mut Ebpf,
         dirs: Option<(&Path, &Path)>,
@@ -65,11 +68,16 @@ impl SyscallHooks {
                     .map_err(|e| pin_err(format!("pinning program {prog}"), &path, e))?;
             }
         }
-        Ok(Self { set, pinned_progs: Vec::new(), links: Vec::new(), links_dir: dirs.map(|(_, l)| l.into()) })
+        Ok(Self { name, set, pinned_progs: Vec::new(), links: Vec::new(), links_dir: dirs.map(|(_, l)| l.into()) })
     }
 
     /// Adopted engine: programs from `progs_dir`, and whichever links are pinned in `links_dir`.
-    pub fn adopt(set: Vec<(&'static str, &'static str)>, progs_dir: &Path, links_dir: &Path) -> Result<Self, EngineError> {
+    pub fn adopt(
+        name: &'static str,
+        set: Vec<(&'static str, &'static str)>,
+        progs_dir: &Path,
+        links_dir: &Path,
+    ) -> Result<Self, EngineError> {
         let mut pinned_progs = Vec::new();
         let mut links = Vec::new();
         for (prog, _) in &set {
@@ -88,13 +96,19 @@ impl SyscallHooks {
                 links.push((*prog, Held::Pinned(link)));
             }
         }
-        Ok(Self { set, pinned_progs, links, links_dir: Some(links_dir.into()) })
+        Ok(Self { name, set, pinned_progs, links, links_dir: Some(links_dir.into()) })
     }
 
-    /// True when every syscall tracepoint of the backend is attached.
+    /// True when every tracepoint of the group is attached (always, for an empty group).
     #[must_use]
     pub fn attached(&self) -> bool {
         self.links.len() == self.set.len()
+    }
+
+    /// Number of tracepoints of the group attached now.
+    #[must_use]
+    pub fn attached_count(&self) -> usize {
+        self.links.len()
     }
 
     /// Attaches whatever is not attached yet. On error, what this call attached is detached again
@@ -108,7 +122,7 @@ impl SyscallHooks {
         if r.is_err() {
             let _ = self.detach_from(before);
         } else {
-            log::info!("syscall tracepoints attached ({}): a process or cgroup is governed", self.set.len());
+            log::info!("{} syscall tracepoints attached ({})", self.name, self.set.len());
         }
         r
     }
@@ -145,7 +159,7 @@ impl SyscallHooks {
             return Ok(());
         }
         let r = self.detach_from(0);
-        log::info!("syscall tracepoints detached: nothing is governed");
+        log::info!("{} syscall tracepoints detached: no governed process needs them", self.name);
         r
     }
 

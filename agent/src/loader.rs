@@ -19,14 +19,16 @@ pub const LIFECYCLE_PROGS: [(&str, &str); 2] =
 pub const KILL_BTF_PROGS: [(&str, &str); 1] = [(c::PROG_EXEC, "sched_process_exec")];
 /// ...and syscall tracepoints: (program, tracepoint name in category `syscalls`). Like the guard
 /// syscalls, these are attached only while something is governed (`lazy.rs`).
-pub const KILL_TP_PROGS: [(&str, &str); 6] = [
+pub const KILL_TP_PROGS: [(&str, &str); 5] = [
     (c::PROG_OPENAT, "sys_exit_openat"),
     (c::PROG_OPEN, "sys_exit_open"),
     (c::PROG_OPENAT2, "sys_exit_openat2"),
     (c::PROG_CREAT, "sys_exit_creat"),
     (c::PROG_OPEN_BY_HANDLE, "sys_exit_open_by_handle_at"),
-    (c::PROG_IO_URING, "sys_enter_io_uring_setup"),
 ];
+/// io_uring submissions do not pass through the open-family tracepoints: governed processes may
+/// not set it up (a guard syscall on the kill backend).
+pub const KILL_IO_URING: (&str, &str) = (c::PROG_IO_URING, "sys_enter_io_uring_setup");
 /// LSM backend: (program, LSM hook).
 pub const LSM_PROGS: [(&str, &str); 3] = [
     (c::PROG_LSM_EXEC, "bprm_check_security"),
@@ -51,7 +53,7 @@ impl AnyLink {
 }
 
 /// Programs whose links are always attached for a backend (lifecycle first); the syscall
-/// tracepoints (`syscall_programs`) come and go with the governed processes.
+/// tracepoints (`open_programs`, `guard_programs`) come and go with the governed processes.
 #[must_use]
 pub fn backend_programs(b: Backend) -> Vec<&'static str> {
     let mut v: Vec<&str> = LIFECYCLE_PROGS.iter().map(|(p, _)| *p).collect();
@@ -103,14 +105,22 @@ fn syscall_events_dir() -> Result<&'static Path, EngineError> {
         })
 }
 
-/// The `syscalls:` tracepoints of a backend, (program, tracepoint): the kill backend's open
-/// family and io_uring, and on every backend the guard syscalls (bpf, ptrace, mounts, modules,
-/// hard links). A syscall this kernel does not have (no tracepoint) has nothing to guard.
-pub fn syscall_programs(b: Backend) -> Result<Vec<(&'static str, &'static str)>, EngineError> {
+/// The kill backend's `syscalls:` tracepoints on the open family, (program, tracepoint): needed
+/// whenever anything is governed on that backend. None on the deny backends (LSM hooks).
+#[must_use]
+pub fn open_programs(b: Backend) -> Vec<(&'static str, &'static str)> {
+    if b == Backend::Kill { KILL_TP_PROGS.to_vec() } else { Vec::new() }
+}
+
+/// The guard syscalls' `sys_enter_*` tracepoints on every backend (bpf, ptrace, mounts, modules,
+/// hard links; io_uring_setup on the kill backend): needed while a governed process does not carry
+/// the launcher's seccomp filter, which refuses the same syscalls itself. A syscall this kernel
+/// does not have (no tracepoint) has nothing to guard.
+pub fn guard_programs(b: Backend) -> Result<Vec<(&'static str, &'static str)>, EngineError> {
     let events = syscall_events_dir()?;
     let mut v = Vec::new();
     if b == Backend::Kill {
-        v.extend(KILL_TP_PROGS);
+        v.push(KILL_IO_URING);
     }
     for (prog, tp, _) in c::GUARD_SYSCALLS {
         if events.join(tp).exists() {
@@ -211,7 +221,7 @@ pub fn attach(
             Ok(l) => {
                 probes.push(Probe { backend: b, result: "attached and verified".into() });
                 links.extend(l);
-                for (prog, _) in syscall_programs(b)? {
+                for (prog, _) in open_programs(b).into_iter().chain(guard_programs(b)?) {
                     syscall_prog(ebpf, prog)?.load().map_err(perr(prog))?;
                 }
                 return Ok((b, links, probes));

@@ -221,9 +221,15 @@ pub struct SessionState {
     pub task_grant: u64,
     pub task_expires_ns: u64,
     pub mode: u32,
+    /// `SESSION_*` bits.
     pub flags: u32,
 }
 const _: () = assert!(size_of::<SessionState>() == 32);
+
+/// Every process of the session carries the launcher's seccomp filter, which refuses the guard
+/// syscalls itself (EPERM): the guard-syscall tracepoints are not needed for it. Set only by the
+/// daemon for sessions `mcpguard exec` launched; never for cgroup or adopted sessions.
+pub const SESSION_SEALED: u32 = 1;
 
 /// A file object within a grant: (grant id, kernel dev_t, inode number).
 #[repr(C)]

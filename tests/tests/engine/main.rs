@@ -233,3 +233,40 @@ fn syscall_tracepoints_are_attached_only_while_something_is_governed() {
     let st = Command::new("/usr/bin/cat").arg(&secret).stdout(Stdio::null()).status().unwrap();
     assert!(st.success(), "ungoverned process untouched: {st:?}");
 }
+
+#[test]
+fn a_sealed_session_needs_no_guard_tracepoints() {
+    // `SESSION_SEALED`: the launcher's seccomp filter refuses the guard syscalls in every process
+    // of the session, so only the open-family tracepoints (kill backend) are attached for it; an
+    // unsealed session brings the guard tracepoints back.
+    let mut k = Kernel::load();
+    let base = k.baseline();
+    let (task, _) = k.grant(&[Path::new("/usr/bin/true")], &[], &[]);
+    let sealed = unique_id();
+    let state = |flags| mcpguard_common::SessionState {
+        base_grant: base,
+        task_grant: task,
+        task_expires_ns: boot_ns() + LONG.as_nanos() as u64,
+        mode: mcpguard_common::MODE_KILL,
+        flags,
+    };
+    k.engine.set_session(sealed, state(mcpguard_common::SESSION_SEALED)).unwrap();
+    let g = Gated::spawn(&["/usr/bin/true"]);
+    k.engine.add_process(g.pid(), sealed).unwrap();
+    let (open, guard) = k.engine.syscall_hooks();
+    assert_eq!(guard, 0, "no guard tracepoint for a sealed session");
+    assert_eq!(open > 0, k.engine.backend().name() == "kill", "open-family tracepoints only on the kill backend");
+    // The session loses the seal while it has a process: guards first.
+    k.engine.set_session(sealed, state(0)).unwrap();
+    assert!(k.engine.syscall_hooks().1 > 0, "guard tracepoints for an unsealed session");
+    k.engine.set_session(sealed, state(mcpguard_common::SESSION_SEALED)).unwrap();
+    let pid = g.pid();
+    drop(g);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while k.engine.process_session(pid).is_some() {
+        assert!(Instant::now() < deadline, "exited process still in the map");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    k.engine.remove_session(sealed);
+    assert_eq!(k.engine.syscall_hooks(), (0, 0), "nothing governed: nothing attached");
+}
