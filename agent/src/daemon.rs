@@ -298,26 +298,57 @@ async fn stream_events(d: &Daemon, w: &mut tokio::net::unix::OwnedWriteHalf) {
 
 /// Drains the kernel ring buffer on its own thread: decode, join with the session table,
 /// audit, broadcast. Decisions are enforced in the kernel whether or not this keeps up.
+/// Audit lines are written in batches: whenever the ring buffer has been drained (so a line
+/// reaches the file within [`mcpguard_common::EVENTS_POLL_MS`] of its event, plus the time to
+/// drain), when a batch reaches [`audit::FLUSH_BYTES`], and before the thread ends.
 fn spawn_event_thread(
     d: Arc<Daemon>,
     mut rb: aya::maps::RingBuf<aya::maps::MapData>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    /// Records per look at the ring before the clock and the stop flag are checked again.
+    const BATCH: usize = 4096;
     let mut sink = audit::Sink::open(&d.cfg.audit_log).with_context(|| format!("opening audit log {}", d.cfg.audit_log))?;
     Ok(std::thread::Builder::new().name("events".into()).spawn(move || {
+        // Loading the engine (BTF parsing, the object) peaks at ~50 MB of heap, which glibc keeps
+        // once freed; this thread starts after the load, so it hands that back to the kernel.
+        #[cfg(target_env = "gnu")]
+        // SAFETY: no preconditions; only releases free memory.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        let flush = |sink: &mut audit::Sink| {
+            if let Err((lines, e)) = sink.flush() {
+                d.metrics.audit_errors.inc_by(lines);
+                log::error!("audit log: {e} ({lines} line(s) lost)");
+            }
+        };
+        let poll = Duration::from_millis(mcpguard_common::EVENTS_POLL_MS);
+        let mut path = String::new();
         while !stop.load(Ordering::Relaxed) {
-            for dec in engine::read_ring(&mut rb, Duration::from_millis(200)) {
-                let line = {
+            let clock = audit::Clock::now();
+            let n = crate::events::drain(&mut rb, BATCH, |ev| {
+                let line = sink.push(|buf| {
                     let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    audit::line(&st, &dec)
-                };
-                if let Err(e) = sink.write_line(&line) {
-                    d.metrics.audit_errors.inc();
-                    log::error!("audit log: {e}");
+                    audit::format_event(buf, &mut path, &st, ev, clock.unix(ev.ts_ns));
+                });
+                if d.events.receiver_count() > 0
+                    && let Ok(l) = std::str::from_utf8(line)
+                {
+                    let _ = d.events.send(Arc::from(l));
                 }
-                let _ = d.events.send(Arc::from(line));
+                if sink.pending() >= audit::FLUSH_BYTES {
+                    flush(&mut sink);
+                }
+            });
+            if n < BATCH {
+                flush(&mut sink);
+                if n == 0 {
+                    crate::events::wait(&rb, poll);
+                }
             }
         }
+        flush(&mut sink);
     })?)
 }
 

@@ -1,6 +1,16 @@
 //! Decision events from the kernel, decoded for audit and subscribers.
+//!
+//! Records are variable length: the fixed part of [`Event`] ([`EVENT_HEADER_BYTES`]) followed by
+//! as many path components as the kernel filled in (see `ebpf/src/report.rs`).
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
 use mcpguard_common::{
-    action_name, hook_name, reason_name, Event, ACCESS_READ, ACCESS_WRITE, EVENT_PATH_TRUNCATED,
+    action_name, hook_name, reason_name, Event, ACCESS_READ, ACCESS_WRITE, EVENT_HEADER_BYTES,
+    EVENT_NAME_LEN, EVENT_PATH_COMPONENTS, EVENT_PATH_TRUNCATED,
 };
 use serde::Serialize;
 
@@ -29,44 +39,95 @@ pub struct Decision {
     pub path_truncated: bool,
 }
 
-fn cstr(b: &[u8]) -> String {
+/// The bytes of a NUL-terminated field, without the NUL.
+#[must_use]
+pub fn cbytes(b: &[u8]) -> &[u8] {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
+    &b[..end]
+}
+
+fn cstr(b: &[u8]) -> String {
+    String::from_utf8_lossy(cbytes(b)).into_owned()
+}
+
+/// Number of path components in the event and whether the path was truncated.
+#[must_use]
+pub fn path_parts(ev: &Event) -> (usize, bool) {
+    let truncated = ev.path_depth & EVENT_PATH_TRUNCATED != 0;
+    let depth = (ev.path_depth & !EVENT_PATH_TRUNCATED) as usize;
+    (depth.min(ev.path.len()), truncated)
+}
+
+/// Appends the display path (root first) to `out`; `false` (nothing appended) when the event
+/// carries no path.
+pub fn write_path(ev: &Event, out: &mut String) -> bool {
+    let (depth, truncated) = path_parts(ev);
+    if depth == 0 {
+        return false;
+    }
+    let start = out.len();
+    if truncated {
+        out.push_str("...");
+    }
+    for comp in ev.path[..depth].iter().rev() {
+        let name = String::from_utf8_lossy(cbytes(comp));
+        // Mount roots are reported as "/" components: the mountpoint carries the name.
+        if name != "/" {
+            out.push('/');
+            out.push_str(&name);
+        }
+    }
+    if out.len() == start {
+        out.push('/');
+    }
+    true
+}
+
+/// "r", "w", "rw" for opens; empty for other hooks (`access` then carries a syscall number).
+#[must_use]
+pub fn access_str(ev: &Event) -> &'static str {
+    if ev.hook == mcpguard_common::HOOK_SYSCALL {
+        return "";
+    }
+    match (ev.access & ACCESS_READ != 0, ev.access & ACCESS_WRITE != 0) {
+        (true, true) => "rw",
+        (true, false) => "r",
+        (false, true) => "w",
+        (false, false) => "",
+    }
+}
+
+/// For hook "syscall": which guarded syscall was attempted.
+#[must_use]
+pub fn syscall_name(ev: &Event) -> Option<&'static str> {
+    (ev.hook == mcpguard_common::HOOK_SYSCALL).then(|| mcpguard_common::guard_syscall_name(ev.access))
+}
+
+/// Copies one ring-buffer record into an [`Event`]; `None` if it is shorter than the fixed part.
+/// Components the record does not hold are cut off and the path is marked truncated.
+#[must_use]
+pub fn event_from_bytes(b: &[u8]) -> Option<Event> {
+    if b.len() < EVENT_HEADER_BYTES {
+        return None;
+    }
+    // SAFETY: Event is plain old data; all-zero is valid.
+    let mut ev: Event = unsafe { std::mem::zeroed() };
+    let n = b.len().min(size_of::<Event>());
+    // SAFETY: `n` bytes fit in both; byte copy, so the record's alignment does not matter.
+    unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), (&raw mut ev).cast::<u8>(), n) };
+    let present = (n - EVENT_HEADER_BYTES) / EVENT_NAME_LEN;
+    let (depth, _) = path_parts(&ev);
+    if depth > present.min(EVENT_PATH_COMPONENTS) {
+        ev.path_depth = present as u32 | EVENT_PATH_TRUNCATED;
+    }
+    Some(ev)
 }
 
 impl Decision {
     #[must_use]
     pub fn from_event(ev: &Event) -> Self {
-        let truncated = ev.path_depth & EVENT_PATH_TRUNCATED != 0;
-        let depth = (ev.path_depth & !EVENT_PATH_TRUNCATED) as usize;
-        let path = (depth > 0).then(|| {
-            let mut s = String::new();
-            if truncated {
-                s.push_str("...");
-            }
-            for comp in ev.path[..depth.min(ev.path.len())].iter().rev() {
-                let name = cstr(comp);
-                // Mount roots are reported as "/" components: the mountpoint carries the name.
-                if name != "/" {
-                    s.push('/');
-                    s.push_str(&name);
-                }
-            }
-            if s.is_empty() {
-                s.push('/');
-            }
-            s
-        });
-        let mut access = String::new();
-        let syscall = (ev.hook == mcpguard_common::HOOK_SYSCALL).then(|| mcpguard_common::guard_syscall_name(ev.access));
-        if syscall.is_some() {
-            // `access` carries the syscall number for this hook.
-        } else if ev.access & ACCESS_READ != 0 {
-            access.push('r');
-        }
-        if syscall.is_none() && ev.access & ACCESS_WRITE != 0 {
-            access.push('w');
-        }
+        let mut path = String::new();
+        let has_path = write_path(ev, &mut path);
         Self {
             ts_boot_ns: ev.ts_ns,
             session_id: ev.session,
@@ -77,26 +138,45 @@ impl Decision {
             hook: hook_name(ev.hook),
             action: action_name(ev.action),
             reason: reason_name(ev.reason),
-            access,
-            syscall,
+            access: access_str(ev).to_string(),
+            syscall: syscall_name(ev),
             dev: ev.dev,
             ino: ev.ino,
-            path,
-            path_truncated: truncated,
+            path: has_path.then_some(path),
+            path_truncated: path_parts(ev).1,
         }
     }
 
     /// Decodes raw ring-buffer bytes; `None` if the record is too short.
     #[must_use]
     pub fn from_bytes(b: &[u8]) -> Option<Self> {
-        if b.len() < size_of::<Event>() {
-            return None;
-        }
-        // SAFETY: Event is plain old data; the length was checked; read_unaligned copes with
-        // any alignment of the ring-buffer record.
-        let ev: Event = unsafe { std::ptr::read_unaligned(b.as_ptr().cast()) };
-        Some(Self::from_event(&ev))
+        event_from_bytes(b).map(|ev| Self::from_event(&ev))
     }
+}
+
+/// Hands up to `max` records now in the ring buffer to `f`, in order, without waiting; returns
+/// how many records were consumed (a record too short to decode is skipped).
+pub fn drain(rb: &mut RingBuf<MapData>, max: usize, mut f: impl FnMut(&Event)) -> usize {
+    let mut n = 0;
+    while n < max {
+        let Some(item) = rb.next() else { break };
+        n += 1;
+        if let Some(ev) = event_from_bytes(&item) {
+            drop(item); // hand the space back to the kernel before the (slower) consumer runs
+            f(&ev);
+        }
+    }
+    n
+}
+
+/// Waits until the ring buffer has data or `timeout` passed. The kernel programs do not wake the
+/// reader for every record (see `ebpf/src/report.rs`), so a reader must not wait longer than
+/// [`mcpguard_common::EVENTS_POLL_MS`] between looks.
+pub fn wait(rb: &RingBuf<MapData>, timeout: Duration) {
+    let mut pfd = libc::pollfd { fd: rb.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&raw mut pfd, 1, ms) };
 }
 
 #[cfg(test)]

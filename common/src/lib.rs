@@ -22,8 +22,11 @@ pub const MAP_EXEC: &str = "MCPG_EXEC";
 pub const MAP_EXEC_NAMES: &str = "MCPG_EXECNAME";
 /// [`ObjKey`] -> u32 access bits ([`ACCESS_READ`] | [`ACCESS_WRITE`]): files and directory trees.
 pub const MAP_PATHS: &str = "MCPG_PATHS";
-/// Ring buffer of [`Event`].
+/// Ring buffer of [`Event`] records (variable length: see [`EVENT_HEADER_BYTES`]).
 pub const MAP_EVENTS: &str = "MCPG_EVENTS";
+/// Per-CPU single [`Event`] where the kill backend's programs build a record before copying
+/// only its used part into [`MAP_EVENTS`]. Kernel-internal (not pinned, not read by the agent).
+pub const MAP_EVENT_SCRATCH: &str = "MCPG_EVSCRATCH";
 /// Per-CPU array of u64 decision counters, indexed by [`counter_index`] and [`COUNTER_LOST`].
 pub const MAP_COUNTERS: &str = "MCPG_COUNTERS";
 /// Single-entry array of [`Conf`]: run-time switches written by the daemon.
@@ -94,6 +97,13 @@ pub const MAX_SESSIONS: u32 = 4_096;
 pub const MAX_EXEC_ENTRIES: u32 = 65_536;
 pub const MAX_PATH_ENTRIES: u32 = 65_536;
 pub const EVENTS_BYTES: u32 = 4 * 1024 * 1024;
+/// Audited events do not wake the reader one by one (each wake-up is an inter-processor
+/// interrupt on the producing CPU): only when the unread data crosses this many bytes. Kill and
+/// deny events always wake it.
+pub const EVENTS_WAKEUP_BYTES: u64 = 64 * 1024;
+/// The longest a ring-buffer reader may wait between looks, since records below
+/// [`EVENTS_WAKEUP_BYTES`] do not wake it.
+pub const EVENTS_POLL_MS: u64 = 10;
 /// Deepest dentry ancestry walked before a decision is "unresolved" (fail closed).
 pub const MAX_WALK_DEPTH: u32 = 40;
 /// Path components reported in an event (leaf first); deeper paths are marked truncated.
@@ -308,6 +318,11 @@ pub struct Event {
 }
 const _: () = assert!(size_of::<Event>() == 64 + 16 + EVENT_NAME_LEN * EVENT_PATH_COMPONENTS);
 pub const EVENT_PATH_TRUNCATED: u32 = 0x8000_0000;
+/// Bytes of an [`Event`] before `path`. A ring-buffer record is this fixed part followed by its
+/// `path_depth` components (without the truncation flag), so it is
+/// `EVENT_HEADER_BYTES + depth * EVENT_NAME_LEN` bytes long; readers zero the rest.
+pub const EVENT_HEADER_BYTES: usize = core::mem::offset_of!(Event, path);
+const _: () = assert!(EVENT_HEADER_BYTES == 80);
 
 /// Struct member byte offsets of the running kernel, read from its BTF at load time.
 #[repr(C)]

@@ -1,13 +1,35 @@
 //! Decision events (ring buffer) and per-CPU counters.
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns};
+//!
+//! Records are variable length on the kill backend: the event is built in a per-CPU scratch
+//! slot and only its fixed part and the path components it holds are copied into the ring
+//! (`EVENT_HEADER_BYTES + depth * EVENT_NAME_LEN`), so the ring holds 2-3 times more typical
+//! events than fixed-size records. The trampoline backends (LSM, fmod_ret) run with migration
+//! but not preemption disabled, so two of their programs could share a CPU's scratch slot: they
+//! reserve full-size records in the ring instead.
+//!
+//! Wake-ups: waking the reader costs the producing CPU an inter-processor interrupt (irq_work),
+//! more than the rest of a denied open. Kill and deny events always wake it; audited events only
+//! when the unread data crosses `EVENTS_WAKEUP_BYTES`, and the reader looks at least every
+//! `EVENTS_POLL_MS` anyway.
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    macros::map,
+    maps::PerCpuArray,
+};
 use mcpguard_common::{
-    counter_index, Event, COUNTER_LOST, EVENT_PATH_COMPONENTS, EVENT_PATH_TRUNCATED,
+    counter_index, Event, ACTION_ALLOWED, ACTION_AUDITED, BACKEND_KILL, COUNTER_LOST, EVENTS_WAKEUP_BYTES,
+    EVENT_HEADER_BYTES, EVENT_NAME_LEN, EVENT_PATH_COMPONENTS, EVENT_PATH_TRUNCATED,
 };
 
 use crate::{
-    kernel::{dentry_inode, dentry_name, inode_obj, step_up, PathPos, Step},
+    kernel::{backend, dentry_inode, dentry_name, inode_obj, step_up, PathPos, Step},
     maps::{COUNTERS, EVENTS},
 };
+
+/// See the module comment; `MAP_EVENT_SCRATCH` in common.
+#[map(name = "MCPG_EVSCRATCH")]
+static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn count(index: u32) {
@@ -28,43 +50,79 @@ pub struct Report {
     pub pos: Option<PathPos>,
 }
 
+/// Ring-buffer flags for a record of `len` bytes (see the module comment).
+#[inline(always)]
+fn wake_flags(action: u32, len: u64) -> u64 {
+    if action != ACTION_AUDITED && action != ACTION_ALLOWED {
+        return BPF_RB_FORCE_WAKEUP as u64;
+    }
+    let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    // + 8: the kernel's record header.
+    if unread < EVENTS_WAKEUP_BYTES && unread + len + 8 >= EVENTS_WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
 /// Counts the decision and emits its event; a full ring buffer is counted as lost.
 #[inline(always)]
 pub fn emit(r: &Report) {
     count(counter_index(r.hook, r.action, r.reason));
+    if backend() == BACKEND_KILL {
+        if let Some(ev) = SCRATCH.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot; tracepoint programs run with preemption disabled, so no
+            // other program uses it until this one returns.
+            let ev = unsafe { &mut *ev };
+            fill(ev, r);
+            let depth = (ev.path_depth & !EVENT_PATH_TRUNCATED) as usize;
+            let len = EVENT_HEADER_BYTES + depth.min(EVENT_PATH_COMPONENTS) * EVENT_NAME_LEN;
+            // SAFETY: `len` <= size_of::<Event>(): the bytes are within the slot.
+            let bytes = unsafe { core::slice::from_raw_parts(core::ptr::from_ref(ev).cast::<u8>(), len) };
+            if EVENTS.output::<[u8]>(bytes, wake_flags(r.action, len as u64)).is_err() {
+                count(COUNTER_LOST);
+            }
+            return;
+        }
+    }
+    let flags = wake_flags(r.action, size_of::<Event>() as u64);
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count(COUNTER_LOST);
         return;
     };
-    let ev = entry.as_mut_ptr();
+    // SAFETY: reserved ring-buffer memory of the right size; `fill` writes every field it
+    // reports (path components up to `path_depth`).
+    fill(unsafe { &mut *entry.as_mut_ptr() }, r);
+    entry.submit(flags);
+}
+
+/// Writes the event's fields; path components only up to the depth it reports.
+#[inline(always)]
+fn fill(ev: &mut Event, r: &Report) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: `ev` points at reserved ring-buffer memory of the right size; every field written
-    // below is plain data.
-    unsafe {
-        (*ev).ts_ns = bpf_ktime_get_boot_ns();
-        (*ev).session = r.session;
-        (*ev).grant = r.grant;
-        (*ev).pid = pid_tgid as u32;
-        (*ev).tgid = (pid_tgid >> 32) as u32;
-        (*ev).hook = r.hook;
-        (*ev).action = r.action;
-        (*ev).reason = r.reason;
-        (*ev).access = r.access;
-        (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        (*ev).dev = 0;
-        (*ev).ino = 0;
-        (*ev).path_depth = 0;
-        if let Some(pos) = r.pos {
-            if let Ok(inode) = dentry_inode(pos.dentry) {
-                if let Ok(obj) = inode_obj(inode) {
-                    (*ev).dev = obj.dev;
-                    (*ev).ino = obj.ino;
-                }
+    // SAFETY: helper without arguments.
+    ev.ts_ns = unsafe { bpf_ktime_get_boot_ns() };
+    ev.session = r.session;
+    ev.grant = r.grant;
+    ev.pid = pid_tgid as u32;
+    ev.tgid = (pid_tgid >> 32) as u32;
+    ev.hook = r.hook;
+    ev.action = r.action;
+    ev.reason = r.reason;
+    ev.access = r.access;
+    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    ev.dev = 0;
+    ev.ino = 0;
+    ev.path_depth = 0;
+    if let Some(pos) = r.pos {
+        if let Ok(inode) = dentry_inode(pos.dentry) {
+            if let Ok(obj) = inode_obj(inode) {
+                ev.dev = obj.dev;
+                ev.ino = obj.ino;
             }
-            (*ev).path_depth = fill_path(&mut *ev, pos);
         }
+        ev.path_depth = fill_path(ev, pos);
     }
-    entry.submit(0);
 }
 
 /// Writes path components leaf first; returns how many, with the truncation flag. Mount roots
