@@ -18,4 +18,5 @@ pub mod audit;
 pub mod daemon;
 pub mod handlers;
 pub mod client;
+pub mod seccomp;
 pub mod mcp;

@@ -200,6 +200,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Exec { session, baseline, vars, cgroup, command, .. } => {
             let bin = mcpguard::mcp::spawn::which(&command[0])?;
+            let guard = mcpguard::seccomp::GuardFilter::new()?;
             let mut argv = command.clone();
             argv[0] = bin.display().to_string();
             let mut c = Client::connect(&cli.socket)?;
@@ -213,7 +214,10 @@ fn main() -> anyhow::Result<()> {
             });
             c.call_ok(op)?;
             drop(c);
-            // Governed from here on: exec the approved binary (argv[0] kept as given).
+            // Governed from here on. The guard syscalls are refused from now on too (inherited
+            // by every descendant); without the filter the program is not started (fail closed).
+            guard.install().context("installing the seccomp guard filter; not starting the program")?;
+            // Exec the approved binary (argv[0] kept as given).
             let err = std::process::Command::new(&bin).arg0(&command[0]).args(&command[1..]).exec();
             bail!("exec {}: {err}", bin.display())
         }

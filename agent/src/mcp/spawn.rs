@@ -5,6 +5,8 @@
 //! the child's pid with the daemon (root may register any pid; a non-root peer its own direct
 //! child), and only then opens the gate: the child `execv`s the server, whose exec is the first
 //! thing checked against the session's baseline (the launched binary is approved at register).
+//! Between the gate and `execv` the child installs the seccomp guard filter
+//! ([`crate::seccomp`]); if that fails it exits without running the server.
 use std::{
     collections::BTreeMap,
     ffi::CString,
@@ -24,6 +26,7 @@ use nix::{
 use crate::{
     client::Client,
     protocol::{ErrorCode, Op, Register},
+    seccomp::GuardFilter,
 };
 
 /// What to launch, and how to register it.
@@ -71,12 +74,14 @@ pub fn spawn(l: &Launch) -> anyhow::Result<Server> {
     let args: Vec<CString> = l.argv.iter().map(|a| cstring(a.as_bytes())).collect::<Result<_, _>>()?;
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
+    let guard = GuardFilter::new()?;
     let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     let (gate_r, gate_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     let (fd_in, fd_out, fd_gate) = (in_r.as_raw_fd(), out_w.as_raw_fd(), gate_r.as_raw_fd());
-    // SAFETY: the child only makes async-signal-safe calls (dup2, signal, read, execv, _exit)
-    // on memory prepared before the fork, so other threads' state (locks, allocator) is not used.
+    // SAFETY: the child only makes async-signal-safe calls (dup2, signal, read, prctl, seccomp,
+    // write, execv, _exit) on memory prepared before the fork, so other threads' state (locks,
+    // allocator) is not used.
     match unsafe { nix::unistd::fork() }.context("fork")? {
         ForkResult::Child => unsafe {
             if libc::dup2(fd_in, 0) < 0 || libc::dup2(fd_out, 1) < 0 {
@@ -94,6 +99,11 @@ pub fn spawn(l: &Launch) -> anyhow::Result<Server> {
             };
             if n != 1 || b != b'g' {
                 libc::_exit(125); // not registered: never run ungoverned
+            }
+            if guard.install().is_err() {
+                let msg = b"mcpguard: installing the seccomp guard filter failed; server not started\n";
+                libc::write(2, msg.as_ptr().cast(), msg.len());
+                libc::_exit(124);
             }
             libc::execv(bin.as_ptr(), argv.as_ptr());
             libc::_exit(127)

@@ -6,6 +6,7 @@
 //! - `thread-open PATH`: a second thread opens PATH for reading; prints `tid <TID>` first.
 //! - `memfd-exec SRC`: copies SRC into a new memfd, prints `ino <INO> dev <ST_DEV>` of the memfd,
 //!   then `fexecve`s it.
+//! - `io-uring`: calls io_uring_setup(2); `raw-syscall [--wait] NR...`: see [`raw_syscalls`].
 #![no_main]
 
 use std::{
@@ -73,6 +74,29 @@ fn io_uring() -> c_int {
     if fd >= 0 { 0 } else { 3 }
 }
 
+/// Calls each syscall number with zero arguments and prints `syscall NR returned R errno E`;
+/// then `alive` (the process survived them all). With `--wait` first, it then waits for EOF on
+/// stdin (to keep running, e.g. as an MCP server).
+fn raw_syscalls(args: &[String]) -> c_int {
+    let (wait, nrs) = match args {
+        [flag, nrs @ ..] if flag == "--wait" => (true, nrs),
+        nrs => (false, nrs),
+    };
+    for nr in nrs {
+        let nr: libc::c_long = nr.parse().unwrap_or(-1);
+        // SAFETY: the guarded syscalls are called with null/zero arguments: at worst EFAULT
+        // or EINVAL (and PTRACE_TRACEME, which only affects this process).
+        let r = unsafe { libc::syscall(nr, 0, 0, 0, 0, 0) };
+        let errno = if r < 0 { std::io::Error::last_os_error().raw_os_error().unwrap_or(0) } else { 0 };
+        say(&format!("syscall {nr} returned {r} errno {errno}"));
+    }
+    say("alive");
+    if wait {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+    }
+    0
+}
+
 #[unsafe(no_mangle)]
 extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     let args: Vec<String> = (0..usize::try_from(argc).unwrap_or(0))
@@ -83,16 +107,9 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
         [cmd, path] if cmd == "thread-open" => thread_open(path.clone()),
         [cmd, src] if cmd == "memfd-exec" => memfd_exec(src),
         [cmd] if cmd == "io-uring" => io_uring(),
-        [cmd, nr] if cmd == "raw-syscall" => {
-            let nr: libc::c_long = nr.parse().unwrap_or(-1);
-            // SAFETY: the guarded syscalls are called with null/zero arguments: at worst EFAULT
-            // or EINVAL (and PTRACE_TRACEME, which only affects this process).
-            let r = unsafe { libc::syscall(nr, 0, 0, 0, 0, 0) };
-            say(&format!("syscall {nr} returned {r}"));
-            0
-        }
+        [cmd, rest @ ..] if cmd == "raw-syscall" && !rest.is_empty() => raw_syscalls(rest),
         _ => {
-            eprintln!("usage: mcpg-helper thread-open PATH | memfd-exec SRC | io-uring | raw-syscall NR");
+            eprintln!("usage: mcpg-helper thread-open PATH | memfd-exec SRC | io-uring | raw-syscall [--wait] NR...");
             64
         }
     }

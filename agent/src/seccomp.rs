@@ -1,0 +1,264 @@
+//! Per-process guard filter (seccomp) for the processes mcpguard launches.
+//!
+//! The kernel programs catch the *guard syscalls* of governed processes (hard links, bpf,
+//! ptrace, the mount family, module loading, io_uring) on every backend; on the `kill` backend
+//! they do it from `sys_enter_*` tracepoints with SIGKILL, so the syscall itself still runs (a
+//! mount or a hard link exists before the kill lands). For the processes mcpguard starts itself
+//! (`mcpguard exec`, the MCP proxy's server) this filter refuses the same syscalls (and their
+//! siblings, [`GUARDED`]) synchronously with `EPERM`: the process keeps running and sees an
+//! error, on every kernel. A seccomp filter is inherited by every descendant across fork and
+//! execve and can never be removed, only made stricter. The in-kernel guards stay: they also
+//! cover processes mcpguard did not launch (cgroup sessions, registered pids). A syscall refused
+//! here never reaches the `sys_enter` tracepoints (seccomp runs first), so it is not reported as
+//! a kernel decision.
+//!
+//! Layout (compiled by `seccompiler` for the running architecture, then prefixed):
+//! 1. x86_64 only: a syscall number with the x32 bit (`0x4000_0000`) kills the process — x32
+//!    syscalls carry `AUDIT_ARCH_X86_64` with different numbers and would otherwise pass;
+//! 2. a foreign architecture (i386 `int 0x80`, AArch32 compat) kills the process;
+//! 3. each guarded syscall number returns `EPERM`; everything else is allowed.
+//!
+//! `no_new_privs` is always set with the filter (the kernel requires it from a process without
+//! `CAP_SYS_ADMIN`; we set it for root launchers too, so behaviour does not depend on who
+//! launches): a governed process cannot gain privileges by executing a setuid/setgid or
+//! file-capability binary (e.g. `sudo`, `su`).
+use anyhow::{Context as _, bail};
+use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch, sock_filter};
+
+/// A guarded syscall: name, x86_64 number, number in the generic table (aarch64; `None` where
+/// the syscall does not exist there).
+#[derive(Debug, Clone, Copy)]
+pub struct Guarded {
+    pub name: &'static str,
+    pub x86_64: u32,
+    pub generic: Option<u32>,
+}
+
+const fn g(name: &'static str, x86_64: u32, generic: Option<u32>) -> Guarded {
+    Guarded { name, x86_64, generic }
+}
+
+/// The syscalls refused with `EPERM`. Superset of `mcpguard_common::GUARD_SYSCALLS` plus
+/// `io_uring_setup` (both checked by the unit tests), and the siblings that reach the same
+/// effect another way:
+/// - `fsconfig`, `fspick`, `open_tree_attr`: the rest of the new mount API (`fspick` reconfigures
+///   an existing mount, e.g. read-only to read-write);
+/// - `delete_module`, `kexec_load`, `kexec_file_load`: the kernel itself;
+/// - `io_uring_enter`/`io_uring_register`: a ring received from elsewhere (SCM_RIGHTS);
+/// - `pidfd_getfd`: another process's descriptors (the daemon's map fds), like ptrace;
+/// - `open_by_handle_at`: opens by file handle, not by path (the classic container escape;
+///   needs `CAP_DAC_READ_SEARCH`). The open hooks check its result too; this is depth.
+///
+/// Deliberately allowed: `name_to_handle_at` (only reads a handle; used to identify mounts),
+/// `symlink*` (a symlink is resolved to its real object by the open check), `rename*` (DAC
+/// bounded, a documented residual), `unshare`/`clone` namespaces (a new user namespace gives
+/// capabilities, but the mount family stays refused in it), `chroot`, `perf_event_open`.
+pub const GUARDED: &[Guarded] = &[
+    g("link", 86, None),
+    g("linkat", 265, Some(37)),
+    g("bpf", 321, Some(280)),
+    g("ptrace", 101, Some(117)),
+    g("process_vm_readv", 310, Some(270)),
+    g("process_vm_writev", 311, Some(271)),
+    g("pidfd_getfd", 438, Some(438)),
+    g("mount", 165, Some(40)),
+    g("umount2", 166, Some(39)),
+    g("pivot_root", 155, Some(41)),
+    g("open_tree", 428, Some(428)),
+    g("move_mount", 429, Some(429)),
+    g("fsopen", 430, Some(430)),
+    g("fsconfig", 431, Some(431)),
+    g("fsmount", 432, Some(432)),
+    g("fspick", 433, Some(433)),
+    g("mount_setattr", 442, Some(442)),
+    g("open_tree_attr", 467, Some(467)),
+    g("init_module", 175, Some(105)),
+    g("finit_module", 313, Some(273)),
+    g("delete_module", 176, Some(106)),
+    g("kexec_load", 246, Some(104)),
+    g("kexec_file_load", 320, Some(294)),
+    g("open_by_handle_at", 304, Some(265)),
+    g("io_uring_setup", 425, Some(425)),
+    g("io_uring_enter", 426, Some(426)),
+    g("io_uring_register", 427, Some(427)),
+];
+
+/// x32 syscalls are x86_64 numbers with this bit set (`__X32_SYSCALL_BIT`).
+pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_JMP_JGE_K: u16 = 0x35;
+const BPF_RET_K: u16 = 0x06;
+/// `offsetof(struct seccomp_data, nr)`.
+const SECCOMP_DATA_NR: u32 = 0;
+
+/// The compiled guard filter, ready to install (compile before `fork`, install in the child).
+#[derive(Debug, Clone)]
+pub struct GuardFilter {
+    prog: BpfProgram,
+}
+
+impl GuardFilter {
+    /// The filter for the architecture this binary runs on; an architecture without a syscall
+    /// table here is an error (callers fail closed: the program is not started).
+    pub fn new() -> anyhow::Result<Self> {
+        let arch = TargetArch::try_from(std::env::consts::ARCH)
+            .map_err(|e| anyhow::anyhow!("seccomp guard filter: {e}"))?;
+        Self::for_arch(arch)
+    }
+
+    pub fn for_arch(arch: TargetArch) -> anyhow::Result<Self> {
+        let nrs: Vec<u32> = match arch {
+            TargetArch::x86_64 => GUARDED.iter().map(|g| g.x86_64).collect(),
+            TargetArch::aarch64 => GUARDED.iter().filter_map(|g| g.generic).collect(),
+            other => bail!("seccomp guard filter: no syscall table for {other:?}"),
+        };
+        let rules = nrs.into_iter().map(|nr| (i64::from(nr), vec![])).collect();
+        let filter = SeccompFilter::new(
+            rules,
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::EPERM as u32),
+            arch,
+        )
+        .context("building the seccomp guard filter")?;
+        let body: BpfProgram = filter.try_into().context("compiling the seccomp guard filter")?;
+        let mut prog = Vec::with_capacity(body.len() + 3);
+        if arch == TargetArch::x86_64 {
+            // Before seccompiler's own arch check: on a foreign arch it kills anyway.
+            prog.extend([
+                sock_filter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: SECCOMP_DATA_NR },
+                sock_filter { code: BPF_JMP_JGE_K, jt: 0, jf: 1, k: X32_SYSCALL_BIT },
+                sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: libc::SECCOMP_RET_KILL_PROCESS },
+            ]);
+        }
+        prog.extend(body);
+        Ok(Self { prog })
+    }
+
+    #[must_use]
+    pub fn program(&self) -> &[sock_filter] {
+        &self.prog
+    }
+
+    /// Sets `no_new_privs` and installs the filter on the calling thread (its later children
+    /// and exec'd images inherit it). Two syscalls, no allocation: safe between `fork` and
+    /// `execve` of a multi-threaded parent. On error the caller must not exec.
+    pub fn install(&self) -> Result<(), std::io::Error> {
+        seccompiler::apply_filter(&self.prog).map_err(|e| match e {
+            seccompiler::Error::Prctl(e) | seccompiler::Error::Seccomp(e) => e,
+            _ => std::io::Error::from_raw_os_error(libc::EINVAL),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+    const AUDIT_ARCH_AARCH64: u32 = 0xc000_00b7;
+    const AUDIT_ARCH_ARM: u32 = 0x4000_0028;
+    const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+    const EPERM: u32 = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+    const KILL: u32 = libc::SECCOMP_RET_KILL_PROCESS;
+
+    /// Runs a classic-BPF seccomp program on `seccomp_data {nr, arch}` (the instructions a
+    /// filter without argument checks uses), as the kernel would; returns the action.
+    fn run(prog: &[sock_filter], arch: u32, nr: u32) -> u32 {
+        let (mut pc, mut acc) = (0usize, 0u32);
+        for _ in 0..=prog.len() {
+            let i = &prog[pc];
+            pc += 1;
+            match i.code {
+                0x20 => acc = match i.k { 0 => nr, 4 => arch, k => panic!("load of seccomp_data+{k}") },
+                0x06 => return i.k,
+                0x05 => pc += i.k as usize, // ja
+                0x15 | 0x25 | 0x35 => {
+                    let hit = match i.code { 0x15 => acc == i.k, 0x25 => acc > i.k, _ => acc >= i.k };
+                    pc += usize::from(if hit { i.jt } else { i.jf });
+                }
+                c => panic!("instruction {c:#x} not expected in the guard filter"),
+            }
+        }
+        panic!("program does not terminate");
+    }
+
+    #[test]
+    fn x86_64_guards_are_eperm_the_rest_is_allowed() {
+        let f = GuardFilter::for_arch(TargetArch::x86_64).unwrap();
+        let p = f.program();
+        assert!(p.len() < 200, "{} instructions", p.len());
+        for g in GUARDED {
+            assert_eq!(run(p, AUDIT_ARCH_X86_64, g.x86_64), EPERM, "{}", g.name);
+        }
+        // read, openat, execve, clone3, getpid, name_to_handle_at, symlinkat, renameat2: allowed.
+        for nr in [0, 257, 59, 435, 39, 303, 266, 316] {
+            assert_eq!(run(p, AUDIT_ARCH_X86_64, nr), ALLOW, "nr {nr}");
+        }
+    }
+
+    #[test]
+    fn x32_and_foreign_arch_syscalls_kill() {
+        let p = GuardFilter::for_arch(TargetArch::x86_64).unwrap();
+        let p = p.program();
+        for nr in [0, 165, 321, 39] {
+            assert_eq!(run(p, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT | nr), KILL, "x32 {nr}");
+            assert_eq!(run(p, AUDIT_ARCH_I386, nr), KILL, "i386 {nr}");
+        }
+        let a = GuardFilter::for_arch(TargetArch::aarch64).unwrap();
+        assert_eq!(run(a.program(), AUDIT_ARCH_ARM, 0), KILL);
+        assert_eq!(run(a.program(), AUDIT_ARCH_X86_64, 39), KILL);
+    }
+
+    #[test]
+    fn aarch64_table() {
+        let f = GuardFilter::for_arch(TargetArch::aarch64).unwrap();
+        for g in GUARDED.iter().filter(|g| g.generic.is_some()) {
+            assert_eq!(run(f.program(), AUDIT_ARCH_AARCH64, g.generic.unwrap()), EPERM, "{}", g.name);
+        }
+        // read (63), openat (56), execve (221), getpid (172), renameat2 (276): allowed.
+        for nr in [63, 56, 221, 172, 276] {
+            assert_eq!(run(f.program(), AUDIT_ARCH_AARCH64, nr), ALLOW, "nr {nr}");
+        }
+        assert!(GuardFilter::for_arch(TargetArch::riscv64).is_err(), "no table: fail closed");
+    }
+
+    #[test]
+    fn covers_every_kernel_guard_syscall_and_io_uring() {
+        for (prog, tp, nr) in mcpguard_common::GUARD_SYSCALLS {
+            let name = tp.strip_prefix("sys_enter_").unwrap();
+            let name = if name == "umount" { "umount2" } else { name }; // x86_64 166 is umount2
+            let g = GUARDED.iter().find(|g| g.name == name).unwrap_or_else(|| panic!("{prog} ({name}) not guarded"));
+            assert_eq!(g.x86_64, nr, "{name}");
+        }
+        assert!(GUARDED.iter().any(|g| g.name == "io_uring_setup"));
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn numbers_match_libc() {
+        let libc_nr = |name: &str| -> Option<i64> {
+            Some(match name {
+                "link" => libc::SYS_link, "linkat" => libc::SYS_linkat, "bpf" => libc::SYS_bpf,
+                "ptrace" => libc::SYS_ptrace, "process_vm_readv" => libc::SYS_process_vm_readv,
+                "process_vm_writev" => libc::SYS_process_vm_writev, "pidfd_getfd" => libc::SYS_pidfd_getfd,
+                "mount" => libc::SYS_mount, "umount2" => libc::SYS_umount2, "pivot_root" => libc::SYS_pivot_root,
+                "open_tree" => libc::SYS_open_tree, "move_mount" => libc::SYS_move_mount,
+                "fsopen" => libc::SYS_fsopen, "fsconfig" => libc::SYS_fsconfig, "fsmount" => libc::SYS_fsmount,
+                "fspick" => libc::SYS_fspick, "mount_setattr" => libc::SYS_mount_setattr,
+                "init_module" => libc::SYS_init_module, "finit_module" => libc::SYS_finit_module,
+                "delete_module" => libc::SYS_delete_module, "kexec_load" => libc::SYS_kexec_load,
+                "kexec_file_load" => libc::SYS_kexec_file_load, "open_by_handle_at" => libc::SYS_open_by_handle_at,
+                "io_uring_setup" => libc::SYS_io_uring_setup, "io_uring_enter" => libc::SYS_io_uring_enter,
+                "io_uring_register" => libc::SYS_io_uring_register,
+                _ => return None, // open_tree_attr (Linux 6.15) is not in libc yet
+            })
+        };
+        for g in GUARDED {
+            if let Some(nr) = libc_nr(g.name) {
+                assert_eq!(i64::from(g.x86_64), nr, "{}", g.name);
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The seccomp guard filter on the processes mcpguard launches (`mcpguard exec`, the MCP proxy's
+//! server): the guard syscalls fail synchronously with EPERM and the process keeps running (on
+//! the kill backend, without the filter, the in-kernel guards would SIGKILL it after the syscall
+//! ran). Real daemon binary, real kernel, real processes; root.
+use std::{
+    io::{BufRead as _, BufReader},
+    os::unix::net::UnixStream,
+    path::PathBuf,
+    process::{Child, ChildStdout, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use mcpguard_tests::{Scratch, unique_id};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_mcpg-helper");
+/// mount, bpf, linkat, ptrace, process_vm_readv, io_uring_setup, open_tree, fsopen (x86_64).
+const GUARDS: [(&str, u32); 8] = [
+    ("mount", 165),
+    ("bpf", 321),
+    ("linkat", 265),
+    ("ptrace", 101),
+    ("process_vm_readv", 310),
+    ("io_uring_setup", 425),
+    ("open_tree", 428),
+    ("fsopen", 430),
+];
+const GETPID: u32 = 39;
+
+fn bin() -> PathBuf {
+    // target/<profile>/deps/seccomp-HASH -> target/<profile>/mcpguard
+    let p = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("mcpguard");
+    assert!(p.exists(), "{} missing: build the workspace first (cargo build --workspace)", p.display());
+    p
+}
+
+struct Daemon {
+    child: Child,
+    dir: Scratch,
+    socket: PathBuf,
+    bpffs: PathBuf,
+}
+
+impl Daemon {
+    fn start() -> Self {
+        let dir = Scratch::new("seccomp");
+        let socket = dir.path("ctl.sock");
+        let bpffs = PathBuf::from(format!("/sys/fs/bpf/mcpguard-test-{}", unique_id()));
+        std::fs::create_dir_all(dir.path("policies")).unwrap();
+        std::fs::write(
+            dir.path("policies/test-baseline.toml"),
+            "name = \"test-baseline\"\n[[read]]\npath = \"/etc/ld.so.cache\"\n[[read]]\npath = \"/usr/lib\"\n\
+             [[read]]\npath = \"/dev/null\"\n[[read]]\npath = \"/proc\"\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path("tools.toml"), "ttl = \"30s\"\n").unwrap();
+        let child = Command::new(bin())
+            .args(["--socket", socket.to_str().unwrap(), "daemon", "--metrics", "off"])
+            .args(["--state-dir", dir.path("state").to_str().unwrap()])
+            .args(["--audit-log", dir.path("audit.jsonl").to_str().unwrap()])
+            .args(["--bpffs-dir", bpffs.to_str().unwrap()])
+            .args(["--policy-dir", dir.path("policies").to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path("daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Self { child, dir, socket, bpffs };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while UnixStream::connect(&d.socket).is_err() {
+            assert!(Instant::now() < deadline, "daemon did not come up: {}", d.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path("daemon.log")).unwrap_or_default()
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--socket").arg(&self.socket).env("RUST_BACKTRACE", "0");
+        c
+    }
+
+    /// Processes the daemon governs in `session` (waits until the session has one).
+    fn processes(&self, session: &str) -> Vec<i64> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.cmd().args(["status", "--json"]).output().unwrap();
+            let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let procs: Vec<i64> = st["sessions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["name"] == session)
+                .flat_map(|s| s["processes"].as_array().cloned().unwrap_or_default())
+                .filter_map(|p| p.as_i64())
+                .collect();
+            if !procs.is_empty() {
+                return procs;
+            }
+            assert!(Instant::now() < deadline, "session {session} never appeared: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Audit lines of the kernel's syscall guard for `session` (there must be none: the filter
+    /// refused the syscalls before the tracepoints saw them).
+    fn syscall_kills(&self, session: &str) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["session"] == session && v["hook"] == "syscall"
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new(bin()).args(["unpin", "--bpffs-dir", self.bpffs.to_str().unwrap()]).output();
+    }
+}
+
+fn helper_args() -> Vec<String> {
+    let mut a = vec![HELPER.to_owned(), "raw-syscall".into(), "--wait".into()];
+    a.extend(GUARDS.iter().map(|(_, nr)| nr.to_string()));
+    a.push(GETPID.to_string());
+    a
+}
+
+/// Reads the helper's report up to `alive`; asserts EPERM for every guard syscall and a real
+/// result for getpid.
+fn check_report(out: &mut BufReader<ChildStdout>, log: impl Fn() -> String) {
+    let mut lines = Vec::new();
+    loop {
+        let mut l = String::new();
+        let n = out.read_line(&mut l).unwrap();
+        assert!(n > 0, "server output ended early (killed?): {lines:?}\n{}", log());
+        let l = l.trim_end().to_owned();
+        if l == "alive" {
+            break;
+        }
+        lines.push(l);
+    }
+    for (name, nr) in GUARDS {
+        let want = format!("syscall {nr} returned -1 errno {}", libc::EPERM);
+        assert!(lines.contains(&want), "{name}: expected `{want}` in {lines:?}");
+    }
+    let getpid = lines.iter().find(|l| l.starts_with(&format!("syscall {GETPID} "))).unwrap();
+    assert!(!getpid.contains("returned -1"), "other syscalls are allowed: {getpid}");
+}
+
+/// /proc/PID/status says the filter is in force and privileges cannot be gained by exec.
+fn assert_filtered(pid: i64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    for want in ["NoNewPrivs:\t1", "Seccomp:\t2"] {
+        assert!(status.lines().any(|l| l == want), "pid {pid}: no `{want}` in\n{status}");
+    }
+}
+
+fn wait_exit(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn exec_guard_syscalls_fail_with_eperm_and_the_process_keeps_running() {
+    let d = Daemon::start();
+    let session = format!("sc-exec-{}", unique_id());
+    let mut child = d
+        .cmd()
+        .args(["exec", "--session", &session, "--baseline", "test-baseline", "--"])
+        .args(helper_args())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    check_report(&mut out, || d.log());
+    // Still alive, governed (the exec'd helper kept the launcher's pid) and filtered.
+    let procs = d.processes(&session);
+    assert_eq!(procs, vec![i64::from(child.id())]);
+    assert_filtered(procs[0]);
+    drop(child.stdin.take());
+    let st = wait_exit(&mut child, "governed helper");
+    assert!(st.success(), "exited normally after the refused syscalls: {st:?}");
+    assert!(d.syscall_kills(&session).is_empty(), "{:?}", d.syscall_kills(&session));
+}
+
+#[test]
+fn mcp_server_is_started_under_the_filter() {
+    let d = Daemon::start();
+    let session = format!("sc-mcp-{}", unique_id());
+    let tools = d.dir.path("tools.toml");
+    let mut proxy = d
+        .cmd()
+        .args(["exec", "--session", &session, "--mcp", "--tools", tools.to_str().unwrap()])
+        .args(["--baseline", "test-baseline", "--max-restarts", "0", "--"])
+        .args(helper_args())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(d.dir.path("proxy.log")).unwrap())
+        .spawn()
+        .unwrap();
+    // The proxy forwards the server's non-JSON lines to the client as they are.
+    let mut out = BufReader::new(proxy.stdout.take().unwrap());
+    check_report(&mut out, || std::fs::read_to_string(d.dir.path("proxy.log")).unwrap_or_default());
+    let procs = d.processes(&session);
+    assert_eq!(procs.len(), 1, "{procs:?}");
+    assert_ne!(procs[0], i64::from(proxy.id()), "the server is governed, the proxy is not");
+    assert_filtered(procs[0]);
+    // The filter is installed in the forked child only: the proxy itself is not filtered.
+    let own = std::fs::read_to_string(format!("/proc/{}/status", proxy.id())).unwrap();
+    assert!(own.lines().any(|l| l == "Seccomp:\t0"), "{own}");
+    drop(proxy.stdin.take());
+    wait_exit(&mut proxy, "proxy");
+    assert!(d.syscall_kills(&session).is_empty(), "{:?}", d.syscall_kills(&session));
+}
