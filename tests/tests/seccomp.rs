@@ -203,6 +203,57 @@ fn exec_guard_syscalls_fail_with_eperm_and_the_process_keeps_running() {
     assert!(d.syscall_kills(&session).is_empty(), "{:?}", d.syscall_kills(&session));
 }
 
+/// A governed `git commit` writes its objects with link(2) and falls back to rename(2) when the
+/// link fails: with the filter the link gets EPERM and the commit succeeds (the kernel guard
+/// alone would kill git at the link).
+#[test]
+fn governed_git_commit_works_through_the_link_fallback() {
+    let d = Daemon::start();
+    let repo = Scratch::new("sc-repo");
+    let git = |args: &[&str]| {
+        Command::new("/usr/bin/git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .current_dir(&repo.0)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap()
+    };
+    assert!(git(&["init", "-q"]).status.success());
+    std::fs::write(repo.path("f"), "one\n").unwrap();
+    assert!(git(&["add", "f"]).status.success());
+    assert!(git(&["commit", "-qm", "one"]).status.success());
+    std::fs::write(repo.path("f"), "two\n").unwrap();
+    let mut policy = String::from("name = \"test-git\"\n[vars.repo]\nkind = \"path\"\nroots = [\"/tmp\"]\n");
+    policy += "[[exec]]\npath = \"/usr/bin/git\"\n";
+    for r in ["/etc/ld.so.cache", "/usr/lib", "/usr/share/git-core", "/usr/share/zoneinfo", "/dev/null", "/dev/urandom", "/proc", "${repo}"] {
+        policy += &format!("[[read]]\npath = \"{r}\"\n");
+    }
+    for w in ["/dev/null", "${repo}/.git"] {
+        policy += &format!("[[write]]\npath = \"{w}\"\n");
+    }
+    std::fs::write(d.dir.path("policies/test-git.toml"), policy).unwrap();
+    let session = format!("sc-git-{}", unique_id());
+    let repo_var = format!("repo={}", repo.0.display());
+    let out = d
+        .cmd()
+        .args(["exec", "--session", &session, "--baseline", "test-git", "--var", &repo_var, "--"])
+        .args(["/usr/bin/git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qam", "two"])
+        .current_dir(&repo.0)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    let audit = std::fs::read_to_string(d.dir.path("audit.jsonl")).unwrap_or_default();
+    assert!(out.status.success(), "governed git commit: {:?} {}\naudit:\n{audit}", out.status, String::from_utf8_lossy(&out.stderr));
+    let log = git(&["log", "--format=%s"]);
+    assert_eq!(String::from_utf8_lossy(&log.stdout), "two\none\n");
+    assert!(git(&["fsck", "--strict"]).status.success(), "the repository is sound");
+}
+
 #[test]
 fn mcp_server_is_started_under_the_filter() {
     let d = Daemon::start();
