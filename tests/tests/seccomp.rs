@@ -203,6 +203,33 @@ fn exec_guard_syscalls_fail_with_eperm_and_the_process_keeps_running() {
     assert!(d.syscall_kills(&session).is_empty(), "{:?}", d.syscall_kills(&session));
 }
 
+/// An x32 syscall (x86_64 arch, number with bit 30 set) would slip past a filter keyed on
+/// x86_64 numbers: the filter kills the process (SIGSYS) before it runs.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn x32_syscalls_kill_the_process() {
+    use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+    let d = Daemon::start();
+    let session = format!("sc-x32-{}", unique_id());
+    let x32_mount = (0x4000_0000u32 | 165).to_string();
+    let mut cmd = d.cmd();
+    cmd.args(["exec", "--session", &session, "--baseline", "test-baseline", "--"])
+        .args([HELPER, "raw-syscall", &GETPID.to_string(), &x32_mount]);
+    // SAFETY: setrlimit only (no core file from the SIGSYS kill).
+    unsafe {
+        cmd.pre_exec(|| {
+            let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            libc::setrlimit(libc::RLIMIT_CORE, &raw const zero);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{:?} {stdout}", out.status);
+    assert!(stdout.contains(&format!("syscall {GETPID} returned")), "ran until the x32 call: {stdout}");
+    assert!(!stdout.contains("alive"), "{stdout}");
+}
+
 /// A governed `git commit` writes its objects with link(2) and falls back to rename(2) when the
 /// link fails: with the filter the link gets EPERM and the commit succeeds (the kernel guard
 /// alone would kill git at the link).
