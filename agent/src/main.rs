@@ -211,6 +211,9 @@ fn main() -> anyhow::Result<()> {
                 baseline: Some(baseline),
                 vars: vars.into_iter().collect::<BTreeMap<_, _>>(),
                 cgroup,
+                // The filter goes in below, before the program's first instruction. A cgroup
+                // session also governs processes moved in later, which carry no filter.
+                sealed: !cgroup,
             });
             c.call_ok(op)?;
             drop(c);

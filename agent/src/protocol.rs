@@ -144,6 +144,12 @@ pub struct Register {
     /// Track the session by cgroup rather than by process tree.
     #[serde(default)]
     pub cgroup: bool,
+    /// The launcher installs mcpguard's seccomp guard filter (`seccomp.rs`) in `pid` before it
+    /// executes anything: every process of the session refuses the guard syscalls itself, and
+    /// the kernel's guard-syscall tracepoints are not needed for it (`SESSION_SEALED`). Refused
+    /// with `cgroup` (a process moved into the cgroup later carries no filter).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sealed: bool,
 }
 
 /// `grant`: give a task of a session a grant (from a policy, or inline).
@@ -513,6 +519,7 @@ mod tests {
                 baseline: Some("baseline-python".into()),
                 vars: BTreeMap::from([("python_prefix".into(), "/opt/py".into())]),
                 cgroup: true,
+                sealed: false,
             }),
             Op::Grant(full),
             Op::Grant(grant(None, Some(inline))),

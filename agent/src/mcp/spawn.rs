@@ -137,6 +137,8 @@ fn register(l: &Launch, child: Pid) -> anyhow::Result<()> {
         baseline: Some(l.baseline.clone()),
         vars: l.vars.clone(),
         cgroup: false,
+        // The child installs the guard filter after the gate opens, before `execv`.
+        sealed: true,
     });
     // After a kill, processes the old server left behind may still hold the session for a
     // moment (they are being killed by `kill_leftovers`): retry briefly.

@@ -115,6 +115,7 @@ impl Daemon {
             baseline: Some(BASELINE.into()),
             vars: BTreeMap::new(),
             cgroup: false,
+            sealed: false,
         }))?;
         Ok(())
     }
