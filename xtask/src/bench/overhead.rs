@@ -22,7 +22,7 @@ use mcpguard::{
     engine::{self, Engine, EngineOptions},
     kgrant,
 };
-use mcpguard_common::{COUNTER_LOST, MODE_AUDIT, MODE_KILL, SessionState};
+use mcpguard_common::{COUNTER_LOST, MODE_AUDIT, MODE_KILL, SESSION_SEALED, SessionState};
 use serde_json::{Value, json};
 
 use super::{
@@ -51,18 +51,23 @@ pub enum Arm {
     /// Another process is governed (an idle one, held before exec), so the syscall tracepoints
     /// are attached; the workload itself is in no session.
     UngovernedLive,
+    /// As above, the idle process's session sealed (`SESSION_SEALED`, as `mcpguard exec`
+    /// registers it: its seccomp filter refuses the guard syscalls), so only the open-family
+    /// tracepoints are attached.
+    UngovernedLiveSealed,
     Allowed,
     Stopped,
 }
 
 impl Arm {
-    pub const MEASURED: [Arm; 8] = [
+    pub const MEASURED: [Arm; 9] = [
         Arm::FloorExit,
         Arm::FloorEnterExit,
         Arm::SeccompFilter,
         Arm::SeccompNotif,
         Arm::Ungoverned,
         Arm::UngovernedLive,
+        Arm::UngovernedLiveSealed,
         Arm::Allowed,
         Arm::Stopped,
     ];
@@ -76,6 +81,7 @@ impl Arm {
             Arm::SeccompNotif => "alt: seccomp + open notif",
             Arm::Ungoverned => "attached-ungoverned",
             Arm::UngovernedLive => "attached-ungoverned, session live",
+            Arm::UngovernedLiveSealed => "attached-ungoverned, sealed session live",
             Arm::Allowed => "governed-allowed",
             Arm::Stopped => "governed-stopped",
         }
@@ -165,7 +171,7 @@ pub struct Attached {
     pub load_time: Duration,
     /// A governed process that never runs (held before exec): keeps the syscall tracepoints
     /// attached for `UngovernedLive`.
-    idle: Option<Gated>,
+    idle: Option<(Gated, bool)>,
 }
 
 impl Attached {
@@ -227,14 +233,25 @@ impl Attached {
     }
 
     /// Governs an idle process (held before exec, killed when this is dropped), so that the
-    /// syscall tracepoints are attached while the workload itself is ungoverned.
-    pub fn hold_idle(&mut self, ctx: &Ctx) -> Result<()> {
+    /// syscall tracepoints are attached while the workload itself is ungoverned. `sealed`: in a
+    /// session marked `SESSION_SEALED` (guard tracepoints not needed).
+    pub fn hold_idle(&mut self, ctx: &Ctx, sealed: bool) -> Result<()> {
         if self.idle.is_none() {
+            let session = if sealed {
+                let mut st = self.engine.session_state(self.allowed).context("allowed session")?;
+                st.flags |= SESSION_SEALED;
+                let id = unique_id();
+                self.engine.set_session(id, st)?;
+                id
+            } else {
+                self.allowed
+            };
             let g = Gated::spawn(&workload::argv(&ctx.exe, "getppid", 1, 0, None))?;
-            self.engine.add_process(u32::try_from(g.pid)?, self.allowed)?;
-            self.idle = Some(g);
+            self.engine.add_process(u32::try_from(g.pid)?, session)?;
+            self.idle = Some((g, sealed));
         }
-        anyhow::ensure!(self.engine.syscall_hooks_attached(), "syscall tracepoints not attached with a governed process");
+        let (open, guard) = self.engine.syscall_hooks();
+        anyhow::ensure!(open > 0 && (guard == 0) == sealed, "syscall tracepoints attached: {open} open, {guard} guard");
         Ok(())
     }
 
@@ -343,7 +360,8 @@ fn ensure(ctx: &Ctx, st: &mut State, want: Arm, loads: &mut Vec<f64>) -> Result<
         (State::Detached, Arm::Detached | Arm::SeccompFilter | Arm::SeccompNotif)
         | (State::Engine(_), Arm::Allowed | Arm::Stopped) => true,
         (State::Engine(a), Arm::Ungoverned) => a.idle.is_none() && !a.engine.syscall_hooks_attached(),
-        (State::Engine(a), Arm::UngovernedLive) => a.idle.is_some(),
+        (State::Engine(a), Arm::UngovernedLive) => matches!(a.idle, Some((_, false))),
+        (State::Engine(a), Arm::UngovernedLiveSealed) => matches!(a.idle, Some((_, true))),
         (State::Floor { arm, .. }, w) => *arm == w,
         _ => false,
     };
@@ -358,11 +376,11 @@ fn ensure(ctx: &Ctx, st: &mut State, want: Arm, loads: &mut Vec<f64>) -> Result<
             arm: want,
             _progs: vec![Empty::attach("syscalls", "sys_exit_openat")?, Empty::attach("syscalls", "sys_enter_bpf")?],
         },
-        Arm::Ungoverned | Arm::UngovernedLive | Arm::Allowed | Arm::Stopped => {
+        Arm::Ungoverned | Arm::UngovernedLive | Arm::UngovernedLiveSealed | Arm::Allowed | Arm::Stopped => {
             let mut a = Attached::load(ctx)?;
             loads.push(a.load_time.as_secs_f64() * 1e3);
-            if want == Arm::UngovernedLive {
-                a.hold_idle(ctx)?;
+            if matches!(want, Arm::UngovernedLive | Arm::UngovernedLiveSealed) {
+                a.hold_idle(ctx, want == Arm::UngovernedLiveSealed)?;
             }
             State::Engine(Box::new(a))
         }

@@ -92,7 +92,7 @@ pub fn run(ctx: &Ctx) -> Result<Value> {
     ];
     for (w, arm, paused) in phases_spec {
         if arm == Arm::UngovernedLive {
-            att.hold_idle(ctx)?;
+            att.hold_idle(ctx, false)?;
         }
         if paused {
             // Catch up first, so that the ring is empty and the reader is at its end.

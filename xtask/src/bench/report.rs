@@ -108,6 +108,12 @@ pub fn targets(rep: &Value) -> Value {
         ratio_of(rep, "null syscall (getppid)", "attached-ungoverned, session live"),
         "x",
     );
+    at_most(
+        "null syscall, attached-ungoverned, sealed session live",
+        1.09,
+        ratio_of(rep, "null syscall (getppid)", "attached-ungoverned, sealed session live"),
+        "x",
+    );
     at_most("open+close, attached-ungoverned", 1.14, ratio_of(rep, "open+close", "attached-ungoverned"), "x");
     at_most(
         "open+close, attached-ungoverned, session live",
