@@ -1,6 +1,10 @@
 //! Per-session cgroups (cgroup v2): the launcher may ask for its session to be a cgroup, which
 //! governs every process in it, including ones moved in later, by cgroup id in the kernel.
-use std::{os::unix::fs::MetadataExt as _, path::PathBuf};
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -10,9 +14,36 @@ pub enum CgroupError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
+/// Mount point of the cgroup v2 hierarchy, looked up once (`/proc/self/mounts`, whose
+/// generation walks every mount of the namespace) and then reused: the per-request
+/// authorisation needs it, and the daemon does not expect the cgroup2 mount to move while it
+/// runs. "Not mounted" is not cached, so a hierarchy mounted later is still found.
+pub fn root() -> Option<&'static Path> {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    if let Some(r) = ROOT.get() {
+        return Some(r);
+    }
+    let found = crate::procs::cgroup2_root()?;
+    Some(ROOT.get_or_init(|| found))
+}
+
+/// cgroup v2 id of a process (the inode number of its cgroup directory), if it is in a v2
+/// hierarchy: `/proc/PID/cgroup` and one `stat`, against the cached mount point.
+#[must_use]
+pub fn process_cgroup_id(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    id_under(root()?, &s)
+}
+
+/// The id of the `0::` (v2) entry of a `/proc/PID/cgroup` text, resolved under `root`.
+fn id_under(root: &Path, proc_cgroup: &str) -> Option<u64> {
+    let rel = proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    std::fs::metadata(root.join(rel.trim_start_matches('/'))).ok().map(|m| m.ino())
+}
+
 /// `<cgroup2 root>/mcpguard/<session>-<id>`.
 pub fn session_dir(session: &str, id: u64) -> Result<PathBuf, CgroupError> {
-    let root = crate::procs::cgroup2_root().ok_or(CgroupError::NoCgroup2)?;
+    let root = root().ok_or(CgroupError::NoCgroup2)?;
     Ok(root.join("mcpguard").join(format!("{session}-{id}")))
 }
 
@@ -41,4 +72,18 @@ pub fn is_empty(dir: &std::path::Path) -> bool {
 /// Removes the cgroup directory (only possible once it is empty).
 pub fn remove(dir: &std::path::Path) {
     let _ = std::fs::remove_dir(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_root_and_own_cgroup_id_match_a_fresh_lookup() {
+        let me = std::process::id();
+        assert_eq!(root().map(Path::to_path_buf), crate::procs::cgroup2_root());
+        assert_eq!(process_cgroup_id(me), crate::procs::cgroup_id(me));
+        assert_eq!(id_under(Path::new("/"), "1:name=systemd:/\n"), None, "no v2 entry");
+        assert_eq!(process_cgroup_id(u32::MAX - 1), None, "no such process");
+    }
 }

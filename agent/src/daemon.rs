@@ -17,7 +17,7 @@ use tokio::{
 
 use crate::{
     audit, engine::{self, Engine, EngineOptions}, handlers::Peer, metrics::Metrics,
-    protocol::{self, ErrorCode, Op, Response, MAX_LINE}, state::State,
+    protocol::{self, ErrorCode, Op, Response, MAX_LINE}, state::{Persister, State},
 };
 
 /// Daemon settings (command-line flags or the TOML config file).
@@ -87,6 +87,8 @@ pub struct Daemon {
     pub cfg: Config,
     pub engine: Mutex<Engine>,
     pub state: Mutex<State>,
+    /// Saves `state` (group commit); requests are answered once their change is saved.
+    pub persist: Persister,
     pub metrics: Metrics,
     pub events: broadcast::Sender<Arc<str>>,
     /// Grants whose expiry has been counted.
@@ -122,8 +124,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         if engine.adopted() { "adopted from pins" } else { "loaded and pinned" },
         cfg.bpffs_dir.display()
     );
-    let state = State::load(&cfg.state_file()).context("loading the session table")?;
-    crate::handlers::reconcile(&mut engine, &state);
+    let mut state = State::load(&cfg.state_file()).context("loading the session table")?;
+    // Saved now either way: the id counter moved on (State::load), and the kernel may have won.
+    crate::handlers::reconcile(&mut engine, &mut state);
+    state.save(&cfg.state_file()).context("saving the reconciled session table")?;
     log::info!("{} session(s) restored from {}", state.sessions.len(), cfg.state_file().display());
     let rb = engine.take_events().context("event ring buffer")?;
     let metrics = Metrics::new(backend.name(), backend.synchronous_deny());
@@ -132,6 +136,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg: cfg.clone(),
         engine: Mutex::new(engine),
         state: Mutex::new(state),
+        persist: Persister::new(cfg.state_file()),
         metrics,
         events: tx,
         expired_seen: Mutex::default(),
@@ -141,6 +146,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     log::info!("control socket {}", cfg.socket.display());
     let stop = Arc::new(AtomicBool::new(false));
     let ev_thread = spawn_event_thread(d.clone(), rb, stop.clone())?;
+    let persist_thread = {
+        let d = d.clone();
+        std::thread::Builder::new().name("persist".into()).spawn(move || d.persist.run(&d.state))?
+    };
     tokio::spawn(housekeeping(d.clone()));
     if let Some(addr) = cfg.metrics {
         let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics on {addr}"))?;
@@ -169,6 +178,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     log::info!("shutting down");
     stop.store(true, Ordering::Relaxed);
     let _ = std::fs::remove_file(&cfg.socket);
+    d.persist.stop();
+    let _ = persist_thread.join();
     d.save_state(&d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     let _ = ev_thread.join();
     if cfg.unload_on_exit {
@@ -266,11 +277,33 @@ async fn serve_conn(d: Arc<Daemon>, stream: UnixStream) {
             stream_events(&d, &mut w).await;
             return;
         }
-        let op = req.op.name();
-        let d2 = d.clone();
-        let resp = tokio::task::spawn_blocking(move || crate::handlers::handle(&d2, &peer, req))
-            .await
-            .unwrap_or_else(|e| Response::err(None, ErrorCode::Internal, format!("handler failed: {e}")));
+        let (op, id, mutates) = (req.op.name(), req.id, crate::handlers::mutates(&req.op));
+        // Short requests (revoke, grants of paths, status) run right here: the kernel update
+        // is a few map writes, and a hop to the blocking pool and back costs more than that
+        // (two thread wake-ups before the update is in force). Anything that may hash binaries,
+        // read files or scan /proc goes to the blocking pool.
+        let resp = if crate::handlers::quick(&req) {
+            crate::handlers::handle(&d, &peer, req)
+        } else {
+            let d2 = d.clone();
+            tokio::task::spawn_blocking(move || crate::handlers::handle(&d2, &peer, req))
+                .await
+                .unwrap_or_else(|e| Response::err(id, ErrorCode::Internal, format!("handler failed: {e}")))
+        };
+        // The change is in force in the kernel; "ok" only once the table saying so is on disk
+        // (saves are coalesced across requests by the persist thread).
+        let resp = if mutates && resp.is_ok() {
+            match d.persist.durable(d.persist.request()).await {
+                Ok(()) => resp,
+                Err(e) => Response::err(
+                    id,
+                    ErrorCode::Internal,
+                    format!("applied in the kernel, but the session table could not be saved ({e}): the change may not survive a daemon restart"),
+                ),
+            }
+        } else {
+            resp
+        };
         let result = match &resp.result {
             Ok(_) => "ok",
             Err(b) => b.code.as_str(),

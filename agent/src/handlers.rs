@@ -1,6 +1,9 @@
-//! Control-socket operations. Each runs on a blocking thread with the state lock held across
-//! the kernel update, so the table and the kernel never disagree.
-use std::{path::PathBuf, time::{Duration, Instant}};
+//! Control-socket operations. Each holds the state lock across the kernel update, so the table
+//! and the kernel never disagree while the daemon runs. Short operations ([`quick`]) run on the
+//! connection's task itself (no hop to a blocking thread and back before the kernel update); the
+//! table is saved afterwards by the group-committing writer (`state::Persister`), and the
+//! connection answers once that save is on disk (see `state` for why that order is crash safe).
+use std::{path::PathBuf, time::Instant};
 
 use mcpguard_common::{SessionState, MODE_AUDIT, MODE_DENY, MODE_KILL};
 use serde_json::{json, Value};
@@ -41,6 +44,8 @@ pub fn authorize(d: &Daemon, peer: &Peer, _mutating: bool) -> Result<(), ProtoEr
     let Some(pid) = peer.pid else {
         return Err(err(ErrorCode::Unauthorized, "peer pid unknown; refusing"));
     };
+    // Read from /proc before taking the engine lock (the cgroup v2 mount point is cached).
+    let cgroup = crate::cgroup::process_cgroup_id(pid);
     {
         let eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(s) = eng.process_session(pid) {
@@ -49,7 +54,7 @@ pub fn authorize(d: &Daemon, peer: &Peer, _mutating: bool) -> Result<(), ProtoEr
                 format!("peer pid {pid} is inside governed session {s}: governed processes cannot use the control socket"),
             ));
         }
-        if let Some(cg) = crate::procs::cgroup_id(pid)
+        if let Some(cg) = cgroup
             && let Some(s) = eng.cgroup_session(cg)
         {
             return Err(err(
@@ -63,6 +68,24 @@ pub fn authorize(d: &Daemon, peer: &Peer, _mutating: bool) -> Result<(), ProtoEr
     } else {
         Err(err(ErrorCode::Unauthorized, format!("uid {} is not allowed to use this daemon (allow_uids/allow_gids)", peer.uid)))
     }
+}
+
+/// True for requests short enough to run on the connection's task: no binary to hash, no
+/// policy file to read, no /proc scan, no tracepoint to attach or detach. Everything else goes
+/// to the blocking pool.
+#[must_use]
+pub fn quick(req: &Request) -> bool {
+    match &req.op {
+        Op::Revoke(_) | Op::Status {} | Op::List {} => true,
+        Op::Grant(g) => g.policy.is_none() && g.inline.as_ref().is_none_or(|i| i.exec.is_empty()),
+        Op::Register(_) | Op::Unregister(_) | Op::Subscribe {} => false,
+    }
+}
+
+/// True when a successful `op` changed the session table (it must be saved before the answer).
+#[must_use]
+pub fn mutates(op: &Op) -> bool {
+    matches!(op, Op::Register(_) | Op::Grant(_) | Op::Revoke(_) | Op::Unregister(_))
 }
 
 pub fn handle(d: &Daemon, peer: &Peer, req: Request) -> Response {
@@ -228,7 +251,6 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
     };
     drop(eng);
     st.sessions.insert(r.session.clone(), session);
-    d.save_state(&st);
     log::info!("session {} registered: pid {} ({} process(es)), command {:?}", r.session, r.pid, governed.len(), r.command);
     Ok(json!({"session": r.session, "session_id": sid, "baseline_grant_id": gid, "processes": governed}))
 }
@@ -425,13 +447,13 @@ fn grant(d: &Daemon, g: Grant) -> Result<Value, ProtoError> {
     }
     let composed = session.orchestrator.as_ref().map(|o| o.task.clone());
     drop(eng);
+    drop(st);
     let out = json!({
         "session": g.session, "task": g.task, "grant_id": id, "policy": effective_policy,
         "mode": rec.mode, "ttl_ms": u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
         "expires_unix": unix_now() + ttl.as_secs(),
         "composed_with_task": composed,
     });
-    d.save_state(&st);
     log::info!("grant {id}: session {} task {} policy {} ttl {:?}", g.session, g.task, effective_policy, ttl);
     Ok(out)
 }
@@ -478,7 +500,7 @@ fn revoke(d: &Daemon, r: Revoke) -> Result<Value, ProtoError> {
     }
     let restored = session.task.as_ref().and_then(|g| g.task.clone());
     drop(eng);
-    d.save_state(&st);
+    drop(st);
     let (id, task) = revoked.unwrap_or((0, None));
     Ok(json!({"session": r.session, "revoked_grant_id": id, "task": task, "restored_task": restored}))
 }
@@ -489,7 +511,6 @@ fn unregister(d: &Daemon, name: &str) -> Result<Value, ProtoError> {
         return Err(err(ErrorCode::UnknownSession, format!("no session named `{name}`")));
     };
     drop_session(&mut d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner), &s);
-    d.save_state(&st);
     Ok(json!({"session": name, "session_id": s.id}))
 }
 
@@ -532,10 +553,67 @@ fn status(d: &Daemon) -> Value {
     })
 }
 
-/// After a (re)start: make sure every session in the table has its state and grants in the
-/// kernel (they are already there when the pinned maps were adopted; re-inserting is harmless).
-pub fn reconcile(eng: &mut Engine, st: &State) {
-    for s in st.sessions.values() {
+/// What the table says against what the kernel has in force for a session, after a restart.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drift {
+    /// Same task grant (or none) in both.
+    Agree,
+    /// The kernel has no state for the session: it was removed (unregistered, ended, or the
+    /// maps are fresh: unpinned or rebooted, so none of its processes is governed any more).
+    Gone,
+    /// The kernel has no task grant: a revocation was applied and not saved.
+    Revoked,
+    /// The kernel runs the held-aside orchestrator grant: the call's revocation was not saved.
+    CallRevoked,
+    /// The kernel runs a grant the table does not know (applied, not saved, never answered).
+    Unknown,
+}
+
+#[must_use]
+pub fn drift(s: &Session, kernel: Option<&SessionState>) -> Drift {
+    let Some(k) = kernel else { return Drift::Gone };
+    let id = |g: &Option<GrantRecord>| g.as_ref().map_or(0, |g| g.id);
+    if k.task_grant == id(&s.task) {
+        Drift::Agree
+    } else if k.task_grant == 0 {
+        Drift::Revoked
+    } else if s.orchestrator.is_some() && k.task_grant == id(&s.orchestrator) {
+        Drift::CallRevoked
+    } else {
+        Drift::Unknown
+    }
+}
+
+/// After a (re)start, the pinned kernel maps are the truth for what is in force: the table was
+/// saved after the kernel changed, so a crash in between leaves the table one or more changes
+/// behind (changes no client was told about). Each session is brought in line with the kernel,
+/// never the other way round: a revocation the kernel has stays (a revoked grant never comes
+/// back), a session the kernel no longer has is dropped, and a grant the table cannot describe
+/// is replaced by the baseline alone (fail closed). Returns true when the table changed.
+pub fn reconcile(eng: &mut Engine, st: &mut State) -> bool {
+    let names: Vec<String> = st.sessions.keys().cloned().collect();
+    let mut changed = false;
+    for name in names {
+        let s = st.sessions.get_mut(&name).expect("listed");
+        let d = drift(s, eng.session_state(s.id).as_ref());
+        if d != Drift::Agree {
+            log::warn!("session {name}: the kernel's state differs from the saved table ({d:?}); following the kernel");
+            changed = true;
+        }
+        let stale: Vec<GrantRecord> = match d {
+            Drift::Agree => Vec::new(),
+            Drift::Gone => {
+                let s = st.sessions.remove(&name).expect("listed");
+                drop_session(eng, &s);
+                continue;
+            }
+            Drift::CallRevoked => s.task.replace(s.orchestrator.take().expect("held")).into_iter().collect(),
+            Drift::Revoked | Drift::Unknown => [s.task.take(), s.orchestrator.take()].into_iter().flatten().collect(),
+        };
+        for g in &stale {
+            eng.remove_grant(g.id, &g.kernel);
+        }
+        // Re-inserting what the kernel already has is harmless.
         for g in [&s.base, &s.task, &s.orchestrator].into_iter().flatten() {
             if let Err(e) = eng.install_grant(g.id, &g.kernel) {
                 log::error!("session {}: re-installing grant {}: {e}", s.name, g.id);
@@ -545,6 +623,7 @@ pub fn reconcile(eng: &mut Engine, st: &State) {
             log::error!("session {}: restoring state: {e}", s.name);
         }
     }
+    changed
 }
 
 /// Periodic: kernel counters into metrics, grant expirations, sessions whose processes are gone.
@@ -584,10 +663,8 @@ pub fn housekeeping(d: &Daemon) {
     }
     d.metrics.active_sessions.set(i64::try_from(st.sessions.len()).unwrap_or(i64::MAX));
     if !dead.is_empty() {
-        drop(eng);
-        d.save_state(&st);
+        d.persist.request();
     }
-    let _ = Duration::ZERO;
 }
 
 #[cfg(test)]
