@@ -74,6 +74,7 @@ fn state() -> State {
             uid: 0,
             created_unix: 0,
             cgroup: None,
+            sealed: true,
             base: Some(grant(70, None, None, None)),
             task: Some(grant(71, Some("T-1"), Some("read_file"), Some("42"))),
             orchestrator: None,

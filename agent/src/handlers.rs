@@ -140,7 +140,9 @@ fn session_state(s: &Session) -> SessionState {
         task_grant: s.task.as_ref().map_or(0, |g| g.id),
         task_expires_ns: s.task.as_ref().map_or(0, |g| g.expires_boot_ns),
         mode,
-        flags: 0,
+        // Sealed: the launcher's seccomp filter refuses the guard syscalls in every process of
+        // the session, so the kernel need not attach the guard tracepoints for it.
+        flags: if s.sealed && s.cgroup.is_none() { mcpguard_common::SESSION_SEALED } else { 0 },
     }
 }
 
@@ -177,6 +179,12 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
     let Some(cmd) = r.command.first() else {
         return Err(err(ErrorCode::BadRequest, "`command` must name the launched binary"));
     };
+    if r.sealed && r.cgroup {
+        return Err(err(
+            ErrorCode::BadRequest,
+            "`sealed` and `cgroup` exclude each other: a process moved into the cgroup later carries no seccomp filter",
+        ));
+    }
     // The launched binary is approved by fingerprint now; the baseline covers its runtime.
     let mut spec = match &r.baseline {
         Some(b) => resolve_policy(b, &d.cfg.policy_dirs)?.0.instantiate(&r.vars)?,
@@ -215,6 +223,7 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
         uid: peer.uid,
         created_unix: unix_now(),
         cgroup: None,
+        sealed: r.sealed,
         base: Some(base),
         task: None,
         orchestrator: None,
@@ -535,7 +544,7 @@ fn status(d: &Daemon) -> Value {
         .map(|s| {
             json!({
                 "name": s.name, "session_id": s.id, "root_pid": s.root_pid, "command": s.command,
-                "processes": eng.session_processes(s.id),
+                "processes": eng.session_processes(s.id), "sealed": s.sealed,
                 "baseline": s.base.as_ref().map(|g| grant_json(g, now)),
                 "task": s.task.as_ref().map(|g| grant_json(g, now)),
                 "orchestrator_task": s.orchestrator.as_ref().map(|g| grant_json(g, now)),
@@ -548,6 +557,8 @@ fn status(d: &Daemon) -> Value {
         "deny_mode_effect": if eng.backend().synchronous_deny() { "EPERM" } else { "kill" },
         "adopted_pinned_programs": eng.adopted(),
         "backend_probes": eng.probes(),
+        // Syscall tracepoints attached now (they follow what is governed; lazy.rs).
+        "syscall_tracepoints": { "open": eng.syscall_hooks().0, "guard": eng.syscall_hooks().1 },
         "bpffs_dir": d.cfg.bpffs_dir,
         "sessions": sessions,
     })

@@ -249,9 +249,12 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 println!("backend: {} (deny mode effect: {})", r["backend"], r["deny_mode_effect"]);
+                let tps = &r["syscall_tracepoints"];
+                println!("syscall tracepoints attached: {} open-family, {} guard", tps["open"], tps["guard"]);
                 for s in r["sessions"].as_array().into_iter().flatten() {
-                    println!("session {} id {} pid {} processes {}", s["name"], s["session_id"], s["root_pid"],
-                        s["processes"].as_array().map_or(0, Vec::len));
+                    println!("session {} id {} pid {} processes {}{}", s["name"], s["session_id"], s["root_pid"],
+                        s["processes"].as_array().map_or(0, Vec::len),
+                        if s["sealed"] == true { " (sealed: seccomp guard filter)" } else { "" });
                     if s["task"].is_object() {
                         let t = &s["task"];
                         println!("  task {} grant {} policy {} mode {} remaining {} ms{}", t["task"], t["grant_id"],

@@ -52,6 +52,9 @@ pub struct Session {
     pub uid: u32,
     pub created_unix: u64,
     pub cgroup: Option<u64>,
+    /// Every process carries the launcher's seccomp guard filter (`Register::sealed`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sealed: bool,
     pub base: Option<GrantRecord>,
     /// The grant in force besides the baseline: a task grant, or a per-call grant (which then
     /// already is the intersection with `orchestrator`).
@@ -243,6 +246,7 @@ mod tests {
                 uid: 0,
                 created_unix: 0,
                 cgroup: None,
+                sealed: true,
                 base: None,
                 task: None,
                 orchestrator: None,

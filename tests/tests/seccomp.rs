@@ -197,6 +197,14 @@ fn exec_guard_syscalls_fail_with_eperm_and_the_process_keeps_running() {
     let procs = d.processes(&session);
     assert_eq!(procs, vec![i64::from(child.id())]);
     assert_filtered(procs[0]);
+    // The session is registered sealed: this daemon attaches no guard-syscall tracepoint for it
+    // (the filter does that job), only the open-family ones on the kill backend.
+    let out = d.cmd().args(["status", "--json"]).output().unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let me = st["sessions"].as_array().unwrap().iter().find(|s| s["name"] == session.as_str()).unwrap();
+    assert_eq!(me["sealed"], true, "{st:#}");
+    assert_eq!(st["syscall_tracepoints"]["guard"], 0, "{st:#}");
+    assert_eq!(st["syscall_tracepoints"]["open"].as_u64().unwrap() > 0, st["backend"] == "kill", "{st:#}");
     drop(child.stdin.take());
     let st = wait_exit(&mut child, "governed helper");
     assert!(st.success(), "exited normally after the refused syscalls: {st:?}");
