@@ -126,7 +126,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     );
     let mut state = State::load(&cfg.state_file()).context("loading the session table")?;
     // Saved now either way: the id counter moved on (State::load), and the kernel may have won.
-    crate::handlers::reconcile(&mut engine, &mut state);
+    crate::reconcile::reconcile(&mut engine, &mut state);
     state.save(&cfg.state_file()).context("saving the reconciled session table")?;
     log::info!("{} session(s) restored from {}", state.sessions.len(), cfg.state_file().display());
     let rb = engine.take_events().context("event ring buffer")?;

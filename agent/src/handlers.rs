@@ -14,7 +14,7 @@ use crate::{
     kgrant::{self, GrantError},
     policy::{resolve_policy, ExecRule, GrantSpec, Mode},
     protocol::{ErrorCode, Grant, Op, ProtoError, Register, Request, Response, Revoke},
-    state::{GrantRecord, Session, State},
+    state::{GrantRecord, Session},
 };
 
 /// Credentials of the connected peer (SO_PEERCRED).
@@ -133,7 +133,7 @@ fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
-fn session_state(s: &Session) -> SessionState {
+pub(crate) fn session_state(s: &Session) -> SessionState {
     let mode = s.task.as_ref().or(s.base.as_ref()).map_or(MODE_DENY, |g| kernel_mode(g.mode));
     SessionState {
         base_grant: s.base.as_ref().map_or(0, |g| g.id),
@@ -265,7 +265,7 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
 }
 
 /// Removes a session's kernel state (session entry, grants, process entries).
-fn drop_session(eng: &mut Engine, s: &Session) {
+pub(crate) fn drop_session(eng: &mut Engine, s: &Session) {
     eng.remove_session(s.id);
     for p in eng.session_processes(s.id) {
         eng.remove_process(p);
@@ -562,79 +562,6 @@ fn status(d: &Daemon) -> Value {
         "bpffs_dir": d.cfg.bpffs_dir,
         "sessions": sessions,
     })
-}
-
-/// What the table says against what the kernel has in force for a session, after a restart.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Drift {
-    /// Same task grant (or none) in both.
-    Agree,
-    /// The kernel has no state for the session: it was removed (unregistered, ended, or the
-    /// maps are fresh: unpinned or rebooted, so none of its processes is governed any more).
-    Gone,
-    /// The kernel has no task grant: a revocation was applied and not saved.
-    Revoked,
-    /// The kernel runs the held-aside orchestrator grant: the call's revocation was not saved.
-    CallRevoked,
-    /// The kernel runs a grant the table does not know (applied, not saved, never answered).
-    Unknown,
-}
-
-#[must_use]
-pub fn drift(s: &Session, kernel: Option<&SessionState>) -> Drift {
-    let Some(k) = kernel else { return Drift::Gone };
-    let id = |g: &Option<GrantRecord>| g.as_ref().map_or(0, |g| g.id);
-    if k.task_grant == id(&s.task) {
-        Drift::Agree
-    } else if k.task_grant == 0 {
-        Drift::Revoked
-    } else if s.orchestrator.is_some() && k.task_grant == id(&s.orchestrator) {
-        Drift::CallRevoked
-    } else {
-        Drift::Unknown
-    }
-}
-
-/// After a (re)start, the pinned kernel maps are the truth for what is in force: the table was
-/// saved after the kernel changed, so a crash in between leaves the table one or more changes
-/// behind (changes no client was told about). Each session is brought in line with the kernel,
-/// never the other way round: a revocation the kernel has stays (a revoked grant never comes
-/// back), a session the kernel no longer has is dropped, and a grant the table cannot describe
-/// is replaced by the baseline alone (fail closed). Returns true when the table changed.
-pub fn reconcile(eng: &mut Engine, st: &mut State) -> bool {
-    let names: Vec<String> = st.sessions.keys().cloned().collect();
-    let mut changed = false;
-    for name in names {
-        let s = st.sessions.get_mut(&name).expect("listed");
-        let d = drift(s, eng.session_state(s.id).as_ref());
-        if d != Drift::Agree {
-            log::warn!("session {name}: the kernel's state differs from the saved table ({d:?}); following the kernel");
-            changed = true;
-        }
-        let stale: Vec<GrantRecord> = match d {
-            Drift::Agree => Vec::new(),
-            Drift::Gone => {
-                let s = st.sessions.remove(&name).expect("listed");
-                drop_session(eng, &s);
-                continue;
-            }
-            Drift::CallRevoked => s.task.replace(s.orchestrator.take().expect("held")).into_iter().collect(),
-            Drift::Revoked | Drift::Unknown => [s.task.take(), s.orchestrator.take()].into_iter().flatten().collect(),
-        };
-        for g in &stale {
-            eng.remove_grant(g.id, &g.kernel);
-        }
-        // Re-inserting what the kernel already has is harmless.
-        for g in [&s.base, &s.task, &s.orchestrator].into_iter().flatten() {
-            if let Err(e) = eng.install_grant(g.id, &g.kernel) {
-                log::error!("session {}: re-installing grant {}: {e}", s.name, g.id);
-            }
-        }
-        if let Err(e) = eng.set_session(s.id, session_state(s)) {
-            log::error!("session {}: restoring state: {e}", s.name);
-        }
-    }
-    changed
 }
 
 /// Periodic: kernel counters into metrics, grant expirations, sessions whose processes are gone.

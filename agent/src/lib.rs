@@ -17,6 +17,7 @@ pub mod state;
 pub mod audit;
 pub mod daemon;
 pub mod handlers;
+pub mod reconcile;
 pub mod client;
 pub mod seccomp;
 pub mod mcp;
