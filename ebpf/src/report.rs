@@ -13,7 +13,9 @@
 //! `EVENTS_POLL_MS` anyway.
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes,
+    },
     macros::map,
     maps::PerCpuArray,
 };
@@ -23,7 +25,7 @@ use mcpguard_common::{
 };
 
 use crate::{
-    kernel::{backend, dentry_inode, dentry_name, inode_obj, step_up, PathPos, Step},
+    kernel::{backend, inode_obj, off, rd, rd_ptr, Kptr, PathPos, Unresolved},
     maps::{COUNTERS, EVENTS},
 };
 
@@ -115,30 +117,73 @@ fn fill(ev: &mut Event, r: &Report) {
     ev.ino = 0;
     ev.path_depth = 0;
     if let Some(pos) = r.pos {
-        if let Ok(inode) = dentry_inode(pos.dentry) {
-            if let Ok(obj) = inode_obj(inode) {
-                ev.dev = obj.dev;
-                ev.ino = obj.ino;
-            }
-        }
         ev.path_depth = fill_path(ev, pos);
     }
 }
 
-/// Writes path components leaf first; returns how many, with the truncation flag. Mount roots
-/// appear as "/" components, which the reader skips (kept out of the loop so that the verifier
-/// sees one counter and prunes states).
+/// Raw `d_parent`, `d_name.name` and `d_inode` of a dentry: one read of the 32 bytes that hold
+/// them on the running kernel's layout (`d_parent`, `d_name`, `d_inode` are adjacent), a read
+/// per field that falls outside.
+#[inline(always)]
+fn dentry_fields(d: Kptr) -> Result<[u64; 3], Unresolved> {
+    let lo = off!(dentry_parent).min(off!(dentry_name)).min(off!(dentry_inode)) & !7;
+    let w: [u64; 4] = rd(d, lo)?;
+    let get = |off: usize| -> Result<u64, Unresolved> {
+        let i = off.wrapping_sub(lo);
+        match w.get(i / 8) {
+            Some(v) if i.is_multiple_of(8) => Ok(*v),
+            _ => rd(d, off),
+        }
+    };
+    Ok([get(off!(dentry_parent))?, get(off!(dentry_name))?, get(off!(dentry_inode))?])
+}
+
+/// Writes the leaf's identity and the path components, leaf first; returns how many components,
+/// with the truncation flag. Mount roots appear as "/" components, which the reader skips (kept
+/// out of the loop so that the verifier sees one counter and prunes states). Walks as
+/// `kernel::step_up` (the way `d_path` does), reading each dentry once and each mount's root once.
 #[inline(always)]
 fn fill_path(ev: &mut Event, mut pos: PathPos) -> u32 {
+    let Ok(mut mnt_root) = rd_ptr(pos.vfsmnt, off!(vfsmount_root)) else {
+        return EVENT_PATH_TRUNCATED;
+    };
     for n in 0..EVENT_PATH_COMPONENTS {
-        if dentry_name(pos.dentry, &mut ev.path[n]).is_err() {
-            ev.path[n][0] = b'?';
-            ev.path[n][1] = 0;
+        let Ok([d_parent, name, inode]) = dentry_fields(pos.dentry) else {
+            return n as u32 | EVENT_PATH_TRUNCATED;
+        };
+        if n == 0
+            && let Ok(obj) = inode_obj(inode as Kptr)
+        {
+            ev.dev = obj.dev;
+            ev.ino = obj.ino;
         }
-        match step_up(pos) {
-            Ok(Step::Up(next)) => pos = next,
-            Ok(Step::Root) => return n as u32 + 1,
-            Err(_) => return (n as u32 + 1) | EVENT_PATH_TRUNCATED,
+        let count = n as u32 + 1;
+        if let Some(slot) = ev.path.get_mut(n)
+            // SAFETY: the helper is bounded by the slot's length and fails instead of faulting.
+            && unsafe { bpf_probe_read_kernel_str_bytes(name as Kptr, slot) }.is_err()
+        {
+            slot[0] = b'?';
+            slot[1] = 0;
+        }
+        if pos.dentry == mnt_root {
+            let mount = pos.vfsmnt.wrapping_sub(off!(mount_mnt));
+            let Ok(parent) = rd_ptr(mount, off!(mount_parent)) else { return count | EVENT_PATH_TRUNCATED };
+            if parent == mount {
+                return count;
+            }
+            let Ok(mountpoint) = rd_ptr(mount, off!(mount_mountpoint)) else { return count | EVENT_PATH_TRUNCATED };
+            pos = PathPos { dentry: mountpoint, vfsmnt: parent.wrapping_add(off!(mount_mnt)) };
+            let Ok(root) = rd_ptr(pos.vfsmnt, off!(vfsmount_root)) else { return count | EVENT_PATH_TRUNCATED };
+            mnt_root = root;
+        } else {
+            let parent = d_parent as Kptr;
+            if parent.is_null() {
+                return count | EVENT_PATH_TRUNCATED;
+            }
+            if parent == pos.dentry {
+                return count;
+            }
+            pos.dentry = parent;
         }
     }
     EVENT_PATH_COMPONENTS as u32 | EVENT_PATH_TRUNCATED
