@@ -42,6 +42,7 @@ pub fn from_btf(btf: &Btf) -> Result<Offsets, BtfError> {
         task_signal: m("task_struct", "signal")?,
         signal_live: m("signal_struct", "live")?,
         files_fdt: m("files_struct", "fdt")?,
+        files_fdtab: m("files_struct", "fdtab")?,
         fdt_max_fds: m("fdtable", "max_fds")?,
         fdt_fd: m("fdtable", "fd")?,
         file_inode: m("file", "f_inode")?,

@@ -220,6 +220,10 @@ pub struct ProcEntry {
     pub start_ticks: u64,
 }
 const _: () = assert!(size_of::<ProcEntry>() == 16);
+/// Set in [`ProcEntry::start_ticks`] by the kernel programs once a task of the process matched
+/// the start time (the entry is then known to be this live process, until its exit removes it).
+/// Userspace writes entries without it.
+pub const PROC_VERIFIED: u64 = 1 << 63;
 
 /// A session's grants. Replaced as a whole (one hash-map update), so a task switch is atomic.
 /// `task_grant` applies until `task_expires_ns` (CLOCK_BOOTTIME); `base_grant` for the session's
@@ -335,6 +339,8 @@ pub struct Offsets {
     pub task_signal: u32,
     pub signal_live: u32,
     pub files_fdt: u32,
+    /// `files_struct.fdtab`: the embedded table `fdt` points to until it is expanded.
+    pub files_fdtab: u32,
     pub fdt_max_fds: u32,
     pub fdt_fd: u32,
     pub file_inode: u32,
@@ -367,7 +373,7 @@ pub struct Offsets {
     /// Nanoseconds per USER_HZ clock tick, to compute `start_ticks` (10_000_000 for USER_HZ 100).
     pub ns_per_tick: u32,
 }
-const _: () = assert!(size_of::<Offsets>() == 35 * 4);
+const _: () = assert!(size_of::<Offsets>() == 36 * 4);
 
 #[cfg(feature = "user")]
 mod user {

@@ -3,15 +3,15 @@
 //! in how a denial is carried out.
 use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns};
 use mcpguard_common::{
-    NameKey, ObjKey, SessionState, ACCESS_READ, ACCESS_WRITE, EXEC_NAME_LEN, MAX_WALK_DEPTH,
+    NameKey, ObjKey, SessionState, ACCESS_READ, ACCESS_WRITE, EXEC_NAME_LEN, MAX_WALK_DEPTH, PROC_VERIFIED,
     REASON_BINARY_CHANGED, REASON_GRANT_EXPIRED, REASON_NONE,
     REASON_NOT_GRANTED, REASON_NO_GRANT, REASON_UNRESOLVED,
 };
 
 use crate::{
     kernel::{
-        dentry_inode, dentry_name, fingerprint_matches, inode_fingerprint,
-        inode_obj, rd_ptr, step_up, task_start_ticks, Kptr, Obj, PathPos, Step, Unresolved,
+        current_task, dentry_inode, dentry_name, fingerprint_matches, inode_fingerprint, inode_obj, rd_ptr,
+        task_start_ticks, Kptr, Obj, PathPos, Unresolved, Walk,
     },
     maps::{CGROUPS, CONF, EXEC, EXEC_NAMES, PATHS, PROCS, SESSIONS},
 };
@@ -23,21 +23,31 @@ pub struct Governed {
     pub state: Option<SessionState>,
 }
 
-/// Fast path: one hash lookup (plus one inlined array read) for ungoverned tasks.
+/// Fast path: one hash lookup (plus one inlined array read) for ungoverned tasks; nothing is
+/// read before it.
 /// A PROCS entry whose start time does not match the task is a recycled PID: it is removed and
 /// the task treated as ungoverned. If the start time cannot be read, the task stays governed.
+/// The start time is compared until it matched once ([`PROC_VERIFIED`]): from then on the entry
+/// is this live process's, and the process's exit removes it (`mcpg_exit`); a new process that
+/// recycles the tgid of an entry left behind is checked at its fork (`mcpg_fork`).
 #[inline(always)]
-pub fn governed(tgid: u32, task: Kptr) -> Option<Governed> {
-    // SAFETY: map values are only read by value.
-    let session = if let Some(entry) = unsafe { PROCS.get(&tgid) } {
-        let session = entry.session;
-        match task_start_ticks(task) {
-            Ok(ticks) if ticks != entry.start_ticks => {
-                let _ = PROCS.remove(&tgid);
-                return None;
+pub fn governed(tgid: u32) -> Option<Governed> {
+    let session = if let Some(entry) = PROCS.get_ptr_mut(&tgid) {
+        // SAFETY: pointer to a live map value, copied out.
+        let e = unsafe { *entry };
+        if e.start_ticks & PROC_VERIFIED == 0 {
+            match task_start_ticks(current_task()) {
+                Ok(ticks) if ticks != e.start_ticks => {
+                    let _ = PROCS.remove(&tgid);
+                    return None;
+                }
+                // SAFETY: one aligned word of the map value; a concurrent update of the entry
+                // replaces the element, so at worst this mark is lost and the check runs again.
+                Ok(_) => unsafe { (*entry).start_ticks = e.start_ticks | PROC_VERIFIED },
+                Err(_) => {}
             }
-            _ => session,
         }
+        e.session
     } else {
         let conf = CONF.get(0)?;
         if conf.cgroup_sessions == 0 {
@@ -45,7 +55,7 @@ pub fn governed(tgid: u32, task: Kptr) -> Option<Governed> {
         }
         // SAFETY: helper without arguments.
         let cgroup = unsafe { bpf_get_current_cgroup_id() };
-        // SAFETY: as above.
+        // SAFETY: map value read by value.
         *unsafe { CGROUPS.get(&cgroup) }?
     };
     // SAFETY: as above.
@@ -181,42 +191,52 @@ fn path_bits(grant: u64, obj: Obj) -> u32 {
 /// Walks the object's dentry ancestry (crossing mounts) looking for a granted file or directory.
 #[inline(always)]
 pub fn decide_open(st: &SessionState, file: Kptr, need: u32) -> Verdict {
-    match try_decide_open(st, file, need & (ACCESS_READ | ACCESS_WRITE)) {
+    match crate::kernel::file_pos(file) {
+        Ok(pos) => decide_open_at(st, pos, need),
+        Err(Unresolved) => Verdict::deny(REASON_UNRESOLVED, grant_in_force(st)),
+    }
+}
+
+/// [`decide_open`] for a file whose `f_path` the caller has read.
+#[inline(always)]
+pub fn decide_open_at(st: &SessionState, pos: PathPos, need: u32) -> Verdict {
+    match try_decide_open(st, pos, need & (ACCESS_READ | ACCESS_WRITE)) {
         Ok(v) => v,
         Err(Unresolved) => Verdict::deny(REASON_UNRESOLVED, grant_in_force(st)),
     }
 }
 
 #[inline(always)]
-fn try_decide_open(st: &SessionState, file: Kptr, need: u32) -> Result<Verdict, Unresolved> {
+fn try_decide_open(st: &SessionState, pos: PathPos, need: u32) -> Result<Verdict, Unresolved> {
     if st.task_grant == 0 && st.base_grant == 0 {
         return Ok(Verdict::deny(REASON_NO_GRANT, 0));
     }
-    let task_live = st.task_grant != 0 && now() < st.task_expires_ns;
-    let mut pos = crate::kernel::file_pos(file)?;
+    // Whether the task grant is still in force is asked (a clock read) only when it matters.
+    let mut task_live: Option<bool> = None;
+    let mut walk = Walk::start(pos);
     let mut base_acc = 0u32;
     let mut task_acc = 0u32;
     let mut depth = 0u32;
     while depth < MAX_WALK_DEPTH {
-        let inode = dentry_inode(pos.dentry)?;
-        let obj = inode_obj(inode)?;
+        let (obj, d_parent) = walk.here()?;
         base_acc |= path_bits(st.base_grant, obj);
-        task_acc |= path_bits(st.task_grant, obj);
-        let live_acc = if task_live { base_acc | task_acc } else { base_acc };
-        if live_acc & need == need {
-            let grant = if base_acc & need == need { st.base_grant } else { st.task_grant };
-            return Ok(Verdict::allow(grant));
+        if base_acc & need == need {
+            return Ok(Verdict::allow(st.base_grant));
         }
-        match step_up(pos)? {
-            Step::Up(next) => pos = next,
-            Step::Root => {
-                let reason = if (base_acc | task_acc) & need == need {
-                    REASON_GRANT_EXPIRED
-                } else {
-                    REASON_NOT_GRANTED
-                };
-                return Ok(Verdict::deny(reason, grant_in_force(st)));
+        task_acc |= path_bits(st.task_grant, obj);
+        if (base_acc | task_acc) & need == need {
+            let live = *task_live.get_or_insert_with(|| now() < st.task_expires_ns);
+            if live {
+                return Ok(Verdict::allow(st.task_grant));
             }
+        }
+        if !walk.up(d_parent)? {
+            let reason = if (base_acc | task_acc) & need == need {
+                REASON_GRANT_EXPIRED
+            } else {
+                REASON_NOT_GRANTED
+            };
+            return Ok(Verdict::deny(reason, grant_in_force(st)));
         }
         depth += 1;
     }

@@ -14,6 +14,7 @@ pub static MCPG_OFFSETS: Offsets = Offsets {
     task_signal: 0,
     signal_live: 0,
     files_fdt: 0,
+    files_fdtab: 0,
     fdt_max_fds: 0,
     fdt_fd: 0,
     file_inode: 0,
@@ -85,6 +86,51 @@ pub fn rd_ptr(base: Kptr, off: usize) -> Result<Kptr, Unresolved> {
     if p == 0 { Err(Unresolved) } else { Ok(p as Kptr) }
 }
 
+/// `N` consecutive words of a kernel object, read with one helper call (a helper call costs
+/// more than the bytes it copies). The window starts at the lowest offset wanted, rounded down
+/// to 8; a field outside it (another kernel's layout) is read on its own. The offsets are
+/// constants to the verifier (frozen read-only global), so each access below is at a fixed
+/// stack offset and the branch not taken is pruned.
+#[derive(Clone, Copy)]
+pub struct Win<const N: usize> {
+    base: Kptr,
+    lo: usize,
+    w: [u64; N],
+}
+
+impl<const N: usize> Win<N> {
+    #[inline(always)]
+    pub fn read(base: Kptr, lo: usize) -> Result<Self, Unresolved> {
+        let lo = lo & !7;
+        Ok(Self { base, lo, w: rd(base, lo)? })
+    }
+
+    #[inline(always)]
+    pub fn u64_at(&self, off: usize) -> Result<u64, Unresolved> {
+        let i = off.wrapping_sub(self.lo);
+        match self.w.get(i / 8) {
+            Some(v) if i.is_multiple_of(8) => Ok(*v),
+            _ => rd(self.base, off),
+        }
+    }
+
+    /// A non-null pointer member.
+    #[inline(always)]
+    pub fn ptr_at(&self, off: usize) -> Result<Kptr, Unresolved> {
+        let p = self.u64_at(off)?;
+        if p == 0 { Err(Unresolved) } else { Ok(p as Kptr) }
+    }
+
+    #[inline(always)]
+    pub fn u32_at(&self, off: usize) -> Result<u32, Unresolved> {
+        let i = off.wrapping_sub(self.lo);
+        match self.w.get(i / 8) {
+            Some(v) if i.is_multiple_of(4) => Ok((*v >> ((i % 8) * 8)) as u32),
+            _ => rd(self.base, off),
+        }
+    }
+}
+
 /// Identity of an inode: (kernel dev_t, inode number).
 #[derive(Clone, Copy)]
 pub struct Obj {
@@ -92,12 +138,35 @@ pub struct Obj {
     pub ino: u64,
 }
 
+/// The last superblock seen and its dev_t: along one walk the superblock only changes at mount
+/// crossings, so `s_dev` is read once per filesystem instead of once per level.
+#[derive(Clone, Copy)]
+pub struct DevCache {
+    sb: Kptr,
+    dev: u32,
+}
+
+impl DevCache {
+    pub const EMPTY: Self = Self { sb: core::ptr::null(), dev: 0 };
+}
+
+/// `i_sb` and `i_ino` (one read), then `s_dev` unless `cache` holds that superblock.
+#[inline(always)]
+pub fn inode_obj_cached(inode: Kptr, cache: &mut DevCache) -> Result<Obj, Unresolved> {
+    let w = Win::<4>::read(inode, off!(inode_sb).min(off!(inode_ino)))?;
+    let ino = w.u64_at(off!(inode_ino))?;
+    let sb = w.ptr_at(off!(inode_sb))?;
+    if sb != cache.sb {
+        cache.dev = rd(sb, off!(sb_dev))?;
+        cache.sb = sb;
+    }
+    Ok(Obj { dev: cache.dev, ino })
+}
+
 #[inline(always)]
 pub fn inode_obj(inode: Kptr) -> Result<Obj, Unresolved> {
-    let ino: u64 = rd(inode, off!(inode_ino))?;
-    let sb = rd_ptr(inode, off!(inode_sb))?;
-    let dev: u32 = rd(sb, off!(sb_dev))?;
-    Ok(Obj { dev, ino })
+    let mut cache = DevCache::EMPTY;
+    inode_obj_cached(inode, &mut cache)
 }
 
 /// Nanoseconds fit in 30 bits; since 6.13 the kernel keeps a flag (`I_CTIME_QUERIED`, multigrain
@@ -142,6 +211,14 @@ pub enum Step {
     Root,
 }
 
+/// `f_mode` and `f_path` of a file, in one read.
+#[inline(always)]
+pub fn file_mode_pos(file: Kptr) -> Result<(u32, PathPos), Unresolved> {
+    let (mode, mnt, dentry) = (off!(file_mode), off!(file_path_mnt), off!(file_path_dentry));
+    let w = Win::<12>::read(file, mode.min(mnt).min(dentry))?;
+    Ok((w.u32_at(mode)?, PathPos { dentry: w.ptr_at(dentry)?, vfsmnt: w.ptr_at(mnt)? }))
+}
+
 #[inline(always)]
 pub fn file_pos(file: Kptr) -> Result<PathPos, Unresolved> {
     Ok(PathPos {
@@ -173,6 +250,81 @@ pub fn step_up(pos: PathPos) -> Result<Step, Unresolved> {
     Ok(Step::Up(PathPos { dentry: parent, vfsmnt: pos.vfsmnt }))
 }
 
+/// The ancestry walk of decisions: [`step_up`] with what it reads kept between levels (one
+/// read of the dentry per level for `d_inode` and `d_parent`; the mount's root, parent and
+/// mountpoint once per mount, not once per level).
+pub struct Walk {
+    pub pos: PathPos,
+    mnt_root: Kptr,
+    mnt_parent: u64,
+    mnt_mountpoint: u64,
+    dev: DevCache,
+}
+
+impl Walk {
+    /// The mount is read at the first step up (a granted leaf needs none of it).
+    #[inline(always)]
+    pub const fn start(pos: PathPos) -> Self {
+        Self { pos, mnt_root: core::ptr::null(), mnt_parent: 0, mnt_mountpoint: 0, dev: DevCache::EMPTY }
+    }
+
+    #[inline(always)]
+    fn enter_mount(&mut self) -> Result<(), Unresolved> {
+        let mount = self.pos.vfsmnt.wrapping_sub(off!(mount_mnt));
+        let root = off!(mount_mnt) + off!(vfsmount_root);
+        let lo = off!(mount_parent).min(off!(mount_mountpoint)).min(root);
+        let w = Win::<4>::read(mount, lo)?;
+        self.mnt_root = w.ptr_at(root)?;
+        self.mnt_parent = w.u64_at(off!(mount_parent))?;
+        self.mnt_mountpoint = w.u64_at(off!(mount_mountpoint))?;
+        Ok(())
+    }
+
+    /// Identity of the object at the current position, and its dentry's `d_parent` (raw).
+    #[inline(always)]
+    pub fn here(&mut self) -> Result<(Obj, u64), Unresolved> {
+        let w = Win::<4>::read(self.pos.dentry, off!(dentry_parent).min(off!(dentry_inode)))?;
+        let inode = w.ptr_at(off!(dentry_inode))?;
+        let parent = w.u64_at(off!(dentry_parent))?;
+        Ok((inode_obj_cached(inode, &mut self.dev)?, parent))
+    }
+
+    /// One step towards the root, as [`step_up`]; `false` at the root. `d_parent` is the value
+    /// [`Walk::here`] returned for the current position.
+    #[inline(always)]
+    pub fn up(&mut self, d_parent: u64) -> Result<bool, Unresolved> {
+        if self.mnt_root.is_null() {
+            self.enter_mount()?;
+        }
+        if self.pos.dentry == self.mnt_root {
+            let mount = self.pos.vfsmnt.wrapping_sub(off!(mount_mnt));
+            let parent = self.mnt_parent as Kptr;
+            if parent.is_null() {
+                return Err(Unresolved);
+            }
+            if parent == mount {
+                return Ok(false);
+            }
+            let mountpoint = self.mnt_mountpoint as Kptr;
+            if mountpoint.is_null() {
+                return Err(Unresolved);
+            }
+            self.pos = PathPos { dentry: mountpoint, vfsmnt: parent.wrapping_add(off!(mount_mnt)) };
+            self.enter_mount()?;
+            return Ok(true);
+        }
+        let parent = d_parent as Kptr;
+        if parent.is_null() {
+            return Err(Unresolved);
+        }
+        if parent == self.pos.dentry {
+            return Ok(false);
+        }
+        self.pos.dentry = parent;
+        Ok(true)
+    }
+}
+
 #[inline(always)]
 pub fn dentry_inode(dentry: Kptr) -> Result<Kptr, Unresolved> {
     rd_ptr(dentry, off!(dentry_inode))
@@ -189,16 +341,25 @@ pub fn dentry_name(dentry: Kptr, buf: &mut [u8]) -> Result<usize, Unresolved> {
         .map_err(|_| Unresolved)
 }
 
-/// The `struct file *` installed at `fd` in the current task's table.
+/// The `struct file *` installed at `fd` in the current task's table. While the table has not
+/// been expanded (`fdt` points at the embedded `fdtab`), one read gives `fdt`, `max_fds` and
+/// `fd`.
 #[inline(always)]
 pub fn current_fd_file(task: Kptr, fd: u64) -> Result<Kptr, Unresolved> {
     let files = rd_ptr(task, off!(task_files))?;
-    let fdt = rd_ptr(files, off!(files_fdt))?;
-    let max: u32 = rd(fdt, off!(fdt_max_fds))?;
+    let (fdt_off, tab) = (off!(files_fdt), off!(files_fdtab));
+    let (max_off, arr_off) = (off!(fdt_max_fds), off!(fdt_fd));
+    let w = Win::<4>::read(files, fdt_off.min(tab + max_off).min(tab + arr_off))?;
+    let fdt = w.ptr_at(fdt_off)?;
+    let (max, arr) = if fdt == files.wrapping_add(tab) {
+        (w.u32_at(tab + max_off)?, w.ptr_at(tab + arr_off)?)
+    } else {
+        let t = Win::<2>::read(fdt, max_off.min(arr_off))?;
+        (t.u32_at(max_off)?, t.ptr_at(arr_off)?)
+    };
     if fd >= u64::from(max) {
         return Err(Unresolved);
     }
-    let arr = rd_ptr(fdt, off!(fdt_fd))?;
     rd_ptr(arr, (fd as usize).wrapping_mul(8))
 }
 
@@ -220,13 +381,17 @@ pub const FMODE_WRITE: u32 = 0x2;
 pub const FMODE_EXEC: u32 = 0x20;
 pub const FMODE_PATH: u32 = 0x4000;
 
-/// (tgid, task_struct) of the current task.
+/// tgid of the current task.
 #[inline(always)]
-pub fn current() -> (u32, Kptr) {
-    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+pub fn current_tgid() -> u32 {
+    (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// `struct task_struct *` of the current task.
+#[inline(always)]
+pub fn current_task() -> Kptr {
     // SAFETY: helper without arguments.
-    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as Kptr;
-    (tgid, task)
+    (unsafe { aya_ebpf::helpers::bpf_get_current_task() }) as Kptr
 }
 
 /// Access an open asks for, from `f_mode` (`ACCESS_READ | ACCESS_WRITE`; 0 for neither).

@@ -13,7 +13,7 @@ use mcpguard_common::{
 
 use crate::{
     decide::{decide_exec, decide_mmap_exec, decide_open, governed, report_pos, Governed, Verdict},
-    kernel::{current, fmode_access, off, rd, rd_ptr, Kptr, FMODE_EXEC, FMODE_READ, FMODE_WRITE, SIGKILL},
+    kernel::{current_tgid, fmode_access, off, rd, rd_ptr, Kptr, FMODE_EXEC, FMODE_READ, FMODE_WRITE, SIGKILL},
     maps::CONF,
     report::{count, emit, Report},
 };
@@ -61,8 +61,8 @@ fn is_script(bprm: Kptr) -> bool {
 /// `security_bprm_check` / LSM `bprm_check_security`.
 #[inline(always)]
 fn on_exec(bprm: Kptr) -> i32 {
-    let (tgid, task) = current();
-    let Some(g) = governed(tgid, task) else { return 0 };
+    let tgid = current_tgid();
+    let Some(g) = governed(tgid) else { return 0 };
     let Some(st) = g.state else {
         return deny(&g, Verdict::deny(REASON_NO_GRANT, 0), HOOK_EXEC, 0, None);
     };
@@ -80,9 +80,9 @@ fn on_exec(bprm: Kptr) -> i32 {
 /// `security_file_open` / LSM `file_open`.
 #[inline(always)]
 fn on_open(file: Kptr) -> i32 {
-    let (tgid, task) = current();
+    let tgid = current_tgid();
     probe(tgid);
-    let Some(g) = governed(tgid, task) else { return 0 };
+    let Some(g) = governed(tgid) else { return 0 };
     let fmode: u32 = rd(file, off!(file_mode)).unwrap_or(FMODE_READ | FMODE_WRITE);
     let fflags: u32 = rd(file, off!(file_flags)).unwrap_or(0);
     // The open done by execve for the new image is decided by bprm_check_security.
@@ -111,8 +111,7 @@ fn on_mmap(file: Kptr, prot: u64) -> i32 {
     if prot & PROT_EXEC == 0 || file.is_null() {
         return 0; // anonymous executable memory is not a file object
     }
-    let (tgid, task) = current();
-    let Some(g) = governed(tgid, task) else { return 0 };
+    let Some(g) = governed(current_tgid()) else { return 0 };
     let Some(st) = g.state else {
         return deny(&g, Verdict::deny(REASON_NO_GRANT, 0), HOOK_MMAP, 0, report_pos(file));
     };

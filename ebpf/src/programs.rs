@@ -6,18 +6,18 @@ use aya_ebpf::{
     helpers::bpf_send_signal,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
+    EbpfContext,
 };
 use mcpguard_common::{
-    ProcEntry, ACTION_AUDITED, ACTION_KILLED, COUNTER_PROCS_FULL,
-    HOOK_EXEC, HOOK_IO_URING, HOOK_OPEN, HOOK_SYSCALL, MODE_AUDIT, REASON_NOT_GRANTED, REASON_NO_GRANT,
+    ProcEntry, ACTION_AUDITED, ACTION_KILLED, COUNTER_PROCS_FULL, HOOK_EXEC, HOOK_IO_URING, HOOK_OPEN,
+    HOOK_SYSCALL, MODE_AUDIT, PROC_VERIFIED, REASON_NOT_GRANTED, REASON_NO_GRANT,
 };
 
 use crate::{
-    decide::{decide_exec, decide_open, governed, report_pos, Governed, Verdict},
+    decide::{decide_exec, decide_open_at, governed, report_pos, Governed, Verdict},
     kernel::{
-        current, current_fd_file, fmode_access, off, rd, rd_ptr, task_start_ticks, Kptr, FMODE_PATH, FMODE_READ,
-        FMODE_WRITE,
-        SIGKILL,
+        current_fd_file, current_task, current_tgid, file_mode_pos, fmode_access, off, rd, rd_ptr,
+        task_start_ticks, Kptr, FMODE_PATH, SIGKILL,
     },
     maps::PROCS,
     report::{count, emit, Report},
@@ -39,11 +39,16 @@ fn enforce(g: &Governed, v: Verdict, hook: u32, access: u32, report: Report) {
 }
 
 /// New processes of a governed process join its session (threads share the tgid already).
+/// A new process of an ungoverned one that finds an entry under its tgid whose start time is
+/// not its own recycled the PID of a process that left its entry behind: the entry goes.
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn mcpg_fork(ctx: BtfTracePointContext) -> i32 {
-    let (tgid, _) = current();
+    let tgid = current_tgid();
     // SAFETY: value read by value.
-    let Some(parent) = (unsafe { PROCS.get(&tgid) }).copied() else { return 0 };
+    let Some(parent) = (unsafe { PROCS.get(&tgid) }).copied() else {
+        drop_recycled(ctx.arg(1), tgid);
+        return 0;
+    };
     let child: Kptr = ctx.arg(1);
     let Ok(child_tgid) = rd::<u32>(child, off!(task_tgid)) else {
         count(COUNTER_PROCS_FULL);
@@ -54,7 +59,9 @@ pub fn mcpg_fork(ctx: BtfTracePointContext) -> i32 {
     if child_tgid == tgid {
         return 0;
     }
-    let start_ticks = task_start_ticks(child).unwrap_or(0);
+    // The entry is this child's by construction: verified from the start (an unreadable start
+    // time keeps it governed; only a later fork recycling the tgid compares it).
+    let start_ticks = task_start_ticks(child).unwrap_or(0) | PROC_VERIFIED;
     let entry = ProcEntry { session: parent.session, start_ticks };
     if PROCS.insert(&child_tgid, &entry, 0).is_err() {
         // Could not track the child: fail closed on the governed parent.
@@ -65,10 +72,27 @@ pub fn mcpg_fork(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// See [`mcpg_fork`]. The child cannot have been registered by the agent before this
+/// tracepoint unless its tgid was already visible, so a matching start time keeps the entry.
+#[inline(always)]
+fn drop_recycled(child: Kptr, tgid: u32) {
+    let Ok(child_tgid) = rd::<u32>(child, off!(task_tgid)) else { return };
+    if child_tgid == tgid {
+        return;
+    }
+    // SAFETY: value read by value.
+    let Some(e) = (unsafe { PROCS.get(&child_tgid) }).copied() else { return };
+    if let Ok(ticks) = task_start_ticks(child)
+        && ticks != e.start_ticks & !PROC_VERIFIED
+    {
+        let _ = PROCS.remove(&child_tgid);
+    }
+}
+
 /// The session entry goes away when the whole thread group is dead.
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn mcpg_exit(ctx: BtfTracePointContext) -> i32 {
-    let (tgid, _) = current();
+    let tgid = current_tgid();
     // SAFETY: value read by value.
     if unsafe { PROCS.get(&tgid) }.is_none() {
         return 0;
@@ -83,8 +107,7 @@ pub fn mcpg_exit(ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn mcpg_exec(ctx: BtfTracePointContext) -> i32 {
-    let (tgid, task) = current();
-    let Some(g) = governed(tgid, task) else { return 0 };
+    let Some(g) = governed(current_tgid()) else { return 0 };
     let bprm: Kptr = ctx.arg(2);
     let Some(st) = g.state else {
         enforce(&g, Verdict::deny(REASON_NO_GRANT, 0), HOOK_EXEC, 0, blank());
@@ -111,26 +134,22 @@ const fn blank() -> Report {
 /// at the returned fd, never on the user-memory path argument.
 #[inline(always)]
 fn on_open_exit(ctx: &TracePointContext) -> u32 {
-    // SAFETY: offset 16 is `long ret` in every syscalls:sys_exit_* tracepoint format.
-    let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else { return 0 };
+    // SAFETY: offset 16 is `long ret` in every syscalls:sys_exit_* tracepoint format; the
+    // tracepoint context is readable directly (no helper call).
+    let ret = unsafe { ctx.as_ptr().cast::<i64>().add(2).read() };
     if ret < 0 {
         return 0;
     }
-    let (tgid, task) = current();
-    let Some(g) = governed(tgid, task) else { return 0 };
+    let Some(g) = governed(current_tgid()) else { return 0 };
     let Some(st) = g.state else {
         enforce(&g, Verdict::deny(REASON_NO_GRANT, 0), HOOK_OPEN, 0, blank());
         return 0;
     };
-    let file = match current_fd_file(task, ret as u64) {
-        Ok(f) => f,
-        Err(_) => {
-            let v = Verdict::deny(mcpguard_common::REASON_UNRESOLVED, 0);
-            enforce(&g, v, HOOK_OPEN, 0, blank());
-            return 0;
-        }
+    let Ok((fmode, pos)) = current_fd_file(current_task(), ret as u64).and_then(file_mode_pos) else {
+        let v = Verdict::deny(mcpguard_common::REASON_UNRESOLVED, 0);
+        enforce(&g, v, HOOK_OPEN, 0, blank());
+        return 0;
     };
-    let fmode: u32 = rd(file, off!(file_mode)).unwrap_or(FMODE_READ | FMODE_WRITE);
     if fmode & FMODE_PATH != 0 {
         // O_PATH gives no access to content; anything done through it is checked again.
         return 0;
@@ -139,9 +158,9 @@ fn on_open_exit(ctx: &TracePointContext) -> u32 {
     if need == 0 {
         return 0;
     }
-    let v = decide_open(&st, file, need);
+    let v = decide_open_at(&st, pos, need);
     if !v.allow {
-        enforce(&g, v, HOOK_OPEN, need, Report { pos: report_pos(file), ..blank() });
+        enforce(&g, v, HOOK_OPEN, need, Report { pos: Some(pos), ..blank() });
     }
     0
 }
@@ -174,8 +193,7 @@ pub fn mcpg_open_handle(ctx: TracePointContext) -> u32 {
 /// io_uring submissions bypass the open-family tracepoints: governed tasks may not set it up.
 #[tracepoint(category = "syscalls", name = "sys_enter_io_uring_setup")]
 pub fn mcpg_io_uring(_ctx: TracePointContext) -> u32 {
-    let (tgid, task) = current();
-    let Some(g) = governed(tgid, task) else { return 0 };
+    let Some(g) = governed(current_tgid()) else { return 0 };
     let grant = g.state.map_or(0, |s| if s.task_grant != 0 { s.task_grant } else { s.base_grant });
     enforce(&g, Verdict::deny(REASON_NOT_GRANTED, grant), HOOK_IO_URING, 0, blank());
     0
@@ -185,8 +203,7 @@ pub fn mcpg_io_uring(_ctx: TracePointContext) -> u32 {
 /// daemon, alias paths with mounts, load kernel code) stop a governed process, on every backend.
 #[inline(always)]
 fn guard_syscall(nr: u32) -> u32 {
-    let (tgid, task) = current();
-    let Some(g) = governed(tgid, task) else { return 0 };
+    let Some(g) = governed(current_tgid()) else { return 0 };
     let grant = g.state.map_or(0, |s| if s.task_grant != 0 { s.task_grant } else { s.base_grant });
     enforce(&g, Verdict::deny(REASON_NOT_GRANTED, grant), HOOK_SYSCALL, nr, blank());
     0
