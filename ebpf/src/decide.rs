@@ -263,8 +263,13 @@ pub fn decide_mmap_exec(st: &SessionState, file: Kptr) -> Verdict {
     read
 }
 
-/// Position to report for an open's file (for the event's path).
+/// Position to report for a file (for the event's path). When it cannot be read, `None` is
+/// built from a defined value (null pointers), not left with an undefined payload: a payload
+/// that is undefined on one path and a register on another can reach the event code as a
+/// register never written on that path, which the verifier refuses ("!read_ok").
 #[inline(always)]
 pub fn report_pos(file: Kptr) -> Option<PathPos> {
-    crate::kernel::file_pos(file).ok()
+    let null = PathPos { dentry: core::ptr::null(), vfsmnt: core::ptr::null() };
+    let pos = crate::kernel::file_pos(file).unwrap_or(null);
+    if pos.dentry.is_null() { None } else { Some(pos) }
 }

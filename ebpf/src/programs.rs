@@ -119,7 +119,7 @@ pub fn mcpg_exec(ctx: BtfTracePointContext) -> i32 {
         Err(_) => Verdict::deny(mcpguard_common::REASON_UNRESOLVED, 0),
     };
     if !v.allow {
-        let pos = file.ok().and_then(report_pos);
+        let pos = report_pos(file.unwrap_or(core::ptr::null()));
         enforce(&g, v, HOOK_EXEC, 0, Report { pos, ..blank() });
     }
     0
