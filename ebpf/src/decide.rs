@@ -211,9 +211,11 @@ fn try_decide_open(st: &SessionState, pos: PathPos, need: u32) -> Result<Verdict
     if st.task_grant == 0 && st.base_grant == 0 {
         return Ok(Verdict::deny(REASON_NO_GRANT, 0));
     }
-    // Whether the task grant is still in force is asked (a clock read) only when it matters.
-    let mut task_live: Option<bool> = None;
-    let mut walk = Walk::start(pos);
+    // Decided once, before the walk: state that changes shape along the walk (a lazily read
+    // clock, caches filled on first use) multiplies the paths the verifier explores per level,
+    // and 6.1's verifier gives up on the LSM programs (1M instructions) when it does.
+    let task_live = st.task_grant != 0 && now() < st.task_expires_ns;
+    let mut walk = Walk::start(pos)?;
     let mut base_acc = 0u32;
     let mut task_acc = 0u32;
     let mut depth = 0u32;
@@ -224,11 +226,8 @@ fn try_decide_open(st: &SessionState, pos: PathPos, need: u32) -> Result<Verdict
             return Ok(Verdict::allow(st.base_grant));
         }
         task_acc |= path_bits(st.task_grant, obj);
-        if (base_acc | task_acc) & need == need {
-            let live = *task_live.get_or_insert_with(|| now() < st.task_expires_ns);
-            if live {
-                return Ok(Verdict::allow(st.task_grant));
-            }
+        if task_live && (base_acc | task_acc) & need == need {
+            return Ok(Verdict::allow(st.task_grant));
         }
         if !walk.up(d_parent)? {
             let reason = if (base_acc | task_acc) & need == need {

@@ -156,10 +156,11 @@ pub fn inode_obj_cached(inode: Kptr, cache: &mut DevCache) -> Result<Obj, Unreso
     let w = Win::<4>::read(inode, off!(inode_sb).min(off!(inode_ino)))?;
     let ino = w.u64_at(off!(inode_ino))?;
     let sb = w.ptr_at(off!(inode_sb))?;
-    if sb != cache.sb {
-        cache.dev = rd(sb, off!(sb_dev))?;
-        cache.sb = sb;
-    }
+    // Both outcomes leave the cache in the same shape (`sb` and a scalar dev), so the verifier
+    // can merge them at the next level.
+    let dev = if sb != cache.sb { rd(sb, off!(sb_dev))? } else { cache.dev };
+    cache.sb = sb;
+    cache.dev = dev;
     Ok(Obj { dev: cache.dev, ino })
 }
 
@@ -262,10 +263,14 @@ pub struct Walk {
 }
 
 impl Walk {
-    /// The mount is read at the first step up (a granted leaf needs none of it).
+    /// The mount is read up front: a cache filled on first use would give the verifier one more
+    /// shape of state to explore at every level of the walk.
     #[inline(always)]
-    pub const fn start(pos: PathPos) -> Self {
-        Self { pos, mnt_root: core::ptr::null(), mnt_parent: 0, mnt_mountpoint: 0, dev: DevCache::EMPTY }
+    pub fn start(pos: PathPos) -> Result<Self, Unresolved> {
+        let mut w =
+            Self { pos, mnt_root: core::ptr::null(), mnt_parent: 0, mnt_mountpoint: 0, dev: DevCache::EMPTY };
+        w.enter_mount()?;
+        Ok(w)
     }
 
     #[inline(always)]
@@ -293,9 +298,6 @@ impl Walk {
     /// [`Walk::here`] returned for the current position.
     #[inline(always)]
     pub fn up(&mut self, d_parent: u64) -> Result<bool, Unresolved> {
-        if self.mnt_root.is_null() {
-            self.enter_mount()?;
-        }
         if self.pos.dentry == self.mnt_root {
             let mount = self.pos.vfsmnt.wrapping_sub(off!(mount_mnt));
             let parent = self.mnt_parent as Kptr;
