@@ -206,12 +206,6 @@ pub struct PathPos {
     pub vfsmnt: Kptr,
 }
 
-pub enum Step {
-    Up(PathPos),
-    /// Reached the root of the mount namespace or of a detached/pseudo filesystem.
-    Root,
-}
-
 /// `f_mode` and `f_path` of a file, in one read.
 #[inline(always)]
 pub fn file_mode_pos(file: Kptr) -> Result<(u32, PathPos), Unresolved> {
@@ -228,30 +222,7 @@ pub fn file_pos(file: Kptr) -> Result<PathPos, Unresolved> {
     })
 }
 
-/// One step towards the root, crossing mount points the way `d_path` does.
-#[inline(always)]
-pub fn step_up(pos: PathPos) -> Result<Step, Unresolved> {
-    let mnt_root = rd_ptr(pos.vfsmnt, off!(vfsmount_root))?;
-    if pos.dentry == mnt_root {
-        let mount = pos.vfsmnt.wrapping_sub(off!(mount_mnt));
-        let parent = rd_ptr(mount, off!(mount_parent))?;
-        if parent == mount {
-            return Ok(Step::Root);
-        }
-        let mountpoint = rd_ptr(mount, off!(mount_mountpoint))?;
-        return Ok(Step::Up(PathPos {
-            dentry: mountpoint,
-            vfsmnt: parent.wrapping_add(off!(mount_mnt)),
-        }));
-    }
-    let parent = rd_ptr(pos.dentry, off!(dentry_parent))?;
-    if parent == pos.dentry {
-        return Ok(Step::Root);
-    }
-    Ok(Step::Up(PathPos { dentry: parent, vfsmnt: pos.vfsmnt }))
-}
-
-/// The ancestry walk of decisions: [`step_up`] with what it reads kept between levels (one
+/// The ancestry walk of decisions, crossing mount points the way `d_path` does, with what it reads kept between levels (one
 /// read of the dentry per level for `d_inode` and `d_parent`; the mount's root, parent and
 /// mountpoint once per mount, not once per level).
 pub struct Walk {
@@ -294,7 +265,7 @@ impl Walk {
         Ok((inode_obj_cached(inode, &mut self.dev)?, parent))
     }
 
-    /// One step towards the root, as [`step_up`]; `false` at the root. `d_parent` is the value
+    /// One step towards the root; `false` at the root. `d_parent` is the value
     /// [`Walk::here`] returned for the current position.
     #[inline(always)]
     pub fn up(&mut self, d_parent: u64) -> Result<bool, Unresolved> {

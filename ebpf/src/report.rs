@@ -141,7 +141,7 @@ fn dentry_fields(d: Kptr) -> Result<[u64; 3], Unresolved> {
 /// Writes the leaf's identity and the path components, leaf first; returns how many components,
 /// with the truncation flag. Mount roots appear as "/" components, which the reader skips (kept
 /// out of the loop so that the verifier sees one counter and prunes states). Walks as
-/// `kernel::step_up` (the way `d_path` does), reading each dentry once and each mount's root once.
+/// `kernel::Walk` (the way `d_path` does), reading each dentry once and each mount's root once.
 #[inline(always)]
 fn fill_path(ev: &mut Event, mut pos: PathPos) -> u32 {
     let Ok(mut mnt_root) = rd_ptr(pos.vfsmnt, off!(vfsmount_root)) else {

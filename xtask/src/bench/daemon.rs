@@ -206,15 +206,28 @@ pub fn governed_child(
     argv: &[String],
     grant: Option<(&[PathBuf], Mode)>,
 ) -> Result<Gated> {
-    let mut child = Gated::spawn(argv)?;
-    if let Some(cpu) = ctx.workload_cpu {
+    let mut child = gated_child(ctx, d, session, argv, grant, ctx.workload_cpu)?;
+    child.release()?;
+    Ok(child)
+}
+
+/// [`governed_child`] pinned to `cpu` and left gated (the caller releases it).
+pub fn gated_child(
+    ctx: &Ctx,
+    d: &mut Daemon,
+    session: &str,
+    argv: &[String],
+    grant: Option<(&[PathBuf], Mode)>,
+    cpu: Option<usize>,
+) -> Result<Gated> {
+    let child = Gated::spawn(argv)?;
+    if let Some(cpu) = cpu {
         pin(child.pid, cpu)?;
     }
     d.register(session, child.pid, &ctx.exe)?;
     if let Some((read, mode)) = grant {
         d.grant(session, "t0", read, mode)?;
     }
-    child.release()?;
     Ok(child)
 }
 

@@ -130,11 +130,17 @@ pub fn targets(rep: &Value) -> Value {
     }
     let rss = rep["rss"]["at_rest_kib"].as_f64().map(|k| k * 1024.0 / 1e6);
     at_most("daemon RSS at rest", 30.0, rss, "MB");
-    let ev = rep["events"]["max_zero_loss_per_s"].as_f64();
+    // One generator on the workload CPU, or two (both cores, one sharing the daemon's CPU),
+    // whichever reached more.
+    let one = rep["events"]["max_zero_loss_per_s"].as_f64();
+    let two = rep["events"]["two_cores"]["max_zero_loss_per_s"].as_f64().filter(|t| *t > 0.0);
+    let (ev, how) = match (one, two) {
+        (Some(o), Some(t)) if t > o => (Some(t), " (two generators, both cores)"),
+        (o, _) => (o, if rep["events"]["generator_limited"] == true { " (generator-limited: a lower bound)" } else { "" }),
+    };
     let met = ev.map(|e| e >= 250_000.0);
-    let note = ev.filter(|e| *e < 250_000.0).map(|e| {
-        let lim = if rep["events"]["generator_limited"] == true { " (generator-limited: a lower bound)" } else { "" };
-        format!("missed by {:.1} %{lim}", (1.0 - e / 250_000.0) * 100.0)
+    let note = ev.map(|e| {
+        if e < 250_000.0 { format!("missed by {:.1} %{how}", (1.0 - e / 250_000.0) * 100.0) } else { how.trim().to_owned() }
     });
     t.push(json!({"target": "events, zero loss", "limit": ">= 250000 /s", "measured": ev, "met": met, "note": note}));
     Value::Array(t)
@@ -248,6 +254,16 @@ pub fn render(rep: &Value, t: &Tables) -> String {
             if e["generator_limited"] == true { ", generator-limited" } else { "" },
             f(&e["at_max"]["daemon_cpu_ns_per_event"], 0),
             f(&e["at_max"]["events_thread_cpu_ns_per_event"], 0)
+        );
+    }
+    if rep["events"]["two_cores"].is_object() {
+        let e = &rep["events"]["two_cores"];
+        let _ = writeln!(
+            s,
+            "Events, two generators (one on the daemon's CPU): max zero-loss {} /s (first failed rate {} /s); daemon CPU {} ns/event\n",
+            f(&e["max_zero_loss_per_s"], 0),
+            f(&e["first_failed_rate_per_s"], 0),
+            f(&e["at_max"]["daemon_cpu_ns_per_event"], 0)
         );
     }
     if rep["events_audit_log_on_tmpfs"].is_object() {
