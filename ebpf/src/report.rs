@@ -25,7 +25,7 @@ use mcpguard_common::{
 };
 
 use crate::{
-    kernel::{backend, inode_obj, off, rd, rd_ptr, Kptr, PathPos, Unresolved},
+    kernel::{backend, inode_obj, off, Kptr, PathPos, Unresolved, Walk, Win},
     maps::{COUNTERS, EVENTS},
 };
 
@@ -126,29 +126,22 @@ fn fill(ev: &mut Event, r: &Report) {
 /// per field that falls outside.
 #[inline(always)]
 fn dentry_fields(d: Kptr) -> Result<[u64; 3], Unresolved> {
-    let lo = off!(dentry_parent).min(off!(dentry_name)).min(off!(dentry_inode)) & !7;
-    let w: [u64; 4] = rd(d, lo)?;
-    let get = |off: usize| -> Result<u64, Unresolved> {
-        let i = off.wrapping_sub(lo);
-        match w.get(i / 8) {
-            Some(v) if i.is_multiple_of(8) => Ok(*v),
-            _ => rd(d, off),
-        }
-    };
-    Ok([get(off!(dentry_parent))?, get(off!(dentry_name))?, get(off!(dentry_inode))?])
+    let (parent, name, inode) = (off!(dentry_parent), off!(dentry_name), off!(dentry_inode));
+    let w = Win::<4>::read(d, parent.min(name).min(inode))?;
+    Ok([w.u64_at(parent)?, w.u64_at(name)?, w.u64_at(inode)?])
 }
 
 /// Writes the leaf's identity and the path components, leaf first; returns how many components,
 /// with the truncation flag. Mount roots appear as "/" components, which the reader skips (kept
-/// out of the loop so that the verifier sees one counter and prunes states). Walks as
-/// `kernel::Walk` (the way `d_path` does), reading each dentry once and each mount's root once.
+/// out of the loop so that the verifier sees one counter and prunes states). Walks as decisions
+/// do ([`Walk`]: the way `d_path` does), reading each dentry once and each mount once.
 #[inline(always)]
-fn fill_path(ev: &mut Event, mut pos: PathPos) -> u32 {
-    let Ok(mut mnt_root) = rd_ptr(pos.vfsmnt, off!(vfsmount_root)) else {
+fn fill_path(ev: &mut Event, pos: PathPos) -> u32 {
+    let Ok(mut walk) = Walk::start(pos) else {
         return EVENT_PATH_TRUNCATED;
     };
     for n in 0..EVENT_PATH_COMPONENTS {
-        let Ok([d_parent, name, inode]) = dentry_fields(pos.dentry) else {
+        let Ok([d_parent, name, inode]) = dentry_fields(walk.pos.dentry) else {
             return n as u32 | EVENT_PATH_TRUNCATED;
         };
         if n == 0
@@ -165,25 +158,10 @@ fn fill_path(ev: &mut Event, mut pos: PathPos) -> u32 {
             slot[0] = b'?';
             slot[1] = 0;
         }
-        if pos.dentry == mnt_root {
-            let mount = pos.vfsmnt.wrapping_sub(off!(mount_mnt));
-            let Ok(parent) = rd_ptr(mount, off!(mount_parent)) else { return count | EVENT_PATH_TRUNCATED };
-            if parent == mount {
-                return count;
-            }
-            let Ok(mountpoint) = rd_ptr(mount, off!(mount_mountpoint)) else { return count | EVENT_PATH_TRUNCATED };
-            pos = PathPos { dentry: mountpoint, vfsmnt: parent.wrapping_add(off!(mount_mnt)) };
-            let Ok(root) = rd_ptr(pos.vfsmnt, off!(vfsmount_root)) else { return count | EVENT_PATH_TRUNCATED };
-            mnt_root = root;
-        } else {
-            let parent = d_parent as Kptr;
-            if parent.is_null() {
-                return count | EVENT_PATH_TRUNCATED;
-            }
-            if parent == pos.dentry {
-                return count;
-            }
-            pos.dentry = parent;
+        match walk.up(d_parent) {
+            Ok(true) => {}
+            Ok(false) => return count,
+            Err(Unresolved) => return count | EVENT_PATH_TRUNCATED,
         }
     }
     EVENT_PATH_COMPONENTS as u32 | EVENT_PATH_TRUNCATED
