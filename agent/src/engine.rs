@@ -6,7 +6,6 @@
 //! `Engine` lives; with a `pin_dir` the maps and links are pinned under it so enforcement outlives
 //! the daemon, and a later `Engine::load` with the same directory adopts them.
 use std::{
-    os::fd::{AsFd as _, AsRawFd as _},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -310,9 +309,11 @@ impl Engine {
     fn hook_needs(&self) -> (bool, bool) {
         let cgroup = self.cgroups.keys().any(|k| k.is_ok());
         let (mut any, mut guard) = (cgroup, cgroup);
+        // One SESSIONS lookup per session, not per process.
+        let mut sealed = std::collections::BTreeMap::new();
         for (_, e) in self.procs.iter().filter_map(Result::ok) {
             any = true;
-            if !self.session_sealed(e.session) {
+            if !*sealed.entry(e.session).or_insert_with(|| self.session_sealed(e.session)) {
                 guard = true;
                 break;
             }
@@ -473,6 +474,17 @@ impl Engine {
         self.after_removal();
     }
 
+    /// Ends a session in the kernel: its state (so its processes get `no_grant` from here on),
+    /// then every process of it; the syscall tracepoints are brought in line once, at the end
+    /// (not once per removal: each sync walks the process map).
+    pub fn end_session(&mut self, session: u64) {
+        let _ = self.sessions.remove(&session);
+        for p in self.session_processes(session) {
+            let _ = self.procs.remove(&p);
+        }
+        self.after_removal();
+    }
+
     /// Writes a grant's entries under `grant` id. Nothing refers to them until a session state
     /// names the id, so this is invisible to running processes. On error, what was written is
     /// removed again.
@@ -534,18 +546,10 @@ impl Engine {
 /// Polls a ring buffer fd for up to `timeout` and decodes what is there.
 pub fn read_ring(rb: &mut RingBuf<MapData>, timeout: Duration) -> Vec<Decision> {
     let mut out = Vec::new();
-    while let Some(item) = rb.next() {
-        out.extend(Decision::from_bytes(&item));
-    }
-    if !out.is_empty() {
-        return out;
-    }
-    let mut pfd = libc::pollfd { fd: rb.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&raw mut pfd, 1, ms) };
-    while let Some(item) = rb.next() {
-        out.extend(Decision::from_bytes(&item));
+    crate::events::drain(rb, usize::MAX, |ev| out.push(Decision::from_event(ev)));
+    if out.is_empty() {
+        crate::events::wait(rb, timeout);
+        crate::events::drain(rb, usize::MAX, |ev| out.push(Decision::from_event(ev)));
     }
     out
 }

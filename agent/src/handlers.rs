@@ -266,10 +266,7 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
 
 /// Removes a session's kernel state (session entry, grants, process entries).
 pub(crate) fn drop_session(eng: &mut Engine, s: &Session) {
-    eng.remove_session(s.id);
-    for p in eng.session_processes(s.id) {
-        eng.remove_process(p);
-    }
+    eng.end_session(s.id);
     for g in [&s.base, &s.task, &s.orchestrator].into_iter().flatten() {
         eng.remove_grant(g.id, &g.kernel);
     }

@@ -2,7 +2,7 @@
 //! The kernel maps (pinned) hold the enforcement state; this file holds what is needed to
 //! correlate, report and later remove it.
 //!
-//! Ordering and crash safety (see also `handlers::reconcile`): a request changes the kernel
+//! Ordering and crash safety (see also `reconcile`): a request changes the kernel
 //! first (that is the enforcement the client is waiting for), then the table in memory, and is
 //! answered only once a [`Persister`] save that includes the change is on disk. A crash can
 //! therefore only lose changes nobody was told about, and those are already in the pinned kernel

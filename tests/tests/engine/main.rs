@@ -230,6 +230,15 @@ fn syscall_tracepoints_are_attached_only_while_something_is_governed() {
         k.engine.remove_session(session);
         assert!(!k.engine.syscall_hooks_attached(), "round {round}: detached when nothing is governed");
     }
+    // Ending a session that still has a live process removes the process too, and detaches.
+    let session = k.session(base, task, LONG);
+    let g = Gated::spawn(&["/usr/bin/true"]);
+    k.engine.add_process(g.pid(), session).unwrap();
+    assert!(k.engine.syscall_hooks_attached());
+    k.engine.end_session(session);
+    assert_eq!(k.engine.process_session(g.pid()), None, "the session's processes are no longer governed");
+    assert!(!k.engine.syscall_hooks_attached(), "detached once the session ended");
+    drop(g);
     let st = Command::new("/usr/bin/cat").arg(&secret).stdout(Stdio::null()).status().unwrap();
     assert!(st.success(), "ungoverned process untouched: {st:?}");
 }
