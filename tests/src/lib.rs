@@ -17,6 +17,8 @@ use mcpguard::{
 };
 use mcpguard_common::{SessionState, MODE_KILL};
 
+pub mod daemon;
+
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
 /// A fresh id unique within this test process (sessions and grants).

@@ -7,88 +7,42 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mcpguard_tests::{unique_id, Scratch};
+use mcpguard_tests::{
+    daemon::{mcpguard_bin, TestDaemon},
+    unique_id, Scratch,
+};
 
 fn bin() -> PathBuf {
-    // target/<profile>/deps/daemon-HASH -> target/<profile>/mcpguard
-    let p = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("mcpguard");
-    assert!(p.exists(), "{} missing: build the workspace first (cargo build --workspace)", p.display());
-    p
+    mcpguard_bin()
 }
 
+/// The shared test daemon with a metrics endpoint, plus this file's helpers.
 struct Daemon {
-    child: Option<Child>,
-    dir: Scratch,
-    socket: PathBuf,
-    bpffs: PathBuf,
+    d: TestDaemon,
     metrics: String,
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = TestDaemon;
+    fn deref(&self) -> &TestDaemon {
+        &self.d
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut TestDaemon {
+        &mut self.d
+    }
 }
 
 impl Daemon {
     fn start() -> Self {
-        let dir = Scratch::new("daemon");
-        let id = unique_id();
-        let mut d = Self {
-            socket: dir.path("ctl.sock"),
-            bpffs: PathBuf::from(format!("/sys/fs/bpf/mcpguard-test-{id}")),
-            metrics: format!("127.0.0.1:{}", 20000 + (id % 20000)),
-            child: None,
-            dir,
-        };
-        std::fs::create_dir_all(d.dir.path("policies")).unwrap();
-        std::fs::write(
-            d.dir.path("policies/test-baseline.toml"),
-            "name = \"test-baseline\"\n[[read]]\npath = \"/etc/ld.so.cache\"\n[[read]]\npath = \"/usr/lib\"\n\
-             [[read]]\npath = \"/dev/null\"\n[[read]]\npath = \"/proc\"\n",
-        )
-        .unwrap();
-        d.spawn();
-        d
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new(bin())
-            .args(["--socket", self.socket.to_str().unwrap(), "daemon", "--metrics", &self.metrics])
-            .args(["--state-dir", self.dir.path("state").to_str().unwrap()])
-            .args(["--audit-log", self.dir.path("audit.jsonl").to_str().unwrap()])
-            .args(["--bpffs-dir", self.bpffs.to_str().unwrap()])
-            .args(["--policy-dir", self.dir.path("policies").to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.dir.path("daemon.log")).unwrap())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while UnixStream::connect(&self.socket).is_err() {
-            assert!(Instant::now() < deadline, "daemon did not come up: {}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path("daemon.log")).unwrap_or_default()
-    }
-
-    fn kill9(&mut self) {
-        let mut c = self.child.take().unwrap();
-        c.kill().unwrap();
-        c.wait().unwrap();
+        let metrics = format!("127.0.0.1:{}", 20000 + (unique_id() % 20000));
+        Self { d: TestDaemon::start("daemon", None, &["--metrics", &metrics]), metrics }
     }
 
     fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin()).arg("--socket").arg(&self.socket).args(args).env("RUST_BACKTRACE", "0").output().unwrap()
-    }
-
-    /// Raw protocol exchange: one line out, one line back.
-    fn raw(&self, line: &[u8]) -> serde_json::Value {
-        let mut s = UnixStream::connect(&self.socket).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(line).unwrap();
-        s.write_all(b"\n").unwrap();
-        let mut r = BufReader::new(s);
-        let mut out = String::new();
-        r.read_line(&mut out).unwrap();
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad response {out:?}: {e}"))
+        self.cmd().args(args).output().unwrap()
     }
 
     fn status(&self) -> serde_json::Value {
@@ -105,25 +59,6 @@ impl Daemon {
                 return s.clone();
             }
             assert!(Instant::now() < deadline, "session {name} never appeared: {}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn audit(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.dir.path("audit.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    fn wait_audit(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(l) = self.audit().into_iter().find(|l| pred(l)) {
-                return l;
-            }
-            assert!(Instant::now() < deadline, "no matching audit line in {:#?}", self.audit());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -162,16 +97,6 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = Command::new(bin()).args(["unpin", "--bpffs-dir", self.bpffs.to_str().unwrap()]).output();
     }
 }
 

@@ -4,13 +4,11 @@
 //! ran). Real daemon binary, real kernel, real processes; root.
 use std::{
     io::{BufRead as _, BufReader},
-    os::unix::net::UnixStream,
-    path::PathBuf,
     process::{Child, ChildStdout, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use mcpguard_tests::{Scratch, unique_id};
+use mcpguard_tests::{daemon::TestDaemon, unique_id, Scratch};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_mcpg-helper");
 /// mount, bpf, linkat, ptrace, process_vm_readv, io_uring_setup, open_tree, fsopen (x86_64).
@@ -26,60 +24,21 @@ const GUARDS: [(&str, u32); 8] = [
 ];
 const GETPID: u32 = 39;
 
-fn bin() -> PathBuf {
-    // target/<profile>/deps/seccomp-HASH -> target/<profile>/mcpguard
-    let p = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("mcpguard");
-    assert!(p.exists(), "{} missing: build the workspace first (cargo build --workspace)", p.display());
-    p
-}
+/// The shared test daemon (with `test-baseline` and an MCP tool map), plus this file's helpers.
+struct Daemon(TestDaemon);
 
-struct Daemon {
-    child: Child,
-    dir: Scratch,
-    socket: PathBuf,
-    bpffs: PathBuf,
+impl std::ops::Deref for Daemon {
+    type Target = TestDaemon;
+    fn deref(&self) -> &TestDaemon {
+        &self.0
+    }
 }
 
 impl Daemon {
     fn start() -> Self {
-        let dir = Scratch::new("seccomp");
-        let socket = dir.path("ctl.sock");
-        let bpffs = PathBuf::from(format!("/sys/fs/bpf/mcpguard-test-{}", unique_id()));
-        std::fs::create_dir_all(dir.path("policies")).unwrap();
-        std::fs::write(
-            dir.path("policies/test-baseline.toml"),
-            "name = \"test-baseline\"\n[[read]]\npath = \"/etc/ld.so.cache\"\n[[read]]\npath = \"/usr/lib\"\n\
-             [[read]]\npath = \"/dev/null\"\n[[read]]\npath = \"/proc\"\n",
-        )
-        .unwrap();
-        std::fs::write(dir.path("tools.toml"), "ttl = \"30s\"\n").unwrap();
-        let child = Command::new(bin())
-            .args(["--socket", socket.to_str().unwrap(), "daemon", "--metrics", "off"])
-            .args(["--state-dir", dir.path("state").to_str().unwrap()])
-            .args(["--audit-log", dir.path("audit.jsonl").to_str().unwrap()])
-            .args(["--bpffs-dir", bpffs.to_str().unwrap()])
-            .args(["--policy-dir", dir.path("policies").to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path("daemon.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let d = Self { child, dir, socket, bpffs };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while UnixStream::connect(&d.socket).is_err() {
-            assert!(Instant::now() < deadline, "daemon did not come up: {}", d.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path("daemon.log")).unwrap_or_default()
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(bin());
-        c.arg("--socket").arg(&self.socket).env("RUST_BACKTRACE", "0");
-        c
+        let d = TestDaemon::start("seccomp", None, &[]);
+        std::fs::write(d.dir.path("tools.toml"), "ttl = \"30s\"\n").unwrap();
+        Self(d)
     }
 
     /// Processes the daemon governs in `session` (waits until the session has one).
@@ -116,14 +75,6 @@ impl Daemon {
             })
             .map(str::to_owned)
             .collect()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = Command::new(bin()).args(["unpin", "--bpffs-dir", self.bpffs.to_str().unwrap()]).output();
     }
 }
 

@@ -33,19 +33,7 @@ pub(super) fn policy_dir() -> PathBuf {
 }
 
 pub(super) fn bin() -> PathBuf {
-    let p = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("mcpguard");
-    assert!(
-        p.exists(),
-        "{} missing: build the workspace first (cargo build --workspace)",
-        p.display()
-    );
-    p
+    mcpguard_tests::daemon::mcpguard_bin()
 }
 
 /// Installs the MCP software once per test binary.
@@ -62,11 +50,14 @@ pub(super) fn setup() -> &'static PathBuf {
     })
 }
 
-pub(super) struct Daemon {
-    pub(super) child: Child,
-    pub(super) dir: Scratch,
-    pub(super) socket: PathBuf,
-    pub(super) bpffs: PathBuf,
+/// The shared test daemon with the shipped policies, plus this file's helpers.
+pub(super) struct Daemon(mcpguard_tests::daemon::TestDaemon);
+
+impl std::ops::Deref for Daemon {
+    type Target = mcpguard_tests::daemon::TestDaemon;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Daemon {
@@ -75,45 +66,11 @@ impl Daemon {
     }
 
     pub(super) fn start_with(extra: &[&str]) -> Self {
-        let dir = Scratch::new("mcpd");
-        let bpffs = PathBuf::from(format!("/sys/fs/bpf/mcpguard-test-{}", unique_id()));
-        let socket = dir.path("ctl.sock");
-        let child = Command::new(bin())
-            .args(["--socket", socket.to_str().unwrap(), "daemon", "--metrics", "off"])
-            .args(["--state-dir", dir.path("state").to_str().unwrap()])
-            .args(["--audit-log", dir.path("audit.jsonl").to_str().unwrap()])
-            .args(["--bpffs-dir", bpffs.to_str().unwrap()])
-            .args(["--policy-dir", policy_dir().to_str().unwrap()])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path("daemon.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let d = Self {
-            child,
-            dir,
-            socket,
-            bpffs,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while UnixStream::connect(&d.socket).is_err() {
-            assert!(Instant::now() < deadline, "daemon did not come up: {}", d.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
-    }
-
-    pub(super) fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path("daemon.log")).unwrap_or_default()
+        Self(mcpguard_tests::daemon::TestDaemon::start("mcpd", Some(&policy_dir()), extra))
     }
 
     pub(super) fn raw(&self, req: &Value) -> Value {
-        let mut s = UnixStream::connect(&self.socket).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.write_all(format!("{req}\n").as_bytes()).unwrap();
-        let mut out = String::new();
-        BufReader::new(s).read_line(&mut out).unwrap();
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad response {out:?}: {e}"))
+        self.0.raw(req.to_string().as_bytes())
     }
 
     pub(super) fn session(&self, name: &str) -> Value {
@@ -125,29 +82,6 @@ impl Daemon {
             .find(|s| s["name"] == name)
             .cloned()
             .unwrap_or(Value::Null)
-    }
-
-    pub(super) fn audit(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.path("audit.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    pub(super) fn wait_audit(&self, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(l) = self.audit().into_iter().find(|l| pred(l)) {
-                return l;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no matching audit line in {:#?}",
-                self.audit()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     /// `mcpguard --socket S exec --mcp ...` as the client's server command.
@@ -162,16 +96,6 @@ impl Daemon {
         a.push("--".into());
         a.extend(cmd.iter().map(|s| (*s).to_owned()));
         a
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = Command::new(bin())
-            .args(["unpin", "--bpffs-dir", self.bpffs.to_str().unwrap()])
-            .output();
     }
 }
 
