@@ -176,10 +176,6 @@ pub(super) fn policy_variant(dir: &Path, name: &str, replace: &[(&str, &str)]) {
     std::fs::write(dir.join(format!("{name}.toml")), text).unwrap();
 }
 
-/// mcp-server-git: a call on the granted repository runs git for real; the same tool on a
-/// repository outside the template's roots never reaches the server; an unmapped tool is refused;
-/// after the approved git binary is replaced, the call is refused with `binary_changed`.
-
 /// `mcpguard exec --mcp` arguments for the stdlib-only stand-in server (tests/mcp/fake_server.py),
 /// with a tools policy made of `tools_body` (its templates are the shipped policies).
 pub(super) fn fake_server_args(d: &Daemon, root: &Path, t: &Scratch, session: &str, tools_body: &str) -> Vec<String> {

@@ -19,7 +19,10 @@ use serde_json::{Value, json};
 mod fixture;
 use fixture::*;
 
-/// Between calls the session holds no task grant.
+/// mcp-server-git: a call on the granted repository runs git for real; the same tool on a
+/// repository outside the template's roots never reaches the server; an unmapped tool is refused;
+/// after the approved git binary is replaced, the call is refused with `binary_changed`. Between
+/// calls the session holds no task grant.
 #[test]
 fn git_server_grant_per_call_outside_refused_binary_changed() {
     let d = Daemon::start();
