@@ -14,6 +14,13 @@ set +e
 cargo test --workspace -- --test-threads=4 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
+# The benchmark harness end to end (figures of a 2-block run mean nothing; it must complete).
+if [[ $rc -eq 0 ]]; then
+  set +e
+  cargo xtask bench --quick --out target/bench/smoke.json 2>&1 | tee -a "$log"
+  rc=${PIPESTATUS[0]}
+  set -e
+fi
 # The deny backends (BPF-LSM, fmod_ret) cannot load on this host's kernel: the same engine
 # scenarios run in QEMU on stock Debian 6.12 and 6.1 kernels (cargo xtask vm-test).
 if [[ $rc -eq 0 ]]; then
