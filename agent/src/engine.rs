@@ -104,6 +104,31 @@ pub struct Probe {
     pub result: String,
 }
 
+/// Where a fresh load spent its time (zero when adopted): BTF parsing (ours and aya's), creating
+/// the maps and loading the object's programs (the verifier runs here for aya's programs), and
+/// attaching the backends tried (the fmod_ret programs are verified there).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadTime {
+    pub btf: Duration,
+    pub object: Duration,
+    pub attach: Duration,
+    pub total: Duration,
+}
+
+impl std::fmt::Display for LoadTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_millis();
+        write!(
+            f,
+            "{} ms (BTF {} ms, object {} ms, attach {} ms)",
+            ms(self.total),
+            ms(self.btf),
+            ms(self.object),
+            ms(self.attach)
+        )
+    }
+}
+
 const ALL_MAPS: [&str; 9] = [
     c::MAP_PROCS,
     c::MAP_CGROUPS,
@@ -132,6 +157,7 @@ pub struct Engine {
     backend: Backend,
     probes: Vec<Probe>,
     adopted: bool,
+    load_time: LoadTime,
     procs: HashMap<MapData, u32, ProcEntry>,
     cgroups: HashMap<MapData, u64, u64>,
     sessions: HashMap<MapData, u64, SessionState>,
@@ -165,9 +191,11 @@ impl Engine {
     }
 
     fn load_fresh(opts: &EngineOptions) -> Result<Self, EngineError> {
+        let t0 = std::time::Instant::now();
         let btf = Btf::from_sys_fs()?;
         let offsets = crate::offsets::from_btf(&btf)?;
         let aya_btf = aya::Btf::from_sys_fs()?;
+        let t_btf = t0.elapsed();
         let backend = c::BACKEND_KILL;
         let mut loader = EbpfLoader::new();
         loader
@@ -191,8 +219,10 @@ impl Engine {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(OBJECT)?;
+        let t_object = t0.elapsed();
 
         let (backend, links, probes) = crate::loader::attach(&mut ebpf, &aya_btf, opts)?;
+        let t_attach = t0.elapsed();
         let dirs = opts.pin_dir.as_ref().map(|p| (progs_dir(p), links_dir(p)));
         let dirs = dirs.as_ref().map(|(a, b)| (a.as_path(), b.as_path()));
         let open_hooks = SyscallHooks::new("open", crate::loader::open_programs(backend), &mut ebpf, dirs)?;
@@ -235,10 +265,18 @@ impl Engine {
             backend,
             probes,
             adopted: false,
+            load_time: LoadTime::default(),
         };
         engine.refresh_conf()?;
         // Maps re-used from pins may already govern processes (a load after a partial unpin).
         engine.sync_syscall_hooks()?;
+        engine.load_time = LoadTime {
+            btf: t_btf,
+            object: t_object - t_btf,
+            attach: t_attach - t_object,
+            total: t0.elapsed(),
+        };
+        log::info!("engine loaded: {}", engine.load_time);
         Ok(engine)
     }
 
@@ -283,10 +321,17 @@ impl Engine {
             backend,
             probes: vec![Probe { backend, result: "adopted from pinned links".into() }],
             adopted: true,
+            load_time: LoadTime::default(),
         };
         // Processes may have come and gone while no daemon ran.
         engine.sync_syscall_hooks()?;
         Ok(engine)
+    }
+
+    /// Where the load spent its time (zero when adopted from pins).
+    #[must_use]
+    pub fn load_time(&self) -> LoadTime {
+        self.load_time
     }
 
     /// True when any syscall tracepoint is attached (something is governed).

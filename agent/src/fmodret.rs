@@ -40,30 +40,42 @@ fn map_fd(map: &Map) -> Option<RawFd> {
     }
 }
 
+/// `BPF_PROG_LOAD` of one fmod_ret program. The verifier runs without a log first: at log level 1
+/// it formats every instruction it processes (hundreds of thousands for the open walk), which
+/// made this load ~5x slower under TCG; only a refused program is loaded again with the log, for
+/// the message.
 fn load_one(insns: &[aya_obj::generated::bpf_insn], prog: &str, func: &str, btf_id: u32) -> Result<OwnedFd, String> {
     let license = CString::new("GPL").expect("no NUL");
-    let mut log = vec![0u8; 1 << 20];
-    // SAFETY: all-zero is a valid bpf_attr.
-    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-    // SAFETY: writing the PROG_LOAD member of the union.
-    unsafe {
-        let u = &mut attr.__bindgen_anon_3;
-        u.prog_type = bpf_prog_type::BPF_PROG_TYPE_TRACING as u32;
-        u.expected_attach_type = bpf_attach_type::BPF_MODIFY_RETURN as u32;
-        u.insn_cnt = u32::try_from(insns.len()).unwrap_or(u32::MAX);
-        u.insns = insns.as_ptr() as u64;
-        u.license = license.as_ptr() as u64;
-        u.attach_btf_id = btf_id;
-        for (i, b) in prog.bytes().take(15).enumerate() {
-            u.prog_name[i] = b as libc::c_char;
+    let attempt = |log: &mut [u8]| {
+        // SAFETY: all-zero is a valid bpf_attr.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        // SAFETY: writing the PROG_LOAD member of the union.
+        unsafe {
+            let u = &mut attr.__bindgen_anon_3;
+            u.prog_type = bpf_prog_type::BPF_PROG_TYPE_TRACING as u32;
+            u.expected_attach_type = bpf_attach_type::BPF_MODIFY_RETURN as u32;
+            u.insn_cnt = u32::try_from(insns.len()).unwrap_or(u32::MAX);
+            u.insns = insns.as_ptr() as u64;
+            u.license = license.as_ptr() as u64;
+            u.attach_btf_id = btf_id;
+            for (i, b) in prog.bytes().take(15).enumerate() {
+                u.prog_name[i] = b as libc::c_char;
+            }
+            if !log.is_empty() {
+                u.log_level = 1;
+                u.log_size = u32::try_from(log.len()).unwrap_or(u32::MAX);
+                u.log_buf = log.as_mut_ptr() as u64;
+            }
         }
-        u.log_level = 1;
-        u.log_size = u32::try_from(log.len()).unwrap_or(u32::MAX);
-        u.log_buf = log.as_mut_ptr() as u64;
+        // SAFETY: on success the kernel returned a new fd we own.
+        sys_bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    if let Ok(fd) = attempt(&mut []) {
+        return Ok(fd);
     }
-    match sys_bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr) {
-        // SAFETY: the kernel returned a new fd we own.
-        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+    let mut log = vec![0u8; 1 << 20];
+    match attempt(&mut log) {
+        Ok(fd) => Ok(fd),
         Err(e) => {
             let end = log.iter().position(|&b| b == 0).unwrap_or(0);
             let tail = String::from_utf8_lossy(&log[end.saturating_sub(600)..end]).into_owned();

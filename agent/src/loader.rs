@@ -217,7 +217,10 @@ pub fn attach(
     };
     let mut probes = Vec::new();
     for b in candidates {
-        match try_backend(ebpf, btf, b) {
+        let t = std::time::Instant::now();
+        let tried = try_backend(ebpf, btf, b);
+        log::info!("backend {}: tried in {} ms", b.name(), t.elapsed().as_millis());
+        match tried {
             Ok(l) => {
                 probes.push(Probe { backend: b, result: "attached and verified".into() });
                 links.extend(l);

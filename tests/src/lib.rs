@@ -3,10 +3,14 @@
 //! Every fixture cleans up on drop; tests govern only the processes they create.
 use std::{
     io::Write as _,
+    ops::{Deref, DerefMut},
     os::unix::process::ExitStatusExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -40,17 +44,74 @@ pub struct Kernel {
     pub engine: Engine,
     /// Events read from the ring buffer but not yet matched by a wait.
     pending: Vec<Decision>,
+    /// Sessions and grants this fixture set up since it was handed out: ended and removed when
+    /// a [`SharedKernel`] is given back, so the next scenario starts from an engine that governs
+    /// nothing.
+    sessions: Vec<u64>,
+    grants: Vec<(u64, KernelGrant)>,
+}
+
+/// The engine of this test process, shared by every scenario (see [`Kernel::shared`]).
+static SHARED: Mutex<Option<Kernel>> = Mutex::new(None);
+
+/// Exclusive use of the shared engine for one scenario; on drop the scenario's sessions (with
+/// their processes) and grants are removed from the kernel.
+pub struct SharedKernel(MutexGuard<'static, Option<Kernel>>);
+
+impl Deref for SharedKernel {
+    type Target = Kernel;
+    fn deref(&self) -> &Kernel {
+        self.0.as_ref().expect("shared engine loaded")
+    }
+}
+
+impl DerefMut for SharedKernel {
+    fn deref_mut(&mut self) -> &mut Kernel {
+        self.0.as_mut().expect("shared engine loaded")
+    }
+}
+
+impl Drop for SharedKernel {
+    fn drop(&mut self) {
+        let k = &mut **self;
+        for s in std::mem::take(&mut k.sessions) {
+            k.engine.end_session(s);
+        }
+        for (id, g) in std::mem::take(&mut k.grants) {
+            k.engine.remove_grant(id, &g);
+        }
+        k.pending.clear();
+    }
 }
 
 impl Kernel {
+    /// The engine loaded once per test process and handed to one scenario at a time. Loading
+    /// verifies every program (seconds under QEMU's TCG, most of a scenario's cost), so only the
+    /// scenarios that test loading, adoption or what a fresh engine attaches take their own
+    /// [`Kernel::load`]. Scenarios govern only the processes they create, each in sessions of
+    /// its own, so sharing changes nothing they assert; a scenario that panicked leaves the
+    /// engine usable (each map update is atomic), and its sessions are ended all the same.
+    pub fn shared() -> SharedKernel {
+        let mut g = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+        if g.is_none() {
+            *g = Some(Self::load());
+        }
+        let mut k = SharedKernel(g);
+        k.pending.clear();
+        k
+    }
+
+    /// An engine of this scenario's own (programs detach when it is dropped).
     pub fn load() -> Self {
         assert!(nix::unistd::geteuid().is_root(), "kernel tests must run as root");
         let engine = Engine::load(&EngineOptions::default()).expect("load eBPF object");
+        // Shown with --nocapture (the VM matrix's budget is mostly loads: cargo xtask vm-test).
+        eprintln!("MCPG-TIMING engine load {} backend {}", engine.load_time(), engine.backend().name());
         // The VM matrix sets this: the backend in force must be the one the kernel should give.
         if let Ok(want) = std::env::var("MCPG_EXPECT_BACKEND") {
             assert_eq!(engine.backend().name(), want, "backend probes: {:?}", engine.probes());
         }
-        Self { engine, pending: Vec::new() }
+        Self { engine, pending: Vec::new(), sessions: Vec::new(), grants: Vec::new() }
     }
 
     /// Compiles and installs a grant; returns its id and the compiled grant.
@@ -59,6 +120,7 @@ impl Kernel {
         let g = kgrant::compile(&exec, read, write).expect("compile grant");
         let id = unique_id();
         self.engine.install_grant(id, &g).expect("install grant");
+        self.grants.push((id, g.clone()));
         (id, g)
     }
 
@@ -83,6 +145,9 @@ impl Kernel {
             flags: 0,
         };
         self.engine.set_session(session, state).expect("set session");
+        if !self.sessions.contains(&session) {
+            self.sessions.push(session);
+        }
     }
 
     pub fn baseline(&mut self) -> u64 {

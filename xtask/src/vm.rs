@@ -43,12 +43,37 @@ struct Entry {
     expect: &'static str,
     /// Whether `bpf` must (or must not) be in the guest's active LSM list.
     bpf_lsm: bool,
+    /// Wall time the whole entry (boot to poweroff) may take on this machine kind with the other
+    /// guest running beside it, measured (docs/vm-matrix.md) and rounded up; the hard limit is
+    /// twice this, and an entry over it is reported as a warning.
+    budget: Duration,
 }
 
 const MATRIX: &[Entry] = &[
-    Entry { name: "debian-6.12-lsm", series: "6.12", lsm: LSM_WITH_BPF, expect: "lsm", bpf_lsm: true },
-    Entry { name: "debian-6.1-lsm", series: "6.1", lsm: LSM_WITH_BPF, expect: "lsm", bpf_lsm: true },
-    Entry { name: "debian-6.12-fmodret", series: "6.12", lsm: LSM_WITHOUT_BPF, expect: "fmod_ret", bpf_lsm: false },
+    Entry {
+        name: "debian-6.12-lsm",
+        series: "6.12",
+        lsm: LSM_WITH_BPF,
+        expect: "lsm",
+        bpf_lsm: true,
+        budget: Duration::from_secs(300),
+    },
+    Entry {
+        name: "debian-6.1-lsm",
+        series: "6.1",
+        lsm: LSM_WITH_BPF,
+        expect: "lsm",
+        bpf_lsm: true,
+        budget: Duration::from_secs(300),
+    },
+    Entry {
+        name: "debian-6.12-fmodret",
+        series: "6.12",
+        lsm: LSM_WITHOUT_BPF,
+        expect: "fmod_ret",
+        bpf_lsm: false,
+        budget: Duration::from_secs(300),
+    },
 ];
 
 #[derive(clap::Args)]
@@ -69,9 +94,12 @@ pub struct Args {
     /// Extra host files (with their shared libraries) to put in the guest at the same path.
     #[arg(long, value_name = "PATH")]
     include: Vec<PathBuf>,
-    /// Hard timeout per entry, seconds.
-    #[arg(long, default_value_t = 900, value_name = "SECONDS")]
-    timeout: u64,
+    /// Hard timeout per entry, seconds. Default: twice the entry's measured budget (MATRIX).
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u64>,
+    /// Guests booted at a time (each has one CPU). Default: the host's CPU count.
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
     /// Kernel cache (filled by scripts/setup-vm.sh).
     #[arg(long, env = "MCPG_VM_CACHE", value_name = "DIR")]
     cache: Option<PathBuf>,
@@ -95,7 +123,15 @@ pub struct Args {
 pub fn run(a: &Args) -> Result<()> {
     if a.list {
         for e in MATRIX {
-            println!("{:<22} kernel {:<5} lsm={:<40} expect {}", e.name, e.series, e.lsm, e.expect);
+            println!(
+                "{:<22} kernel {:<5} lsm={:<40} expect {:<9} budget {}s (limit {}s)",
+                e.name,
+                e.series,
+                e.lsm,
+                e.expect,
+                e.budget.as_secs(),
+                e.budget.as_secs() * 2
+            );
         }
         return Ok(());
     }
@@ -226,78 +262,80 @@ pub fn run(a: &Args) -> Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    // 3. Boot each entry.
-    let mut rows = Vec::new();
-    for (e, (kernel, version)) in entries.iter().zip(&kernels) {
-        let expect = match a.expect_backend.as_deref() {
-            Some("none") => "",
-            Some(b) => b,
-            None => e.expect,
-        };
-        let append = format!("console=ttyS0 panic=-1 quiet lsm={} mcpg.expect={expect}", e.lsm);
-        let log = qemu::log_path(&logs, e.name);
-        eprintln!(
-            "vm-test: === {} (kernel {}, lsm={}, MCPG_EXPECT_BACKEND={}) log {}",
-            e.name,
-            if version.is_empty() { e.series } else { version },
-            e.lsm,
-            if expect.is_empty() { "<unset>" } else { expect },
-            log.display()
-        );
-        let o = qemu::boot(&qemu::Boot {
-            name: e.name,
-            kernel,
-            initrd: &initrd,
-            append,
-            log: &log,
-            timeout: Duration::from_secs(a.timeout),
-            verbose: a.verbose,
-        })?;
-        let verdict = verdict(e, &o);
-        if let Err(why) = &verdict {
-            eprintln!("vm-test: {} FAILED: {why}; last console lines:", e.name);
-            for l in o.tail.iter().rev().take(25).collect::<Vec<_>>().into_iter().rev() {
-                eprintln!("  | {l}");
-            }
+    // 3. Boot the entries, `jobs` guests at a time (each single-CPU).
+    let jobs = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)).clamp(1, entries.len());
+    let t = Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(e) = entries.get(i) else { break };
+                    let r = boot_entry(e, &kernels[i], a, &initrd, &logs);
+                    done.lock().unwrap().push((i, r));
+                }
+            });
         }
-        eprintln!("vm-test: {} done in {:.0}s", e.name, o.wall.as_secs_f64());
-        rows.push((e, expect, o, verdict, log));
+    });
+    let wall = t.elapsed();
+    let mut done = done.into_inner().unwrap();
+    done.sort_by_key(|(i, _)| *i);
+    let mut rows = Vec::new();
+    for (_, r) in done {
+        rows.push(r?);
     }
 
     // 4. Summary.
     let mut table = vec![
-        ["entry", "kernel", "active lsm", "expect", "result", "passed", "failed", "boot_s", "total_s", "note"]
+        ["entry", "kernel", "active lsm", "expect", "result", "passed", "failed", "boot_s", "total_s", "limit_s", "note"]
             .map(String::from),
     ];
     let mut bad = 0;
-    for (e, expect, o, verdict, log) in &rows {
-        let result = match verdict {
+    let mut slow = Vec::new();
+    for r in &rows {
+        let o = &r.outcome;
+        let result = match &r.verdict {
             Ok(()) => "PASS",
             Err(_) if o.timed_out => "TIMEOUT",
             Err(_) => "FAIL",
         };
-        if verdict.is_err() {
+        if r.verdict.is_err() {
             bad += 1;
         }
+        // Over half the limit: the budget (measured with 2x headroom) is used up.
+        if o.wall * 2 > r.limit {
+            slow.push(format!(
+                "{} took {:.0}s, over half its {}s limit: the host is slow or the scenarios outgrew the entry's budget \
+                 (xtask/src/vm.rs MATRIX)",
+                r.entry.name,
+                o.wall.as_secs_f64(),
+                r.limit.as_secs()
+            ));
+        }
+        let mut notes = Vec::new();
+        if let Err(w) = &r.verdict {
+            notes.push(format!("{w} (log {})", r.log.display()));
+        }
+        if !o.warnings.is_empty() {
+            notes.push(format!("init warnings: {}", o.warnings.join("; ")));
+        }
         table.push([
-            e.name.to_string(),
+            r.entry.name.to_string(),
             o.kernel_release.clone().unwrap_or_else(|| "?".into()),
             o.lsm.clone().unwrap_or_else(|| "?".into()),
-            if expect.is_empty() { "-".into() } else { expect.to_string() },
+            if r.expect.is_empty() { "-".into() } else { r.expect.to_string() },
             result.into(),
             o.passed.map_or("-".into(), |n| n.to_string()),
             o.failed.map_or("-".into(), |n| n.to_string()),
             o.up_start.map_or("-".into(), |u| format!("{u:.1}")),
             format!("{:.0}", o.wall.as_secs_f64()),
-            match verdict {
-                Ok(()) if o.warnings.is_empty() => String::new(),
-                Ok(()) => format!("init warnings: {}", o.warnings.join("; ")),
-                Err(w) if o.warnings.is_empty() => format!("{w} (log {})", log.display()),
-                Err(w) => format!("{w}; init warnings: {} (log {})", o.warnings.join("; "), log.display()),
-            },
+            r.limit.as_secs().to_string(),
+            notes.join("; "),
         ]);
     }
-    let mut widths = [0usize; 10];
+    let mut widths = [0usize; 11];
     for row in &table {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.len());
@@ -307,9 +345,9 @@ pub fn run(a: &Args) -> Result<()> {
     for (i, row) in table.iter().enumerate() {
         let mut line = String::new();
         for (k, (c, w)) in row.iter().zip(widths).enumerate() {
-            if k == 9 {
+            if k == 10 {
                 line.push_str(c);
-            } else if (5..9).contains(&k) {
+            } else if (5..10).contains(&k) {
                 let _ = write!(line, "{c:>w$}  ");
             } else {
                 let _ = write!(line, "{c:<w$}  ");
@@ -317,17 +355,80 @@ pub fn run(a: &Args) -> Result<()> {
         }
         println!("{}", line.trim_end());
         if i > 0 {
-            for f in &rows[i - 1].2.failures {
+            for f in &rows[i - 1].outcome.failures {
                 println!("    failed: {f}");
             }
         }
     }
-    let total: Duration = rows.iter().map(|r| r.2.wall).sum();
-    println!("vm-test: {} entries, {} failed, {:.0}s in VMs", rows.len(), bad, total.as_secs_f64());
+    for w in &slow {
+        println!("vm-test: WARNING: {w}");
+    }
+    let in_vms: Duration = rows.iter().map(|r| r.outcome.wall).sum();
+    println!(
+        "vm-test: {} entries, {} failed, {:.0}s wall with {jobs} guest(s) at a time ({:.0}s in VMs)",
+        rows.len(),
+        bad,
+        wall.as_secs_f64(),
+        in_vms.as_secs_f64()
+    );
     if bad > 0 {
         bail!("{bad} of {} VM entries failed", rows.len());
     }
     Ok(())
+}
+
+struct Row<'a> {
+    entry: &'a Entry,
+    expect: &'a str,
+    outcome: qemu::Outcome,
+    verdict: Result<(), String>,
+    log: PathBuf,
+    limit: Duration,
+}
+
+/// Boots one entry and judges its outcome.
+fn boot_entry<'a>(
+    e: &'a Entry,
+    (kernel, version): &(PathBuf, String),
+    a: &'a Args,
+    initrd: &Path,
+    logs: &Path,
+) -> Result<Row<'a>> {
+    let expect = match a.expect_backend.as_deref() {
+        Some("none") => "",
+        Some(b) => b,
+        None => e.expect,
+    };
+    let limit = a.timeout.map_or(e.budget * 2, Duration::from_secs);
+    let append = format!("console=ttyS0 panic=-1 quiet lsm={} mcpg.expect={expect}", e.lsm);
+    let log = qemu::log_path(logs, e.name);
+    eprintln!(
+        "vm-test: === {} (kernel {}, lsm={}, MCPG_EXPECT_BACKEND={}, limit {}s) log {}",
+        e.name,
+        if version.is_empty() { e.series } else { version },
+        e.lsm,
+        if expect.is_empty() { "<unset>" } else { expect },
+        limit.as_secs(),
+        log.display()
+    );
+    let o = qemu::boot(&qemu::Boot {
+        name: e.name,
+        kernel,
+        initrd,
+        append,
+        log: &log,
+        timeout: limit,
+        verbose: a.verbose,
+    })?;
+    let verdict = verdict(e, &o);
+    if let Err(why) = &verdict {
+        eprintln!("vm-test: {} FAILED: {why}; last console lines:", e.name);
+        for l in o.tail.iter().rev().take(25).collect::<Vec<_>>().into_iter().rev() {
+            eprintln!("  | {l}");
+        }
+    }
+    eprintln!("vm-test: {} done in {:.0}s (limit {}s)", e.name, o.wall.as_secs_f64(), limit.as_secs());
+    Ok(Row { entry: e, expect, outcome: o, verdict, log, limit })
 }
 
 /// Ok when the guest ran the tests to a zero exit with the LSM list the entry needs.

@@ -11,7 +11,7 @@ use super::*;
 /// backend: deny is carried out as a kill (status 128+9), and the parent shell still runs.
 #[test]
 fn deny_mode_outcome_matches_the_backend_in_force() {
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let dir = Scratch::new("deny");
     let other = dir.copy_bin("/usr/bin/true", "other-true");
     let outside = Scratch::new("deny-out");
@@ -46,7 +46,7 @@ fn deny_mode_outcome_matches_the_backend_in_force() {
 /// documented limit); there the test checks that limit still holds as documented.
 #[test]
 fn ld_so_running_an_ungranted_writable_binary_is_refused_on_deny_backends() {
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let ws = Scratch::new("ldso");
     let prog = ws.copy_bin("/usr/bin/true", "dropped-true");
     let ld = std::fs::canonicalize("/lib64/ld-linux-x86-64.so.2").unwrap();
@@ -72,7 +72,7 @@ fn ld_so_running_an_ungranted_writable_binary_is_refused_on_deny_backends() {
 /// ring: on the kill backend it dies at io_uring_setup; an ungoverned process is untouched.
 #[test]
 fn io_uring_setup_is_refused_to_governed_processes() {
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let base = k.baseline();
     let (task, _) = k.grant(&[Path::new(HELPER)], &[], &[]);
     let session = k.session(base, task, LONG);
@@ -102,7 +102,7 @@ fn io_uring_setup_is_refused_to_governed_processes() {
 /// is stopped and reported with the syscall's name; an ungoverned process is untouched.
 #[test]
 fn guard_syscalls_are_stopped_for_governed_processes() {
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let base = k.baseline();
     let (task, _) = k.grant(&[Path::new(HELPER)], &[], &[]);
     let session = k.session(base, task, LONG);

@@ -8,7 +8,7 @@ use super::*;
 /// fingerprint: exec is killed as `binary_changed`, and the event names that same inode.
 #[test]
 fn binary_modified_in_place_is_killed_as_changed() {
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let dir = Scratch::new("modify");
     let bin = dir.copy_bin(TRUE, "tool");
     let base = k.baseline();
@@ -28,7 +28,7 @@ fn binary_modified_in_place_is_killed_as_changed() {
 /// `binary_changed`: the kernel recognises the approved (directory, name).
 #[test]
 fn binary_replaced_by_rename_is_killed_as_changed() {
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let dir = Scratch::new("rename");
     let bin = dir.copy_bin(TRUE, "tool");
     let base = k.baseline();
@@ -49,7 +49,7 @@ fn binary_replaced_by_rename_is_killed_as_changed() {
 /// is a different object: `not_granted` (not `binary_changed`: the name is bound to its directory).
 #[test]
 fn copy_of_approved_binary_elsewhere_is_not_granted() {
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let a = Scratch::new("copy-a");
     let b = Scratch::new("copy-b");
     let bin = a.copy_bin(TRUE, "tool");
@@ -69,7 +69,7 @@ fn copy_of_approved_binary_elsewhere_is_not_granted() {
 /// (`binary_changed`, through every name), and needs a new approval.
 #[test]
 fn hardlink_made_before_approval_runs_link_after_approval_is_a_change() {
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let a = Scratch::new("link-a");
     let b = Scratch::new("link-b");
     let bin = a.copy_bin(TRUE, "tool");
@@ -101,7 +101,7 @@ fn hardlink_made_before_approval_runs_link_after_approval_is_a_change() {
 /// known fd; the governed dash runs `exec /proc/self/fd/N`.
 #[test]
 fn exec_of_inherited_memfd_is_not_granted() {
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let base = k.baseline();
     let (task, _) = k.grant(&[Path::new(DASH), Path::new(TRUE)], &[], &[]);
     let session = k.session(base, task, LONG);
@@ -148,7 +148,7 @@ fn exec_of_inherited_memfd_is_not_granted() {
 /// AT_EMPTY_PATH). The helper prints the memfd's inode before it execs.
 #[test]
 fn fexecve_of_own_memfd_is_not_granted() {
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let base = k.baseline();
     let (task, _) = k.grant(&[Path::new(HELPER), Path::new(TRUE)], &[p(TRUE)], &[]);
     let session = k.session(base, task, LONG);
@@ -181,7 +181,7 @@ fn fexecve_of_own_memfd_is_not_granted() {
 /// directory runs; inline `-c` code runs.
 #[test]
 fn script_runs_only_if_readable_under_the_grant() {
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let dir = Scratch::new("script");
     let granted = dir.path("granted");
     let other = dir.path("other");

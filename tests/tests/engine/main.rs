@@ -1,9 +1,12 @@
 //! Kernel enforcement engine, kill backend, on this machine's kernel: real object, real
 //! processes, assertions on what the kernel did (exit status, events, map state).
 //!
-//! Every test loads its own engine (its own maps and ring buffer), governs only processes it
-//! spawns, and checks both the process's fate (`killed` = SIGKILL) and the decision event
-//! (hook, action, reason, session, grant, and the object's dev/ino/path).
+//! The scenarios share one engine per test process (`Kernel::shared`: loading verifies every
+//! program, which is most of a scenario's cost under QEMU), each in sessions of its own that are
+//! ended when it is done; the tests of what a fresh engine attaches take their own
+//! (`Kernel::load`). Each governs only processes it spawns, and checks both the process's fate
+//! (`killed` = SIGKILL) and the decision event (hook, action, reason, session, grant, and the
+//! object's dev/ino/path).
 //!
 //! One test target (the QEMU matrix builds `--test engine`), split by concern: basics here;
 //! `identity` (binary identity, memfd, scripts) · `opens` · `tree` (process trees and threads,
@@ -135,7 +138,7 @@ mod tree;
 
 #[test]
 fn granted_exec_runs_ungranted_is_killed_ungoverned_untouched() {
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let dir = Scratch::new("exec");
     let ok_bin = dir.copy_bin("/usr/bin/true", "granted-true");
     let other = dir.copy_bin("/usr/bin/true", "other-true");
@@ -172,7 +175,7 @@ fn granted_exec_runs_ungranted_is_killed_ungoverned_untouched() {
 fn offsets_from_btf_read_the_real_tgid_and_start_time() {
     // The fork hook reads the child's tgid and start time through the BTF offsets; the entry it
     // writes must be keyed by the real pid, and not be treated as a recycled PID.
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let base = k.baseline();
     let sh = Path::new("/usr/bin/dash");
     let sleep = Path::new("/usr/bin/sleep");

@@ -34,7 +34,7 @@ impl OpenTree {
 /// only the kill is asserted).
 #[test]
 fn read_inside_grant_works_write_on_read_only_grant_is_killed() {
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let t = OpenTree::new("open-rw");
     let base = k.baseline();
     let (task, _) = k.grant(&[Path::new(CAT), Path::new(TEE)], std::slice::from_ref(&t.granted), &[]);
@@ -54,7 +54,7 @@ fn read_inside_grant_works_write_on_read_only_grant_is_killed() {
 /// reports the TARGET), or through `GRANTED/../`.
 #[test]
 fn open_outside_grant_is_killed_whatever_the_path() {
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let t = OpenTree::new("open-out");
     let base = k.baseline();
     let (task, _) = k.grant(&[Path::new(CAT)], std::slice::from_ref(&t.granted), &[]);
@@ -75,7 +75,7 @@ fn open_outside_grant_is_killed_whatever_the_path() {
 /// elsewhere under GRANTED stay forbidden, and read-write on a read-only file is killed as "rw".
 #[test]
 fn write_grant_on_subdir_with_read_on_parent() {
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let t = OpenTree::new("open-sub");
     let base = k.baseline();
     let (task, _) = k.grant(

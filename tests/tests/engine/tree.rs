@@ -11,7 +11,7 @@ use super::opens::OpenTree;
 /// long-lived one is in the session map.
 #[test]
 fn grandchild_after_double_fork_and_setsid_is_still_governed() {
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let dir = Scratch::new("setsid");
     let outside = dir.path("outside.txt");
     std::fs::write(&outside, "x\n").unwrap();
@@ -48,7 +48,7 @@ fn grandchild_after_double_fork_and_setsid_is_still_governed() {
 /// thread's id as `pid` and the process's as `tgid`.
 #[test]
 fn open_from_a_non_main_thread_is_governed() {
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let t = OpenTree::new("thread");
     let base = k.baseline();
     let (task, _) = k.grant(&[Path::new(HELPER)], std::slice::from_ref(&t.granted), &[]);
@@ -75,7 +75,7 @@ fn open_from_a_non_main_thread_is_governed() {
 /// already has (children and a grandchild), and new children after that are governed too.
 #[test]
 fn govern_tree_adopts_existing_descendants() {
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let dir = Scratch::new("tree");
     let outside = dir.path("outside.txt");
     std::fs::write(&outside, "x\n").unwrap();
@@ -142,7 +142,7 @@ fn govern_tree_adopts_existing_descendants() {
 /// base grant still applies; renewing the same task grant makes both work again.
 #[test]
 fn expired_task_grant_is_killed_as_expired() {
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let dir = Scratch::new("expire");
     let bin = dir.copy_bin(TRUE, "task-tool");
     let file = dir.path("task.txt");
@@ -184,7 +184,7 @@ fn expired_task_grant_is_killed_as_expired() {
 /// processes governed before the swap: A's binary is killed (`not_granted`, grant B), B's runs.
 #[test]
 fn grant_swap_takes_effect_at_once() {
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let dir = Scratch::new("swap");
     let a = dir.copy_bin(TRUE, "tool-a");
     let b = dir.copy_bin(TRUE, "tool-b");
@@ -212,7 +212,7 @@ fn grant_swap_takes_effect_at_once() {
 /// exec as `no_grant` (grant id 0).
 #[test]
 fn session_without_grants_kills_any_exec() {
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let session = unique_id();
     k.set(session, 0, 0, LONG);
     let ev = expect_killed(&mut k, session, &[TRUE], "exec");
@@ -243,7 +243,7 @@ fn session_without_grants_kills_any_exec() {
 /// forked inside inherit it.
 #[test]
 fn cgroup_session_governs_its_processes() {
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let dir = Scratch::new("cgroup");
     let ok = dir.copy_bin(TRUE, "ok-tool");
     let bad = dir.copy_bin(TRUE, "bad-tool");
