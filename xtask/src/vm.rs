@@ -56,7 +56,7 @@ const MATRIX: &[Entry] = &[
         lsm: LSM_WITH_BPF,
         expect: "lsm",
         bpf_lsm: true,
-        budget: Duration::from_secs(300),
+        budget: Duration::from_secs(120),
     },
     Entry {
         name: "debian-6.1-lsm",
@@ -64,7 +64,7 @@ const MATRIX: &[Entry] = &[
         lsm: LSM_WITH_BPF,
         expect: "lsm",
         bpf_lsm: true,
-        budget: Duration::from_secs(300),
+        budget: Duration::from_secs(150),
     },
     Entry {
         name: "debian-6.12-fmodret",
@@ -72,7 +72,7 @@ const MATRIX: &[Entry] = &[
         lsm: LSM_WITHOUT_BPF,
         expect: "fmod_ret",
         bpf_lsm: false,
-        budget: Duration::from_secs(300),
+        budget: Duration::from_secs(120),
     },
 ];
 
