@@ -211,8 +211,10 @@ pub fn run(ctx: &Ctx, d: &mut Daemon, with_profile: bool) -> Result<Value> {
     }))
 }
 
-/// Both cores generating: one generator on the workload CPU at up to 90 % of its ceiling, the
-/// rest from a second one on the daemon's CPU. Rates from the target up by 20 % steps until a
+/// Both cores generating: one generator on the workload CPU at half the rate (at most 90 % of
+/// its ceiling), the rest from a second one on the daemon's CPU. (Each generator needs a
+/// positive rate: a generator that could do it all alone took the whole rate before and left
+/// the second with none, which it refused.) Rates from the target up by 20 % steps until a
 /// probe fails (loss, or the generators fell behind); the figure is the highest achieved rate
 /// of a probe without loss that kept the pace.
 fn two_cores(ctx: &Ctx, d: &mut Daemon, eng: &Engine, gen_max: f64, secs: f64) -> Result<Value> {
@@ -225,7 +227,7 @@ fn two_cores(ctx: &Ctx, d: &mut Daemon, eng: &Engine, gen_max: f64, secs: f64) -
     let mut failed_at = None;
     for k in 0..steps {
         let total = TARGET_RATE * (1.0 + 0.2 * k as f64);
-        let a = (0.9 * gen_max).min(total);
+        let a = (0.9 * gen_max).min(total / 2.0);
         let gens = [Gen { cpu: ctx.workload_cpu, rate: a }, Gen { cpu: ctx.harness_cpu, rate: total - a }];
         let p = probe_with(ctx, d, eng, &format!("2c{k}"), &gens, secs)?;
         probes.push(p.json());
@@ -236,7 +238,7 @@ fn two_cores(ctx: &Ctx, d: &mut Daemon, eng: &Engine, gen_max: f64, secs: f64) -
         best = Some(p);
     }
     Ok(json!({
-        "method": "two generators: one pinned to the workload CPU (<= 90 % of its ceiling), one to the daemon's CPU",
+        "method": "two generators: one pinned to the workload CPU (half the rate, <= 90 % of its ceiling), one to the daemon's CPU",
         "max_zero_loss_per_s": best.as_ref().map_or(0.0, |b| b.achieved),
         "at_max": best.as_ref().map(Probe::json),
         "first_failed_rate_per_s": failed_at,
