@@ -84,8 +84,12 @@ pub fn format_event(out: &mut Vec<u8>, scratch: &mut String, state: &State, ev: 
     if let Some(sc) = events::syscall_name(ev) {
         field(out, "syscall", sc);
     }
+    if let Some((signal, target)) = events::signal_fields(ev) {
+        field(out, "signal", &signal);
+        field(out, "target_pid", &target);
+    }
     field(out, "dev", &ev.dev);
-    field(out, "ino", &ev.ino);
+    field(out, "ino", &events::object_ino(ev));
     scratch.clear();
     if events::write_path(ev, scratch) {
         field(out, "path", scratch.as_str());

@@ -196,12 +196,8 @@ impl Engine {
         let offsets = crate::offsets::from_btf(&btf)?;
         let aya_btf = aya::Btf::from_sys_fs()?;
         let t_btf = t0.elapsed();
-        let backend = c::BACKEND_KILL;
         let mut loader = EbpfLoader::new();
-        loader
-            .btf(Some(&aya_btf))
-            .override_global(c::GLOBAL_OFFSETS, &offsets, true)
-            .override_global(c::GLOBAL_BACKEND, &backend, true);
+        loader.btf(Some(&aya_btf)).override_global(c::GLOBAL_OFFSETS, &offsets, true);
         let map_paths: Vec<(&str, PathBuf)> = match &opts.pin_dir {
             Some(pin) => {
                 let dir = maps_dir(pin);

@@ -32,6 +32,11 @@ pub struct Decision {
     /// For hook "syscall": which guarded syscall was attempted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub syscall: Option<&'static str>,
+    /// For hook "signal": the signal and the tgid of the process it was sent to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_pid: Option<u32>,
     pub dev: u32,
     pub ino: u64,
     /// Best-effort path (for display only; decisions are made on the object).
@@ -83,10 +88,11 @@ pub fn write_path(ev: &Event, out: &mut String) -> bool {
     true
 }
 
-/// "r", "w", "rw" for opens; empty for other hooks (`access` then carries a syscall number).
+/// "r", "w", "rw" for opens; empty for other hooks (`access` then carries a syscall or signal
+/// number).
 #[must_use]
 pub fn access_str(ev: &Event) -> &'static str {
-    if ev.hook == mcpguard_common::HOOK_SYSCALL {
+    if ev.hook == mcpguard_common::HOOK_SYSCALL || ev.hook == mcpguard_common::HOOK_SIGNAL {
         return "";
     }
     match (ev.access & ACCESS_READ != 0, ev.access & ACCESS_WRITE != 0) {
@@ -101,6 +107,18 @@ pub fn access_str(ev: &Event) -> &'static str {
 #[must_use]
 pub fn syscall_name(ev: &Event) -> Option<&'static str> {
     (ev.hook == mcpguard_common::HOOK_SYSCALL).then(|| mcpguard_common::guard_syscall_name(ev.access))
+}
+
+/// For hook "signal": (signal, target tgid); the kernel puts them in `access` and `ino`.
+#[must_use]
+pub fn signal_fields(ev: &Event) -> Option<(u32, u32)> {
+    (ev.hook == mcpguard_common::HOOK_SIGNAL).then(|| (ev.access, u32::try_from(ev.ino).unwrap_or(u32::MAX)))
+}
+
+/// The object's inode number (0 for a signal, whose `ino` carries the target).
+#[must_use]
+pub fn object_ino(ev: &Event) -> u64 {
+    if ev.hook == mcpguard_common::HOOK_SIGNAL { 0 } else { ev.ino }
 }
 
 /// Copies one ring-buffer record into an [`Event`]; `None` if it is shorter than the fixed part.
@@ -140,8 +158,10 @@ impl Decision {
             reason: reason_name(ev.reason),
             access: access_str(ev).to_string(),
             syscall: syscall_name(ev),
+            signal: signal_fields(ev).map(|(s, _)| s),
+            target_pid: signal_fields(ev).map(|(_, t)| t),
             dev: ev.dev,
-            ino: ev.ino,
+            ino: object_ino(ev),
             path: has_path.then_some(path),
             path_truncated: path_parts(ev).1,
         }

@@ -17,10 +17,11 @@ use aya_obj::{
 };
 
 /// (program in the object, kernel function whose return value it decides).
-pub const FMOD_PROGS: [(&str, &str); 3] = [
+pub const FMOD_PROGS: [(&str, &str); 4] = [
     (mcpguard_common::PROG_FMOD_EXEC, "security_bprm_check"),
     (mcpguard_common::PROG_FMOD_OPEN, "security_file_open"),
     (mcpguard_common::PROG_FMOD_MMAP, "security_mmap_file"),
+    (mcpguard_common::PROG_FMOD_KILL, "security_task_kill"),
 ];
 
 fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> std::io::Result<RawFd> {

@@ -30,10 +30,11 @@ pub const KILL_TP_PROGS: [(&str, &str); 5] = [
 /// not set it up (a guard syscall on the kill backend).
 pub const KILL_IO_URING: (&str, &str) = (c::PROG_IO_URING, "sys_enter_io_uring_setup");
 /// LSM backend: (program, LSM hook).
-pub const LSM_PROGS: [(&str, &str); 3] = [
+pub const LSM_PROGS: [(&str, &str); 4] = [
     (c::PROG_LSM_EXEC, "bprm_check_security"),
     (c::PROG_LSM_OPEN, "file_open"),
     (c::PROG_LSM_MMAP, "mmap_file"),
+    (c::PROG_LSM_KILL, "task_kill"),
 ];
 
 /// A link to keep (dropping it detaches) or pin.

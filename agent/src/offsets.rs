@@ -71,5 +71,15 @@ pub fn from_btf(btf: &Btf) -> Result<Offsets, BtfError> {
         binprm_file: m("linux_binprm", "file")?,
         binprm_buf: m("linux_binprm", "buf")?,
         ns_per_tick: 1_000_000_000 / user_hz,
+        sb_magic: m("super_block", "s_magic")?,
+        proc_inode_pid: m("proc_inode", "pid")?,
+        proc_inode_vfs_inode: m("proc_inode", "vfs_inode")?,
+        pid_tasks: m("pid", "tasks")?,
+        task_pid_links: m("task_struct", "pid_links")?,
+        task_cgroups: m("task_struct", "cgroups")?,
+        css_set_dfl_cgrp: m("css_set", "dfl_cgrp")?,
+        cgroup_kn: m("cgroup", "kn")?,
+        kernfs_node_id: m("kernfs_node", "id")?,
+        _pad: 0,
     })
 }

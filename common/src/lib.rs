@@ -34,8 +34,6 @@ pub const MAP_CONF: &str = "MCPG_CONF";
 
 /// Read-only global holding [`Offsets`] (set at load time from the running kernel's BTF).
 pub const GLOBAL_OFFSETS: &str = "MCPG_OFFSETS";
-/// Read-only global: the backend the object was loaded for ([`BACKEND_KILL`], ...).
-pub const GLOBAL_BACKEND: &str = "MCPG_BACKEND";
 
 /// Every program name in the object, for pinning and status reporting.
 pub const PROG_FORK: &str = "mcpg_fork";
@@ -87,6 +85,8 @@ pub const PROG_LSM_MMAP: &str = "mcpg_lsm_mmap";
 pub const PROG_FMOD_EXEC: &str = "mcpg_fmod_exec";
 pub const PROG_FMOD_OPEN: &str = "mcpg_fmod_open";
 pub const PROG_FMOD_MMAP: &str = "mcpg_fmod_mmap";
+pub const PROG_LSM_KILL: &str = "mcpg_lsm_kill";
+pub const PROG_FMOD_KILL: &str = "mcpg_fmod_kill";
 
 // ------------------------------------------------------------------------------------------------
 // Capacities
@@ -123,17 +123,16 @@ pub const MODE_DENY: u32 = 0;
 pub const MODE_KILL: u32 = 1;
 pub const MODE_AUDIT: u32 = 2;
 
-pub const BACKEND_KILL: u32 = 0;
-pub const BACKEND_LSM: u32 = 1;
-pub const BACKEND_FMOD_RET: u32 = 2;
-
 pub const HOOK_EXEC: u32 = 0;
 pub const HOOK_OPEN: u32 = 1;
 pub const HOOK_IO_URING: u32 = 2;
 pub const HOOK_MMAP: u32 = 3;
 /// A syscall that could disable the guard (bpf, ptrace, mount family, module loading).
 pub const HOOK_SYSCALL: u32 = 4;
-pub const HOOK_COUNT: u32 = 5;
+/// A signal sent by a governed process (LSM `task_kill`): the event's `ino` is the target's
+/// tgid and `access` the signal number.
+pub const HOOK_SIGNAL: u32 = 5;
+pub const HOOK_COUNT: u32 = 6;
 
 pub const ACTION_DENIED: u32 = 0;
 pub const ACTION_KILLED: u32 = 1;
@@ -149,7 +148,12 @@ pub const REASON_NO_GRANT: u32 = 4;
 /// Retired (was: several hard links); kept so counter indices stay stable.
 pub const REASON_MULTI_LINK: u32 = 5;
 pub const REASON_NONE: u32 = 6;
-pub const REASON_COUNT: u32 = 8;
+/// An open of `/proc/<pid>/...` (or `/proc/<pid>/task/<tid>/...`) whose process is not in the
+/// opener's session, whatever the grant says about `/proc`.
+pub const REASON_OTHER_PROCESS: u32 = 7;
+/// A signal to a process outside the sender's session.
+pub const REASON_SIGNAL_OUTSIDE_SESSION: u32 = 8;
+pub const REASON_COUNT: u32 = 16;
 
 /// Index of the counter for one (hook, action, reason) triple.
 #[must_use]
@@ -172,6 +176,7 @@ pub const fn hook_name(hook: u32) -> &'static str {
         HOOK_IO_URING => "io_uring",
         HOOK_MMAP => "mmap",
         HOOK_SYSCALL => "syscall",
+        HOOK_SIGNAL => "signal",
         _ => "unknown",
     }
 }
@@ -195,15 +200,8 @@ pub const fn reason_name(reason: u32) -> &'static str {
         REASON_NO_GRANT => "no_grant",
         REASON_MULTI_LINK => "multi_link",
         REASON_NONE => "none",
-        _ => "unknown",
-    }
-}
-#[must_use]
-pub const fn backend_name(backend: u32) -> &'static str {
-    match backend {
-        BACKEND_KILL => "kill",
-        BACKEND_LSM => "lsm",
-        BACKEND_FMOD_RET => "fmod_ret",
+        REASON_OTHER_PROCESS => "other_process",
+        REASON_SIGNAL_OUTSIDE_SESSION => "signal_outside_session",
         _ => "unknown",
     }
 }
@@ -372,8 +370,23 @@ pub struct Offsets {
     pub binprm_buf: u32,
     /// Nanoseconds per USER_HZ clock tick, to compute `start_ticks` (10_000_000 for USER_HZ 100).
     pub ns_per_tick: u32,
+    /// `super_block.s_magic` (procfs is `PROC_SUPER_MAGIC`).
+    pub sb_magic: u32,
+    /// `proc_inode.pid` and `proc_inode.vfs_inode`: the process a procfs inode belongs to.
+    pub proc_inode_pid: u32,
+    pub proc_inode_vfs_inode: u32,
+    /// `pid.tasks` (`tasks[PIDTYPE_PID].first` points at the task's `pid_links[PIDTYPE_PID]`).
+    pub pid_tasks: u32,
+    pub task_pid_links: u32,
+    /// `task_struct.cgroups` -> `css_set.dfl_cgrp` -> `cgroup.kn` -> `kernfs_node.id`: the cgroup
+    /// v2 id of another task (`bpf_get_current_cgroup_id` gives only the current one's).
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<Offsets>() == 36 * 4);
+const _: () = assert!(size_of::<Offsets>() == 46 * 4);
 
 #[cfg(feature = "user")]
 mod user {

@@ -5,13 +5,14 @@ use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns};
 use mcpguard_common::{
     NameKey, ObjKey, SessionState, ACCESS_READ, ACCESS_WRITE, EXEC_NAME_LEN, MAX_WALK_DEPTH, PROC_VERIFIED,
     REASON_BINARY_CHANGED, REASON_GRANT_EXPIRED, REASON_NONE,
-    REASON_NOT_GRANTED, REASON_NO_GRANT, REASON_UNRESOLVED,
+    REASON_NOT_GRANTED, REASON_NO_GRANT, REASON_OTHER_PROCESS, REASON_UNRESOLVED,
 };
 
 use crate::{
     kernel::{
-        current_task, dentry_inode, dentry_name, fingerprint_matches, inode_fingerprint, inode_obj, rd_ptr,
-        task_start_ticks, Kptr, Obj, PathPos, Unresolved, Walk,
+        current_task, current_tgid, dentry_inode, dentry_name, fingerprint_matches, inode_fingerprint, inode_obj,
+        proc_owner, rd_ptr, task_cgroup_id, task_start_ticks, task_tgid, Kptr, Obj, PathPos, ProcOwner, Unresolved,
+        Walk,
     },
     maps::{CGROUPS, CONF, EXEC, EXEC_NAMES, PATHS, PROCS, SESSIONS},
 };
@@ -187,21 +188,94 @@ fn path_bits(grant: u64, obj: Obj) -> u32 {
     unsafe { PATHS.get(&key) }.copied().unwrap_or(0)
 }
 
-/// Open of the file object `file` with the requested access (`ACCESS_READ | ACCESS_WRITE`).
-/// Walks the object's dentry ancestry (crossing mounts) looking for a granted file or directory.
+/// Is `task` in `session`: of the current process, a process of the session, or a task in a
+/// cgroup of the session? (`/proc` entries and signals are confined to the session.)
 #[inline(always)]
-pub fn decide_open(st: &SessionState, file: Kptr, need: u32) -> Verdict {
+pub fn task_in_session(session: u64, task: Kptr) -> Result<bool, Unresolved> {
+    let tgid = task_tgid(task)?;
+    if tgid == current_tgid() {
+        return Ok(true);
+    }
+    // SAFETY: value read by value.
+    if let Some(e) = unsafe { PROCS.get(&tgid) } {
+        return Ok(e.session == session);
+    }
+    let Some(conf) = CONF.get(0) else { return Ok(false) };
+    if conf.cgroup_sessions == 0 {
+        return Ok(false);
+    }
+    let cgroup = task_cgroup_id(task)?;
+    // SAFETY: value read by value.
+    Ok(unsafe { CGROUPS.get(&cgroup) }.copied() == Some(session))
+}
+
+/// A per-process `/proc` entry of a process outside `session` (or of one that has exited):
+/// [`PROC_OTHER`]; [`PROC_FREE`] when the grants decide; [`PROC_UNRESOLVED`] when a read failed.
+///
+/// A BPF subprogram, not inlined: its branches (not procfs, no process, the caller itself, a
+/// process of the session, a cgroup of the session) would otherwise reach the ancestry walk as
+/// that many states, and 6.1's verifier gives up on the open programs (1M instructions). Across
+/// the call only its one scalar result is seen.
+#[inline(never)]
+fn other_process(session: u64, dentry: u64) -> u32 {
+    let owner = match proc_owner(dentry as Kptr) {
+        Ok(ProcOwner::None) => return PROC_FREE,
+        Ok(ProcOwner::Gone) => return PROC_OTHER,
+        Ok(ProcOwner::Task(task)) => task,
+        Err(Unresolved) => return PROC_UNRESOLVED,
+    };
+    match task_in_session(session, owner) {
+        Ok(true) => PROC_FREE,
+        Ok(false) => PROC_OTHER,
+        Err(Unresolved) => PROC_UNRESOLVED,
+    }
+}
+const PROC_FREE: u32 = 0;
+const PROC_OTHER: u32 = 1;
+const PROC_UNRESOLVED: u32 = 2;
+
+/// Open of the file object `file` by a process of `session` with the requested access
+/// (`ACCESS_READ | ACCESS_WRITE`). Walks the object's dentry ancestry (crossing mounts) looking
+/// for a granted file or directory.
+#[inline(always)]
+pub fn decide_open(session: u64, st: &SessionState, file: Kptr, need: u32) -> Verdict {
     match crate::kernel::file_pos(file) {
-        Ok(pos) => decide_open_at(st, pos, need),
+        Ok(pos) => decide_open_at(session, st, pos, need),
         Err(Unresolved) => Verdict::deny(REASON_UNRESOLVED, grant_in_force(st)),
     }
 }
 
-/// [`decide_open`] for a file whose `f_path` the caller has read.
+/// [`decide_open`] for a file whose `f_path` the caller has read. Another process's `/proc`
+/// entries are denied whatever the grants say about `/proc` (`other_process`).
 #[inline(always)]
-pub fn decide_open_at(st: &SessionState, pos: PathPos, need: u32) -> Verdict {
+pub fn decide_open_at(session: u64, st: &SessionState, pos: PathPos, need: u32) -> Verdict {
+    let v = decide_access(st, pos, need);
+    // After the walk, and only for what it allowed: the walk's state never carries the proc
+    // check's outcomes (6.1's verifier gives up on the open programs when it does), and a
+    // denial needs no more reads.
+    if !v.allow {
+        return v;
+    }
+    match other_process(session, pos.dentry as u64) {
+        PROC_FREE => v,
+        PROC_OTHER => Verdict::deny(REASON_OTHER_PROCESS, v.grant),
+        _ => Verdict::deny(REASON_UNRESOLVED, v.grant),
+    }
+}
+
+/// The grants' answer for `need` on the object at `pos`.
+#[inline(always)]
+fn decide_access(st: &SessionState, pos: PathPos, need: u32) -> Verdict {
     match try_decide_open(st, pos, need & (ACCESS_READ | ACCESS_WRITE)) {
         Ok(v) => v,
+        Err(Unresolved) => Verdict::deny(REASON_UNRESOLVED, grant_in_force(st)),
+    }
+}
+
+#[inline(always)]
+fn decide_file_access(st: &SessionState, file: Kptr, need: u32) -> Verdict {
+    match crate::kernel::file_pos(file) {
+        Ok(pos) => decide_access(st, pos, need),
         Err(Unresolved) => Verdict::deny(REASON_UNRESOLVED, grant_in_force(st)),
     }
 }
@@ -251,11 +325,11 @@ pub fn decide_mmap_exec(st: &SessionState, file: Kptr) -> Verdict {
     if exec.allow {
         return exec;
     }
-    let read = decide_open(st, file, ACCESS_READ);
+    let read = decide_file_access(st, file, ACCESS_READ);
     if !read.allow {
         return read;
     }
-    let write = decide_open(st, file, ACCESS_WRITE);
+    let write = decide_file_access(st, file, ACCESS_WRITE);
     if write.allow {
         return Verdict::deny(REASON_NOT_GRANTED, write.grant);
     }

@@ -3,7 +3,7 @@
 //! All reads go through `bpf_probe_read_kernel`; a failed read is an error the caller turns into
 //! an `unresolved` denial for governed tasks (fail closed).
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes};
-use mcpguard_common::{Fingerprint, Offsets, BACKEND_KILL, FP_HAS_GENERATION};
+use mcpguard_common::{Fingerprint, Offsets, FP_HAS_GENERATION};
 
 #[unsafe(no_mangle)]
 pub static MCPG_OFFSETS: Offsets = Offsets {
@@ -43,10 +43,17 @@ pub static MCPG_OFFSETS: Offsets = Offsets {
     binprm_file: 0,
     binprm_buf: 0,
     ns_per_tick: 0,
+    sb_magic: 0,
+    proc_inode_pid: 0,
+    proc_inode_vfs_inode: 0,
+    pid_tasks: 0,
+    task_pid_links: 0,
+    task_cgroups: 0,
+    css_set_dfl_cgrp: 0,
+    cgroup_kn: 0,
+    kernfs_node_id: 0,
+    _pad: 0,
 };
-
-#[unsafe(no_mangle)]
-static MCPG_BACKEND: u32 = BACKEND_KILL;
 
 /// Offset of one member, read so the compiler cannot constant-fold the placeholder zero.
 macro_rules! off {
@@ -56,14 +63,6 @@ macro_rules! off {
     };
 }
 pub(crate) use off;
-
-/// Backend this object was loaded for (read-only global; the synchronous-deny backends read it).
-#[inline(always)]
-#[allow(dead_code, reason = "used by the LSM/fmod_ret entry points")]
-pub fn backend() -> u32 {
-    // SAFETY: reading a static.
-    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(MCPG_BACKEND)) }
-}
 
 /// Marker error: a kernel read failed or a structure was not as expected.
 #[derive(Clone, Copy)]
@@ -346,6 +345,57 @@ pub fn task_start_ticks(task: Kptr) -> Result<u64, Unresolved> {
         return Err(Unresolved);
     }
     Ok(start / per_tick)
+}
+
+/// `super_block.s_magic` of procfs.
+pub const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+
+/// Whose a procfs object is.
+pub enum ProcOwner {
+    /// Not on procfs, or a procfs entry of no process (`/proc/meminfo`, `/proc/sys/...`).
+    None,
+    /// `/proc/<pid>/...` (or `.../task/<tid>/...`) of this task.
+    Task(Kptr),
+    /// Of a process that has exited (its `struct pid` has no task any more).
+    Gone,
+}
+
+/// The process a dentry's inode belongs to, if it is a per-process procfs entry: procfs keeps
+/// the `struct pid` in the `proc_inode` around the VFS inode (`PROC_I(inode)->pid`), and the
+/// pid's `tasks[PIDTYPE_PID]` names the task. Decided on the inode, never on the path string.
+#[inline(always)]
+pub fn proc_owner(dentry: Kptr) -> Result<ProcOwner, Unresolved> {
+    let inode = rd_ptr(dentry, off!(dentry_inode))?;
+    let sb = rd_ptr(inode, off!(inode_sb))?;
+    let magic: u64 = rd(sb, off!(sb_magic))?;
+    if magic & 0xffff_ffff != PROC_SUPER_MAGIC {
+        return Ok(ProcOwner::None);
+    }
+    let ei = inode.wrapping_sub(off!(proc_inode_vfs_inode));
+    let pid: u64 = rd(ei, off!(proc_inode_pid))?;
+    if pid == 0 {
+        return Ok(ProcOwner::None);
+    }
+    let first: u64 = rd(pid as Kptr, off!(pid_tasks))?;
+    if first == 0 {
+        return Ok(ProcOwner::Gone);
+    }
+    Ok(ProcOwner::Task((first as Kptr).wrapping_sub(off!(task_pid_links))))
+}
+
+/// tgid of a task.
+#[inline(always)]
+pub fn task_tgid(task: Kptr) -> Result<u32, Unresolved> {
+    rd(task, off!(task_tgid))
+}
+
+/// cgroup v2 id of a task (what `bpf_get_current_cgroup_id` returns for the current one).
+#[inline(always)]
+pub fn task_cgroup_id(task: Kptr) -> Result<u64, Unresolved> {
+    let cset = rd_ptr(task, off!(task_cgroups))?;
+    let cgrp = rd_ptr(cset, off!(css_set_dfl_cgrp))?;
+    let kn = rd_ptr(cgrp, off!(cgroup_kn))?;
+    rd(kn, off!(kernfs_node_id))
 }
 
 pub const SIGKILL: u32 = 9;

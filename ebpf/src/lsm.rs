@@ -8,14 +8,17 @@ use aya_ebpf::{
 };
 use mcpguard_common::{
     ACCESS_READ, ACTION_AUDITED, ACTION_DENIED, ACTION_KILLED, COUNTER_LSM_PROBE,
-    HOOK_EXEC, HOOK_MMAP, HOOK_OPEN, MODE_AUDIT, MODE_KILL, REASON_NO_GRANT,
+    HOOK_EXEC, HOOK_MMAP, HOOK_OPEN, HOOK_SIGNAL, MODE_AUDIT, MODE_KILL, REASON_NO_GRANT,
+    REASON_SIGNAL_OUTSIDE_SESSION, REASON_UNRESOLVED,
 };
 
 use crate::{
-    decide::{decide_exec, decide_mmap_exec, decide_open, governed, report_pos, Governed, Verdict},
-    kernel::{current_tgid, fmode_access, off, rd, rd_ptr, Kptr, FMODE_EXEC, FMODE_READ, FMODE_WRITE, SIGKILL},
+    decide::{decide_exec, decide_mmap_exec, decide_open, governed, report_pos, task_in_session, Governed, Verdict},
+    kernel::{
+        current_tgid, fmode_access, off, rd, rd_ptr, task_tgid, Kptr, FMODE_EXEC, FMODE_READ, FMODE_WRITE, SIGKILL,
+    },
     maps::CONF,
-    report::{count, emit, Report},
+    report::{count, emit, Emitter, Report},
 };
 
 const EPERM: i32 = 1;
@@ -36,6 +39,18 @@ fn probe(tgid: u32) {
 /// Carries out a denial: -EPERM, plus SIGKILL in kill mode; audit mode lets it through.
 #[inline(always)]
 fn deny(g: &Governed, v: Verdict, hook: u32, access: u32, pos: Option<crate::kernel::PathPos>) -> i32 {
+    deny_reported(g, v, hook, access, pos, 0)
+}
+
+#[inline(always)]
+fn deny_reported(
+    g: &Governed,
+    v: Verdict,
+    hook: u32,
+    access: u32,
+    pos: Option<crate::kernel::PathPos>,
+    target: u64,
+) -> i32 {
     let mode = g.state.map_or(0, |s| s.mode);
     let (ret, action) = if mode == MODE_AUDIT {
         (0, ACTION_AUDITED)
@@ -46,7 +61,10 @@ fn deny(g: &Governed, v: Verdict, hook: u32, access: u32, pos: Option<crate::ker
     } else {
         (-EPERM, ACTION_DENIED)
     };
-    emit(&Report { session: g.session, grant: v.grant, hook, action, reason: v.reason, access, pos });
+    emit(
+        &Report { session: g.session, grant: v.grant, hook, action, reason: v.reason, access, pos, target },
+        Emitter::Trampoline,
+    );
     ret
 }
 
@@ -67,10 +85,10 @@ fn on_exec(bprm: Kptr) -> i32 {
         return deny(&g, Verdict::deny(REASON_NO_GRANT, 0), HOOK_EXEC, 0, None);
     };
     let Ok(file) = rd_ptr(bprm, off!(binprm_file)) else {
-        return deny(&g, Verdict::deny(mcpguard_common::REASON_UNRESOLVED, 0), HOOK_EXEC, 0, None);
+        return deny(&g, Verdict::deny(REASON_UNRESOLVED, 0), HOOK_EXEC, 0, None);
     };
     let (v, hook, access) = if is_script(bprm) {
-        (decide_open(&st, file, ACCESS_READ), HOOK_OPEN, ACCESS_READ)
+        (decide_open(g.session, &st, file, ACCESS_READ), HOOK_OPEN, ACCESS_READ)
     } else {
         (decide_exec(&st, file), HOOK_EXEC, 0)
     };
@@ -98,7 +116,7 @@ fn on_open(file: Kptr) -> i32 {
     if need == 0 {
         return 0;
     }
-    let v = decide_open(&st, file, need);
+    let v = decide_open(g.session, &st, file, need);
     if v.allow { 0 } else { deny(&g, v, HOOK_OPEN, need, report_pos(file)) }
 }
 
@@ -119,6 +137,22 @@ fn on_mmap(file: Kptr, prot: u64) -> i32 {
     if v.allow { 0 } else { deny(&g, v, HOOK_MMAP, ACCESS_READ, report_pos(file)) }
 }
 
+/// `security_task_kill` / LSM `task_kill`: a governed process signals only processes of its own
+/// session (every target of a process-group or `-1` kill passes here one by one). Signals the
+/// kernel sends itself (SIGCHLD to a parent, SIGPIPE) do not come through this hook.
+#[inline(always)]
+fn on_kill(target: Kptr, sig: i32) -> i32 {
+    let Some(g) = governed(current_tgid()) else { return 0 };
+    let inside = task_in_session(g.session, target);
+    if let Ok(true) = inside {
+        return 0;
+    }
+    let reason = if inside.is_ok() { REASON_SIGNAL_OUTSIDE_SESSION } else { REASON_UNRESOLVED };
+    let grant = g.state.map_or(0, |s| if s.task_grant != 0 { s.task_grant } else { s.base_grant });
+    let tgid = task_tgid(target).unwrap_or(0);
+    deny_reported(&g, Verdict::deny(reason, grant), HOOK_SIGNAL, sig as u32, None, u64::from(tgid))
+}
+
 // ---- BPF-LSM entry points: (hook arguments..., previous verdict) -------------------------------
 
 #[lsm(hook = "bprm_check_security")]
@@ -131,6 +165,13 @@ pub fn mcpg_lsm_exec(ctx: LsmContext) -> i32 {
 pub fn mcpg_lsm_open(ctx: LsmContext) -> i32 {
     let prev: i32 = ctx.arg(1);
     if prev != 0 { prev } else { on_open(ctx.arg(0)) }
+}
+
+#[lsm(hook = "task_kill")]
+pub fn mcpg_lsm_kill(ctx: LsmContext) -> i32 {
+    // task_kill(p, info, sig, cred, previous verdict)
+    let prev: i32 = ctx.arg(4);
+    if prev != 0 { prev } else { on_kill(ctx.arg(0), ctx.arg(2)) }
 }
 
 #[lsm(hook = "mmap_file")]
@@ -171,4 +212,13 @@ pub fn mcpg_fmod_mmap(ctx: *mut core::ffi::c_void) -> i32 {
     let ctx = FEntryContext::new(ctx);
     let prev: i32 = ctx.arg(3);
     if prev != 0 { prev } else { on_mmap(ctx.arg(0), ctx.arg(1)) }
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "fentry/security_task_kill")]
+pub fn mcpg_fmod_kill(ctx: *mut core::ffi::c_void) -> i32 {
+    // security_task_kill(p, info, sig, cred, return value so far)
+    let ctx = FEntryContext::new(ctx);
+    let prev: i32 = ctx.arg(4);
+    if prev != 0 { prev } else { on_kill(ctx.arg(0), ctx.arg(2)) }
 }

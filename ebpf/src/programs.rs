@@ -20,7 +20,7 @@ use crate::{
         task_start_ticks, Kptr, FMODE_PATH, SIGKILL,
     },
     maps::PROCS,
-    report::{count, emit, Report},
+    report::{count, emit, Emitter, Report},
 };
 
 
@@ -35,7 +35,7 @@ fn enforce(g: &Governed, v: Verdict, hook: u32, access: u32, report: Report) {
         unsafe { bpf_send_signal(SIGKILL) };
         ACTION_KILLED
     };
-    emit(&Report { session: g.session, grant: v.grant, hook, action, reason: v.reason, access, ..report });
+    emit(&Report { session: g.session, grant: v.grant, hook, action, reason: v.reason, access, ..report }, Emitter::Tracepoint);
 }
 
 /// New processes of a governed process join its session (threads share the tgid already).
@@ -127,7 +127,7 @@ pub fn mcpg_exec(ctx: BtfTracePointContext) -> i32 {
 
 #[inline(always)]
 const fn blank() -> Report {
-    Report { session: 0, grant: 0, hook: 0, action: 0, reason: 0, access: 0, pos: None }
+    Report { session: 0, grant: 0, hook: 0, action: 0, reason: 0, access: 0, pos: None, target: 0 }
 }
 
 /// Shared body of the open-family exit tracepoints. Decides on the `struct file` now installed
@@ -158,7 +158,7 @@ fn on_open_exit(ctx: &TracePointContext) -> u32 {
     if need == 0 {
         return 0;
     }
-    let v = decide_open_at(&st, pos, need);
+    let v = decide_open_at(g.session, &st, pos, need);
     if !v.allow {
         enforce(&g, v, HOOK_OPEN, need, Report { pos: Some(pos), ..blank() });
     }

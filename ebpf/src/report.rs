@@ -5,7 +5,8 @@
 //! (`EVENT_HEADER_BYTES + depth * EVENT_NAME_LEN`), so the ring holds 2-3 times more typical
 //! events than fixed-size records. The trampoline backends (LSM, fmod_ret) run with migration
 //! but not preemption disabled, so two of their programs could share a CPU's scratch slot: they
-//! reserve full-size records in the ring instead.
+//! reserve full-size records in the ring instead ([`Emitter`], fixed per program at build time:
+//! no run-time global can say the wrong thing).
 //!
 //! Wake-ups: waking the reader costs the producing CPU an inter-processor interrupt (irq_work),
 //! more than the rest of a denied open. Kill and deny events always wake it; audited events only
@@ -20,12 +21,12 @@ use aya_ebpf::{
     maps::PerCpuArray,
 };
 use mcpguard_common::{
-    counter_index, Event, ACTION_ALLOWED, ACTION_AUDITED, BACKEND_KILL, COUNTER_LOST, EVENTS_WAKEUP_BYTES,
+    counter_index, Event, ACTION_ALLOWED, ACTION_AUDITED, COUNTER_LOST, EVENTS_WAKEUP_BYTES,
     EVENT_HEADER_BYTES, EVENT_NAME_LEN, EVENT_PATH_COMPONENTS, EVENT_PATH_TRUNCATED,
 };
 
 use crate::{
-    kernel::{backend, inode_obj, off, Kptr, PathPos, Unresolved, Walk, Win},
+    kernel::{inode_obj, off, Kptr, PathPos, Unresolved, Walk, Win},
     maps::{COUNTERS, EVENTS},
 };
 
@@ -50,6 +51,19 @@ pub struct Report {
     pub reason: u32,
     pub access: u32,
     pub pos: Option<PathPos>,
+    /// Reported as the event's `ino` when there is no `pos` (a signal's target tgid).
+    pub target: u64,
+}
+
+/// Which kind of program emits: the scratch slot may be used only where a program cannot be
+/// preempted by another on the same CPU.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Emitter {
+    /// Tracepoint programs (kill backend, lifecycle, guard syscalls): preemption is disabled.
+    Tracepoint,
+    /// LSM and fmod_ret programs: migration but not preemption is disabled, so two of them can
+    /// interleave on one CPU; they reserve full-size records in the ring instead.
+    Trampoline,
 }
 
 /// Ring-buffer flags for a record of `len` bytes (see the module comment).
@@ -69,9 +83,9 @@ fn wake_flags(action: u32, len: u64) -> u64 {
 
 /// Counts the decision and emits its event; a full ring buffer is counted as lost.
 #[inline(always)]
-pub fn emit(r: &Report) {
+pub fn emit(r: &Report, by: Emitter) {
     count(counter_index(r.hook, r.action, r.reason));
-    if backend() == BACKEND_KILL {
+    if by == Emitter::Tracepoint {
         if let Some(ev) = SCRATCH.get_ptr_mut(0) {
             // SAFETY: this CPU's slot; tracepoint programs run with preemption disabled, so no
             // other program uses it until this one returns.
@@ -114,7 +128,7 @@ fn fill(ev: &mut Event, r: &Report) {
     ev.access = r.access;
     ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     ev.dev = 0;
-    ev.ino = 0;
+    ev.ino = r.target;
     ev.path_depth = 0;
     if let Some(pos) = r.pos {
         ev.path_depth = fill_path(ev, pos);

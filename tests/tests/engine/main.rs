@@ -9,7 +9,8 @@
 //! object's dev/ino/path).
 //!
 //! One test target (the QEMU matrix builds `--test engine`), split by concern: basics here;
-//! `identity` (binary identity, memfd, scripts) · `opens` · `tree` (process trees and threads,
+//! `identity` (binary identity, memfd, scripts) · `opens` · `contain` (other processes' /proc,
+//! signals, concurrent events) · `tree` (process trees and threads,
 //! session state: expiry, swap, no grant; cgroup sessions) · `deny` (deny mode, ld.so, io_uring,
 //! guard syscalls).
 #![allow(unused_imports, reason = "the scenario modules share this file's imports via `use super::*`")]
@@ -129,6 +130,7 @@ fn ppid_and_sid(pid: u32) -> (u32, u32) {
     (f[1].parse().unwrap(), f[3].parse().unwrap())
 }
 
+mod contain;
 mod deny;
 mod identity;
 mod opens;
