@@ -1,8 +1,9 @@
 //! The hand-written audit formatter against the reference: serde serialising the decoded
 //! [`Decision`] flattened into the join (the format before the formatter existed).
 use mcpguard_common::{
-    ACCESS_READ, ACCESS_WRITE, ACTION_AUDITED, ACTION_KILLED, EVENT_PATH_TRUNCATED, HOOK_EXEC, HOOK_OPEN,
-    HOOK_SYSCALL, REASON_BINARY_CHANGED, REASON_NOT_GRANTED,
+    ACCESS_READ, ACCESS_WRITE, ACTION_AUDITED, ACTION_DENIED, ACTION_KILLED, EVENT_PATH_TRUNCATED, HOOK_EXEC, HOOK_OPEN,
+    HOOK_SIGNAL, HOOK_SYSCALL, REASON_BINARY_CHANGED, REASON_NOT_GRANTED, REASON_OTHER_PROCESS,
+    REASON_SIGNAL_OUTSIDE_SESSION,
 };
 
 use super::*;
@@ -105,6 +106,8 @@ fn formatter_matches_serde_reference() {
         event(7, 99, HOOK_EXEC, ACTION_KILLED, REASON_BINARY_CHANGED, 0, &[b"/"]),
         event(8, 0, HOOK_SYSCALL, ACTION_KILLED, REASON_NOT_GRANTED, 321, &[]),
         event(8, 0, HOOK_OPEN, ACTION_AUDITED, REASON_NOT_GRANTED, ACCESS_WRITE, &[b"x", b"/", b"mnt", b"/"]),
+        event(7, 71, HOOK_OPEN, ACTION_KILLED, REASON_OTHER_PROCESS, ACCESS_READ, &[b"environ", b"4242", b"/", b"proc", b"/"]),
+        event(7, 71, HOOK_SIGNAL, ACTION_DENIED, REASON_SIGNAL_OUTSIDE_SESSION, 15, &[]),
     ];
     let mut out = Vec::new();
     let mut scratch = String::new();
@@ -125,6 +128,18 @@ fn formatter_matches_serde_reference() {
     assert_eq!(v["session"], "s\u{e9}ss\\1");
     assert_eq!((v["task"].as_str(), v["tool"].as_str(), v["call_id"].as_str()), (Some("T-1"), Some("read_file"), Some("42")));
     assert_eq!((v["path"].as_str(), v["access"].as_str(), v["action"].as_str()), (Some("/tmp/denied/data"), Some("r"), Some("audited")));
+    // A signal names its target and signal (the kernel carries them in `ino` and `access`).
+    out.clear();
+    format_event(&mut out, &mut scratch, &st, &cases[6], 1.5);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!((v["hook"].as_str(), v["reason"].as_str()), (Some("signal"), Some("signal_outside_session")));
+    assert_eq!((v["signal"].as_u64(), v["target_pid"].as_u64(), v["ino"].as_u64()), (Some(15), Some(77), Some(0)));
+    assert_eq!((v["access"].as_str(), v.get("syscall")), (Some(""), None));
+    out.clear();
+    format_event(&mut out, &mut scratch, &st, &cases[5], 1.5);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!((v["path"].as_str(), v["reason"].as_str()), (Some("/proc/4242/environ"), Some("other_process")));
+    assert_eq!(v.get("signal"), None);
 }
 
 #[test]

@@ -130,7 +130,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     state.save(&cfg.state_file()).context("saving the reconciled session table")?;
     log::info!("{} session(s) restored from {}", state.sessions.len(), cfg.state_file().display());
     let rb = engine.take_events().context("event ring buffer")?;
-    let metrics = Metrics::new(backend.name(), backend.synchronous_deny());
+    let metrics = Metrics::new(backend.name(), backend.synchronous_deny(), backend.channels());
     let (tx, _) = broadcast::channel(4096);
     let d = Arc::new(Daemon {
         cfg: cfg.clone(),

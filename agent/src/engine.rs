@@ -75,6 +75,33 @@ impl Backend {
     pub const fn synchronous_deny(self) -> bool {
         matches!(self, Self::Lsm | Self::FmodRet)
     }
+
+    /// How each channel of a governed process's reach is stopped on this backend (status and
+    /// metrics): `eperm` (refused before it happens, the process keeps running), `kill` (SIGKILL
+    /// before the process runs another instruction; the syscall itself has happened), `none`
+    /// (not governed on this backend). The guard syscalls are killed on every backend, and
+    /// refused with EPERM by the launcher's seccomp filter in sealed sessions.
+    #[must_use]
+    pub const fn channels(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Self::Kill => &[
+                ("exec", "kill"),
+                ("open", "kill"),
+                ("proc_other_process", "kill"),
+                ("mmap_exec", "none"),
+                ("signal", "none"),
+                ("guard_syscalls", "kill"),
+            ],
+            Self::Lsm | Self::FmodRet => &[
+                ("exec", "eperm"),
+                ("open", "eperm"),
+                ("proc_other_process", "eperm"),
+                ("mmap_exec", "eperm"),
+                ("signal", "eperm"),
+                ("guard_syscalls", "kill"),
+            ],
+        }
+    }
 }
 
 impl std::str::FromStr for Backend {

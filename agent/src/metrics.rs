@@ -23,7 +23,7 @@ pub struct Metrics {
 
 impl Metrics {
     #[must_use]
-    pub fn new(backend: &str, synchronous_deny: bool) -> Self {
+    pub fn new(backend: &str, synchronous_deny: bool, channels: &[(&str, &str)]) -> Self {
         let registry = Registry::new();
         let decisions = IntCounterVec::new(
             Opts::new("mcpguard_decisions_total", "Kernel decisions on governed processes"),
@@ -66,6 +66,17 @@ impl Metrics {
         let build = IntGaugeVec::new(Opts::new("mcpguard_build_info", "Build information"), &["version"])
             .expect("metric");
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let channel_g = IntGaugeVec::new(
+            Opts::new(
+                "mcpguard_channel_info",
+                "How each channel of a governed process's reach is stopped on this host: eperm, kill or none (value 1)",
+            ),
+            &["channel", "mechanism"],
+        )
+        .expect("metric");
+        for (channel, mechanism) in channels {
+            channel_g.with_label_values(&[channel, mechanism]).set(1);
+        }
         let audit_errors =
             IntCounter::new("mcpguard_audit_write_errors_total", "Audit lines that could not be written").expect("metric");
         for m in [
@@ -79,6 +90,7 @@ impl Metrics {
             Box::new(grant_apply.clone()),
             Box::new(backend_g.clone()),
             Box::new(build),
+            Box::new(channel_g),
             Box::new(audit_errors.clone()),
         ] {
             registry.register(m).expect("register metric");
@@ -141,7 +153,7 @@ mod tests {
 
     #[test]
     fn kernel_counters_become_increments() {
-        let m = Metrics::new("kill", false);
+        let m = Metrics::new("kill", false, crate::engine::Backend::Kill.channels());
         let mut k = vec![0u64; c::COUNTER_SLOTS as usize];
         k[c::counter_index(c::HOOK_EXEC, c::ACTION_KILLED, c::REASON_BINARY_CHANGED) as usize] = 3;
         k[c::COUNTER_LOST as usize] = 2;
@@ -153,5 +165,6 @@ mod tests {
         assert!(text.contains(r#"mcpguard_decisions_total{action="killed",hook="exec",reason="binary_changed"} 5"#), "{text}");
         assert!(text.contains("mcpguard_events_lost_total 2"));
         assert!(text.contains(r#"mcpguard_backend_info{backend="kill",synchronous_deny="false"} 1"#));
+        assert!(text.contains(r#"mcpguard_channel_info{channel="signal",mechanism="none"} 1"#), "{text}");
     }
 }
