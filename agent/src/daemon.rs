@@ -178,6 +178,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     log::info!("shutting down");
     stop.store(true, Ordering::Relaxed);
     let _ = std::fs::remove_file(&cfg.socket);
+    let _ = std::fs::remove_file(crate::client::pid_file(&cfg.socket));
     d.persist.stop();
     let _ = persist_thread.join();
     d.save_state(&d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
@@ -201,6 +202,10 @@ fn bind_socket(path: &std::path::Path) -> anyhow::Result<UnixListener> {
         }
         std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
     }
+    // Before the socket exists, so that a client never finds the socket without it.
+    crate::client::write_pid_file(path).with_context(|| {
+        format!("writing {} (clients verify the daemon by it)", crate::client::pid_file(path).display())
+    })?;
     let l = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     // Anyone may connect and get a precise answer; authorisation is by peer credentials.
     use std::os::unix::fs::PermissionsExt as _;

@@ -168,12 +168,20 @@ fn end_to_end_launch_grant_enforce_audit_metrics_status() {
 #[test]
 fn governed_peers_and_unauthorised_uids_are_refused() {
     let d = Daemon::start();
-    // The launched command is mcpguard itself, trying to widen its own grant.
+    // The launched command is mcpguard itself, trying to widen its own grant. Its baseline lets
+    // it read the daemon's pid file (its client verifies the daemon first; without the read it
+    // is stopped right there), so that the request reaches the daemon's peer check.
+    let policy = format!(
+        "{}[[read]]\npath = \"{}\"\n",
+        mcpguard_tests::daemon::TEST_BASELINE.replace("test-baseline", "test-baseline-ctl"),
+        d.dir.0.display()
+    );
+    std::fs::write(d.dir.path("policies/test-baseline-ctl.toml"), policy).unwrap();
     let me = bin();
     let out = Command::new(&me)
         .arg("--socket")
         .arg(&d.socket)
-        .args(["exec", "--session", "selfgrant", "--baseline", "test-baseline", "--"])
+        .args(["exec", "--session", "selfgrant", "--baseline", "test-baseline-ctl", "--"])
         .arg(&me)
         .arg("--socket")
         .arg(&d.socket)
@@ -442,4 +450,33 @@ fn restart_after_an_unsaved_change_follows_the_kernel() {
     assert!(round(&mut child));
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// A process that replaced the control socket (a governed root process can unlink it and bind
+/// its own) learns nothing and approves nothing: the client verifies that the socket's peer is
+/// the daemon recorded in the pid file next to it before it sends a byte.
+#[test]
+fn a_replaced_control_socket_is_refused_before_anything_is_sent() {
+    let d = TestDaemon::start("impostor", None, &[]);
+    let ok = d.cmd().arg("status").output().unwrap();
+    assert!(ok.status.success(), "the real daemon is accepted: {}", String::from_utf8_lossy(&ok.stderr));
+    std::fs::remove_file(&d.socket).unwrap();
+    let fake = std::os::unix::net::UnixListener::bind(&d.socket).unwrap();
+    let listener = std::thread::spawn(move || {
+        let (mut conn, _) = fake.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut got = Vec::new();
+        let _ = conn.read_to_end(&mut got);
+        got
+    });
+    let out = d
+        .cmd()
+        .args(["grant", "--session", "s1", "--task", "T-1", "--allow-read", "/etc", "--ttl", "1m"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a fake daemon must be refused: {err}");
+    assert!(err.contains("not served by the mcpguard daemon") && err.contains(".pid"), "{err}");
+    let got = listener.join().unwrap();
+    assert!(got.is_empty(), "the impostor received {:?}", String::from_utf8_lossy(&got));
 }
