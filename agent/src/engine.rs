@@ -88,7 +88,8 @@ impl Backend {
                 ("exec", "kill"),
                 ("open", "kill"),
                 ("proc_other_process", "kill"),
-                ("mmap_exec", "none"),
+                // mmap of a file with PROT_EXEC; mprotect to PROT_EXEC is not checked.
+                ("mmap_exec", "kill"),
                 ("signal", "none"),
                 ("guard_syscalls", "kill"),
             ],

@@ -19,12 +19,14 @@ pub const LIFECYCLE_PROGS: [(&str, &str); 2] =
 pub const KILL_BTF_PROGS: [(&str, &str); 1] = [(c::PROG_EXEC, "sched_process_exec")];
 /// ...and syscall tracepoints: (program, tracepoint name in category `syscalls`). Like the guard
 /// syscalls, these are attached only while something is governed (`lazy.rs`).
-pub const KILL_TP_PROGS: [(&str, &str); 5] = [
+pub const KILL_TP_PROGS: [(&str, &str); 6] = [
     (c::PROG_OPENAT, "sys_exit_openat"),
     (c::PROG_OPEN, "sys_exit_open"),
     (c::PROG_OPENAT2, "sys_exit_openat2"),
     (c::PROG_CREAT, "sys_exit_creat"),
     (c::PROG_OPEN_BY_HANDLE, "sys_exit_open_by_handle_at"),
+    // Executable file mappings (W^X for grants), decided at entry.
+    (c::PROG_MMAP, "sys_enter_mmap"),
 ];
 /// io_uring submissions do not pass through the open-family tracepoints: governed processes may
 /// not set it up (a guard syscall on the kill backend).

@@ -80,6 +80,5 @@ pub fn from_btf(btf: &Btf) -> Result<Offsets, BtfError> {
         css_set_dfl_cgrp: m("css_set", "dfl_cgrp")?,
         cgroup_kn: m("cgroup", "kn")?,
         kernfs_node_id: m("kernfs_node", "id")?,
-        _pad: 0,
     })
 }

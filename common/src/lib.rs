@@ -45,6 +45,8 @@ pub const PROG_OPENAT2: &str = "mcpg_openat2";
 pub const PROG_CREAT: &str = "mcpg_creat";
 pub const PROG_OPEN_BY_HANDLE: &str = "mcpg_open_handle";
 pub const PROG_IO_URING: &str = "mcpg_io_uring";
+/// Kill backend, executable file mappings (W^X for grants): `sys_enter_mmap` with `PROT_EXEC`.
+pub const PROG_MMAP: &str = "mcpg_mmap";
 /// Guard syscalls: (program, `syscalls:sys_enter_*` tracepoint, x86_64 syscall number).
 pub const GUARD_SYSCALLS: [(&str, &str, u32); 16] = [
     // Hard links: a link planted inside a granted tree would expose an object from elsewhere.
@@ -384,9 +386,8 @@ pub struct Offsets {
     pub css_set_dfl_cgrp: u32,
     pub cgroup_kn: u32,
     pub kernfs_node_id: u32,
-    pub _pad: u32,
 }
-const _: () = assert!(size_of::<Offsets>() == 46 * 4);
+const _: () = assert!(size_of::<Offsets>() == 45 * 4);
 
 #[cfg(feature = "user")]
 mod user {

@@ -52,7 +52,6 @@ pub static MCPG_OFFSETS: Offsets = Offsets {
     css_set_dfl_cgrp: 0,
     cgroup_kn: 0,
     kernfs_node_id: 0,
-    _pad: 0,
 };
 
 /// Offset of one member, read so the compiler cannot constant-fold the placeholder zero.

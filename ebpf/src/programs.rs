@@ -9,12 +9,13 @@ use aya_ebpf::{
     EbpfContext,
 };
 use mcpguard_common::{
-    ProcEntry, ACTION_AUDITED, ACTION_KILLED, COUNTER_PROCS_FULL, HOOK_EXEC, HOOK_IO_URING, HOOK_OPEN,
-    HOOK_SYSCALL, MODE_AUDIT, PROC_VERIFIED, REASON_NOT_GRANTED, REASON_NO_GRANT,
+    ProcEntry, ACCESS_READ, ACTION_AUDITED, ACTION_KILLED, COUNTER_PROCS_FULL, HOOK_EXEC, HOOK_IO_URING,
+    HOOK_MMAP, HOOK_OPEN, HOOK_SYSCALL, MODE_AUDIT, PROC_VERIFIED, REASON_NOT_GRANTED, REASON_NO_GRANT,
+    REASON_UNRESOLVED,
 };
 
 use crate::{
-    decide::{decide_exec, decide_open_at, governed, report_pos, Governed, Verdict},
+    decide::{decide_exec, decide_mmap_exec, decide_open_at, governed, report_pos, Governed, Verdict},
     kernel::{
         current_fd_file, current_task, current_tgid, file_mode_pos, fmode_access, off, rd, rd_ptr,
         task_start_ticks, Kptr, FMODE_PATH, SIGKILL,
@@ -161,6 +162,47 @@ fn on_open_exit(ctx: &TracePointContext) -> u32 {
     let v = decide_open_at(g.session, &st, pos, need);
     if !v.allow {
         enforce(&g, v, HOOK_OPEN, need, Report { pos: Some(pos), ..blank() });
+    }
+    0
+}
+
+const PROT_EXEC: u64 = 0x4;
+const MAP_ANONYMOUS: u64 = 0x20;
+
+/// Argument `i` of a `syscalls:sys_enter_*` tracepoint: after the common fields and
+/// `int __syscall_nr`, each argument is 8 bytes from offset 16. These are the syscall's register
+/// values, copied by the kernel: no other thread can change them.
+#[inline(always)]
+fn sys_arg(ctx: &TracePointContext, i: usize) -> u64 {
+    // SAFETY: within every sys_enter_* tracepoint record for the syscalls used here (6 args).
+    unsafe { ctx.as_ptr().cast::<u64>().add(2 + i).read() }
+}
+
+/// W^X for grants on the kill backend: `mmap` of a file with `PROT_EXEC` by a governed process
+/// (what `ld.so` does for `LD_PRELOAD`, `dlopen` and `ld.so ./prog`) is decided as the LSM
+/// backends decide `mmap_file`: an approved binary, or a file readable and not writable under the
+/// grants. A refused mapping is answered with SIGKILL at syscall entry, so the process (every
+/// thread of it) is dead before the mapping exists. Ungoverned processes: two argument loads for
+/// an mmap with PROT_EXEC and a file, then one lookup.
+#[tracepoint(category = "syscalls", name = "sys_enter_mmap")]
+pub fn mcpg_mmap(ctx: TracePointContext) -> u32 {
+    let (prot, flags, fd) = (sys_arg(&ctx, 2), sys_arg(&ctx, 3), sys_arg(&ctx, 4) as i32);
+    if prot & PROT_EXEC == 0 || flags & MAP_ANONYMOUS != 0 || fd < 0 {
+        return 0;
+    }
+    let Some(g) = governed(current_tgid()) else { return 0 };
+    let Some(st) = g.state else {
+        enforce(&g, Verdict::deny(REASON_NO_GRANT, 0), HOOK_MMAP, ACCESS_READ, blank());
+        return 0;
+    };
+    let Ok(file) = current_fd_file(current_task(), fd as u64) else {
+        // No file at fd (the mmap would fail with EBADF) or a failed read: fail closed.
+        enforce(&g, Verdict::deny(REASON_UNRESOLVED, 0), HOOK_MMAP, ACCESS_READ, blank());
+        return 0;
+    };
+    let v = decide_mmap_exec(&st, file);
+    if !v.allow {
+        enforce(&g, v, HOOK_MMAP, ACCESS_READ, Report { pos: report_pos(file), ..blank() });
     }
     0
 }

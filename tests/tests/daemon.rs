@@ -161,7 +161,8 @@ fn end_to_end_launch_grant_enforce_audit_metrics_status() {
     // Per channel, what the attached backend can do (the kill backend has no signal hook).
     assert_eq!(d.status()["channels"]["signal"], "none");
     assert_eq!(d.status()["channels"]["proc_other_process"], "kill");
-    assert_eq!(d.metric(r#"mcpguard_channel_info{channel="mmap_exec",mechanism="none"}"#), 1.0);
+    assert_eq!(d.metric(r#"mcpguard_channel_info{channel="mmap_exec",mechanism="kill"}"#), 1.0);
+    assert_eq!(d.metric(r#"mcpguard_channel_info{channel="signal",mechanism="none"}"#), 1.0);
 }
 
 /// A process inside a session may not use the socket even as root; other uids need allowing.

@@ -139,3 +139,35 @@ fn events_stay_intact_under_concurrent_denials() {
     }
     assert_eq!(seen.len(), PROCS, "{seen:?}");
 }
+
+/// W^X for grants, on every backend (the kill backend's `sys_enter_mmap` program, the LSM
+/// backends' `mmap_file`): a library the session can write is never mapped executable, so
+/// `LD_PRELOAD` of it into an approved binary is stopped before its constructor runs (asserted
+/// on the constructor's side effect); the same library from a read-only granted directory loads.
+#[test]
+fn preloaded_library_the_session_can_write_never_runs() {
+    let mut k = Kernel::shared();
+    let ws = Scratch::new("pre-ws");
+    let ro = Scratch::new("pre-ro");
+    let so = include_bytes!(env!("MCPG_PRELOAD_SO"));
+    let (writable, readonly) = (ws.path("libmark.so"), ro.path("libmark.so"));
+    std::fs::write(&writable, so).unwrap();
+    std::fs::write(&readonly, so).unwrap();
+    let mark = ws.path("mark");
+    let env = "/usr/bin/env";
+    let base = k.baseline();
+    let (task, _) =
+        k.grant(&[Path::new(env), Path::new(TRUE)], &[ws.0.clone(), ro.0.clone()], &[ws.0.clone()]);
+    let session = k.session(base, task, LONG);
+    let mark_var = format!("MCPG_PRELOAD_MARK={}", mark.display());
+
+    let preload = format!("LD_PRELOAD={}", writable.display());
+    let ev = expect_killed(&mut k, session, &[env, &preload, &mark_var, TRUE], "mmap");
+    assert_kill(&ev, "mmap", "not_granted", task);
+    assert_object(&ev, &writable);
+    assert!(!mark.exists(), "the constructor of a session-writable library must never run");
+
+    let preload = format!("LD_PRELOAD={}", readonly.display());
+    expect_runs(&mut k, session, &[env, &preload, &mark_var, TRUE]);
+    assert_eq!(std::fs::read_to_string(&mark).unwrap(), "ran\n", "a read-only granted library loads");
+}
