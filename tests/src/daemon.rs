@@ -113,8 +113,12 @@ impl TestDaemon {
     pub fn raw(&self, line: &[u8]) -> Value {
         let mut s = UnixStream::connect(&self.socket).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.write_all(line).unwrap();
-        s.write_all(b"\n").unwrap();
+        // The daemon answers an oversized line as soon as it has read past the limit and closes:
+        // the rest of the write may then fail (EPIPE) while the answer is already waiting.
+        let sent = s.write_all(line).and_then(|()| s.write_all(b"\n"));
+        if let Err(e) = &sent {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "writing the request: {e}");
+        }
         let mut out = String::new();
         BufReader::new(s).read_line(&mut out).unwrap();
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad response {out:?}: {e}"))
