@@ -68,6 +68,7 @@ fn state() -> State {
     st.sessions.insert(
         "s\u{e9}ss\\1".into(),
         Session {
+            write_ceiling: None,
             name: "s\u{e9}ss\\1".into(),
             id: 7,
             root_pid: 1,

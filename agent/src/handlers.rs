@@ -191,6 +191,21 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
         None => GrantSpec::inline(Vec::new(), Vec::new(), Vec::new(), Mode::Deny, None)?,
     };
     spec.exec.push(ExecRule { path: PathBuf::from(cmd), sha256: None });
+    // The ceiling covers whatever the baseline may write, whatever the launcher asked for.
+    let write_ceiling = r.write_ceiling.as_ref().map(|extra| {
+        let mut c: Vec<PathBuf> = spec.write.clone();
+        for p in extra {
+            if !c.contains(p) {
+                c.push(p.clone());
+            }
+        }
+        c
+    });
+    if let Some(c) = &write_ceiling
+        && let Some(bad) = c.iter().find(|p| !p.is_absolute() || p.components().any(|x| x == std::path::Component::ParentDir))
+    {
+        return Err(err(ErrorCode::BadRequest, format!("write ceiling `{}` must be an absolute path without `..`", bad.display())));
+    }
     let kg = compile(&spec)?;
 
     let mut st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -224,6 +239,7 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
         created_unix: unix_now(),
         cgroup: None,
         sealed: r.sealed,
+        write_ceiling: write_ceiling.clone(),
         base: Some(base),
         task: None,
         orchestrator: None,
@@ -261,7 +277,8 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
     drop(eng);
     st.sessions.insert(r.session.clone(), session);
     log::info!("session {} registered: pid {} ({} process(es)), command {:?}", r.session, r.pid, governed.len(), r.command);
-    Ok(json!({"session": r.session, "session_id": sid, "baseline_grant_id": gid, "processes": governed}))
+    Ok(json!({"session": r.session, "session_id": sid, "baseline_grant_id": gid, "processes": governed,
+              "write_ceiling": write_ceiling}))
 }
 
 /// Removes a session's kernel state (session entry, grants, process entries).
@@ -541,7 +558,7 @@ fn status(d: &Daemon) -> Value {
         .map(|s| {
             json!({
                 "name": s.name, "session_id": s.id, "root_pid": s.root_pid, "command": s.command,
-                "processes": eng.session_processes(s.id), "sealed": s.sealed,
+                "processes": eng.session_processes(s.id), "sealed": s.sealed, "write_ceiling": s.write_ceiling,
                 "baseline": s.base.as_ref().map(|g| grant_json(g, now)),
                 "task": s.task.as_ref().map(|g| grant_json(g, now)),
                 "orchestrator_task": s.orchestrator.as_ref().map(|g| grant_json(g, now)),

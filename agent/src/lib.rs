@@ -20,4 +20,5 @@ pub mod handlers;
 pub mod reconcile;
 pub mod client;
 pub mod seccomp;
+pub mod landlock;
 pub mod mcp;

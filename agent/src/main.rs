@@ -51,6 +51,16 @@ enum Cmd {
         /// With --mcp: restarts of a server that died (e.g. was killed) before the session ends.
         #[arg(long, default_value_t = 3, requires = "mcp")]
         max_restarts: u32,
+        /// Besides the baseline's write paths (and with --mcp the tools templates' write roots),
+        /// where the program may create, remove, rename and truncate files (Landlock; repeatable).
+        /// Cover here whatever an orchestrator will grant writes to: outside the ceiling those
+        /// operations fail with EACCES whatever the task grant says.
+        #[arg(long = "write-ceiling", value_name = "PATH", conflicts_with = "no_write_ceiling")]
+        write_ceiling: Vec<PathBuf>,
+        /// Launch without the Landlock write ceiling (kernels without Landlock; path operations
+        /// then stay ungoverned on the kill backend).
+        #[arg(long, conflicts_with = "cgroup")]
+        no_write_ceiling: bool,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -192,13 +202,17 @@ fn main() -> anyhow::Result<()> {
             println!("removed {} pinned object(s) under {}; enforcement is off", removed.len(), bpffs_dir.display());
             Ok(())
         }
-        Cmd::Exec { session, baseline, vars, mcp: true, tools: Some(tools), max_restarts, command, .. } => {
+        Cmd::Exec {
+            session, baseline, vars, mcp: true, tools: Some(tools), max_restarts, command, write_ceiling,
+            no_write_ceiling, ..
+        } => {
             let opts = mcpguard::mcp::ProxyOptions {
                 socket: cli.socket, session, baseline, vars: vars.into_iter().collect(), tools, command, max_restarts,
+                write_ceiling: (!no_write_ceiling).then_some(write_ceiling),
             };
             std::process::exit(mcpguard::mcp::run(opts)?);
         }
-        Cmd::Exec { session, baseline, vars, cgroup, command, .. } => {
+        Cmd::Exec { session, baseline, vars, cgroup, command, write_ceiling, no_write_ceiling, .. } => {
             let bin = mcpguard::mcp::spawn::which(&command[0])?;
             let guard = mcpguard::seccomp::GuardFilter::new()?;
             let mut argv = command.clone();
@@ -214,12 +228,19 @@ fn main() -> anyhow::Result<()> {
                 // The filter goes in below, before the program's first instruction. A cgroup
                 // session also governs processes moved in later, which carry no filter.
                 sealed: !cgroup,
+                // Processes moved into a cgroup session later would carry no ruleset.
+                write_ceiling: (!cgroup && !no_write_ceiling).then_some(write_ceiling),
             });
-            c.call_ok(op)?;
+            let registered = c.call_ok(op)?;
             drop(c);
+            let ceiling = mcpguard::landlock::Ceiling::from_response(&registered)?;
+            let ruleset = ceiling.as_ref().map(mcpguard::landlock::Ceiling::prepare).transpose()?;
             // Governed from here on. The guard syscalls are refused from now on too (inherited
             // by every descendant); without the filter the program is not started (fail closed).
             guard.install().context("installing the seccomp guard filter; not starting the program")?;
+            if let Some(r) = &ruleset {
+                r.restrict_self().context("applying the Landlock write ceiling; not starting the program")?;
+            }
             // Exec the approved binary (argv[0] kept as given).
             let err = std::process::Command::new(&bin).arg0(&command[0]).args(&command[1..]).exec();
             bail!("exec {}: {err}", bin.display())

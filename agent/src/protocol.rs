@@ -150,6 +150,12 @@ pub struct Register {
     /// with `cgroup` (a process moved into the cgroup later carries no filter).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sealed: bool,
+    /// The launcher confines the session's path operations (create, remove, rename, truncate)
+    /// with a Landlock write ceiling (`landlock.rs`): these roots, plus the baseline's write
+    /// paths, which the daemon adds; the response's `write_ceiling` is the ceiling to apply.
+    /// `None`: not confined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_ceiling: Option<Vec<PathBuf>>,
 }
 
 /// `grant`: give a task of a session a grant (from a policy, or inline).
@@ -520,6 +526,7 @@ mod tests {
                 vars: BTreeMap::from([("python_prefix".into(), "/opt/py".into())]),
                 cgroup: true,
                 sealed: false,
+                write_ceiling: Some(vec!["/srv/r".into()]),
             }),
             Op::Grant(full),
             Op::Grant(grant(None, Some(inline))),

@@ -55,6 +55,9 @@ pub struct Session {
     /// Every process carries the launcher's seccomp guard filter (`Register::sealed`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sealed: bool,
+    /// Landlock write ceiling the launcher applied (`Register::write_ceiling`), for status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_ceiling: Option<Vec<PathBuf>>,
     pub base: Option<GrantRecord>,
     /// The grant in force besides the baseline: a task grant, or a per-call grant (which then
     /// already is the intersection with `orchestrator`).
@@ -239,6 +242,7 @@ mod tests {
         s.sessions.insert(
             "x".into(),
             Session {
+                write_ceiling: None,
                 name: "x".into(),
                 id: a,
                 root_pid: 1,

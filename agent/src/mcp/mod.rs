@@ -32,6 +32,8 @@ pub struct ProxyOptions {
     pub command: Vec<String>,
     /// How often the server is restarted after it died (e.g. killed) before the session ends.
     pub max_restarts: u32,
+    /// Extra write-ceiling roots (`--write-ceiling`); `None`: launch without a ceiling.
+    pub write_ceiling: Option<Vec<PathBuf>>,
 }
 
 /// The proxy's connection to the daemon (reconnects once when the connection broke).
@@ -118,7 +120,17 @@ pub fn run(opts: ProxyOptions) -> anyhow::Result<i32> {
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let tools = tools::ToolsPolicy::load(&opts.tools).with_context(|| "loading the tools policy")?;
     let bin = spawn::which(&opts.command[0])?;
+    // Whatever any call may write (the templates' write roots), besides the explicit roots.
+    let write_ceiling = match &opts.write_ceiling {
+        Some(extra) => {
+            let mut roots = tools.write_roots().map_err(|e| anyhow::anyhow!("write ceiling: {e}"))?;
+            roots.extend(extra.iter().cloned());
+            Some(roots)
+        }
+        None => None,
+    };
     let launch = spawn::Launch {
+        write_ceiling,
         socket: opts.socket.clone(),
         session: opts.session.clone(),
         bin,

@@ -6,7 +6,10 @@
 //! child), and only then opens the gate: the child `execv`s the server, whose exec is the first
 //! thing checked against the session's baseline (the launched binary is approved at register).
 //! Between the gate and `execv` the child installs the seccomp guard filter
-//! ([`crate::seccomp`]); if that fails it exits without running the server.
+//! ([`crate::seccomp`]) and, unless launched without one, the Landlock write ceiling
+//! ([`crate::landlock`]): the ruleset is built by the proxy once the daemon has answered the
+//! registration with the ceiling, and passed to the child with the gate byte (`SCM_RIGHTS` on a
+//! socketpair). If either fails the child exits without running the server.
 use std::{
     collections::BTreeMap,
     ffi::CString,
@@ -40,6 +43,9 @@ pub struct Launch {
     pub argv: Vec<String>,
     pub baseline: String,
     pub vars: BTreeMap<String, String>,
+    /// Roots the daemon adds the baseline's write paths to for the Landlock write ceiling
+    /// (`landlock.rs`); `None`: no ceiling.
+    pub write_ceiling: Option<Vec<PathBuf>>,
 }
 
 pub struct Server {
@@ -77,7 +83,13 @@ pub fn spawn(l: &Launch) -> anyhow::Result<Server> {
     let guard = GuardFilter::new()?;
     let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;
-    let (gate_r, gate_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+    let (gate_r, gate_w) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Stream,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .context("socketpair")?;
     let (fd_in, fd_out, fd_gate) = (in_r.as_raw_fd(), out_w.as_raw_fd(), gate_r.as_raw_fd());
     // SAFETY: the child only makes async-signal-safe calls (dup2, signal, read, prctl, seccomp,
     // write, execv, _exit) on memory prepared before the fork, so other threads' state (locks,
@@ -89,15 +101,9 @@ pub fn spawn(l: &Launch) -> anyhow::Result<Server> {
             }
             // Rust ignores SIGPIPE; an ignored disposition would survive exec.
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-            let mut b = 0u8;
-            let n = loop {
-                let n = libc::read(fd_gate, (&raw mut b).cast(), 1);
-                if n < 0 && *libc::__errno_location() == libc::EINTR {
-                    continue;
-                }
-                break n;
-            };
-            if n != 1 || b != b'g' {
+            // The gate: one byte, `g` (go) or `c` (go, confined by the ruleset that comes with it).
+            let (n, b, ruleset) = gate_recv(fd_gate);
+            if n != 1 || (b != b'g' && b != b'c') || (b == b'c') != (ruleset >= 0) {
                 libc::_exit(125); // not registered: never run ungoverned
             }
             if guard.install().is_err() {
@@ -105,19 +111,29 @@ pub fn spawn(l: &Launch) -> anyhow::Result<Server> {
                 libc::write(2, msg.as_ptr().cast(), msg.len());
                 libc::_exit(124);
             }
+            if ruleset >= 0 && libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32) != 0 {
+                let msg = b"mcpguard: applying the Landlock write ceiling failed; server not started\n";
+                libc::write(2, msg.as_ptr().cast(), msg.len());
+                libc::_exit(124);
+            }
+            if ruleset >= 0 {
+                libc::close(ruleset);
+            }
             libc::execv(bin.as_ptr(), argv.as_ptr());
             libc::_exit(127)
         },
         ForkResult::Parent { child } => {
             drop((in_r, out_w, gate_r));
-            if let Err(e) = register(l, child) {
+            let released = register(l, child).and_then(|ceiling| {
+                let ruleset = ceiling.as_ref().map(crate::landlock::Ceiling::prepare).transpose()?;
+                gate_send(&gate_w, ruleset.as_ref()).context("releasing the server")
+            });
+            if let Err(e) = released {
                 let _ = kill(child, Signal::SIGKILL);
                 let _ = nix::sys::wait::waitpid(child, None);
                 return Err(e);
             }
-            let gate = File::from(gate_w);
-            nix::unistd::write(&gate, b"g").context("releasing the server")?;
-            drop(gate);
+            drop(gate_w);
             Ok(Server {
                 pid: child,
                 stdin: File::from(in_w),
@@ -127,7 +143,56 @@ pub fn spawn(l: &Launch) -> anyhow::Result<Server> {
     }
 }
 
-fn register(l: &Launch, child: Pid) -> anyhow::Result<()> {
+/// Opens the gate: `g`, or `c` with the Landlock ruleset's descriptor attached.
+fn gate_send(gate: &std::os::fd::OwnedFd, ruleset: Option<&crate::landlock::Prepared>) -> anyhow::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let fds;
+    let (byte, cmsgs): (&[u8], Vec<ControlMessage<'_>>) = match ruleset {
+        Some(r) => {
+            fds = [r.as_raw_fd()];
+            (b"c", vec![ControlMessage::ScmRights(&fds)])
+        }
+        None => (b"g", Vec::new()),
+    };
+    let iov = [std::io::IoSlice::new(byte)];
+    sendmsg::<()>(gate.as_raw_fd(), &iov, &cmsgs, MsgFlags::empty(), None)?;
+    Ok(())
+}
+
+/// The child's side of the gate: (bytes read, the byte, the descriptor received or -1). Only
+/// `recvmsg` on stack memory: safe after `fork` in a multi-threaded parent.
+unsafe fn gate_recv(fd: libc::c_int) -> (isize, u8, libc::c_int) {
+    let mut b = 0u8;
+    // Room for one cmsghdr carrying one int (CMSG_SPACE(4) = 24 on 64-bit), 8-aligned.
+    let mut cbuf = [0u64; 4];
+    let mut iov = libc::iovec { iov_base: (&raw mut b).cast(), iov_len: 1 };
+    // SAFETY: all-zero is a valid msghdr; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    let n = loop {
+        // SAFETY: valid msghdr over stack buffers.
+        let n = unsafe { libc::recvmsg(fd, &raw mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 && unsafe { *libc::__errno_location() } == libc::EINTR {
+            continue;
+        }
+        break n;
+    };
+    let mut received = -1;
+    // SAFETY: walking the control buffer the kernel filled, with the libc macros.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&raw const msg);
+        if !c.is_null() && (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+            received = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+        }
+    }
+    (n, b, received)
+}
+
+/// Registers the child; returns the write ceiling to apply (`None`: not confined).
+fn register(l: &Launch, child: Pid) -> anyhow::Result<Option<crate::landlock::Ceiling>> {
     let mut command = l.argv.clone();
     command[0] = l.bin.display().to_string();
     let op = Op::Register(Register {
@@ -139,13 +204,14 @@ fn register(l: &Launch, child: Pid) -> anyhow::Result<()> {
         cgroup: false,
         // The child installs the guard filter after the gate opens, before `execv`.
         sealed: true,
+        write_ceiling: l.write_ceiling.clone(),
     });
     // After a kill, processes the old server left behind may still hold the session for a
     // moment (they are being killed by `kill_leftovers`): retry briefly.
     for attempt in 0.. {
         let mut c = Client::connect(&l.socket)?;
         match c.call(op.clone())?.result {
-            Ok(_) => return Ok(()),
+            Ok(r) => return crate::landlock::Ceiling::from_response(&r),
             Err(e) if e.code == ErrorCode::SessionExists && attempt < 40 => {
                 log::debug!("register attempt {attempt}: {}", e.message);
                 std::thread::sleep(Duration::from_millis(50));

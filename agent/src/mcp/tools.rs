@@ -215,6 +215,47 @@ impl ToolsPolicy {
     }
 
     /// The grant for one call of `tool` with `arguments` (the `tools/call` params' `arguments`).
+    /// Paths beneath which some call's grant may write: for each template write path, its value
+    /// where it is fixed, the roots of the variable it starts with, or its fixed part before
+    /// the first variable. A write path bounded by nothing (`${x}` without roots) is an error:
+    /// the ceiling would be the whole filesystem.
+    pub fn write_roots(&self) -> Result<Vec<PathBuf>, String> {
+        let mut out: Vec<PathBuf> = Vec::new();
+        for (name, rule) in &self.tools {
+            for w in &rule.template.write {
+                let mut p = w.path.clone();
+                for (k, v) in &rule.vars {
+                    p = p.replace(&format!("${{{k}}}"), v);
+                }
+                let roots: Vec<PathBuf> = match p.find("${") {
+                    None => vec![PathBuf::from(&p)],
+                    Some(i) => {
+                        let var = p[i + 2..].split('}').next().unwrap_or("");
+                        let spec_roots = rule.template.vars.get(var).map(|v| v.roots.clone()).unwrap_or_default();
+                        let prefix = p[..i].rsplit_once('/').map_or("", |(d, _)| d);
+                        if i == 0 && !spec_roots.is_empty() {
+                            spec_roots
+                        } else if !prefix.is_empty() {
+                            vec![PathBuf::from(prefix)]
+                        } else {
+                            return Err(format!(
+                                "tool `{name}`: template `{}` writes `{}`, which nothing bounds: give `{var}` roots, \
+                                 or launch with --write-ceiling PATH covering it",
+                                rule.template.name, w.path
+                            ));
+                        }
+                    }
+                };
+                for r in roots {
+                    if !out.contains(&r) {
+                        out.push(r);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub fn grant_for(&self, tool: &str, arguments: Option<&Value>) -> Result<CallGrant, Refusal> {
         let Some(rule) = self.tools.get(tool) else {
             return Err(Refusal::new(

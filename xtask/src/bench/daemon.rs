@@ -116,6 +116,7 @@ impl Daemon {
             vars: BTreeMap::new(),
             cgroup: false,
             sealed: false,
+            write_ceiling: None,
         }))?;
         Ok(())
     }

@@ -1,0 +1,144 @@
+//! The Landlock write ceiling on the processes mcpguard launches: creating, removing, renaming
+//! and truncating outside every path the session may write fail before anything changes, on
+//! every backend (on the kill backend the kernel programs would act only after the syscall).
+//! Real daemon binary, real kernel, real processes; root. Assertions are on the objects.
+use std::{
+    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
+    path::Path,
+    process::Command,
+};
+
+use mcpguard_tests::{daemon::TestDaemon, unique_id, Scratch};
+
+/// What must not change about an object: content, mode, owner, times, inode.
+fn snapshot(p: &Path) -> (Vec<u8>, u32, u32, i64, i64, u64) {
+    let md = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let content = if md.is_file() { std::fs::read(p).unwrap() } else { Vec::new() };
+    (content, md.mode(), md.uid(), md.mtime(), md.mtime_nsec(), md.ino())
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+const TOOLS: [&str; 9] = [
+    "/usr/bin/dash",
+    "/usr/bin/rm",
+    "/usr/bin/mv",
+    "/usr/bin/mkdir",
+    "/usr/bin/ln",
+    "/usr/bin/mkfifo",
+    "/usr/bin/truncate",
+    "/usr/bin/rmdir",
+    "/usr/bin/cat",
+];
+
+#[test]
+fn path_operations_outside_the_write_ceiling_change_nothing() {
+    let d = TestDaemon::start("ceiling", None, &[]);
+    let inside = Scratch::new("ceil-in");
+    let outside = Scratch::new("ceil-out");
+    let victim = outside.path("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::create_dir(outside.path("dir")).unwrap();
+    std::fs::write(inside.path("mine"), "mine\n").unwrap();
+    let before = (snapshot(&victim), snapshot(&outside.path("dir")), entries(&outside.0));
+
+    // Reads of both trees, writes to `inside` only: the read grant on `outside` allows no change.
+    let mut policy = String::from("name = \"test-ceiling\"\n");
+    for x in TOOLS {
+        policy += &format!("[[exec]]\npath = \"{x}\"\n");
+    }
+    for r in ["/etc/ld.so.cache", "/usr/lib", "/dev/null", "/proc"] {
+        policy += &format!("[[read]]\npath = \"{r}\"\n");
+    }
+    policy += &format!("[[read]]\npath = \"{}\"\n[[read]]\npath = \"{}\"\n", inside.0.display(), outside.0.display());
+    policy += &format!("[[write]]\npath = \"{}\"\n[[write]]\npath = \"/dev/null\"\n", inside.0.display());
+    std::fs::write(d.dir.path("policies/test-ceiling.toml"), policy).unwrap();
+
+    let (i, o) = (inside.0.display(), outside.0.display());
+    // Each refused operation prints its status; every one must fail, nothing outside change.
+    let script = format!(
+        "for op in \
+           'rm -f {o}/victim' 'rmdir {o}/dir' 'mv {o}/victim {i}/taken' 'mv {i}/mine {o}/planted' \
+           'mkdir {o}/new' 'ln -s /etc/shadow {o}/link' 'ln {o}/victim {o}/hard' 'mkfifo {o}/fifo' \
+           ': > {o}/victim' 'truncate -s 0 {o}/victim'; do \
+           (eval \"$op\") 2>/dev/null; echo \"refused $? $op\"; done; \
+         echo one > {i}/a && mv {i}/a {i}/b && mkdir {i}/d && rmdir {i}/d && rm {i}/b && echo inside-ok"
+    );
+    let session = format!("ceil-{}", unique_id());
+    let out = d
+        .cmd()
+        .args(["exec", "--session", &session, "--baseline", "test-ceiling", "--", "/usr/bin/dash", "-c", &script])
+        .env("PATH", "/usr/bin")
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let audit = std::fs::read_to_string(d.dir.path("audit.jsonl")).unwrap_or_default();
+    assert!(out.status.success(), "{:?} {stdout} {}\naudit:\n{audit}", out.status, String::from_utf8_lossy(&out.stderr));
+    let refused: Vec<&str> = stdout.lines().filter(|l| l.starts_with("refused ")).collect();
+    assert_eq!(refused.len(), 10, "{stdout}");
+    for l in &refused {
+        assert!(!l.starts_with("refused 0 "), "allowed outside the ceiling: {l}\n{stdout}");
+    }
+    assert!(stdout.contains("inside-ok"), "create, write, rename, remove inside the grant work: {stdout}");
+    let after = (snapshot(&victim), snapshot(&outside.path("dir")), entries(&outside.0));
+    assert_eq!(after, before, "nothing outside the ceiling changed");
+    assert!(!inside.path("taken").exists() || std::fs::read(inside.path("taken")).unwrap() == b"precious\n");
+    assert_eq!(std::fs::read_to_string(inside.path("mine")).unwrap(), "mine\n", "the source of a refused move stays");
+}
+
+/// `--no-write-ceiling` launches without it (reported as such); a ceiling root that is not an
+/// absolute path is refused by the daemon before anything runs.
+#[test]
+fn the_ceiling_is_reported_and_can_only_be_given_as_absolute_paths() {
+    let d = TestDaemon::start("ceiling2", None, &[]);
+    let session = format!("ceil2-{}", unique_id());
+    let out = d
+        .cmd()
+        .args(["exec", "--session", &session, "--baseline", "test-baseline", "--write-ceiling", "rel/dir", "--"])
+        .args(["/usr/bin/true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("absolute path"), "{err}");
+    let st = Command::new(mcpguard_tests::daemon::mcpguard_bin())
+        .args(["--socket", d.socket.to_str().unwrap(), "exec", "--session", &session, "--baseline", "test-baseline"])
+        .args(["--write-ceiling", "/srv/ceiling-root", "--", "/usr/bin/dash", "-c", "read _"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut st = scopeguard(st);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let ceiling = loop {
+        let v = d.raw(br#"{"v":1,"op":"status"}"#);
+        if let Some(s) = v["sessions"].as_array().and_then(|a| a.iter().find(|s| s["name"] == session.as_str())) {
+            break s["write_ceiling"].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "session did not appear: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // The baseline's write path (/dev/null) and the explicit root.
+    assert_eq!(ceiling, serde_json::json!(["/srv/ceiling-root"]), "{ceiling}");
+    drop(st.0.stdin.take());
+    let _ = st.0.wait();
+}
+
+/// Kills and reaps a child this test started if it is still running on drop.
+struct Guard(std::process::Child);
+fn scopeguard(c: std::process::Child) -> Guard {
+    Guard(c)
+}
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
