@@ -327,6 +327,7 @@ fn canonical_arg(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::PathRule;
     use serde_json::json;
 
     fn setup() -> (PathBuf, ToolsPolicy) {
@@ -355,6 +356,30 @@ mod tests {
         std::fs::write(&path, tools).unwrap();
         let p = ToolsPolicy::load(&path).unwrap();
         (dir, p)
+    }
+
+    #[test]
+    fn write_roots_are_the_fixed_paths_or_the_variables_roots() {
+        let (dir, mut p) = setup();
+        // The template reads only: no write root.
+        assert_eq!(p.write_roots().unwrap(), Vec::<PathBuf>::new());
+        let rule = p.tools.get_mut("status").unwrap();
+        rule.template.write = vec![PathRule { path: "${repo}/.git".into() }, PathRule { path: "/var/cache/x".into() }];
+        assert_eq!(p.write_roots().unwrap(), vec![dir.join("repos"), PathBuf::from("/var/cache/x")]);
+        // A fixed value replaces the variable.
+        let fixed = p.tools.get_mut("fixed").unwrap();
+        fixed.template.write = vec![PathRule { path: "${repo}/out".into() }];
+        assert!(p.write_roots().unwrap().contains(&dir.join("repos/app/out")));
+        // Bounded by nothing: an error naming the tool and the fix.
+        let rule = p.tools.get_mut("status").unwrap();
+        rule.template.vars.get_mut("repo").unwrap().roots.clear();
+        let e = p.write_roots().unwrap_err();
+        assert!(e.contains("`status`") && e.contains("--write-ceiling"), "{e}");
+        // A fixed prefix bounds it.
+        let rule = p.tools.get_mut("status").unwrap();
+        rule.template.write = vec![PathRule { path: "/srv/data/${repo}".into() }];
+        assert!(p.write_roots().unwrap().contains(&PathBuf::from("/srv/data")));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
