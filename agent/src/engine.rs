@@ -79,8 +79,10 @@ impl Backend {
     /// How each channel of a governed process's reach is stopped on this backend (status and
     /// metrics): `eperm` (refused before it happens, the process keeps running), `kill` (SIGKILL
     /// before the process runs another instruction; the syscall itself has happened), `none`
-    /// (not governed on this backend). The guard syscalls are killed on every backend, and
-    /// refused with EPERM by the launcher's seccomp filter in sealed sessions.
+    /// (not governed on this backend), `ceiling` (refused before anything changes outside the
+    /// launcher's Landlock write ceiling, for the sessions mcpguard launched; not per task). The
+    /// guard syscalls are killed on every backend, and refused with EPERM by the launcher's
+    /// seccomp filter in sealed sessions.
     #[must_use]
     pub const fn channels(self) -> &'static [(&'static str, &'static str)] {
         match self {
@@ -92,6 +94,8 @@ impl Backend {
                 ("mmap_exec", "kill"),
                 ("signal", "none"),
                 ("guard_syscalls", "kill"),
+                ("path_ops", "ceiling"),
+                ("metadata", "none"),
             ],
             Self::Lsm | Self::FmodRet => &[
                 ("exec", "eperm"),
@@ -100,6 +104,8 @@ impl Backend {
                 ("mmap_exec", "eperm"),
                 ("signal", "eperm"),
                 ("guard_syscalls", "kill"),
+                ("path_ops", "ceiling"),
+                ("metadata", "none"),
             ],
         }
     }
