@@ -102,7 +102,14 @@ pub fn attach(object: &[u8], ebpf: &Ebpf, vmlinux: &Btf) -> Result<Vec<(&'static
     .map_err(|e| format!("relocating maps: {e}"))?;
     obj.relocate_calls(&text_sections).map_err(|e| format!("relocating calls: {e}"))?;
     let mut links = Vec::new();
-    for (prog, func) in FMOD_PROGS {
+    let optional: Vec<(&'static str, &'static str, bool)> =
+        mcpguard_common::PATH_HOOKS.iter().map(|h| (h.2, h.3, h.4)).collect();
+    let all = FMOD_PROGS.iter().map(|&(p, f)| (p, f, true)).chain(optional);
+    for (prog, func, required) in all {
+        if !required && vmlinux.id_by_type_name_kind(func, BtfKind::Func).is_err() {
+            log::info!("{func} not in this kernel: {prog} not attached");
+            continue;
+        }
         let p = obj.programs.get(prog).ok_or_else(|| format!("program {prog} missing from the object"))?;
         let insns = &obj.functions[&p.function_key()].instructions;
         let btf_id = vmlinux

@@ -62,8 +62,14 @@ pub fn backend_programs(b: Backend) -> Vec<&'static str> {
     let mut v: Vec<&str> = LIFECYCLE_PROGS.iter().map(|(p, _)| *p).collect();
     match b {
         Backend::Kill => v.extend(KILL_BTF_PROGS.iter().map(|(p, _)| *p)),
-        Backend::Lsm => v.extend(LSM_PROGS.iter().map(|(p, _)| *p)),
-        Backend::FmodRet => v.extend(crate::fmodret::FMOD_PROGS.iter().map(|(p, _)| *p)),
+        Backend::Lsm => {
+            v.extend(LSM_PROGS.iter().map(|(p, _)| *p));
+            v.extend(c::PATH_HOOKS.iter().filter(|h| h.4).map(|h| h.0));
+        }
+        Backend::FmodRet => {
+            v.extend(crate::fmodret::FMOD_PROGS.iter().map(|(p, _)| *p));
+            v.extend(c::PATH_HOOKS.iter().filter(|h| h.4).map(|h| h.2));
+        }
     }
     v
 }
@@ -182,6 +188,15 @@ fn try_backend(ebpf: &mut Ebpf, btf: &aya::Btf, b: Backend) -> Result<Vec<(&'sta
                 return Err(format!("`bpf` is not in the active LSM list ({})", lsms.trim()));
             }
             for (prog, hook) in LSM_PROGS {
+                links.push((prog, AnyLink::Aya(lsm(ebpf, btf, prog, hook).map_err(|e| e.to_string())?)));
+            }
+            // Path operations; a hook this kernel does not have (file_truncate before 6.2) is
+            // skipped when optional: the operation then passes a hook that is attached.
+            for (prog, hook, _, _, required) in c::PATH_HOOKS {
+                if !required && btf.id_by_type_name_kind(&format!("bpf_lsm_{hook}"), aya_obj::btf::BtfKind::Func).is_err() {
+                    log::info!("LSM hook {hook} not in this kernel: {prog} not attached");
+                    continue;
+                }
                 links.push((prog, AnyLink::Aya(lsm(ebpf, btf, prog, hook).map_err(|e| e.to_string())?)));
             }
             lsm_self_test(ebpf)?; // on failure the links are dropped: detached

@@ -80,5 +80,8 @@ pub fn from_btf(btf: &Btf) -> Result<Offsets, BtfError> {
         css_set_dfl_cgrp: m("css_set", "dfl_cgrp")?,
         cgroup_kn: m("cgroup", "kn")?,
         kernfs_node_id: m("kernfs_node", "id")?,
+        path_mnt: m("path", "mnt")?,
+        path_dentry: m("path", "dentry")?,
+        _pad: 0,
     })
 }

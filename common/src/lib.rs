@@ -89,6 +89,19 @@ pub const PROG_FMOD_OPEN: &str = "mcpg_fmod_open";
 pub const PROG_FMOD_MMAP: &str = "mcpg_fmod_mmap";
 pub const PROG_LSM_KILL: &str = "mcpg_lsm_kill";
 pub const PROG_FMOD_KILL: &str = "mcpg_fmod_kill";
+/// Path operations: (LSM program, LSM hook, fmod_ret program, `security_*` function, required).
+/// `file_truncate` exists from Linux 6.2 (before, `ftruncate` and `O_TRUNC` pass `path_truncate`).
+pub const PATH_HOOKS: [(&str, &str, &str, &str, bool); 9] = [
+    ("mcpg_lsm_unlink", "path_unlink", "mcpg_fmod_unlink", "security_path_unlink", true),
+    ("mcpg_lsm_rmdir", "path_rmdir", "mcpg_fmod_rmdir", "security_path_rmdir", true),
+    ("mcpg_lsm_mkdir", "path_mkdir", "mcpg_fmod_mkdir", "security_path_mkdir", true),
+    ("mcpg_lsm_mknod", "path_mknod", "mcpg_fmod_mknod", "security_path_mknod", true),
+    ("mcpg_lsm_symlink", "path_symlink", "mcpg_fmod_symlink", "security_path_symlink", true),
+    ("mcpg_lsm_link", "path_link", "mcpg_fmod_link", "security_path_link", true),
+    ("mcpg_lsm_rename", "path_rename", "mcpg_fmod_rename", "security_path_rename", true),
+    ("mcpg_lsm_truncate", "path_truncate", "mcpg_fmod_truncate", "security_path_truncate", true),
+    ("mcpg_lsm_ftrunc", "file_truncate", "mcpg_fmod_ftrunc", "security_file_truncate", false),
+];
 
 // ------------------------------------------------------------------------------------------------
 // Capacities
@@ -134,7 +147,16 @@ pub const HOOK_SYSCALL: u32 = 4;
 /// A signal sent by a governed process (LSM `task_kill`): the event's `ino` is the target's
 /// tgid and `access` the signal number.
 pub const HOOK_SIGNAL: u32 = 5;
-pub const HOOK_COUNT: u32 = 6;
+/// Path operations (LSM `path_*` hooks): the directory entry changed, or the object truncated.
+pub const HOOK_UNLINK: u32 = 6;
+pub const HOOK_RMDIR: u32 = 7;
+pub const HOOK_MKDIR: u32 = 8;
+pub const HOOK_MKNOD: u32 = 9;
+pub const HOOK_SYMLINK: u32 = 10;
+pub const HOOK_LINK: u32 = 11;
+pub const HOOK_RENAME: u32 = 12;
+pub const HOOK_TRUNCATE: u32 = 13;
+pub const HOOK_COUNT: u32 = 14;
 
 pub const ACTION_DENIED: u32 = 0;
 pub const ACTION_KILLED: u32 = 1;
@@ -179,6 +201,14 @@ pub const fn hook_name(hook: u32) -> &'static str {
         HOOK_MMAP => "mmap",
         HOOK_SYSCALL => "syscall",
         HOOK_SIGNAL => "signal",
+        HOOK_UNLINK => "unlink",
+        HOOK_RMDIR => "rmdir",
+        HOOK_MKDIR => "mkdir",
+        HOOK_MKNOD => "mknod",
+        HOOK_SYMLINK => "symlink",
+        HOOK_LINK => "link",
+        HOOK_RENAME => "rename",
+        HOOK_TRUNCATE => "truncate",
         _ => "unknown",
     }
 }
@@ -386,8 +416,12 @@ pub struct Offsets {
     pub css_set_dfl_cgrp: u32,
     pub cgroup_kn: u32,
     pub kernfs_node_id: u32,
+    /// `path.mnt` and `path.dentry` (the `struct path *` arguments of the path hooks).
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<Offsets>() == 45 * 4);
+const _: () = assert!(size_of::<Offsets>() == 48 * 4);
 
 #[cfg(feature = "user")]
 mod user {

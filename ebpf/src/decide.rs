@@ -265,7 +265,7 @@ pub fn decide_open_at(session: u64, st: &SessionState, pos: PathPos, need: u32) 
 
 /// The grants' answer for `need` on the object at `pos`.
 #[inline(always)]
-fn decide_access(st: &SessionState, pos: PathPos, need: u32) -> Verdict {
+pub fn decide_access(st: &SessionState, pos: PathPos, need: u32) -> Verdict {
     match try_decide_open(st, pos, need & (ACCESS_READ | ACCESS_WRITE)) {
         Ok(v) => v,
         Err(Unresolved) => Verdict::deny(REASON_UNRESOLVED, grant_in_force(st)),

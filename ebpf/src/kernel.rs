@@ -52,6 +52,9 @@ pub static MCPG_OFFSETS: Offsets = Offsets {
     css_set_dfl_cgrp: 0,
     cgroup_kn: 0,
     kernfs_node_id: 0,
+    path_mnt: 0,
+    path_dentry: 0,
+    _pad: 0,
 };
 
 /// Offset of one member, read so the compiler cannot constant-fold the placeholder zero.

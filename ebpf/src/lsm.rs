@@ -38,7 +38,7 @@ fn probe(tgid: u32) {
 
 /// Carries out a denial: -EPERM, plus SIGKILL in kill mode; audit mode lets it through.
 #[inline(always)]
-fn deny(g: &Governed, v: Verdict, hook: u32, access: u32, pos: Option<crate::kernel::PathPos>) -> i32 {
+pub(crate) fn deny(g: &Governed, v: Verdict, hook: u32, access: u32, pos: Option<crate::kernel::PathPos>) -> i32 {
     deny_reported(g, v, hook, access, pos, 0)
 }
 

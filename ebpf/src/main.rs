@@ -2,7 +2,8 @@
 //!
 //! Layout: `maps.rs` (every map, documented), `kernel.rs` (reads of kernel structs through the
 //! BTF-derived offsets), `decide.rs` (the decision logic shared by every backend), `report.rs`
-//! (events and counters), `programs.rs` (thin entry points per hook).
+//! (events and counters), `programs.rs` (kill-backend entry points), `lsm.rs` (BPF-LSM and
+//! fmod_ret entry points for exec, open, mmap and signals), `paths.rs` (their path operations).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -14,6 +15,8 @@ mod kernel;
 mod lsm;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod paths;
 #[cfg(target_arch = "bpf")]
 mod programs;
 #[cfg(target_arch = "bpf")]

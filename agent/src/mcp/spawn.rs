@@ -169,9 +169,10 @@ unsafe fn gate_recv(fd: libc::c_int) -> (isize, u8, libc::c_int) {
     // SAFETY: all-zero is a valid msghdr; the pointers set below outlive the call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &raw mut iov;
-    msg.msg_iovlen = 1;
+    msg.msg_iovlen = 1 as _;
     msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    // (socklen_t on musl, size_t on glibc)
+    msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
     let n = loop {
         // SAFETY: valid msghdr over stack buffers.
         let n = unsafe { libc::recvmsg(fd, &raw mut msg, libc::MSG_CMSG_CLOEXEC) };

@@ -10,7 +10,7 @@
 //!
 //! One test target (the QEMU matrix builds `--test engine`), split by concern: basics here;
 //! `identity` (binary identity, memfd, scripts) · `opens` · `contain` (other processes' /proc,
-//! signals, concurrent events) · `tree` (process trees and threads,
+//! signals, concurrent events) · `paths` (path operations on the deny backends) · `tree` (process trees and threads,
 //! session state: expiry, swap, no grant; cgroup sessions) · `deny` (deny mode, ld.so, io_uring,
 //! guard syscalls).
 #![allow(unused_imports, reason = "the scenario modules share this file's imports via `use super::*`")]
@@ -134,6 +134,7 @@ mod contain;
 mod deny;
 mod identity;
 mod opens;
+mod paths;
 mod tree;
 
 // ---- basics ------------------------------------------------------------------------------------

@@ -1,0 +1,120 @@
+//! Path operations on the deny backends (BPF-LSM `path_*` / `file_truncate` hooks, and fmod_ret
+//! on the `security_*` functions behind them): creating, removing or renaming a directory entry
+//! needs write access under the grants to the directory it changes (both directories for a
+//! rename; a hard link also needs write access to the object linked), and truncating needs
+//! write access to the object. Decided on the directory's (or object's) dentry ancestry, like
+//! opens; refused with EPERM before anything changes. Binding a Unix socket path is a
+//! `path_mknod`, so a governed process cannot replace a socket outside its grant either.
+use aya_ebpf::{
+    macros::lsm,
+    programs::{FEntryContext, LsmContext},
+};
+use mcpguard_common::{
+    ACCESS_WRITE, HOOK_LINK, HOOK_MKDIR, HOOK_MKNOD, HOOK_RENAME, HOOK_RMDIR, HOOK_SYMLINK, HOOK_TRUNCATE,
+    HOOK_UNLINK, REASON_NO_GRANT, REASON_UNRESOLVED,
+};
+
+use crate::{
+    decide::{decide_access, governed, Verdict},
+    kernel::{current_tgid, file_pos, off, rd_ptr, Kptr, PathPos, Unresolved},
+    lsm::deny,
+};
+
+/// A `struct path *`.
+#[inline(always)]
+fn path_pos(path: Kptr) -> Result<PathPos, Unresolved> {
+    Ok(PathPos { dentry: rd_ptr(path, off!(path_dentry))?, vfsmnt: rd_ptr(path, off!(path_mnt))? })
+}
+
+/// Write access at `at` (a directory, or the object itself), reporting `entry` on a denial.
+#[inline(always)]
+fn needs_write(at: Result<PathPos, Unresolved>, entry: Kptr, hook: u32) -> i32 {
+    let Some(g) = governed(current_tgid()) else { return 0 };
+    let Some(st) = g.state else {
+        return deny(&g, Verdict::deny(REASON_NO_GRANT, 0), hook, ACCESS_WRITE, None);
+    };
+    let Ok(pos) = at else {
+        return deny(&g, Verdict::deny(REASON_UNRESOLVED, 0), hook, ACCESS_WRITE, None);
+    };
+    let v = decide_access(&st, pos, ACCESS_WRITE);
+    if v.allow {
+        return 0;
+    }
+    let report = if entry.is_null() { pos } else { PathPos { dentry: entry, vfsmnt: pos.vfsmnt } };
+    deny(&g, v, hook, ACCESS_WRITE, Some(report))
+}
+
+/// An entry `entry` of the directory `dir` (a `struct path *`) is created or removed.
+#[inline(always)]
+fn on_entry(dir: Kptr, entry: Kptr, hook: u32) -> i32 {
+    needs_write(path_pos(dir), entry, hook)
+}
+
+/// `rename(old_dir/old, new_dir/new)`: both directories change (also for `RENAME_EXCHANGE`).
+#[inline(always)]
+fn on_rename(old_dir: Kptr, old: Kptr, new_dir: Kptr, new: Kptr) -> i32 {
+    let r = on_entry(old_dir, old, HOOK_RENAME);
+    if r != 0 {
+        return r;
+    }
+    on_entry(new_dir, new, HOOK_RENAME)
+}
+
+/// `link(old, new_dir/new)`: the directory changes, and the object linked must be writable
+/// under the grants (a link never makes an object from elsewhere appear inside a grant).
+#[inline(always)]
+fn on_link(old: Kptr, new_dir: Kptr, new: Kptr) -> i32 {
+    let r = on_entry(new_dir, new, HOOK_LINK);
+    if r != 0 {
+        return r;
+    }
+    // Links stay within one mount: the object is seen through the new directory's mount.
+    let at = path_pos(new_dir).map(|p| PathPos { dentry: old, vfsmnt: p.vfsmnt });
+    needs_write(at, core::ptr::null(), HOOK_LINK)
+}
+
+// ---- BPF-LSM entry points: (hook arguments..., previous verdict) -------------------------------
+
+macro_rules! lsm_entry {
+    ($name:ident, $hook:literal, $prev:literal, |$ctx:ident| $body:expr) => {
+        #[lsm(hook = $hook)]
+        pub fn $name($ctx: LsmContext) -> i32 {
+            let prev: i32 = $ctx.arg($prev);
+            if prev != 0 { prev } else { $body }
+        }
+    };
+}
+
+lsm_entry!(mcpg_lsm_unlink, "path_unlink", 2, |c| on_entry(c.arg(0), c.arg(1), HOOK_UNLINK));
+lsm_entry!(mcpg_lsm_rmdir, "path_rmdir", 2, |c| on_entry(c.arg(0), c.arg(1), HOOK_RMDIR));
+lsm_entry!(mcpg_lsm_mkdir, "path_mkdir", 3, |c| on_entry(c.arg(0), c.arg(1), HOOK_MKDIR));
+lsm_entry!(mcpg_lsm_mknod, "path_mknod", 4, |c| on_entry(c.arg(0), c.arg(1), HOOK_MKNOD));
+lsm_entry!(mcpg_lsm_symlink, "path_symlink", 3, |c| on_entry(c.arg(0), c.arg(1), HOOK_SYMLINK));
+lsm_entry!(mcpg_lsm_link, "path_link", 3, |c| on_link(c.arg(0), c.arg(1), c.arg(2)));
+lsm_entry!(mcpg_lsm_rename, "path_rename", 5, |c| on_rename(c.arg(0), c.arg(1), c.arg(2), c.arg(3)));
+lsm_entry!(mcpg_lsm_truncate, "path_truncate", 1, |c| needs_write(path_pos(c.arg(0)), core::ptr::null(), HOOK_TRUNCATE));
+lsm_entry!(mcpg_lsm_ftrunc, "file_truncate", 1, |c| needs_write(file_pos(c.arg(0)), core::ptr::null(), HOOK_TRUNCATE));
+
+// ---- fmod_ret entry points (see lsm.rs): (function arguments..., return value so far) ---------
+
+macro_rules! fmod_entry {
+    ($name:ident, $section:literal, $prev:literal, |$ctx:ident| $body:expr) => {
+        #[unsafe(no_mangle)]
+        #[unsafe(link_section = $section)]
+        pub fn $name(ctx: *mut core::ffi::c_void) -> i32 {
+            let $ctx = FEntryContext::new(ctx);
+            let prev: i32 = $ctx.arg($prev);
+            if prev != 0 { prev } else { $body }
+        }
+    };
+}
+
+fmod_entry!(mcpg_fmod_unlink, "fentry/security_path_unlink", 2, |c| on_entry(c.arg(0), c.arg(1), HOOK_UNLINK));
+fmod_entry!(mcpg_fmod_rmdir, "fentry/security_path_rmdir", 2, |c| on_entry(c.arg(0), c.arg(1), HOOK_RMDIR));
+fmod_entry!(mcpg_fmod_mkdir, "fentry/security_path_mkdir", 3, |c| on_entry(c.arg(0), c.arg(1), HOOK_MKDIR));
+fmod_entry!(mcpg_fmod_mknod, "fentry/security_path_mknod", 4, |c| on_entry(c.arg(0), c.arg(1), HOOK_MKNOD));
+fmod_entry!(mcpg_fmod_symlink, "fentry/security_path_symlink", 3, |c| on_entry(c.arg(0), c.arg(1), HOOK_SYMLINK));
+fmod_entry!(mcpg_fmod_link, "fentry/security_path_link", 3, |c| on_link(c.arg(0), c.arg(1), c.arg(2)));
+fmod_entry!(mcpg_fmod_rename, "fentry/security_path_rename", 5, |c| on_rename(c.arg(0), c.arg(1), c.arg(2), c.arg(3)));
+fmod_entry!(mcpg_fmod_truncate, "fentry/security_path_truncate", 1, |c| needs_write(path_pos(c.arg(0)), core::ptr::null(), HOOK_TRUNCATE));
+fmod_entry!(mcpg_fmod_ftrunc, "fentry/security_file_truncate", 1, |c| needs_write(file_pos(c.arg(0)), core::ptr::null(), HOOK_TRUNCATE));

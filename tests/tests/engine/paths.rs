@@ -1,0 +1,77 @@
+//! Path operations on the deny backends (LSM `path_*` hooks, fmod_ret on `security_path_*`):
+//! creating, removing, renaming and truncating need write access under the grant to what they
+//! change; refused with EPERM before anything changes (asserted on the objects). The kill
+//! backend has no such hooks: there the launcher's Landlock write ceiling refuses them for the
+//! processes mcpguard starts (tests/tests/ceiling.rs).
+#[allow(clippy::wildcard_imports, reason = "shared fixtures and imports of the engine target")]
+use super::*;
+
+fn snapshot(p: &Path) -> (Vec<u8>, u32, i64, i64, u64) {
+    let md = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let content = if md.is_file() { std::fs::read(p).unwrap() } else { Vec::new() };
+    (content, md.mode(), md.mtime(), md.mtime_nsec(), md.ino())
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn path_operations_need_write_access_to_what_they_change() {
+    let mut k = Kernel::shared();
+    if !k.engine.backend().synchronous_deny() {
+        eprintln!("no path hooks on the {} backend (the write ceiling covers launched processes)", k.engine.backend().name());
+        return;
+    }
+    let inside = Scratch::new("pin");
+    let outside = Scratch::new("pout");
+    let victim = outside.path("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::fs::create_dir(outside.path("dir")).unwrap();
+    std::fs::write(inside.path("mine"), "mine\n").unwrap();
+    let before = (snapshot(&victim), snapshot(&outside.path("dir")), entries(&outside.0));
+    let tools = [
+        DASH,
+        "/usr/bin/rm",
+        "/usr/bin/mv",
+        "/usr/bin/mkdir",
+        "/usr/bin/ln",
+        "/usr/bin/mkfifo",
+        "/usr/bin/truncate",
+        "/usr/bin/rmdir",
+    ];
+    let exec: Vec<&Path> = tools.iter().map(Path::new).collect();
+    let base = k.baseline();
+    // Read on both trees, write on `inside`: a read grant allows no change.
+    let (task, _) = k.grant(&exec, &[inside.0.clone(), outside.0.clone(), p("/dev/null")], &[inside.0.clone(), p("/dev/null")]);
+    let session = unique_id();
+    k.set_mode(session, base, task, LONG, mcpguard_common::MODE_DENY);
+    let (i, o) = (inside.0.display(), outside.0.display());
+    let script = format!(
+        "for op in \
+           'rm -f {o}/victim' 'rmdir {o}/dir' 'mv {o}/victim {i}/taken' 'mv {i}/mine {o}/planted' \
+           'mkdir {o}/new' 'ln -s /etc/shadow {o}/link' 'mkfifo {o}/fifo' 'truncate -s 0 {o}/victim'; do \
+           (eval \"$op\") 2>/dev/null; echo \"refused $? $op\"; done; \
+         echo one > {i}/a && mv {i}/a {i}/b && mkdir {i}/d && rmdir {i}/d && rm {i}/b && echo inside-ok"
+    );
+    let (st, out, _) = run(&mut k, session, &[DASH, "-c", &script]);
+    assert!(st.success(), "deny mode: the shell keeps running: {st:?} {out}");
+    let refused: Vec<&str> = out.lines().filter(|l| l.starts_with("refused ")).collect();
+    assert_eq!(refused.len(), 8, "{out}");
+    for l in &refused {
+        assert!(l.starts_with("refused 1 "), "refused with EPERM, nobody killed: {l}\n{out}");
+    }
+    assert!(out.contains("inside-ok"), "create, write, rename, remove inside the grant: {out}");
+    assert_eq!((snapshot(&victim), snapshot(&outside.path("dir")), entries(&outside.0)), before);
+    assert_eq!(std::fs::read_to_string(inside.path("mine")).unwrap(), "mine\n");
+    // One event per refused operation kind, each naming the entry it would have changed.
+    // (`truncate` opens the file for writing first: that open is what is refused.)
+    for hook in ["unlink", "rmdir", "rename", "mkdir", "symlink", "mknod"] {
+        let ev = k.wait_event(session, |d| d.hook == hook);
+        assert_eq!((ev.action, ev.reason), ("denied", "not_granted"), "{ev:#?}");
+        assert!(ev.path.as_deref().is_some_and(|p| p.starts_with(&o.to_string())), "{ev:#?}");
+    }
+}
