@@ -3,8 +3,9 @@
 //!
 //! The scenarios share one engine per test process (`Kernel::shared`: loading verifies every
 //! program, which is most of a scenario's cost under QEMU), each in sessions of its own that are
-//! ended when it is done; the tests of what a fresh engine attaches take their own
-//! (`Kernel::load`). Each governs only processes it spawns, and checks both the process's fate
+//! ended when it is done, so between scenarios the engine governs nothing (the tests of what is
+//! attached while nothing is governed rely on it). Loading, adoption and detaching on exit are
+//! exercised by the daemon tests (tests/tests/daemon.rs). Each governs only processes it spawns, and checks both the process's fate
 //! (`killed` = SIGKILL) and the decision event (hook, action, reason, session, grant, and the
 //! object's dev/ino/path).
 //!
@@ -208,8 +209,9 @@ fn syscall_tracepoints_are_attached_only_while_something_is_governed() {
     // Syscall tracepoints slow down every syscall on the machine, so they are attached when the
     // first process is governed (before it runs) and detached when nothing is governed; the
     // enforcement they carry must hold from the first open after each re-attachment.
-    let mut k = Kernel::load();
-    assert!(!k.engine.syscall_hooks_attached(), "a fresh engine governs nothing: no syscall tracepoint");
+    // The shared engine between scenarios governs nothing (each scenario's sessions are ended).
+    let mut k = Kernel::shared();
+    assert!(!k.engine.syscall_hooks_attached(), "an engine that governs nothing attaches no syscall tracepoint");
     let dir = Scratch::new("lazy");
     let secret = dir.path("secret");
     std::fs::write(&secret, "x").unwrap();
@@ -254,7 +256,7 @@ fn a_sealed_session_needs_no_guard_tracepoints() {
     // `SESSION_SEALED`: the launcher's seccomp filter refuses the guard syscalls in every process
     // of the session, so only the open-family tracepoints (kill backend) are attached for it; an
     // unsealed session brings the guard tracepoints back.
-    let mut k = Kernel::load();
+    let mut k = Kernel::shared();
     let base = k.baseline();
     let (task, _) = k.grant(&[Path::new("/usr/bin/true")], &[], &[]);
     let sealed = unique_id();
