@@ -104,7 +104,8 @@ impl Backend {
                 ("mmap_exec", "eperm"),
                 ("signal", "eperm"),
                 ("guard_syscalls", "kill"),
-                ("path_ops", "ceiling"),
+                // LSM path hooks, per task, every governed process (and the ceiling besides).
+                ("path_ops", "eperm"),
                 ("metadata", "none"),
             ],
         }
