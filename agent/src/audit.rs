@@ -52,16 +52,21 @@ fn field<T: Serialize + ?Sized>(out: &mut Vec<u8>, key: &str, v: &T) {
     let _ = serde_json::to_writer(&mut *out, v);
 }
 
+/// Version of the audit line format, the first key of every line (`"v"`). 2: each key once
+/// (1 repeated `session_id` and `grant_id`), `signal`/`target_pid`, path-operation hooks.
+pub const AUDIT_FORMAT: u32 = 2;
+
 /// Appends the audit JSON object for one kernel record (no newline) to `out`. `scratch` is a
-/// reusable buffer for the path. Fields, in order: `ts`, the session/grant join (`session`,
-/// `session_id`, `task`, `grant_id`, `policy`, `tool`, `call_id`, `command`), then the decision
-/// as [`events::Decision`] serialises it (which repeats `session_id` and `grant_id`).
+/// reusable buffer for the path. Fields, in order: `v`, `ts`, the session/grant join
+/// (`session`, `session_id`, `task`, `grant_id`, `policy`, `tool`, `call_id`, `command`), then
+/// the decision's fields as [`events::Decision`] names them, each key once.
 pub fn format_event(out: &mut Vec<u8>, scratch: &mut String, state: &State, ev: &Event, ts: f64) {
     let session = state.session_by_id(ev.session);
     let grant = session.and_then(|s| {
         [s.task.as_ref(), s.base.as_ref()].into_iter().flatten().find(|g| g.id == ev.grant)
     });
     out.push(b'{');
+    field(out, "v", &AUDIT_FORMAT);
     field(out, "ts", &ts);
     field(out, "session", &session.map(|s| s.name.as_str()));
     field(out, "session_id", &ev.session);
@@ -72,8 +77,6 @@ pub fn format_event(out: &mut Vec<u8>, scratch: &mut String, state: &State, ev: 
     field(out, "call_id", &grant.and_then(|g| g.call_id.as_deref()));
     field(out, "command", &session.map(|s| s.command.as_slice()));
     field(out, "ts_boot_ns", &ev.ts_ns);
-    field(out, "session_id", &ev.session);
-    field(out, "grant_id", &ev.grant);
     field(out, "pid", &ev.pid);
     field(out, "tgid", &ev.tgid);
     field(out, "comm", &*String::from_utf8_lossy(events::cbytes(&ev.comm)));
@@ -100,12 +103,33 @@ pub fn format_event(out: &mut Vec<u8>, scratch: &mut String, state: &State, ev: 
     out.push(b'}');
 }
 
-/// The audit JSON line (without newline) for a kernel record.
-#[must_use]
-pub fn line(state: &State, ev: &Event) -> String {
-    let mut out = Vec::with_capacity(512);
-    format_event(&mut out, &mut String::new(), state, ev, Clock::now().unix(ev.ts_ns));
-    String::from_utf8(out).expect("serde_json writes UTF-8")
+/// Parses one JSON object line, refusing a key that appears twice (serde_json keeps the last
+/// one silently): what audit consumers and the tests hold the format to.
+pub fn parse_strict(line: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    struct Strict(serde_json::Map<String, serde_json::Value>);
+    impl<'de> serde::Deserialize<'de> for Strict {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Strict;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Strict, A::Error> {
+                    let mut out = serde_json::Map::new();
+                    while let Some((k, v)) = m.next_entry::<String, serde_json::Value>()? {
+                        if out.contains_key(&k) {
+                            return Err(serde::de::Error::custom(format!("duplicate key `{k}`")));
+                        }
+                        out.insert(k, v);
+                    }
+                    Ok(Strict(out))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    serde_json::from_str::<Strict>(line).map(|s| s.0).map_err(|e| e.to_string())
 }
 
 enum Out {

@@ -1,5 +1,5 @@
-//! The hand-written audit formatter against the reference: serde serialising the decoded
-//! [`Decision`] flattened into the join (the format before the formatter existed).
+//! The hand-written audit formatter: every line parses with each key once, and says what the
+//! decoded [`Decision`] and the session/grant join say.
 use mcpguard_common::{
     ACCESS_READ, ACCESS_WRITE, ACTION_AUDITED, ACTION_DENIED, ACTION_KILLED, EVENT_PATH_TRUNCATED, HOOK_EXEC, HOOK_OPEN,
     HOOK_SIGNAL, HOOK_SYSCALL, REASON_BINARY_CHANGED, REASON_NOT_GRANTED, REASON_OTHER_PROCESS,
@@ -13,40 +13,26 @@ use crate::{
     state::{GrantRecord, Session},
 };
 
-#[derive(Serialize)]
-struct Reference<'a> {
-    ts: f64,
-    session: Option<&'a str>,
-    session_id: u64,
-    task: Option<&'a str>,
-    grant_id: u64,
-    policy: Option<&'a str>,
-    tool: Option<&'a str>,
-    call_id: Option<&'a str>,
-    command: Option<&'a [String]>,
-    #[serde(flatten)]
-    decision: &'a Decision,
-}
-
-fn reference(state: &State, ev: &Event, ts: f64) -> String {
+/// What a line must say: the join, then every field of the decoded [`Decision`] (each once).
+fn check(state: &State, ev: &Event, ts: f64, line: &str) {
+    let v = parse_strict(line).unwrap_or_else(|e| panic!("{e}: {line}"));
     let d = Decision::from_event(ev);
     let session = state.session_by_id(d.session_id);
     let grant = session.and_then(|s| {
         [s.task.as_ref(), s.base.as_ref()].into_iter().flatten().find(|g| g.id == d.grant_id)
     });
-    serde_json::to_string(&Reference {
-        ts,
-        session: session.map(|s| s.name.as_str()),
-        session_id: d.session_id,
-        task: grant.and_then(|g| g.task.as_deref()),
-        grant_id: d.grant_id,
-        policy: grant.map(|g| g.policy.as_str()),
-        tool: grant.and_then(|g| g.tool.as_deref()),
-        call_id: grant.and_then(|g| g.call_id.as_deref()),
-        command: session.map(|s| s.command.as_slice()),
-        decision: &d,
-    })
-    .unwrap()
+    let mut want = serde_json::Map::new();
+    want.insert("v".into(), serde_json::json!(AUDIT_FORMAT));
+    want.insert("ts".into(), serde_json::json!(ts));
+    want.insert("session".into(), serde_json::json!(session.map(|s| s.name.as_str())));
+    want.insert("task".into(), serde_json::json!(grant.and_then(|g| g.task.as_deref())));
+    want.insert("policy".into(), serde_json::json!(grant.map(|g| g.policy.as_str())));
+    want.insert("tool".into(), serde_json::json!(grant.and_then(|g| g.tool.as_deref())));
+    want.insert("call_id".into(), serde_json::json!(grant.and_then(|g| g.call_id.as_deref())));
+    want.insert("command".into(), serde_json::json!(session.map(|s| s.command.as_slice())));
+    let serde_json::Value::Object(decision) = serde_json::to_value(&d).unwrap() else { unreachable!() };
+    want.extend(decision);
+    assert_eq!(v, want, "{line}");
 }
 
 fn grant(id: u64, task: Option<&str>, tool: Option<&str>, call_id: Option<&str>) -> GrantRecord {
@@ -119,7 +105,7 @@ fn formatter_matches_serde_reference() {
         for ev in [ev, &truncated] {
             out.clear();
             format_event(&mut out, &mut scratch, &st, ev, ts);
-            assert_eq!(std::str::from_utf8(&out).unwrap(), reference(&st, ev, ts));
+            check(&st, ev, ts, std::str::from_utf8(&out).unwrap());
         }
     }
     // The fields the README documents, with the values of the join.
@@ -165,4 +151,11 @@ fn clock_maps_boot_time_to_unix_time() {
     let boot_ns = boot.tv_sec() as u64 * 1_000_000_000 + boot.tv_nsec() as u64;
     let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     assert!((c.unix(boot_ns) - unix).abs() < 0.5);
+}
+
+#[test]
+fn duplicate_keys_are_refused_by_the_strict_parser() {
+    assert!(parse_strict(r#"{"a":1,"b":2}"#).is_ok());
+    assert!(parse_strict(r#"{"a":1,"a":2}"#).unwrap_err().contains("duplicate key `a`"));
+    assert!(parse_strict("[1]").is_err());
 }

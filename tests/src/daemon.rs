@@ -124,13 +124,17 @@ impl TestDaemon {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad response {out:?}: {e}"))
     }
 
-    /// Every audit line so far.
+    /// Every audit line so far; each must parse with every key once, at the current format.
     #[must_use]
     pub fn audit(&self) -> Vec<Value> {
         std::fs::read_to_string(self.dir.path("audit.jsonl"))
             .unwrap_or_default()
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+            .map(|l| {
+                let m = mcpguard::audit::parse_strict(l).unwrap_or_else(|e| panic!("audit line: {e}: {l}"));
+                assert_eq!(m["v"], mcpguard::audit::AUDIT_FORMAT, "{l}");
+                Value::Object(m)
+            })
             .collect()
     }
 
