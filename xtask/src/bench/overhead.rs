@@ -126,7 +126,7 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// The three workloads with block sizes of roughly 0.3 s each on this machine kind
+    /// The workloads with block sizes of roughly 0.3 s each on this machine kind
     /// (`quick`: a tenth).
     #[must_use]
     pub fn all(ctx: &Ctx) -> Vec<Self> {
@@ -134,6 +134,13 @@ impl Workload {
         vec![
             Self { name: "null syscall (getppid)", kind: "getppid", iters: 2_000_000 / s, warmup: 50_000, path: None },
             Self { name: "open+close", kind: "open", iters: 100_000 / s, warmup: 5_000, path: Some(ctx.file.clone()) },
+            Self {
+                name: "mmap(PROT_EXEC)+munmap",
+                kind: "mmap",
+                iters: 200_000 / s,
+                warmup: 5_000,
+                path: Some(ctx.file.clone()),
+            },
             Self {
                 name: "fork+exec (static)",
                 kind: "forkexec",

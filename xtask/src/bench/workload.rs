@@ -23,6 +23,9 @@ pub enum Kind {
     Open,
     /// `fork()`, `execve(path)` (a static binary that exits at once), `waitpid` in a loop.
     Forkexec,
+    /// `mmap(path, PROT_READ | PROT_EXEC)` + `munmap` of one page in a loop (the kill backend's
+    /// `sys_enter_mmap` program decides every executable file mapping).
+    Mmap,
     /// Opens of `path` paced at `rate` per second for `secs` seconds (denied-open events).
     Paced,
     /// Forks probe processes on request: each opens `path` in a loop until it is killed.
@@ -88,6 +91,15 @@ pub fn run(a: &Args) -> Result<()> {
             let envp = [std::ptr::null::<libc::c_char>()];
             timed(a, || fork_exec(&argv, &envp))?
         }
+        Kind::Mmap => {
+            let p = path()?;
+            // SAFETY: valid C string.
+            let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+            if fd < 0 {
+                bail!("open {}: {}", p.to_string_lossy(), std::io::Error::last_os_error());
+            }
+            timed(a, || map_exec(fd))?
+        }
         Kind::Paced => paced(&path()?, a.rate, a.secs)?,
         Kind::ProbeParent => return probe_parent(),
         Kind::Sleepers => return sleepers(a.iters),
@@ -107,6 +119,19 @@ fn timed(a: &Args, mut body: impl FnMut() -> Result<()>) -> Result<String> {
         body()?;
     }
     Ok(format!("ns {} {}", t.elapsed().as_nanos(), a.iters))
+}
+
+#[inline]
+fn map_exec(fd: libc::c_int) -> Result<()> {
+    // SAFETY: a fresh private mapping of one page, unmapped at once, never touched.
+    unsafe {
+        let m = libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_EXEC, libc::MAP_PRIVATE, fd, 0);
+        if m == libc::MAP_FAILED {
+            bail!("mmap(PROT_EXEC): {}", std::io::Error::last_os_error());
+        }
+        libc::munmap(m, 4096);
+    }
+    Ok(())
 }
 
 #[inline]
