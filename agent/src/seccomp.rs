@@ -50,8 +50,8 @@ const fn g(name: &'static str, x86_64: u32, generic: Option<u32>) -> Guarded {
 ///   needs `CAP_DAC_READ_SEARCH`). The open hooks check its result too; this is depth.
 ///
 /// Deliberately allowed: `name_to_handle_at` (only reads a handle; used to identify mounts),
-/// `symlink*` (a symlink is resolved to its real object by the open check), `rename*` (DAC
-/// bounded, a documented residual), `unshare`/`clone` namespaces (a new user namespace gives
+/// `symlink*` (a symlink is resolved to its real object by the open check), `rename*` (decided
+/// by the path hooks on the deny backends, bounded by the Landlock write ceiling otherwise), `unshare`/`clone` namespaces (a new user namespace gives
 /// capabilities, but the mount family stays refused in it), `chroot`, `perf_event_open`.
 pub const GUARDED: &[Guarded] = &[
     g("link", 86, None),

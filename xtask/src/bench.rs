@@ -47,7 +47,7 @@ pub struct Args {
     /// Also profile the daemon and the workload CPU with `perf` during one extra event probe.
     #[arg(long)]
     profile: bool,
-    /// Overhead section: only these workloads (getppid, open, forkexec; comma-separated).
+    /// Overhead section: only these workloads (getppid, open, mmap, forkexec; comma-separated).
     #[arg(long, value_delimiter = ',')]
     workload: Vec<String>,
     /// Before starting, wait up to this many seconds for a quiet machine (1-minute load average
