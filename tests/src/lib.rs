@@ -395,3 +395,22 @@ impl Drop for Cgroup {
         }
     }
 }
+
+/// What must not change about an object when an operation on it is refused: content (files),
+/// mode, owner, modification time, inode number.
+#[must_use]
+pub fn snapshot(p: &Path) -> (Vec<u8>, u32, u32, i64, i64, u64) {
+    use std::os::unix::fs::MetadataExt as _;
+    let md = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let content = if md.is_file() { std::fs::read(p).unwrap() } else { Vec::new() };
+    (content, md.mode(), md.uid(), md.mtime(), md.mtime_nsec(), md.ino())
+}
+
+/// The names in a directory, sorted.
+#[must_use]
+pub fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}

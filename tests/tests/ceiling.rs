@@ -2,27 +2,9 @@
 //! and truncating outside every path the session may write fail before anything changes, on
 //! every backend (on the kill backend the kernel programs would act only after the syscall).
 //! Real daemon binary, real kernel, real processes; root. Assertions are on the objects.
-use std::{
-    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
-    path::Path,
-    process::Command,
-};
+use std::{os::unix::fs::PermissionsExt as _, process::Command};
 
-use mcpguard_tests::{daemon::TestDaemon, unique_id, Scratch};
-
-/// What must not change about an object: content, mode, owner, times, inode.
-fn snapshot(p: &Path) -> (Vec<u8>, u32, u32, i64, i64, u64) {
-    let md = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    let content = if md.is_file() { std::fs::read(p).unwrap() } else { Vec::new() };
-    (content, md.mode(), md.uid(), md.mtime(), md.mtime_nsec(), md.ino())
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    v.sort();
-    v
-}
+use mcpguard_tests::{daemon::TestDaemon, entries, snapshot, unique_id, Scratch};
 
 const TOOLS: [&str; 9] = [
     "/usr/bin/dash",

@@ -5,19 +5,7 @@
 //! processes mcpguard starts (tests/tests/ceiling.rs).
 #[allow(clippy::wildcard_imports, reason = "shared fixtures and imports of the engine target")]
 use super::*;
-
-fn snapshot(p: &Path) -> (Vec<u8>, u32, i64, i64, u64) {
-    let md = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    let content = if md.is_file() { std::fs::read(p).unwrap() } else { Vec::new() };
-    (content, md.mode(), md.mtime(), md.mtime_nsec(), md.ino())
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    v.sort();
-    v
-}
+use mcpguard_tests::{entries, snapshot};
 
 #[test]
 fn path_operations_need_write_access_to_what_they_change() {
