@@ -80,7 +80,9 @@ impl Backend {
     /// metrics): `eperm` (refused before it happens, the process keeps running), `kill` (SIGKILL
     /// before the process runs another instruction; the syscall itself has happened), `none`
     /// (not governed on this backend), `ceiling` (refused before anything changes outside the
-    /// launcher's Landlock write ceiling, for the sessions mcpguard launched; not per task). The
+    /// launcher's Landlock write ceiling, for the sessions mcpguard launched; not per task),
+    /// `launcher` (refused by the launcher's seccomp filter in the sessions mcpguard launched,
+    /// session-wide, unless launched with `--allow-metadata`). The
     /// guard syscalls are killed on every backend, and refused with EPERM by the launcher's
     /// seccomp filter in sealed sessions.
     #[must_use]
@@ -95,7 +97,7 @@ impl Backend {
                 ("signal", "none"),
                 ("guard_syscalls", "kill"),
                 ("path_ops", "ceiling"),
-                ("metadata", "none"),
+                ("metadata", "launcher"),
             ],
             Self::Lsm | Self::FmodRet => &[
                 ("exec", "eperm"),
@@ -106,7 +108,7 @@ impl Backend {
                 ("guard_syscalls", "kill"),
                 // LSM path hooks, per task, every governed process (and the ceiling besides).
                 ("path_ops", "eperm"),
-                ("metadata", "none"),
+                ("metadata", "launcher"),
             ],
         }
     }

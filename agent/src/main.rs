@@ -61,6 +61,10 @@ enum Cmd {
         /// then stay ungoverned on the kill backend).
         #[arg(long, conflicts_with = "cgroup")]
         no_write_ceiling: bool,
+        /// Let the program change modes, owners and extended attributes (chmod, chown, setxattr
+        /// families; refused with EPERM by default, session-wide).
+        #[arg(long)]
+        allow_metadata: bool,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -204,17 +208,17 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Exec {
             session, baseline, vars, mcp: true, tools: Some(tools), max_restarts, command, write_ceiling,
-            no_write_ceiling, ..
+            no_write_ceiling, allow_metadata, ..
         } => {
             let opts = mcpguard::mcp::ProxyOptions {
                 socket: cli.socket, session, baseline, vars: vars.into_iter().collect(), tools, command, max_restarts,
-                write_ceiling: (!no_write_ceiling).then_some(write_ceiling),
+                write_ceiling: (!no_write_ceiling).then_some(write_ceiling), allow_metadata,
             };
             std::process::exit(mcpguard::mcp::run(opts)?);
         }
-        Cmd::Exec { session, baseline, vars, cgroup, command, write_ceiling, no_write_ceiling, .. } => {
+        Cmd::Exec { session, baseline, vars, cgroup, command, write_ceiling, no_write_ceiling, allow_metadata, .. } => {
             let bin = mcpguard::mcp::spawn::which(&command[0])?;
-            let guard = mcpguard::seccomp::GuardFilter::new()?;
+            let guard = mcpguard::seccomp::GuardFilter::with_metadata(allow_metadata)?;
             let mut argv = command.clone();
             argv[0] = bin.display().to_string();
             let mut c = Client::connect(&cli.socket)?;

@@ -83,6 +83,29 @@ pub const GUARDED: &[Guarded] = &[
     g("io_uring_register", 427, Some(427)),
 ];
 
+/// Metadata changes (mode, owner, extended attributes), refused with `EPERM` too unless the
+/// launch allows them (`--allow-metadata`): an MCP server rarely needs them, and they are how
+/// permissions are widened. A session-wide switch, not per path (the kill backend has no hook
+/// that could decide them per path; the deny backends' path hooks do not decide them yet).
+pub const METADATA: &[Guarded] = &[
+    g("chmod", 90, None),
+    g("fchmod", 91, Some(52)),
+    g("fchmodat", 268, Some(53)),
+    g("fchmodat2", 452, Some(452)),
+    g("chown", 92, None),
+    g("fchown", 93, Some(55)),
+    g("lchown", 94, None),
+    g("fchownat", 260, Some(54)),
+    g("setxattr", 188, Some(5)),
+    g("lsetxattr", 189, Some(6)),
+    g("fsetxattr", 190, Some(7)),
+    g("removexattr", 197, Some(14)),
+    g("lremovexattr", 198, Some(15)),
+    g("fremovexattr", 199, Some(16)),
+    g("setxattrat", 463, Some(463)),
+    g("removexattrat", 466, Some(466)),
+];
+
 /// x32 syscalls are x86_64 numbers with this bit set (`__X32_SYSCALL_BIT`).
 pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
@@ -102,15 +125,25 @@ impl GuardFilter {
     /// The filter for the architecture this binary runs on; an architecture without a syscall
     /// table here is an error (callers fail closed: the program is not started).
     pub fn new() -> anyhow::Result<Self> {
+        Self::with_metadata(false)
+    }
+
+    /// The filter for this architecture; `allow_metadata` leaves [`METADATA`] out of it.
+    pub fn with_metadata(allow_metadata: bool) -> anyhow::Result<Self> {
         let arch = TargetArch::try_from(std::env::consts::ARCH)
             .map_err(|e| anyhow::anyhow!("seccomp guard filter: {e}"))?;
-        Self::for_arch(arch)
+        Self::for_arch_with(arch, allow_metadata)
     }
 
     pub fn for_arch(arch: TargetArch) -> anyhow::Result<Self> {
+        Self::for_arch_with(arch, false)
+    }
+
+    pub fn for_arch_with(arch: TargetArch, allow_metadata: bool) -> anyhow::Result<Self> {
+        let refused = GUARDED.iter().chain(if allow_metadata { &[][..] } else { METADATA });
         let nrs: Vec<u32> = match arch {
-            TargetArch::x86_64 => GUARDED.iter().map(|g| g.x86_64).collect(),
-            TargetArch::aarch64 => GUARDED.iter().filter_map(|g| g.generic).collect(),
+            TargetArch::x86_64 => refused.map(|g| g.x86_64).collect(),
+            TargetArch::aarch64 => refused.filter_map(|g| g.generic).collect(),
             other => bail!("seccomp guard filter: no syscall table for {other:?}"),
         };
         let rules = nrs.into_iter().map(|nr| (i64::from(nr), vec![])).collect();
@@ -188,7 +221,9 @@ mod tests {
     fn x86_64_guards_are_eperm_the_rest_is_allowed() {
         let f = GuardFilter::for_arch(TargetArch::x86_64).unwrap();
         let p = f.program();
-        assert!(p.len() < 200, "{} instructions", p.len());
+        // Every syscall of a launched process runs the filter: keep it short (the guard and
+        // metadata lists are ~4 instructions per syscall).
+        assert!(p.len() < 240, "{} instructions", p.len());
         for g in GUARDED {
             assert_eq!(run(p, AUDIT_ARCH_X86_64, g.x86_64), EPERM, "{}", g.name);
         }
@@ -196,6 +231,21 @@ mod tests {
         for nr in [0, 257, 59, 435, 39, 303, 266, 316] {
             assert_eq!(run(p, AUDIT_ARCH_X86_64, nr), ALLOW, "nr {nr}");
         }
+    }
+
+    #[test]
+    fn metadata_changes_are_refused_unless_allowed() {
+        let refuse = GuardFilter::for_arch_with(TargetArch::x86_64, false).unwrap();
+        let allow = GuardFilter::for_arch_with(TargetArch::x86_64, true).unwrap();
+        for m in METADATA {
+            assert_eq!(run(refuse.program(), AUDIT_ARCH_X86_64, m.x86_64), EPERM, "{}", m.name);
+            assert_eq!(run(allow.program(), AUDIT_ARCH_X86_64, m.x86_64), ALLOW, "{}", m.name);
+        }
+        for g in GUARDED {
+            assert_eq!(run(allow.program(), AUDIT_ARCH_X86_64, g.x86_64), EPERM, "{}", g.name);
+        }
+        // utimensat stays allowed (times need write access, decided per path elsewhere).
+        assert_eq!(run(refuse.program(), AUDIT_ARCH_X86_64, 280), ALLOW);
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::{os::unix::fs::PermissionsExt as _, process::Command};
 
 use mcpguard_tests::{daemon::TestDaemon, entries, snapshot, unique_id, Scratch};
 
-const TOOLS: [&str; 9] = [
+const TOOLS: [&str; 11] = [
+    "/usr/bin/chmod",
+    "/usr/bin/chown",
     "/usr/bin/dash",
     "/usr/bin/rm",
     "/usr/bin/mv",
@@ -48,7 +50,8 @@ fn path_operations_outside_the_write_ceiling_change_nothing() {
         "for op in \
            'rm -f {o}/victim' 'rmdir {o}/dir' 'mv {o}/victim {i}/taken' 'mv {i}/mine {o}/planted' \
            'mkdir {o}/new' 'ln -s /etc/shadow {o}/link' 'ln {o}/victim {o}/hard' 'mkfifo {o}/fifo' \
-           ': > {o}/victim' 'truncate -s 0 {o}/victim'; do \
+           ': > {o}/victim' 'truncate -s 0 {o}/victim' 'chmod 777 {o}/victim' 'chown 65534 {o}/victim' \
+           'chmod 600 {i}/mine'; do \
            (eval \"$op\") 2>/dev/null; echo \"refused $? $op\"; done; \
          echo one > {i}/a && mv {i}/a {i}/b && mkdir {i}/d && rmdir {i}/d && rm {i}/b && echo inside-ok"
     );
@@ -64,7 +67,8 @@ fn path_operations_outside_the_write_ceiling_change_nothing() {
     let audit = std::fs::read_to_string(d.dir.path("audit.jsonl")).unwrap_or_default();
     assert!(out.status.success(), "{:?} {stdout} {}\naudit:\n{audit}", out.status, String::from_utf8_lossy(&out.stderr));
     let refused: Vec<&str> = stdout.lines().filter(|l| l.starts_with("refused ")).collect();
-    assert_eq!(refused.len(), 10, "{stdout}");
+    // (chmod/chown are refused everywhere unless launched with --allow-metadata: seccomp, EPERM.)
+    assert_eq!(refused.len(), 13, "{stdout}");
     for l in &refused {
         assert!(!l.starts_with("refused 0 "), "allowed outside the ceiling: {l}\n{stdout}");
     }
@@ -73,6 +77,21 @@ fn path_operations_outside_the_write_ceiling_change_nothing() {
     assert_eq!(after, before, "nothing outside the ceiling changed");
     assert!(!inside.path("taken").exists() || std::fs::read(inside.path("taken")).unwrap() == b"precious\n");
     assert_eq!(std::fs::read_to_string(inside.path("mine")).unwrap(), "mine\n", "the source of a refused move stays");
+    assert_ne!(snapshot(&inside.path("mine")).1 & 0o777, 0o600, "metadata refused inside too");
+
+    // With --allow-metadata the mode can be changed (session-wide).
+    let session = format!("ceil-md-{}", unique_id());
+    let chmod = format!("chmod 600 {i}/mine");
+    let out = d
+        .cmd()
+        .args(["exec", "--session", &session, "--baseline", "test-ceiling", "--allow-metadata", "--"])
+        .args(["/usr/bin/dash", "-c", &chmod])
+        .env("PATH", "/usr/bin")
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert_eq!(snapshot(&inside.path("mine")).1 & 0o777, 0o600);
 }
 
 /// `--no-write-ceiling` launches without it (reported as such); a ceiling root that is not an

@@ -34,6 +34,8 @@ pub struct ProxyOptions {
     pub max_restarts: u32,
     /// Extra write-ceiling roots (`--write-ceiling`); `None`: launch without a ceiling.
     pub write_ceiling: Option<Vec<PathBuf>>,
+    /// The server may change modes, owners and xattrs (`--allow-metadata`).
+    pub allow_metadata: bool,
 }
 
 /// The proxy's connection to the daemon (reconnects once when the connection broke).
@@ -131,6 +133,7 @@ pub fn run(opts: ProxyOptions) -> anyhow::Result<i32> {
     };
     let launch = spawn::Launch {
         write_ceiling,
+        allow_metadata: opts.allow_metadata,
         socket: opts.socket.clone(),
         session: opts.session.clone(),
         bin,

@@ -46,6 +46,8 @@ pub struct Launch {
     /// Roots the daemon adds the baseline's write paths to for the Landlock write ceiling
     /// (`landlock.rs`); `None`: no ceiling.
     pub write_ceiling: Option<Vec<PathBuf>>,
+    /// The seccomp filter lets modes, owners and xattrs be changed.
+    pub allow_metadata: bool,
 }
 
 pub struct Server {
@@ -80,7 +82,7 @@ pub fn spawn(l: &Launch) -> anyhow::Result<Server> {
     let args: Vec<CString> = l.argv.iter().map(|a| cstring(a.as_bytes())).collect::<Result<_, _>>()?;
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
-    let guard = GuardFilter::new()?;
+    let guard = GuardFilter::with_metadata(l.allow_metadata)?;
     let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     let (gate_r, gate_w) = nix::sys::socket::socketpair(
