@@ -373,6 +373,21 @@ fn grant(d: &Daemon, g: Grant) -> Result<Value, ProtoError> {
     let mode = g.mode.unwrap_or(spec.mode);
     let mut spec = spec;
     spec.mode = mode;
+    // A write outside the ceiling the launcher applied could open existing files but never
+    // create, remove or rename there: refuse it now, with the fix, rather than let the task fail.
+    if let Some(ceiling) = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).sessions.get(&g.session).and_then(|s| s.write_ceiling.clone())
+        && let Some(w) = spec.write.iter().find(|w| !ceiling.iter().any(|c| w.starts_with(c)))
+    {
+        return Err(err(
+            ErrorCode::OutsideCeiling,
+            format!(
+                "session `{}` was launched with the write ceiling [{}]; `{}` is outside it (relaunch with --write-ceiling covering it)",
+                g.session,
+                ceiling.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", "),
+                w.display()
+            ),
+        ));
+    }
     let per_call = g.call_id.is_some();
     let ttl_ns = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
     // Composition: a per-call grant (`call_id` set) runs inside the orchestrator's task grant,

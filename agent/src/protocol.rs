@@ -44,6 +44,8 @@ pub enum ErrorCode {
     DigestMismatch,
     BadDuration,
     TtlTooLong,
+    /// A grant writes where the session's launcher-applied write ceiling forbids changes.
+    OutsideCeiling,
     KernelError,
     Internal,
 }
@@ -64,6 +66,7 @@ impl ErrorCode {
             ErrorCode::DigestMismatch => "digest_mismatch",
             ErrorCode::BadDuration => "bad_duration",
             ErrorCode::TtlTooLong => "ttl_too_long",
+            ErrorCode::OutsideCeiling => "outside_ceiling",
             ErrorCode::KernelError => "kernel_error",
             ErrorCode::Internal => "internal",
         }

@@ -126,6 +126,18 @@ fn the_ceiling_is_reported_and_can_only_be_given_as_absolute_paths() {
     };
     // The baseline's write path (/dev/null) and the explicit root.
     assert_eq!(ceiling, serde_json::json!(["/srv/ceiling-root"]), "{ceiling}");
+    // A task grant that writes outside it is refused, naming the ceiling and the fix.
+    let tmp = std::env::temp_dir();
+    let out = d
+        .cmd()
+        .args(["grant", "--session", &session, "--task", "t", "--allow-write", tmp.to_str().unwrap(), "--ttl", "1m"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("outside_ceiling") && err.contains("--write-ceiling"), "{err}");
+    let v = d.raw(br#"{"v":1,"op":"status"}"#);
+    let s = v["sessions"].as_array().unwrap().iter().find(|s| s["name"] == session.as_str()).unwrap().clone();
+    assert!(s["task"].is_null(), "no task grant was installed: {s}");
     drop(st.0.stdin.take());
     let _ = st.0.wait();
 }
