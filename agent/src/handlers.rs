@@ -192,11 +192,14 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
     };
     spec.exec.push(ExecRule { path: PathBuf::from(cmd), sha256: None });
     // The ceiling covers whatever the baseline may write, whatever the launcher asked for.
+    // Roots are kept resolved (symlinks), as grant paths are, so that the containment check of
+    // later grants compares like with like; Landlock resolves them the same way.
     let write_ceiling = r.write_ceiling.as_ref().map(|extra| {
-        let mut c: Vec<PathBuf> = spec.write.clone();
-        for p in extra {
-            if !c.contains(p) {
-                c.push(p.clone());
+        let mut c: Vec<PathBuf> = Vec::new();
+        for p in spec.write.iter().chain(extra) {
+            let p = if p.is_absolute() { std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()) } else { p.clone() };
+            if !c.contains(&p) {
+                c.push(p);
             }
         }
         c
