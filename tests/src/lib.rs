@@ -414,3 +414,18 @@ pub fn entries(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// The programs the path-operation tests run (a shell and the coreutils that change entries).
+pub const PATH_TOOLS: [&str; 11] = [
+    "/usr/bin/dash",
+    "/usr/bin/rm",
+    "/usr/bin/mv",
+    "/usr/bin/mkdir",
+    "/usr/bin/ln",
+    "/usr/bin/mkfifo",
+    "/usr/bin/truncate",
+    "/usr/bin/rmdir",
+    "/usr/bin/cat",
+    "/usr/bin/chmod",
+    "/usr/bin/chown",
+];

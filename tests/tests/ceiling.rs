@@ -4,21 +4,8 @@
 //! Real daemon binary, real kernel, real processes; root. Assertions are on the objects.
 use std::{os::unix::fs::PermissionsExt as _, process::Command};
 
-use mcpguard_tests::{daemon::TestDaemon, entries, snapshot, unique_id, Scratch};
+use mcpguard_tests::{daemon::TestDaemon, entries, snapshot, unique_id, Scratch, PATH_TOOLS};
 
-const TOOLS: [&str; 11] = [
-    "/usr/bin/chmod",
-    "/usr/bin/chown",
-    "/usr/bin/dash",
-    "/usr/bin/rm",
-    "/usr/bin/mv",
-    "/usr/bin/mkdir",
-    "/usr/bin/ln",
-    "/usr/bin/mkfifo",
-    "/usr/bin/truncate",
-    "/usr/bin/rmdir",
-    "/usr/bin/cat",
-];
 
 #[test]
 fn path_operations_outside_the_write_ceiling_change_nothing() {
@@ -34,7 +21,7 @@ fn path_operations_outside_the_write_ceiling_change_nothing() {
 
     // Reads of both trees, writes to `inside` only: the read grant on `outside` allows no change.
     let mut policy = String::from("name = \"test-ceiling\"\n");
-    for x in TOOLS {
+    for x in PATH_TOOLS {
         policy += &format!("[[exec]]\npath = \"{x}\"\n");
     }
     for r in ["/etc/ld.so.cache", "/usr/lib", "/dev/null", "/proc"] {

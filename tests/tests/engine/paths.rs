@@ -5,7 +5,7 @@
 //! processes mcpguard starts (tests/tests/ceiling.rs).
 #[allow(clippy::wildcard_imports, reason = "shared fixtures and imports of the engine target")]
 use super::*;
-use mcpguard_tests::{entries, snapshot};
+use mcpguard_tests::{entries, snapshot, PATH_TOOLS};
 
 #[test]
 fn path_operations_need_write_access_to_what_they_change() {
@@ -21,17 +21,7 @@ fn path_operations_need_write_access_to_what_they_change() {
     std::fs::create_dir(outside.path("dir")).unwrap();
     std::fs::write(inside.path("mine"), "mine\n").unwrap();
     let before = (snapshot(&victim), snapshot(&outside.path("dir")), entries(&outside.0));
-    let tools = [
-        DASH,
-        "/usr/bin/rm",
-        "/usr/bin/mv",
-        "/usr/bin/mkdir",
-        "/usr/bin/ln",
-        "/usr/bin/mkfifo",
-        "/usr/bin/truncate",
-        "/usr/bin/rmdir",
-    ];
-    let exec: Vec<&Path> = tools.iter().map(Path::new).collect();
+    let exec: Vec<&Path> = PATH_TOOLS.iter().map(Path::new).collect();
     let base = k.baseline();
     // Read on both trees, write on `inside`: a read grant allows no change.
     let (task, _) = k.grant(&exec, &[inside.0.clone(), outside.0.clone(), p("/dev/null")], &[inside.0.clone(), p("/dev/null")]);
