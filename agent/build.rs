@@ -15,11 +15,8 @@ use aya_build::{Package, Toolchain};
 fn main() -> anyhow::Result<()> {
     let ebpf_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ebpf");
     let root_dir = ebpf_dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?;
-    aya_build::build_ebpf(
-        [Package { name: "mcpguard-ebpf", root_dir, ..Default::default() }],
-        Toolchain::default(),
-    )
-    .context("building the eBPF object (needs nightly rust-src and bpf-linker: scripts/setup.sh)")?;
+    aya_build::build_ebpf([Package { name: "mcpguard-ebpf", root_dir, ..Default::default() }], Toolchain::default())
+        .context("building the eBPF object (needs nightly rust-src and bpf-linker: scripts/setup.sh)")?;
     let obj = PathBuf::from(std::env::var("OUT_DIR")?).join("mcpguard-ebpf");
     if obj.exists() {
         strip_debug(&obj)?;

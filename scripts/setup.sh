@@ -34,6 +34,13 @@ if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q
   log "adding rust-src to nightly"
   rustup component add rust-src --toolchain nightly
 fi
+# The test command checks formatting and lints with the default (stable) toolchain.
+for comp in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^$comp"; then
+    log "adding $comp"
+    rustup component add "$comp"
+  fi
+done
 
 # --- bpf-linker -----------------------------------------------------------------------------
 if ! command -v bpf-linker >/dev/null 2>&1 && [[ ! -x $HOME/.cargo/bin/bpf-linker ]]; then

@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --vm
 export PATH="$HOME/.cargo/bin:$PATH"
+# One formatting (rustfmt.toml) and no lint warnings, before anything runs.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets
 # Kernel tests load programs that see every process on the machine; they only govern the
 # process trees they create. Unpinned: everything detaches when the test process exits.

@@ -6,7 +6,7 @@
 //! the ring buffer, when the batch grows past [`FLUSH_BYTES`], and before it exits.
 use std::io::Write as _;
 
-use mcpguard_common::{action_name, hook_name, reason_name, Event};
+use mcpguard_common::{Event, action_name, hook_name, reason_name};
 use serde::Serialize;
 
 use crate::{events, state::State};
@@ -27,9 +27,7 @@ impl Clock {
         let boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
             .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
             .unwrap_or(0.0);
-        let unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+        let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         Self { unix_minus_boot_s: unix - boot }
     }
 
@@ -62,9 +60,8 @@ pub const AUDIT_FORMAT: u32 = 2;
 /// the decision's fields as [`events::Decision`] names them, each key once.
 pub fn format_event(out: &mut Vec<u8>, scratch: &mut String, state: &State, ev: &Event, ts: f64) {
     let session = state.session_by_id(ev.session);
-    let grant = session.and_then(|s| {
-        [s.task.as_ref(), s.base.as_ref()].into_iter().flatten().find(|g| g.id == ev.grant)
-    });
+    let grant =
+        session.and_then(|s| [s.task.as_ref(), s.base.as_ref()].into_iter().flatten().find(|g| g.id == ev.grant));
     out.push(b'{');
     field(out, "v", &AUDIT_FORMAT);
     field(out, "ts", &ts);

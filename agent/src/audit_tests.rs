@@ -1,8 +1,8 @@
 //! The hand-written audit formatter: every line parses with each key once, and says what the
 //! decoded [`Decision`] and the session/grant join say.
 use mcpguard_common::{
-    ACCESS_READ, ACCESS_WRITE, ACTION_AUDITED, ACTION_DENIED, ACTION_KILLED, EVENT_PATH_TRUNCATED, HOOK_EXEC, HOOK_OPEN,
-    HOOK_SIGNAL, HOOK_SYSCALL, REASON_BINARY_CHANGED, REASON_NOT_GRANTED, REASON_OTHER_PROCESS,
+    ACCESS_READ, ACCESS_WRITE, ACTION_AUDITED, ACTION_DENIED, ACTION_KILLED, EVENT_PATH_TRUNCATED, HOOK_EXEC,
+    HOOK_OPEN, HOOK_SIGNAL, HOOK_SYSCALL, REASON_BINARY_CHANGED, REASON_NOT_GRANTED, REASON_OTHER_PROCESS,
     REASON_SIGNAL_OUTSIDE_SESSION,
 };
 
@@ -18,9 +18,8 @@ fn check(state: &State, ev: &Event, ts: f64, line: &str) {
     let v = parse_strict(line).unwrap_or_else(|e| panic!("{e}: {line}"));
     let d = Decision::from_event(ev);
     let session = state.session_by_id(d.session_id);
-    let grant = session.and_then(|s| {
-        [s.task.as_ref(), s.base.as_ref()].into_iter().flatten().find(|g| g.id == d.grant_id)
-    });
+    let grant =
+        session.and_then(|s| [s.task.as_ref(), s.base.as_ref()].into_iter().flatten().find(|g| g.id == d.grant_id));
     let mut want = serde_json::Map::new();
     want.insert("v".into(), serde_json::json!(AUDIT_FORMAT));
     want.insert("ts".into(), serde_json::json!(ts));
@@ -74,7 +73,8 @@ fn state() -> State {
 fn event(session: u64, grant: u64, hook: u32, action: u32, reason: u32, access: u32, path: &[&[u8]]) -> Event {
     // SAFETY: Event is plain old data; all-zero is valid.
     let mut ev: Event = unsafe { std::mem::zeroed() };
-    (ev.ts_ns, ev.session, ev.grant, ev.pid, ev.tgid, ev.dev, ev.ino) = (123_456_789_012, session, grant, 10, 9, 0x80_0001, 77);
+    (ev.ts_ns, ev.session, ev.grant, ev.pid, ev.tgid, ev.dev, ev.ino) =
+        (123_456_789_012, session, grant, 10, 9, 0x80_0001, 77);
     (ev.hook, ev.action, ev.reason, ev.access) = (hook, action, reason, access);
     ev.comm[..7].copy_from_slice(b"c\"o\\m\xffm");
     for (i, c) in path.iter().enumerate() {
@@ -89,11 +89,27 @@ fn formatter_matches_serde_reference() {
     let st = state();
     let cases = [
         event(7, 71, HOOK_OPEN, ACTION_AUDITED, REASON_NOT_GRANTED, ACCESS_READ, &[b"data", b"denied", b"tmp", b"/"]),
-        event(7, 70, HOOK_OPEN, ACTION_KILLED, REASON_NOT_GRANTED, ACCESS_READ | ACCESS_WRITE, &[b"a\"b\n\x7f\xfe", b"/"]),
+        event(
+            7,
+            70,
+            HOOK_OPEN,
+            ACTION_KILLED,
+            REASON_NOT_GRANTED,
+            ACCESS_READ | ACCESS_WRITE,
+            &[b"a\"b\n\x7f\xfe", b"/"],
+        ),
         event(7, 99, HOOK_EXEC, ACTION_KILLED, REASON_BINARY_CHANGED, 0, &[b"/"]),
         event(8, 0, HOOK_SYSCALL, ACTION_KILLED, REASON_NOT_GRANTED, 321, &[]),
         event(8, 0, HOOK_OPEN, ACTION_AUDITED, REASON_NOT_GRANTED, ACCESS_WRITE, &[b"x", b"/", b"mnt", b"/"]),
-        event(7, 71, HOOK_OPEN, ACTION_KILLED, REASON_OTHER_PROCESS, ACCESS_READ, &[b"environ", b"4242", b"/", b"proc", b"/"]),
+        event(
+            7,
+            71,
+            HOOK_OPEN,
+            ACTION_KILLED,
+            REASON_OTHER_PROCESS,
+            ACCESS_READ,
+            &[b"environ", b"4242", b"/", b"proc", b"/"],
+        ),
         event(7, 71, HOOK_SIGNAL, ACTION_DENIED, REASON_SIGNAL_OUTSIDE_SESSION, 15, &[]),
     ];
     let mut out = Vec::new();
@@ -113,8 +129,14 @@ fn formatter_matches_serde_reference() {
     format_event(&mut out, &mut scratch, &st, &cases[0], 1.5);
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["session"], "s\u{e9}ss\\1");
-    assert_eq!((v["task"].as_str(), v["tool"].as_str(), v["call_id"].as_str()), (Some("T-1"), Some("read_file"), Some("42")));
-    assert_eq!((v["path"].as_str(), v["access"].as_str(), v["action"].as_str()), (Some("/tmp/denied/data"), Some("r"), Some("audited")));
+    assert_eq!(
+        (v["task"].as_str(), v["tool"].as_str(), v["call_id"].as_str()),
+        (Some("T-1"), Some("read_file"), Some("42"))
+    );
+    assert_eq!(
+        (v["path"].as_str(), v["access"].as_str(), v["action"].as_str()),
+        (Some("/tmp/denied/data"), Some("r"), Some("audited"))
+    );
     // A signal names its target and signal (the kernel carries them in `ino` and `access`).
     out.clear();
     format_event(&mut out, &mut scratch, &st, &cases[6], 1.5);

@@ -49,10 +49,7 @@ mod kind {
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
     #[error("cannot read BTF from {}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("not a raw BTF blob (magic {found:#06x}, expected 0xeb9f)")]
     BadMagic { found: u16 },
     #[error("BTF data truncated or out of bounds: {what}")]
@@ -185,13 +182,8 @@ impl<'a> Reader<'a> {
 
 /// The NUL-terminated string at `off` in the string section.
 fn str_at(strings: &[u8], off: u32) -> Result<&str> {
-    let tail = strings
-        .get(off as usize..)
-        .ok_or(truncated("string offset"))?;
-    let len = tail
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or(truncated("unterminated string"))?;
+    let tail = strings.get(off as usize..).ok_or(truncated("string offset"))?;
+    let len = tail.iter().position(|&b| b == 0).ok_or(truncated("unterminated string"))?;
     std::str::from_utf8(&tail[..len]).map_err(|_| malformed("non-UTF-8 name"))
 }
 
@@ -223,8 +215,7 @@ impl Btf {
         if version != 1 {
             return Err(BtfError::UnsupportedVersion { version });
         }
-        let [hdr_len, type_off, type_len, str_off, str_len] =
-            Reader::new(&data, 4, big_endian).words("header")?;
+        let [hdr_len, type_off, type_len, str_off, str_len] = Reader::new(&data, 4, big_endian).words("header")?;
         let hdr_len = hdr_len as usize;
         if hdr_len < HEADER_LEN {
             return Err(malformed("header length too small"));
@@ -258,11 +249,7 @@ impl Btf {
                     let start = members.len();
                     for _ in 0..vlen {
                         let [name_off, type_id, offset] = r.words("member")?;
-                        members.push(Member {
-                            name_off,
-                            type_id,
-                            offset,
-                        });
+                        members.push(Member { name_off, type_id, offset });
                     }
                     Data::Members(start, vlen)
                 }
@@ -279,13 +266,7 @@ impl Btf {
                 }
             };
             let kind_flag = info >> 31 == 1;
-            types.push(Type {
-                kind,
-                kind_flag,
-                name_off,
-                size_or_type,
-                data,
-            });
+            types.push(Type { kind, kind_flag, name_off, size_or_type, data });
         }
 
         let (mut structs, mut others) = (HashMap::new(), HashMap::new());
@@ -293,28 +274,18 @@ impl Btf {
             match t.kind {
                 kind::STRUCT | kind::UNION => {
                     let name = str_at(&strings, t.name_off)?;
-                    let prev = structs
-                        .get(name)
-                        .map(|&p: &u32| types[p as usize].size_or_type);
+                    let prev = structs.get(name).map(|&p: &u32| types[p as usize].size_or_type);
                     if prev.is_none() || (prev == Some(0) && t.size_or_type != 0) {
                         structs.insert(name.to_owned(), id);
                     }
                 }
                 kind::INT | kind::ENUM | kind::ENUM64 | kind::FWD | kind::TYPEDEF | kind::FLOAT => {
-                    others
-                        .entry(str_at(&strings, t.name_off)?.to_owned())
-                        .or_insert(id);
+                    others.entry(str_at(&strings, t.name_off)?.to_owned()).or_insert(id);
                 }
                 _ => {}
             }
         }
-        Ok(Self {
-            types,
-            members,
-            strings,
-            structs,
-            others,
-        })
+        Ok(Self { types, members, strings, structs, others })
     }
 
     /// Byte offset of a member of a named struct/union. `member_path` may be dotted
@@ -338,10 +309,7 @@ impl Btf {
         let found = self.lookup(struct_name, member_path)?;
         let (_, type_id) = found.ok_or_else(|| not_found(struct_name, member_path))?;
         let size = self.type_size(type_id, 0)?;
-        size.ok_or_else(|| BtfError::Unsized {
-            ty: struct_name.into(),
-            member: member_path.into(),
-        })
+        size.ok_or_else(|| BtfError::Unsized { ty: struct_name.into(), member: member_path.into() })
     }
 
     /// Byte size of a named struct/union.
@@ -350,9 +318,7 @@ impl Btf {
     }
 
     fn ty(&self, id: u32) -> Result<&Type> {
-        self.types
-            .get(id as usize)
-            .ok_or(malformed("type id out of range"))
+        self.types.get(id as usize).ok_or(malformed("type id out of range"))
     }
 
     /// Follows typedef/const/volatile/restrict/type_tag to the underlying type (and its id).

@@ -4,7 +4,10 @@
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    sync::{Arc, Mutex, atomic::{AtomicBool, Ordering}},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -16,8 +19,12 @@ use tokio::{
 };
 
 use crate::{
-    audit, engine::{self, Engine, EngineOptions}, handlers::Peer, metrics::Metrics,
-    protocol::{self, ErrorCode, Op, Response, MAX_LINE}, state::{Persister, State},
+    audit,
+    engine::{self, Engine, EngineOptions},
+    handlers::Peer,
+    metrics::Metrics,
+    protocol::{self, ErrorCode, MAX_LINE, Op, Response},
+    state::{Persister, State},
 };
 
 /// Daemon settings (command-line flags or the TOML config file).
@@ -111,8 +118,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if let Some(forced) = cfg.backend
         && forced != backend
     {
-        anyhow::bail!("backend {} was requested, but the pinned programs at {} use {} (run `mcpguard unpin` first)",
-            forced.name(), cfg.bpffs_dir.display(), backend.name());
+        anyhow::bail!(
+            "backend {} was requested, but the pinned programs at {} use {} (run `mcpguard unpin` first)",
+            forced.name(),
+            cfg.bpffs_dir.display(),
+            backend.name()
+        );
     }
     for p in engine.probes() {
         log::info!("backend probe: {}: {}", p.backend.name(), p.result);
@@ -120,7 +131,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     log::info!(
         "enforcement backend: {} ({}); programs {} at {}",
         backend.name(),
-        if backend.synchronous_deny() { "synchronous deny" } else { "kill after the forbidden exec/open; deny mode is carried out as kill" },
+        if backend.synchronous_deny() {
+            "synchronous deny"
+        } else {
+            "kill after the forbidden exec/open; deny mode is carried out as kill"
+        },
         if engine.adopted() { "adopted from pins" } else { "loaded and pinned" },
         cfg.bpffs_dir.display()
     );
@@ -303,7 +318,9 @@ async fn serve_conn(d: Arc<Daemon>, stream: UnixStream) {
                 Err(e) => Response::err(
                     id,
                     ErrorCode::Internal,
-                    format!("applied in the kernel, but the session table could not be saved ({e}): the change may not survive a daemon restart"),
+                    format!(
+                        "applied in the kernel, but the session table could not be saved ({e}): the change may not survive a daemon restart"
+                    ),
                 ),
             }
         } else {
@@ -346,7 +363,8 @@ fn spawn_event_thread(
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     /// Records per look at the ring before the clock and the stop flag are checked again.
     const BATCH: usize = 4096;
-    let mut sink = audit::Sink::open(&d.cfg.audit_log).with_context(|| format!("opening audit log {}", d.cfg.audit_log))?;
+    let mut sink =
+        audit::Sink::open(&d.cfg.audit_log).with_context(|| format!("opening audit log {}", d.cfg.audit_log))?;
     Ok(std::thread::Builder::new().name("events".into()).spawn(move || {
         // Loading the engine (BTF parsing, the object) peaks at ~50 MB of heap, which glibc keeps
         // once freed; this thread starts after the load, so it hands that back to the kernel.

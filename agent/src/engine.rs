@@ -219,10 +219,10 @@ fn progs_dir(pin: &Path) -> PathBuf {
 impl Engine {
     /// Loads and attaches the programs, or adopts them from `pin_dir` when they are pinned there.
     pub fn load(opts: &EngineOptions) -> Result<Self, EngineError> {
-        if let Some(pin) = &opts.pin_dir {
-            if links_dir(pin).join(c::PROG_FORK).exists() {
-                return Self::adopt(pin);
-            }
+        if let Some(pin) = &opts.pin_dir
+            && links_dir(pin).join(c::PROG_FORK).exists()
+        {
+            return Self::adopt(pin);
         }
         Self::load_fresh(opts)
     }
@@ -273,7 +273,11 @@ impl Engine {
             links.sort_by_key(|(p, _)| *p == c::PROG_FORK);
             for (prog, link) in links {
                 let path = dir.join(prog);
-                link.pin(&path).map_err(|source| EngineError::Pin { what: format!("link {prog}"), path: path.clone(), source })?;
+                link.pin(&path).map_err(|source| EngineError::Pin {
+                    what: format!("link {prog}"),
+                    path: path.clone(),
+                    source,
+                })?;
             }
         } else {
             kept = links.into_iter().map(|(_, l)| l).collect();
@@ -303,12 +307,8 @@ impl Engine {
         engine.refresh_conf()?;
         // Maps re-used from pins may already govern processes (a load after a partial unpin).
         engine.sync_syscall_hooks()?;
-        engine.load_time = LoadTime {
-            btf: t_btf,
-            object: t_object - t_btf,
-            attach: t_attach - t_object,
-            total: t0.elapsed(),
-        };
+        engine.load_time =
+            LoadTime { btf: t_btf, object: t_object - t_btf, attach: t_attach - t_object, total: t0.elapsed() };
         log::info!("engine loaded: {}", engine.load_time);
         Ok(engine)
     }
@@ -447,9 +447,7 @@ impl Engine {
     pub fn add_process(&mut self, tgid: u32, session: u64) -> Result<(), EngineError> {
         self.need_syscall_hooks(Some(session))?;
         let start_ticks = procs::start_ticks(tgid)?;
-        self.procs
-            .insert(tgid, ProcEntry { session, start_ticks }, 0)
-            .map_err(map_err(c::MAP_PROCS))
+        self.procs.insert(tgid, ProcEntry { session, start_ticks }, 0).map_err(map_err(c::MAP_PROCS))
     }
 
     /// Governs `root` and every descendant it already has. New children are picked up by the
@@ -486,12 +484,7 @@ impl Engine {
     /// Processes currently governed by `session`.
     #[must_use]
     pub fn session_processes(&self, session: u64) -> Vec<u32> {
-        self.procs
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, e)| e.session == session)
-            .map(|(k, _)| k)
-            .collect()
+        self.procs.iter().filter_map(Result::ok).filter(|(_, e)| e.session == session).map(|(k, _)| k).collect()
     }
 
     /// Session of a process (`None` when ungoverned).

@@ -9,8 +9,8 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use mcpguard_common::{
-    action_name, hook_name, reason_name, Event, ACCESS_READ, ACCESS_WRITE, EVENT_HEADER_BYTES,
-    EVENT_NAME_LEN, EVENT_PATH_COMPONENTS, EVENT_PATH_TRUNCATED,
+    ACCESS_READ, ACCESS_WRITE, EVENT_HEADER_BYTES, EVENT_NAME_LEN, EVENT_PATH_COMPONENTS, EVENT_PATH_TRUNCATED, Event,
+    action_name, hook_name, reason_name,
 };
 use serde::Serialize;
 

@@ -26,17 +26,14 @@ pub const FMOD_PROGS: [(&str, &str); 4] = [
 
 fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> std::io::Result<RawFd> {
     // SAFETY: attr is a valid, zero-initialised bpf_attr of the size passed.
-    let r = unsafe {
-        libc::syscall(libc::SYS_bpf, cmd as libc::c_long, std::ptr::from_mut(attr), size_of::<bpf_attr>())
-    };
+    let r =
+        unsafe { libc::syscall(libc::SYS_bpf, cmd as libc::c_long, std::ptr::from_mut(attr), size_of::<bpf_attr>()) };
     if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(r as RawFd) }
 }
 
 fn map_fd(map: &Map) -> Option<RawFd> {
     match map {
-        Map::HashMap(m) | Map::Array(m) | Map::PerCpuArray(m) | Map::RingBuf(m) => {
-            Some(m.fd().as_fd().as_raw_fd())
-        }
+        Map::HashMap(m) | Map::Array(m) | Map::PerCpuArray(m) | Map::RingBuf(m) => Some(m.fd().as_fd().as_raw_fd()),
         _ => None,
     }
 }
@@ -95,11 +92,8 @@ pub fn attach(object: &[u8], ebpf: &Ebpf, vmlinux: &Btf) -> Result<Vec<(&'static
         fds.push((name.to_owned(), fd));
     }
     let obj_maps = obj.maps.clone();
-    obj.relocate_maps(
-        fds.iter().filter_map(|(n, fd)| obj_maps.get(n).map(|m| (n.as_str(), *fd, m))),
-        &text_sections,
-    )
-    .map_err(|e| format!("relocating maps: {e}"))?;
+    obj.relocate_maps(fds.iter().filter_map(|(n, fd)| obj_maps.get(n).map(|m| (n.as_str(), *fd, m))), &text_sections)
+        .map_err(|e| format!("relocating maps: {e}"))?;
     obj.relocate_calls(&text_sections).map_err(|e| format!("relocating calls: {e}"))?;
     let mut links = Vec::new();
     let optional: Vec<(&'static str, &'static str, bool)> =
@@ -120,8 +114,8 @@ pub fn attach(object: &[u8], ebpf: &Ebpf, vmlinux: &Btf) -> Result<Vec<(&'static
         let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
         attr.link_create.__bindgen_anon_1.prog_fd = prog_fd.as_raw_fd() as u32;
         attr.link_create.attach_type = bpf_attach_type::BPF_MODIFY_RETURN as u32;
-        let link = sys_bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr)
-            .map_err(|e| format!("attaching {prog} to {func}: {e}"))?;
+        let link =
+            sys_bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr).map_err(|e| format!("attaching {prog} to {func}: {e}"))?;
         // SAFETY: the kernel returned a new fd we own; the link keeps the program alive.
         links.push((prog, unsafe { OwnedFd::from_raw_fd(link) }));
     }

@@ -5,14 +5,14 @@
 //! connection answers once that save is on disk (see `state` for why that order is crash safe).
 use std::{path::PathBuf, time::Instant};
 
-use mcpguard_common::{SessionState, MODE_AUDIT, MODE_DENY, MODE_KILL};
-use serde_json::{json, Value};
+use mcpguard_common::{MODE_AUDIT, MODE_DENY, MODE_KILL, SessionState};
+use serde_json::{Value, json};
 
 use crate::{
     daemon::Daemon,
     engine::Engine,
     kgrant::{self, GrantError},
-    policy::{resolve_policy, ExecRule, GrantSpec, Mode},
+    policy::{ExecRule, GrantSpec, Mode, resolve_policy},
     protocol::{ErrorCode, Grant, Op, ProtoError, Register, Request, Response, Revoke},
     state::{GrantRecord, Session},
 };
@@ -51,7 +51,9 @@ pub fn authorize(d: &Daemon, peer: &Peer, _mutating: bool) -> Result<(), ProtoEr
         if let Some(s) = eng.process_session(pid) {
             return Err(err(
                 ErrorCode::Unauthorized,
-                format!("peer pid {pid} is inside governed session {s}: governed processes cannot use the control socket"),
+                format!(
+                    "peer pid {pid} is inside governed session {s}: governed processes cannot use the control socket"
+                ),
             ));
         }
         if let Some(cg) = cgroup
@@ -59,14 +61,19 @@ pub fn authorize(d: &Daemon, peer: &Peer, _mutating: bool) -> Result<(), ProtoEr
         {
             return Err(err(
                 ErrorCode::Unauthorized,
-                format!("peer pid {pid} is in the cgroup of governed session {s}: governed processes cannot use the control socket"),
+                format!(
+                    "peer pid {pid} is in the cgroup of governed session {s}: governed processes cannot use the control socket"
+                ),
             ));
         }
     }
     if peer.uid == 0 || d.cfg.allow_uids.contains(&peer.uid) || d.cfg.allow_gids.contains(&peer.gid) {
         Ok(())
     } else {
-        Err(err(ErrorCode::Unauthorized, format!("uid {} is not allowed to use this daemon (allow_uids/allow_gids)", peer.uid)))
+        Err(err(
+            ErrorCode::Unauthorized,
+            format!("uid {} is not allowed to use this daemon (allow_uids/allow_gids)", peer.uid),
+        ))
     }
 }
 
@@ -152,7 +159,9 @@ fn parent_and_uid(pid: u32) -> Option<(u32, u32)> {
 }
 
 fn parse_parent_and_uid(status: &str) -> Option<(u32, u32)> {
-    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()?.parse().ok());
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+    };
     Some((field("PPid:")?, field("Uid:")?))
 }
 
@@ -170,7 +179,10 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
     if peer.uid != 0 && peer.pid != Some(r.pid) && !own_child(peer, r.pid) {
         return Err(err(
             ErrorCode::Unauthorized,
-            format!("only root may register another process (pid {} is neither the caller nor its direct child of the same uid)", r.pid),
+            format!(
+                "only root may register another process (pid {} is neither the caller nor its direct child of the same uid)",
+                r.pid
+            ),
         ));
     }
     if let Some(s) = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).process_session(r.pid) {
@@ -205,9 +217,13 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
         c
     });
     if let Some(c) = &write_ceiling
-        && let Some(bad) = c.iter().find(|p| !p.is_absolute() || p.components().any(|x| x == std::path::Component::ParentDir))
+        && let Some(bad) =
+            c.iter().find(|p| !p.is_absolute() || p.components().any(|x| x == std::path::Component::ParentDir))
     {
-        return Err(err(ErrorCode::BadRequest, format!("write ceiling `{}` must be an absolute path without `..`", bad.display())));
+        return Err(err(
+            ErrorCode::BadRequest,
+            format!("write ceiling `{}` must be an absolute path without `..`", bad.display()),
+        ));
     }
     let kg = compile(&spec)?;
 
@@ -215,7 +231,10 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
     let mut eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(old) = st.sessions.get(&r.session) {
         if session_alive(&eng, old) {
-            return Err(err(ErrorCode::SessionExists, format!("session `{}` exists and has live processes", r.session)));
+            return Err(err(
+                ErrorCode::SessionExists,
+                format!("session `{}` exists and has live processes", r.session),
+            ));
         }
         let old = st.sessions.remove(&r.session).expect("present");
         drop_session(&mut eng, &old);
@@ -257,10 +276,12 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
     if r.cgroup {
         // The cgroup is governed before the process moves in: no instant without a session.
         let cg = crate::cgroup::create(&r.session, sid)
-            .and_then(|(dir, id)| eng.add_cgroup(id, sid).map(|()| (dir, id)).map_err(|e| crate::cgroup::CgroupError::Io {
-                path: PathBuf::from("(kernel)"),
-                source: std::io::Error::other(e.to_string()),
-            }))
+            .and_then(|(dir, id)| {
+                eng.add_cgroup(id, sid).map(|()| (dir, id)).map_err(|e| crate::cgroup::CgroupError::Io {
+                    path: PathBuf::from("(kernel)"),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })
             .and_then(|(dir, id)| crate::cgroup::move_in(&dir, r.pid).map(|()| id));
         match cg {
             Ok(id) => session.cgroup = Some(id),
@@ -279,7 +300,13 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
     };
     drop(eng);
     st.sessions.insert(r.session.clone(), session);
-    log::info!("session {} registered: pid {} ({} process(es)), command {:?}", r.session, r.pid, governed.len(), r.command);
+    log::info!(
+        "session {} registered: pid {} ({} process(es)), command {:?}",
+        r.session,
+        r.pid,
+        governed.len(),
+        r.command
+    );
     Ok(json!({"session": r.session, "session_id": sid, "baseline_grant_id": gid, "processes": governed,
               "write_ceiling": write_ceiling}))
 }
@@ -370,7 +397,11 @@ fn grant(d: &Daemon, g: Grant) -> Result<Value, ProtoError> {
     if ttl > d.cfg.max_ttl {
         return Err(err(
             ErrorCode::TtlTooLong,
-            format!("ttl {} exceeds the maximum {}", crate::duration::format_duration(ttl), crate::duration::format_duration(d.cfg.max_ttl)),
+            format!(
+                "ttl {} exceeds the maximum {}",
+                crate::duration::format_duration(ttl),
+                crate::duration::format_duration(d.cfg.max_ttl)
+            ),
         ));
     }
     let mode = g.mode.unwrap_or(spec.mode);
@@ -378,7 +409,13 @@ fn grant(d: &Daemon, g: Grant) -> Result<Value, ProtoError> {
     spec.mode = mode;
     // A write outside the ceiling the launcher applied could open existing files but never
     // create, remove or rename there: refuse it now, with the fix, rather than let the task fail.
-    if let Some(ceiling) = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).sessions.get(&g.session).and_then(|s| s.write_ceiling.clone())
+    if let Some(ceiling) = d
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .sessions
+        .get(&g.session)
+        .and_then(|s| s.write_ceiling.clone())
         && let Some(w) = spec.write.iter().find(|w| !ceiling.iter().any(|c| w.starts_with(c)))
     {
         return Err(err(
@@ -426,7 +463,8 @@ fn grant(d: &Daemon, g: Grant) -> Result<Value, ProtoError> {
         };
         // Install only if the grants this was composed from are still the ones in force.
         let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now_ids = st.sessions.get(&g.session).map(|s| (s.task.as_ref().map(|r| r.id), s.orchestrator.as_ref().map(|r| r.id)));
+        let now_ids =
+            st.sessions.get(&g.session).map(|s| (s.task.as_ref().map(|r| r.id), s.orchestrator.as_ref().map(|r| r.id)));
         if now_ids == Some(ids) {
             break (st, rec, held, policy);
         }
@@ -450,8 +488,14 @@ fn grant(d: &Daemon, g: Grant) -> Result<Value, ProtoError> {
     if let (Some((kg, expires, eff)), Some(cid)) = (held, call_rebuild_id) {
         // Task grant while a call is in force: the call continues under call ∩ new task.
         let call = session.task.clone().expect("a call grant is in force");
-        let narrowed =
-            GrantRecord { id: cid, policy: eff.policy_name, mode: eff.mode, expires_boot_ns: expires, kernel: kg, ..call };
+        let narrowed = GrantRecord {
+            id: cid,
+            policy: eff.policy_name,
+            mode: eff.mode,
+            expires_boot_ns: expires,
+            kernel: kg,
+            ..call
+        };
         if let Err(e) = eng.install_grant(cid, &narrowed.kernel) {
             eng.remove_grant(id, &rec.kernel);
             return Err(kerr(e));

@@ -4,13 +4,11 @@ use std::{
     collections::BTreeMap,
     fs::File,
     io::Read as _,
-    os::unix::fs::{MetadataExt as _, FileTypeExt as _},
+    os::unix::fs::{FileTypeExt as _, MetadataExt as _},
     path::{Path, PathBuf},
 };
 
-use mcpguard_common::{
-    Fingerprint, NameKey, ObjKey, ACCESS_READ, ACCESS_WRITE, EXEC_NAME_LEN, FP_HAS_GENERATION,
-};
+use mcpguard_common::{ACCESS_READ, ACCESS_WRITE, EXEC_NAME_LEN, FP_HAS_GENERATION, Fingerprint, NameKey, ObjKey};
 use sha2::{Digest as _, Sha256};
 
 #[derive(Debug, thiserror::Error)]
@@ -229,8 +227,8 @@ pub fn compile(
                 return Err(GrantError::NotAbsolute { path: path.clone() });
             }
             // Follows symlinks: granting a symlink grants the object it names.
-            let md = std::fs::metadata(path)
-                .map_err(|source| GrantError::PathMissing { path: path.clone(), source })?;
+            let md =
+                std::fs::metadata(path).map_err(|source| GrantError::PathMissing { path: path.clone(), source })?;
             *g.paths.entry(FileId::of(&md)).or_default() |= bits;
             g.path_names.push((path.clone(), bits));
         }
@@ -301,7 +299,7 @@ mod tests {
     #[test]
     fn read_and_write_bits_merge_per_object() {
         let d = tmpdir("paths");
-        let g = compile(&[], &[d.clone()], &[d.clone(), PathBuf::from("/tmp")]).unwrap();
+        let g = compile(&[], std::slice::from_ref(&d), &[d.clone(), PathBuf::from("/tmp")]).unwrap();
         let id = FileId::of(&std::fs::metadata(&d).unwrap());
         assert_eq!(g.paths[&id], ACCESS_READ | ACCESS_WRITE);
         let tmp = FileId::of(&std::fs::metadata("/tmp").unwrap());
@@ -317,7 +315,14 @@ mod tests {
             path: "/x".into(),
             resolved: "/x".into(),
             id: FileId { dev: 1, ino: 2 },
-            fingerprint: FingerprintRepr { size: 0, mtime_sec: 0, mtime_nsec: 0, ctime_sec: 0, ctime_nsec: 0, generation: None },
+            fingerprint: FingerprintRepr {
+                size: 0,
+                mtime_sec: 0,
+                mtime_nsec: 0,
+                ctime_sec: 0,
+                ctime_nsec: 0,
+                generation: None,
+            },
             dir: FileId { dev: 1, ino: 3 },
             name: "n".repeat(100),
             sha256: String::new(),

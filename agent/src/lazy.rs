@@ -84,7 +84,9 @@ impl SyscallHooks {
             let p = progs_dir.join(prog);
             let tp = TracePoint::from_pin(&p).map_err(|e| {
                 pin_err(
-                    format!("pinned program {prog} is not usable (state pinned by an older mcpguard? run `mcpguard unpin`)"),
+                    format!(
+                        "pinned program {prog} is not usable (state pinned by an older mcpguard? run `mcpguard unpin`)"
+                    ),
                     &p,
                     e,
                 )
@@ -92,7 +94,8 @@ impl SyscallHooks {
             pinned_progs.push((*prog, tp));
             let l = links_dir.join(prog);
             if l.exists() {
-                let link = PinnedLink::from_pin(&l).map_err(|e| pin_err(format!("pinned link {prog} is not usable"), &l, e))?;
+                let link = PinnedLink::from_pin(&l)
+                    .map_err(|e| pin_err(format!("pinned link {prog} is not usable"), &l, e))?;
                 links.push((*prog, Held::Pinned(link)));
             }
         }

@@ -110,7 +110,8 @@ fn syscall_events_dir() -> Result<&'static Path, EngineError> {
         .find(|p| p.is_dir())
         .ok_or_else(|| EngineError::Adopt {
             path: "/sys/kernel/tracing".into(),
-            msg: "syscall tracepoints are not visible: mount tracefs (mount -t tracefs tracefs /sys/kernel/tracing)".into(),
+            msg: "syscall tracepoints are not visible: mount tracefs (mount -t tracefs tracefs /sys/kernel/tracing)"
+                .into(),
         })
 }
 
@@ -193,7 +194,9 @@ fn try_backend(ebpf: &mut Ebpf, btf: &aya::Btf, b: Backend) -> Result<Vec<(&'sta
             // Path operations; a hook this kernel does not have (file_truncate before 6.2) is
             // skipped when optional: the operation then passes a hook that is attached.
             for (prog, hook, _, _, required) in c::PATH_HOOKS {
-                if !required && btf.id_by_type_name_kind(&format!("bpf_lsm_{hook}"), aya_obj::btf::BtfKind::Func).is_err() {
+                if !required
+                    && btf.id_by_type_name_kind(&format!("bpf_lsm_{hook}"), aya_obj::btf::BtfKind::Func).is_err()
+                {
                     log::info!("LSM hook {hook} not in this kernel: {prog} not attached");
                     continue;
                 }
@@ -216,13 +219,12 @@ fn try_backend(ebpf: &mut Ebpf, btf: &aya::Btf, b: Backend) -> Result<Vec<(&'sta
     Ok(links)
 }
 
+/// What [`attach`] gives the engine: the backend in force, its links by program, every probe.
+pub type Attached = (Backend, Vec<(&'static str, AnyLink)>, Vec<Probe>);
+
 /// Attaches lifecycle hooks, then the forced backend or the strongest that works, and loads
 /// (without attaching) the backend's syscall tracepoint programs.
-pub fn attach(
-    ebpf: &mut Ebpf,
-    btf: &aya::Btf,
-    opts: &EngineOptions,
-) -> Result<(Backend, Vec<(&'static str, AnyLink)>, Vec<Probe>), EngineError> {
+pub fn attach(ebpf: &mut Ebpf, btf: &aya::Btf, opts: &EngineOptions) -> Result<Attached, EngineError> {
     // Lifecycle hooks first, so that no child escapes between attaching exec/open and fork.
     let mut links = Vec::new();
     for (prog, tp) in LIFECYCLE_PROGS {

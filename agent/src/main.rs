@@ -171,14 +171,26 @@ fn daemon_config(socket: PathBuf, a: DaemonArgs) -> anyhow::Result<Config> {
     if let Some(m) = a.metrics {
         cfg.metrics = if m == "off" { None } else { Some(m.parse().with_context(|| format!("--metrics {m}"))?) };
     }
-    if let Some(v) = a.state_dir { cfg.state_dir = v; }
-    if let Some(v) = a.audit_log { cfg.audit_log = v; }
-    if let Some(v) = a.bpffs_dir { cfg.bpffs_dir = v; }
+    if let Some(v) = a.state_dir {
+        cfg.state_dir = v;
+    }
+    if let Some(v) = a.audit_log {
+        cfg.audit_log = v;
+    }
+    if let Some(v) = a.bpffs_dir {
+        cfg.bpffs_dir = v;
+    }
     cfg.allow_uids.extend(a.allow_uid);
     cfg.allow_gids.extend(a.allow_gid);
-    if !a.policy_dir.is_empty() { cfg.policy_dirs = a.policy_dir; }
-    if let Some(v) = a.default_ttl { cfg.default_ttl = mcpguard::duration::parse_duration(&v)?; }
-    if let Some(v) = a.max_ttl { cfg.max_ttl = mcpguard::duration::parse_duration(&v)?; }
+    if !a.policy_dir.is_empty() {
+        cfg.policy_dirs = a.policy_dir;
+    }
+    if let Some(v) = a.default_ttl {
+        cfg.default_ttl = mcpguard::duration::parse_duration(&v)?;
+    }
+    if let Some(v) = a.max_ttl {
+        cfg.max_ttl = mcpguard::duration::parse_duration(&v)?;
+    }
     cfg.unload_on_exit |= a.unload_on_exit;
     if a.backend.is_some() {
         cfg.backend = a.backend;
@@ -202,21 +214,40 @@ fn main() -> anyhow::Result<()> {
                 .block_on(daemon::run(cfg))
         }
         Cmd::Unpin { bpffs_dir } => {
-            let removed = mcpguard::engine::unpin(&bpffs_dir).with_context(|| format!("unpinning {}", bpffs_dir.display()))?;
+            let removed =
+                mcpguard::engine::unpin(&bpffs_dir).with_context(|| format!("unpinning {}", bpffs_dir.display()))?;
             println!("removed {} pinned object(s) under {}; enforcement is off", removed.len(), bpffs_dir.display());
             Ok(())
         }
         Cmd::Exec {
-            session, baseline, vars, mcp: true, tools: Some(tools), max_restarts, command, write_ceiling,
-            no_write_ceiling, allow_metadata, ..
+            session,
+            baseline,
+            vars,
+            mcp: true,
+            tools: Some(tools),
+            max_restarts,
+            command,
+            write_ceiling,
+            no_write_ceiling,
+            allow_metadata,
+            ..
         } => {
             let opts = mcpguard::mcp::ProxyOptions {
-                socket: cli.socket, session, baseline, vars: vars.into_iter().collect(), tools, command, max_restarts,
-                write_ceiling: (!no_write_ceiling).then_some(write_ceiling), allow_metadata,
+                socket: cli.socket,
+                session,
+                baseline,
+                vars: vars.into_iter().collect(),
+                tools,
+                command,
+                max_restarts,
+                write_ceiling: (!no_write_ceiling).then_some(write_ceiling),
+                allow_metadata,
             };
             std::process::exit(mcpguard::mcp::run(opts)?);
         }
-        Cmd::Exec { session, baseline, vars, cgroup, command, write_ceiling, no_write_ceiling, allow_metadata, .. } => {
+        Cmd::Exec {
+            session, baseline, vars, cgroup, command, write_ceiling, no_write_ceiling, allow_metadata, ..
+        } => {
             let bin = mcpguard::mcp::spawn::which(&command[0])?;
             let guard = mcpguard::seccomp::GuardFilter::with_metadata(allow_metadata)?;
             let mut argv = command.clone();
@@ -256,11 +287,21 @@ fn main() -> anyhow::Result<()> {
                 write: allow_write,
             });
             let op = Op::Grant(Grant {
-                session, task, policy, inline, vars: vars.into_iter().collect(), ttl, mode, tool: None, call_id: None,
+                session,
+                task,
+                policy,
+                inline,
+                vars: vars.into_iter().collect(),
+                ttl,
+                mode,
+                tool: None,
+                call_id: None,
             });
             let r = Client::connect(&cli.socket)?.call_ok(op)?;
-            println!("grant {} for task {} (policy {}, mode {}), expires in {} ms",
-                r["grant_id"], r["task"], r["policy"], r["mode"], r["ttl_ms"]);
+            println!(
+                "grant {} for task {} (policy {}, mode {}), expires in {} ms",
+                r["grant_id"], r["task"], r["policy"], r["mode"], r["ttl_ms"]
+            );
             Ok(())
         }
         Cmd::Revoke { session, task } => {
@@ -277,13 +318,25 @@ fn main() -> anyhow::Result<()> {
                 let tps = &r["syscall_tracepoints"];
                 println!("syscall tracepoints attached: {} open-family, {} guard", tps["open"], tps["guard"]);
                 for s in r["sessions"].as_array().into_iter().flatten() {
-                    println!("session {} id {} pid {} processes {}{}", s["name"], s["session_id"], s["root_pid"],
+                    println!(
+                        "session {} id {} pid {} processes {}{}",
+                        s["name"],
+                        s["session_id"],
+                        s["root_pid"],
                         s["processes"].as_array().map_or(0, Vec::len),
-                        if s["sealed"] == true { " (sealed: seccomp guard filter)" } else { "" });
+                        if s["sealed"] == true { " (sealed: seccomp guard filter)" } else { "" }
+                    );
                     if s["task"].is_object() {
                         let t = &s["task"];
-                        println!("  task {} grant {} policy {} mode {} remaining {} ms{}", t["task"], t["grant_id"],
-                            t["policy"], t["mode"], t["remaining_ms"], if t["expired"] == true { " (expired)" } else { "" });
+                        println!(
+                            "  task {} grant {} policy {} mode {} remaining {} ms{}",
+                            t["task"],
+                            t["grant_id"],
+                            t["policy"],
+                            t["mode"],
+                            t["remaining_ms"],
+                            if t["expired"] == true { " (expired)" } else { "" }
+                        );
                     }
                 }
             }
@@ -300,8 +353,10 @@ fn main() -> anyhow::Result<()> {
                     println!("{line}");
                 } else {
                     let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                    println!("{} session={} task={} {} {} reason={} path={} pid={}", v["ts"], v["session"], v["task"],
-                        v["hook"], v["action"], v["reason"], v["path"], v["pid"]);
+                    println!(
+                        "{} session={} task={} {} {} reason={} path={} pid={}",
+                        v["ts"], v["session"], v["task"], v["hook"], v["action"], v["reason"], v["path"], v["pid"]
+                    );
                 }
             }
             Ok(())

@@ -1,8 +1,8 @@
 //! Prometheus metrics (text format), served on a loopback address.
 use mcpguard_common as c;
 use prometheus::{
-    Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -41,7 +41,8 @@ impl Metrics {
         )
         .expect("metric");
         let active_sessions = IntGauge::new("mcpguard_active_sessions", "Registered sessions").expect("metric");
-        let active_grants = IntGauge::new("mcpguard_active_grants", "Task grants in force (not expired)").expect("metric");
+        let active_grants =
+            IntGauge::new("mcpguard_active_grants", "Task grants in force (not expired)").expect("metric");
         let grant_expirations =
             IntCounter::new("mcpguard_grant_expirations_total", "Task grants that reached their TTL").expect("metric");
         let requests = IntCounterVec::new(
@@ -63,8 +64,8 @@ impl Metrics {
         )
         .expect("metric");
         backend_g.with_label_values(&[backend, if synchronous_deny { "true" } else { "false" }]).set(1);
-        let build = IntGaugeVec::new(Opts::new("mcpguard_build_info", "Build information"), &["version"])
-            .expect("metric");
+        let build =
+            IntGaugeVec::new(Opts::new("mcpguard_build_info", "Build information"), &["version"]).expect("metric");
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let channel_g = IntGaugeVec::new(
             Opts::new(
@@ -78,7 +79,8 @@ impl Metrics {
             channel_g.with_label_values(&[channel, mechanism]).set(1);
         }
         let audit_errors =
-            IntCounter::new("mcpguard_audit_write_errors_total", "Audit lines that could not be written").expect("metric");
+            IntCounter::new("mcpguard_audit_write_errors_total", "Audit lines that could not be written")
+                .expect("metric");
         for m in [
             Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(events_lost.clone()),
@@ -130,7 +132,9 @@ impl Metrics {
                 }
             }
         }
-        for (i, m) in [(c::COUNTER_LOST as usize, &self.events_lost), (c::COUNTER_PROCS_FULL as usize, &self.procs_untracked)] {
+        for (i, m) in
+            [(c::COUNTER_LOST as usize, &self.events_lost), (c::COUNTER_PROCS_FULL as usize, &self.procs_untracked)]
+        {
             let now = counters.get(i).copied().unwrap_or(0);
             if now > last[i] {
                 m.inc_by(now - last[i]);
@@ -162,7 +166,10 @@ mod tests {
         k[c::counter_index(c::HOOK_EXEC, c::ACTION_KILLED, c::REASON_BINARY_CHANGED) as usize] = 5;
         m.sync_kernel(&k);
         let text = m.render();
-        assert!(text.contains(r#"mcpguard_decisions_total{action="killed",hook="exec",reason="binary_changed"} 5"#), "{text}");
+        assert!(
+            text.contains(r#"mcpguard_decisions_total{action="killed",hook="exec",reason="binary_changed"} 5"#),
+            "{text}"
+        );
         assert!(text.contains("mcpguard_events_lost_total 2"));
         assert!(text.contains(r#"mcpguard_backend_info{backend="kill",synchronous_deny="false"} 1"#));
         assert!(text.contains(r#"mcpguard_channel_info{channel="signal",mechanism="none"} 1"#), "{text}");

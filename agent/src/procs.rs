@@ -65,6 +65,26 @@ pub fn descendants_in(parents: &BTreeMap<u32, u32>, root: u32) -> Vec<u32> {
     out
 }
 
+/// cgroup v2 id (the inode number of its directory) of a process, if it is in a v2 hierarchy.
+#[must_use]
+pub fn cgroup_id(pid: u32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let s = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let rel = s.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let root = cgroup2_root()?;
+    fs::metadata(root.join(rel.trim_start_matches('/'))).ok().map(|m| m.ino())
+}
+
+/// Mount point of the cgroup v2 hierarchy (unified or hybrid).
+#[must_use]
+pub fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let m = fs::read_to_string("/proc/self/mounts").ok()?;
+    m.lines()
+        .find(|l| l.split(' ').nth(2) == Some("cgroup2"))
+        .and_then(|l| l.split(' ').nth(1))
+        .map(std::path::PathBuf::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,24 +112,4 @@ mod tests {
         d.sort_unstable();
         assert_eq!(d, vec![3, 4, 6]);
     }
-}
-
-/// cgroup v2 id (the inode number of its directory) of a process, if it is in a v2 hierarchy.
-#[must_use]
-pub fn cgroup_id(pid: u32) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt as _;
-    let s = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let rel = s.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let root = cgroup2_root()?;
-    fs::metadata(root.join(rel.trim_start_matches('/'))).ok().map(|m| m.ino())
-}
-
-/// Mount point of the cgroup v2 hierarchy (unified or hybrid).
-#[must_use]
-pub fn cgroup2_root() -> Option<std::path::PathBuf> {
-    let m = fs::read_to_string("/proc/self/mounts").ok()?;
-    m.lines()
-        .find(|l| l.split(' ').nth(2) == Some("cgroup2"))
-        .and_then(|l| l.split(' ').nth(1))
-        .map(std::path::PathBuf::from)
 }

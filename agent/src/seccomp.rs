@@ -130,8 +130,8 @@ impl GuardFilter {
 
     /// The filter for this architecture; `allow_metadata` leaves [`METADATA`] out of it.
     pub fn with_metadata(allow_metadata: bool) -> anyhow::Result<Self> {
-        let arch = TargetArch::try_from(std::env::consts::ARCH)
-            .map_err(|e| anyhow::anyhow!("seccomp guard filter: {e}"))?;
+        let arch =
+            TargetArch::try_from(std::env::consts::ARCH).map_err(|e| anyhow::anyhow!("seccomp guard filter: {e}"))?;
         Self::for_arch_with(arch, allow_metadata)
     }
 
@@ -147,13 +147,8 @@ impl GuardFilter {
             other => bail!("seccomp guard filter: no syscall table for {other:?}"),
         };
         let rules = nrs.into_iter().map(|nr| (i64::from(nr), vec![])).collect();
-        let filter = SeccompFilter::new(
-            rules,
-            SeccompAction::Allow,
-            SeccompAction::Errno(libc::EPERM as u32),
-            arch,
-        )
-        .context("building the seccomp guard filter")?;
+        let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch)
+            .context("building the seccomp guard filter")?;
         let body: BpfProgram = filter.try_into().context("compiling the seccomp guard filter")?;
         let mut prog = Vec::with_capacity(body.len() + 3);
         if arch == TargetArch::x86_64 {
@@ -204,11 +199,21 @@ mod tests {
             let i = &prog[pc];
             pc += 1;
             match i.code {
-                0x20 => acc = match i.k { 0 => nr, 4 => arch, k => panic!("load of seccomp_data+{k}") },
+                0x20 => {
+                    acc = match i.k {
+                        0 => nr,
+                        4 => arch,
+                        k => panic!("load of seccomp_data+{k}"),
+                    }
+                }
                 0x06 => return i.k,
                 0x05 => pc += i.k as usize, // ja
                 0x15 | 0x25 | 0x35 => {
-                    let hit = match i.code { 0x15 => acc == i.k, 0x25 => acc > i.k, _ => acc >= i.k };
+                    let hit = match i.code {
+                        0x15 => acc == i.k,
+                        0x25 => acc > i.k,
+                        _ => acc >= i.k,
+                    };
                     pc += usize::from(if hit { i.jt } else { i.jf });
                 }
                 c => panic!("instruction {c:#x} not expected in the guard filter"),
@@ -290,17 +295,31 @@ mod tests {
     fn numbers_match_libc() {
         let libc_nr = |name: &str| -> Option<i64> {
             Some(match name {
-                "link" => libc::SYS_link, "linkat" => libc::SYS_linkat, "bpf" => libc::SYS_bpf,
-                "ptrace" => libc::SYS_ptrace, "process_vm_readv" => libc::SYS_process_vm_readv,
-                "process_vm_writev" => libc::SYS_process_vm_writev, "pidfd_getfd" => libc::SYS_pidfd_getfd,
-                "mount" => libc::SYS_mount, "umount2" => libc::SYS_umount2, "pivot_root" => libc::SYS_pivot_root,
-                "open_tree" => libc::SYS_open_tree, "move_mount" => libc::SYS_move_mount,
-                "fsopen" => libc::SYS_fsopen, "fsconfig" => libc::SYS_fsconfig, "fsmount" => libc::SYS_fsmount,
-                "fspick" => libc::SYS_fspick, "mount_setattr" => libc::SYS_mount_setattr,
-                "init_module" => libc::SYS_init_module, "finit_module" => libc::SYS_finit_module,
-                "delete_module" => libc::SYS_delete_module, "kexec_load" => libc::SYS_kexec_load,
-                "kexec_file_load" => libc::SYS_kexec_file_load, "open_by_handle_at" => libc::SYS_open_by_handle_at,
-                "io_uring_setup" => libc::SYS_io_uring_setup, "io_uring_enter" => libc::SYS_io_uring_enter,
+                "link" => libc::SYS_link,
+                "linkat" => libc::SYS_linkat,
+                "bpf" => libc::SYS_bpf,
+                "ptrace" => libc::SYS_ptrace,
+                "process_vm_readv" => libc::SYS_process_vm_readv,
+                "process_vm_writev" => libc::SYS_process_vm_writev,
+                "pidfd_getfd" => libc::SYS_pidfd_getfd,
+                "mount" => libc::SYS_mount,
+                "umount2" => libc::SYS_umount2,
+                "pivot_root" => libc::SYS_pivot_root,
+                "open_tree" => libc::SYS_open_tree,
+                "move_mount" => libc::SYS_move_mount,
+                "fsopen" => libc::SYS_fsopen,
+                "fsconfig" => libc::SYS_fsconfig,
+                "fsmount" => libc::SYS_fsmount,
+                "fspick" => libc::SYS_fspick,
+                "mount_setattr" => libc::SYS_mount_setattr,
+                "init_module" => libc::SYS_init_module,
+                "finit_module" => libc::SYS_finit_module,
+                "delete_module" => libc::SYS_delete_module,
+                "kexec_load" => libc::SYS_kexec_load,
+                "kexec_file_load" => libc::SYS_kexec_file_load,
+                "open_by_handle_at" => libc::SYS_open_by_handle_at,
+                "io_uring_setup" => libc::SYS_io_uring_setup,
+                "io_uring_enter" => libc::SYS_io_uring_enter,
                 "io_uring_register" => libc::SYS_io_uring_register,
                 _ => return None, // open_tree_attr (Linux 6.15) is not in libc yet
             })

@@ -118,10 +118,7 @@ impl State {
     /// A new id, never reused: the counter is persisted, and starts above the wall clock so a
     /// lost state file cannot collide with ids still pinned in the kernel.
     pub fn alloc_id(&mut self) -> u64 {
-        let floor = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-            << 16;
+        let floor = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) << 16;
         self.next_id = self.next_id.max(floor) + 1;
         self.next_id
     }
@@ -163,7 +160,12 @@ struct Durable {
 impl Persister {
     #[must_use]
     pub fn new(path: PathBuf) -> Self {
-        Self { path, wanted: Mutex::default(), cv: Condvar::new(), done: tokio::sync::watch::Sender::new(Durable::default()) }
+        Self {
+            path,
+            wanted: Mutex::default(),
+            cv: Condvar::new(),
+            done: tokio::sync::watch::Sender::new(Durable::default()),
+        }
     }
 
     /// Asks for a save that includes every change made before this call; returns its ticket.

@@ -3,16 +3,16 @@
 //! in how a denial is carried out.
 use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns};
 use mcpguard_common::{
-    NameKey, ObjKey, SessionState, ACCESS_READ, ACCESS_WRITE, EXEC_NAME_LEN, MAX_WALK_DEPTH, PROC_VERIFIED,
-    REASON_BINARY_CHANGED, REASON_GRANT_EXPIRED, REASON_NONE,
-    REASON_NOT_GRANTED, REASON_NO_GRANT, REASON_OTHER_PROCESS, REASON_UNRESOLVED,
+    ACCESS_READ, ACCESS_WRITE, EXEC_NAME_LEN, MAX_WALK_DEPTH, NameKey, ObjKey, PROC_VERIFIED, REASON_BINARY_CHANGED,
+    REASON_GRANT_EXPIRED, REASON_NO_GRANT, REASON_NONE, REASON_NOT_GRANTED, REASON_OTHER_PROCESS, REASON_UNRESOLVED,
+    SessionState,
 };
 
 use crate::{
     kernel::{
-        current_task, current_tgid, dentry_inode, dentry_name, fingerprint_matches, inode_fingerprint, inode_obj,
-        proc_owner, rd_ptr, task_cgroup_id, task_start_ticks, task_tgid, Kptr, Obj, PathPos, ProcOwner, Unresolved,
-        Walk,
+        Kptr, Obj, PathPos, ProcOwner, Unresolved, Walk, current_task, current_tgid, dentry_inode, dentry_name,
+        fingerprint_matches, inode_fingerprint, inode_obj, proc_owner, rd_ptr, task_cgroup_id, task_start_ticks,
+        task_tgid,
     },
     maps::{CGROUPS, CONF, EXEC, EXEC_NAMES, PATHS, PROCS, SESSIONS},
 };
@@ -304,11 +304,7 @@ fn try_decide_open(st: &SessionState, pos: PathPos, need: u32) -> Result<Verdict
             return Ok(Verdict::allow(st.task_grant));
         }
         if !walk.up(d_parent)? {
-            let reason = if (base_acc | task_acc) & need == need {
-                REASON_GRANT_EXPIRED
-            } else {
-                REASON_NOT_GRANTED
-            };
+            let reason = if (base_acc | task_acc) & need == need { REASON_GRANT_EXPIRED } else { REASON_NOT_GRANTED };
             return Ok(Verdict::deny(reason, grant_in_force(st)));
         }
         depth += 1;

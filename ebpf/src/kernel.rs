@@ -3,7 +3,7 @@
 //! All reads go through `bpf_probe_read_kernel`; a failed read is an error the caller turns into
 //! an `unresolved` denial for governed tasks (fail closed).
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes};
-use mcpguard_common::{Fingerprint, Offsets, FP_HAS_GENERATION};
+use mcpguard_common::{FP_HAS_GENERATION, Fingerprint, Offsets};
 
 #[unsafe(no_mangle)]
 pub static MCPG_OFFSETS: Offsets = Offsets {
@@ -217,10 +217,7 @@ pub fn file_mode_pos(file: Kptr) -> Result<(u32, PathPos), Unresolved> {
 
 #[inline(always)]
 pub fn file_pos(file: Kptr) -> Result<PathPos, Unresolved> {
-    Ok(PathPos {
-        dentry: rd_ptr(file, off!(file_path_dentry))?,
-        vfsmnt: rd_ptr(file, off!(file_path_mnt))?,
-    })
+    Ok(PathPos { dentry: rd_ptr(file, off!(file_path_dentry))?, vfsmnt: rd_ptr(file, off!(file_path_mnt))? })
 }
 
 /// The ancestry walk of decisions, crossing mount points the way `d_path` does, with what it reads kept between levels (one
@@ -239,8 +236,7 @@ impl Walk {
     /// shape of state to explore at every level of the walk.
     #[inline(always)]
     pub fn start(pos: PathPos) -> Result<Self, Unresolved> {
-        let mut w =
-            Self { pos, mnt_root: core::ptr::null(), mnt_parent: 0, mnt_mountpoint: 0, dev: DevCache::EMPTY };
+        let mut w = Self { pos, mnt_root: core::ptr::null(), mnt_parent: 0, mnt_mountpoint: 0, dev: DevCache::EMPTY };
         w.enter_mount()?;
         Ok(w)
     }
@@ -310,9 +306,7 @@ pub fn dentry_name(dentry: Kptr, buf: &mut [u8]) -> Result<usize, Unresolved> {
     // d_name is a struct qstr; its `name` pointer is at the offset given for dentry_name.
     let name = rd_ptr(dentry, off!(dentry_name))?;
     // SAFETY: helper bounded by buf's length.
-    unsafe { bpf_probe_read_kernel_str_bytes(name, buf) }
-        .map(<[u8]>::len)
-        .map_err(|_| Unresolved)
+    unsafe { bpf_probe_read_kernel_str_bytes(name, buf) }.map(<[u8]>::len).map_err(|_| Unresolved)
 }
 
 /// The `struct file *` installed at `fd` in the current task's table. While the table has not

@@ -7,18 +7,17 @@ use aya_ebpf::{
     programs::{FEntryContext, LsmContext},
 };
 use mcpguard_common::{
-    ACCESS_READ, ACTION_AUDITED, ACTION_DENIED, ACTION_KILLED, COUNTER_LSM_PROBE,
-    HOOK_EXEC, HOOK_MMAP, HOOK_OPEN, HOOK_SIGNAL, MODE_AUDIT, MODE_KILL, REASON_NO_GRANT,
-    REASON_SIGNAL_OUTSIDE_SESSION, REASON_UNRESOLVED,
+    ACCESS_READ, ACTION_AUDITED, ACTION_DENIED, ACTION_KILLED, COUNTER_LSM_PROBE, HOOK_EXEC, HOOK_MMAP, HOOK_OPEN,
+    HOOK_SIGNAL, MODE_AUDIT, MODE_KILL, REASON_NO_GRANT, REASON_SIGNAL_OUTSIDE_SESSION, REASON_UNRESOLVED,
 };
 
 use crate::{
-    decide::{decide_exec, decide_mmap_exec, decide_open, governed, report_pos, task_in_session, Governed, Verdict},
+    decide::{Governed, Verdict, decide_exec, decide_mmap_exec, decide_open, governed, report_pos, task_in_session},
     kernel::{
-        current_tgid, fmode_access, off, rd, rd_ptr, task_tgid, Kptr, FMODE_EXEC, FMODE_READ, FMODE_WRITE, SIGKILL,
+        FMODE_EXEC, FMODE_READ, FMODE_WRITE, Kptr, SIGKILL, current_tgid, fmode_access, off, rd, rd_ptr, task_tgid,
     },
     maps::CONF,
-    report::{count, emit, Emitter, Report},
+    report::{Emitter, Report, count, emit},
 };
 
 const EPERM: i32 = 1;

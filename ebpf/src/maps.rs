@@ -21,8 +21,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use mcpguard_common::{
-    Conf, Fingerprint, NameKey, ObjKey, ProcEntry, SessionState, COUNTER_SLOTS, EVENTS_BYTES,
-    MAX_CGROUPS, MAX_EXEC_ENTRIES, MAX_PATH_ENTRIES, MAX_PROCS, MAX_SESSIONS,
+    COUNTER_SLOTS, Conf, EVENTS_BYTES, Fingerprint, MAX_CGROUPS, MAX_EXEC_ENTRIES, MAX_PATH_ENTRIES, MAX_PROCS,
+    MAX_SESSIONS, NameKey, ObjKey, ProcEntry, SessionState,
 };
 
 #[map(name = "MCPG_PROCS")]

@@ -10,13 +10,13 @@ use aya_ebpf::{
     programs::{FEntryContext, LsmContext},
 };
 use mcpguard_common::{
-    ACCESS_WRITE, HOOK_LINK, HOOK_MKDIR, HOOK_MKNOD, HOOK_RENAME, HOOK_RMDIR, HOOK_SYMLINK, HOOK_TRUNCATE,
-    HOOK_UNLINK, REASON_NO_GRANT, REASON_UNRESOLVED,
+    ACCESS_WRITE, HOOK_LINK, HOOK_MKDIR, HOOK_MKNOD, HOOK_RENAME, HOOK_RMDIR, HOOK_SYMLINK, HOOK_TRUNCATE, HOOK_UNLINK,
+    REASON_NO_GRANT, REASON_UNRESOLVED,
 };
 
 use crate::{
-    decide::{decide_access, governed, Verdict},
-    kernel::{current_tgid, file_pos, off, rd_ptr, Kptr, PathPos, Unresolved},
+    decide::{Verdict, decide_access, governed},
+    kernel::{Kptr, PathPos, Unresolved, current_tgid, file_pos, off, rd_ptr},
     lsm::deny,
 };
 
@@ -92,7 +92,11 @@ lsm_entry!(mcpg_lsm_mknod, "path_mknod", 4, |c| on_entry(c.arg(0), c.arg(1), HOO
 lsm_entry!(mcpg_lsm_symlink, "path_symlink", 3, |c| on_entry(c.arg(0), c.arg(1), HOOK_SYMLINK));
 lsm_entry!(mcpg_lsm_link, "path_link", 3, |c| on_link(c.arg(0), c.arg(1), c.arg(2)));
 lsm_entry!(mcpg_lsm_rename, "path_rename", 5, |c| on_rename(c.arg(0), c.arg(1), c.arg(2), c.arg(3)));
-lsm_entry!(mcpg_lsm_truncate, "path_truncate", 1, |c| needs_write(path_pos(c.arg(0)), core::ptr::null(), HOOK_TRUNCATE));
+lsm_entry!(mcpg_lsm_truncate, "path_truncate", 1, |c| needs_write(
+    path_pos(c.arg(0)),
+    core::ptr::null(),
+    HOOK_TRUNCATE
+));
 lsm_entry!(mcpg_lsm_ftrunc, "file_truncate", 1, |c| needs_write(file_pos(c.arg(0)), core::ptr::null(), HOOK_TRUNCATE));
 
 // ---- fmod_ret entry points (see lsm.rs): (function arguments..., return value so far) ---------
@@ -116,5 +120,13 @@ fmod_entry!(mcpg_fmod_mknod, "fentry/security_path_mknod", 4, |c| on_entry(c.arg
 fmod_entry!(mcpg_fmod_symlink, "fentry/security_path_symlink", 3, |c| on_entry(c.arg(0), c.arg(1), HOOK_SYMLINK));
 fmod_entry!(mcpg_fmod_link, "fentry/security_path_link", 3, |c| on_link(c.arg(0), c.arg(1), c.arg(2)));
 fmod_entry!(mcpg_fmod_rename, "fentry/security_path_rename", 5, |c| on_rename(c.arg(0), c.arg(1), c.arg(2), c.arg(3)));
-fmod_entry!(mcpg_fmod_truncate, "fentry/security_path_truncate", 1, |c| needs_write(path_pos(c.arg(0)), core::ptr::null(), HOOK_TRUNCATE));
-fmod_entry!(mcpg_fmod_ftrunc, "fentry/security_file_truncate", 1, |c| needs_write(file_pos(c.arg(0)), core::ptr::null(), HOOK_TRUNCATE));
+fmod_entry!(mcpg_fmod_truncate, "fentry/security_path_truncate", 1, |c| needs_write(
+    path_pos(c.arg(0)),
+    core::ptr::null(),
+    HOOK_TRUNCATE
+));
+fmod_entry!(mcpg_fmod_ftrunc, "fentry/security_file_truncate", 1, |c| needs_write(
+    file_pos(c.arg(0)),
+    core::ptr::null(),
+    HOOK_TRUNCATE
+));

@@ -3,27 +3,25 @@
 //! A forbidden exec or open is answered with `bpf_send_signal(SIGKILL)`: the signal is delivered
 //! on the way back to user mode, before the process runs another instruction.
 use aya_ebpf::{
+    EbpfContext,
     helpers::bpf_send_signal,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
-    EbpfContext,
 };
 use mcpguard_common::{
-    ProcEntry, ACCESS_READ, ACTION_AUDITED, ACTION_KILLED, COUNTER_PROCS_FULL, HOOK_EXEC, HOOK_IO_URING,
-    HOOK_MMAP, HOOK_OPEN, HOOK_SYSCALL, MODE_AUDIT, PROC_VERIFIED, REASON_NOT_GRANTED, REASON_NO_GRANT,
-    REASON_UNRESOLVED,
+    ACCESS_READ, ACTION_AUDITED, ACTION_KILLED, COUNTER_PROCS_FULL, HOOK_EXEC, HOOK_IO_URING, HOOK_MMAP, HOOK_OPEN,
+    HOOK_SYSCALL, MODE_AUDIT, PROC_VERIFIED, ProcEntry, REASON_NO_GRANT, REASON_NOT_GRANTED, REASON_UNRESOLVED,
 };
 
 use crate::{
-    decide::{decide_exec, decide_mmap_exec, decide_open_at, governed, report_pos, Governed, Verdict},
+    decide::{Governed, Verdict, decide_exec, decide_mmap_exec, decide_open_at, governed, report_pos},
     kernel::{
-        current_fd_file, current_task, current_tgid, file_mode_pos, fmode_access, off, rd, rd_ptr,
-        task_start_ticks, Kptr, FMODE_PATH, SIGKILL,
+        FMODE_PATH, Kptr, SIGKILL, current_fd_file, current_task, current_tgid, file_mode_pos, fmode_access, off, rd,
+        rd_ptr, task_start_ticks,
     },
     maps::PROCS,
-    report::{count, emit, Emitter, Report},
+    report::{Emitter, Report, count, emit},
 };
-
 
 /// Carries out a denial on this backend: kill unless the session is in audit mode.
 #[inline(always)]
@@ -36,7 +34,10 @@ fn enforce(g: &Governed, v: Verdict, hook: u32, access: u32, report: Report) {
         unsafe { bpf_send_signal(SIGKILL) };
         ACTION_KILLED
     };
-    emit(&Report { session: g.session, grant: v.grant, hook, action, reason: v.reason, access, ..report }, Emitter::Tracepoint);
+    emit(
+        &Report { session: g.session, grant: v.grant, hook, action, reason: v.reason, access, ..report },
+        Emitter::Tracepoint,
+    );
 }
 
 /// New processes of a governed process join its session (threads share the tgid already).

@@ -14,19 +14,17 @@
 //! `EVENTS_POLL_MS` anyway.
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes,
-    },
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes},
     macros::map,
     maps::PerCpuArray,
 };
 use mcpguard_common::{
-    counter_index, Event, ACTION_ALLOWED, ACTION_AUDITED, COUNTER_LOST, EVENTS_WAKEUP_BYTES,
-    EVENT_HEADER_BYTES, EVENT_NAME_LEN, EVENT_PATH_COMPONENTS, EVENT_PATH_TRUNCATED,
+    ACTION_ALLOWED, ACTION_AUDITED, COUNTER_LOST, EVENT_HEADER_BYTES, EVENT_NAME_LEN, EVENT_PATH_COMPONENTS,
+    EVENT_PATH_TRUNCATED, EVENTS_WAKEUP_BYTES, Event, counter_index,
 };
 
 use crate::{
-    kernel::{inode_obj, off, Kptr, PathPos, Unresolved, Walk, Win},
+    kernel::{Kptr, PathPos, Unresolved, Walk, Win, inode_obj, off},
     maps::{COUNTERS, EVENTS},
 };
 

@@ -11,7 +11,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::{unique_id, Scratch};
+use crate::{Scratch, unique_id};
 
 /// The `mcpguard` binary of this build: `target/<profile>/deps/TEST-HASH` ->
 /// `target/<profile>/mcpguard`.

@@ -19,7 +19,7 @@ use mcpguard::{
     events::Decision,
     kgrant::{self, KernelGrant},
 };
-use mcpguard_common::{SessionState, MODE_KILL};
+use mcpguard_common::{MODE_KILL, SessionState};
 
 pub mod daemon;
 
@@ -32,11 +32,7 @@ pub fn unique_id() -> u64 {
 
 /// What a dynamically linked program needs to start at all (loader cache, shared libraries).
 pub fn runtime_read_paths() -> Vec<PathBuf> {
-    ["/etc/ld.so.cache", "/usr/lib", "/usr/lib64"]
-        .iter()
-        .map(PathBuf::from)
-        .filter(|p| p.exists())
-        .collect()
+    ["/etc/ld.so.cache", "/usr/lib", "/usr/lib64"].iter().map(PathBuf::from).filter(|p| p.exists()).collect()
 }
 
 /// A loaded engine, unpinned: programs detach when it is dropped.
@@ -172,10 +168,13 @@ impl Kernel {
     /// All events for `session` that arrive within `window` (for asserting absence).
     pub fn events_for(&mut self, session: u64, window: Duration) -> Vec<Decision> {
         let deadline = Instant::now() + window;
-        let (mut out, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending).into_iter().partition(|d| d.session_id == session);
+        let (mut out, rest): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.pending).into_iter().partition(|d| d.session_id == session);
         self.pending = rest;
         while Instant::now() < deadline {
-            out.extend(self.engine.next_events(Duration::from_millis(50)).into_iter().filter(|d| d.session_id == session));
+            out.extend(
+                self.engine.next_events(Duration::from_millis(50)).into_iter().filter(|d| d.session_id == session),
+            );
         }
         out
     }

@@ -4,8 +4,7 @@
 //! Real daemon binary, real kernel, real processes; root. Assertions are on the objects.
 use std::{os::unix::fs::PermissionsExt as _, process::Command};
 
-use mcpguard_tests::{daemon::TestDaemon, entries, snapshot, unique_id, Scratch, PATH_TOOLS};
-
+use mcpguard_tests::{PATH_TOOLS, Scratch, daemon::TestDaemon, entries, snapshot, unique_id};
 
 #[test]
 fn path_operations_outside_the_write_ceiling_change_nothing() {
@@ -52,7 +51,12 @@ fn path_operations_outside_the_write_ceiling_change_nothing() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let audit = std::fs::read_to_string(d.dir.path("audit.jsonl")).unwrap_or_default();
-    assert!(out.status.success(), "{:?} {stdout} {}\naudit:\n{audit}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{:?} {stdout} {}\naudit:\n{audit}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let refused: Vec<&str> = stdout.lines().filter(|l| l.starts_with("refused ")).collect();
     // (chmod/chown are refused everywhere unless launched with --allow-metadata: seccomp, EPERM.)
     assert_eq!(refused.len(), 13, "{stdout}");

@@ -8,8 +8,9 @@ use std::{
 };
 
 use mcpguard_tests::{
-    daemon::{mcpguard_bin, TestDaemon},
-    unique_id, Scratch,
+    Scratch,
+    daemon::{TestDaemon, mcpguard_bin},
+    unique_id,
 };
 
 fn bin() -> PathBuf {
@@ -134,7 +135,19 @@ fn end_to_end_launch_grant_enforce_audit_metrics_status() {
     let mut child = d.launch("e2e", &script);
     let s = d.wait_session("e2e");
     assert_eq!(s["processes"].as_array().unwrap().len(), 1, "{s}");
-    let out = d.cli(&["grant", "--session", "e2e", "--task", "t1", "--allow-exec", "/usr/bin/cat", "--allow-read", ws.0.to_str().unwrap(), "--ttl", "5m"]);
+    let out = d.cli(&[
+        "grant",
+        "--session",
+        "e2e",
+        "--task",
+        "t1",
+        "--allow-exec",
+        "/usr/bin/cat",
+        "--allow-read",
+        ws.0.to_str().unwrap(),
+        "--ttl",
+        "5m",
+    ]);
     assert!(out.status.success(), "grant failed: {}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("grant "));
     go(&mut child);
@@ -264,7 +277,19 @@ fn restart_keeps_enforcement_state_and_counters() {
     );
     let mut child = d.launch("rs", &script);
     d.wait_session("rs");
-    let out = d.cli(&["grant", "--session", "rs", "--task", "t1", "--allow-exec", "/usr/bin/cat", "--allow-read", ws.0.to_str().unwrap(), "--ttl", "4s"]);
+    let out = d.cli(&[
+        "grant",
+        "--session",
+        "rs",
+        "--task",
+        "t1",
+        "--allow-exec",
+        "/usr/bin/cat",
+        "--allow-read",
+        ws.0.to_str().unwrap(),
+        "--ttl",
+        "4s",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut read_round = |child: &mut Child| -> String {
@@ -349,7 +374,18 @@ fn cgroup_session_governs_processes_moved_in_later() {
     let mut child = Command::new(bin())
         .arg("--socket")
         .arg(&d.socket)
-        .args(["exec", "--cgroup", "--session", "cgs", "--baseline", "test-baseline", "--", "/usr/bin/dash", "-c", "read x; echo done"])
+        .args([
+            "exec",
+            "--cgroup",
+            "--session",
+            "cgs",
+            "--baseline",
+            "test-baseline",
+            "--",
+            "/usr/bin/dash",
+            "-c",
+            "read x; echo done",
+        ])
         .env_clear()
         .env("PATH", "/usr/bin")
         .stdin(Stdio::piped())
@@ -417,7 +453,19 @@ fn restart_after_an_unsaved_change_follows_the_kernel() {
         acc.contains("granted")
     };
     let grant = |d: &Daemon, task: &str| {
-        let out = d.cli(&["grant", "--session", "cs", "--task", task, "--allow-exec", "/usr/bin/cat", "--allow-read", ws.0.to_str().unwrap(), "--ttl", "5m"]);
+        let out = d.cli(&[
+            "grant",
+            "--session",
+            "cs",
+            "--task",
+            task,
+            "--allow-exec",
+            "/usr/bin/cat",
+            "--allow-read",
+            ws.0.to_str().unwrap(),
+            "--ttl",
+            "5m",
+        ]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
     let table = d.dir.path("state/state.json");

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mcpguard_tests::{daemon::TestDaemon, unique_id, Scratch};
+use mcpguard_tests::{Scratch, daemon::TestDaemon, unique_id};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_mcpg-helper");
 /// mount, bpf, linkat, ptrace, process_vm_readv, io_uring_setup, open_tree, fsopen (x86_64).
@@ -172,8 +172,12 @@ fn x32_syscalls_kill_the_process() {
     let session = format!("sc-x32-{}", unique_id());
     let x32_mount = (0x4000_0000u32 | 165).to_string();
     let mut cmd = d.cmd();
-    cmd.args(["exec", "--session", &session, "--baseline", "test-baseline", "--"])
-        .args([HELPER, "raw-syscall", &GETPID.to_string(), &x32_mount]);
+    cmd.args(["exec", "--session", &session, "--baseline", "test-baseline", "--"]).args([
+        HELPER,
+        "raw-syscall",
+        &GETPID.to_string(),
+        &x32_mount,
+    ]);
     // SAFETY: setrlimit only (no core file from the SIGSYS kill).
     unsafe {
         cmd.pre_exec(|| {
@@ -214,7 +218,16 @@ fn governed_git_commit_works_through_the_link_fallback() {
     std::fs::write(repo.path("f"), "two\n").unwrap();
     let mut policy = String::from("name = \"test-git\"\n[vars.repo]\nkind = \"path\"\nroots = [\"/tmp\"]\n");
     policy += "[[exec]]\npath = \"/usr/bin/git\"\n";
-    for r in ["/etc/ld.so.cache", "/usr/lib", "/usr/share/git-core", "/usr/share/zoneinfo", "/dev/null", "/dev/urandom", "/proc", "${repo}"] {
+    for r in [
+        "/etc/ld.so.cache",
+        "/usr/lib",
+        "/usr/share/git-core",
+        "/usr/share/zoneinfo",
+        "/dev/null",
+        "/dev/urandom",
+        "/proc",
+        "${repo}",
+    ] {
         policy += &format!("[[read]]\npath = \"{r}\"\n");
     }
     for w in ["/dev/null", "${repo}/.git"] {
@@ -234,7 +247,12 @@ fn governed_git_commit_works_through_the_link_fallback() {
         .output()
         .unwrap();
     let audit = std::fs::read_to_string(d.dir.path("audit.jsonl")).unwrap_or_default();
-    assert!(out.status.success(), "governed git commit: {:?} {}\naudit:\n{audit}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "governed git commit: {:?} {}\naudit:\n{audit}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let log = git(&["log", "--format=%s"]);
     assert_eq!(String::from_utf8_lossy(&log.stdout), "two\none\n");
     assert!(git(&["fsck", "--strict"]).status.success(), "the repository is sound");

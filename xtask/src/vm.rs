@@ -263,7 +263,8 @@ pub fn run(a: &Args) -> Result<()> {
     );
 
     // 3. Boot the entries, `jobs` guests at a time (each single-CPU).
-    let jobs = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)).clamp(1, entries.len());
+    let jobs =
+        a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)).clamp(1, entries.len());
     let t = Instant::now();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let done = std::sync::Mutex::new(Vec::new());
@@ -289,8 +290,20 @@ pub fn run(a: &Args) -> Result<()> {
 
     // 4. Summary.
     let mut table = vec![
-        ["entry", "kernel", "active lsm", "expect", "result", "passed", "failed", "boot_s", "total_s", "limit_s", "note"]
-            .map(String::from),
+        [
+            "entry",
+            "kernel",
+            "active lsm",
+            "expect",
+            "result",
+            "passed",
+            "failed",
+            "boot_s",
+            "total_s",
+            "limit_s",
+            "note",
+        ]
+        .map(String::from),
     ];
     let mut bad = 0;
     let mut slow = Vec::new();

@@ -75,12 +75,7 @@ fn sample(be: bool) -> Vec<u8> {
     let inner = b.composite("inner", kind::STRUCT, 16, &members);
     let inner_t = b.add("inner_t", kind::TYPEDEF, inner, &[]);
     let const_inner_t = b.add("", kind::CONST, inner_t, &[]);
-    let anon = b.composite(
-        "",
-        kind::UNION,
-        8,
-        &[("u_long", long, 0), ("u_int", int, 0)],
-    );
+    let anon = b.composite("", kind::UNION, 8, &[("u_long", long, 0), ("u_int", int, 0)]);
     let ptr = b.add("", kind::PTR, inner, &[]);
     let arr = b.add("", kind::ARRAY, 0, &[int, int, 4]);
     let members = [
@@ -94,12 +89,7 @@ fn sample(be: bool) -> Vec<u8> {
     ];
     b.composite("outer", kind::STRUCT | KFLAG, 72, &members);
     let u3 = b.add("u3", kind::INT, 4, &[3]);
-    b.composite(
-        "legacy",
-        kind::STRUCT,
-        8,
-        &[("bf", u3, 0), ("odd", int, 12)],
-    );
+    b.composite("legacy", kind::STRUCT, 8, &[("bf", u3, 0), ("odd", int, 12)]);
     b.blob(be)
 }
 
@@ -117,11 +107,7 @@ fn btf_synthetic_offsets_and_sizes() {
         assert_eq!(off("ptr"), 48);
         assert_eq!(off("arr"), 56);
         assert_eq!(btf.member_offset("inner_t", "b").unwrap(), 8, "via typedef");
-        assert_eq!(
-            btf.struct_size("outer").unwrap(),
-            72,
-            "sized struct preferred"
-        );
+        assert_eq!(btf.struct_size("outer").unwrap(), 72, "sized struct preferred");
         assert_eq!(btf.struct_size("inner").unwrap(), 16);
         let size = |path| btf.member_size("outer", path).unwrap();
         assert_eq!(size("x"), 4);
@@ -140,10 +126,7 @@ fn btf_synthetic_errors() {
     assert_err!(btf.member_offset("legacy", "bf"), Bitfield { .. });
     assert_err!(btf.member_offset("legacy", "odd"), Bitfield { .. });
     assert_err!(btf.member_offset("outer", "nope"), MemberNotFound { .. });
-    assert_err!(
-        btf.member_offset("outer", "nested.nope"),
-        MemberNotFound { .. }
-    );
+    assert_err!(btf.member_offset("outer", "nested.nope"), MemberNotFound { .. });
     assert_err!(btf.member_offset("outer", ""), MemberNotFound { .. });
     assert_err!(btf.member_size("outer", "nope"), MemberNotFound { .. });
     assert_err!(btf.member_offset("nosuch", "x"), TypeNotFound { .. });
@@ -158,15 +141,9 @@ fn btf_synthetic_errors() {
 fn btf_malformed_input_is_an_error_not_a_panic() {
     let good = sample(false);
     for len in 0..good.len() {
-        assert!(
-            Btf::from_bytes(good[..len].to_vec()).is_err(),
-            "{len}-byte prefix"
-        );
+        assert!(Btf::from_bytes(good[..len].to_vec()).is_err(), "{len}-byte prefix");
     }
-    assert_err!(
-        Btf::from_bytes(b"\x7fELF\x02\x01\x01\0".to_vec()),
-        BadMagic { .. }
-    );
+    assert_err!(Btf::from_bytes(b"\x7fELF\x02\x01\x01\0".to_vec()), BadMagic { .. });
     let mut v2 = good.clone();
     v2[2] = 2;
     assert_err!(Btf::from_bytes(v2), UnsupportedVersion { version: 2 });
@@ -176,10 +153,7 @@ fn btf_malformed_input_is_an_error_not_a_panic() {
         bad[i] = value;
         if let Ok(btf) = Btf::from_bytes(bad) {
             for path in ["x", "nested.b", "u_int", "td.b", "ptr.a", "arr", "flags"] {
-                let _ = (
-                    btf.member_offset("outer", path),
-                    btf.member_size("outer", path),
-                );
+                let _ = (btf.member_offset("outer", path), btf.member_size("outer", path));
             }
             let _ = btf.struct_size("inner_t");
         }

@@ -32,17 +32,8 @@ pub fn id_key(id: &Value) -> String {
 /// replaced (the exact id goes into the grant's `call_id`).
 pub fn task_name(id: &Value) -> String {
     let raw = id.as_str().map_or_else(|| id.to_string(), str::to_owned);
-    let clean: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.:@".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(120)
-        .collect();
+    let clean: String =
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.:@".contains(c) { c } else { '_' }).take(120).collect();
     format!("call:{clean}")
 }
 

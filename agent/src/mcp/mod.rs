@@ -98,19 +98,12 @@ impl Daemon {
     }
 
     pub fn revoke(&mut self, session: &str, task: &str) -> anyhow::Result<()> {
-        let r = self.call(&Op::Revoke(Revoke {
-            session: session.into(),
-            task: Some(task.into()),
-        }))?;
-        r.result
-            .map(|_| ())
-            .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))
+        let r = self.call(&Op::Revoke(Revoke { session: session.into(), task: Some(task.into()) }))?;
+        r.result.map(|_| ()).map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))
     }
 
     pub fn unregister(&mut self, session: &str) {
-        let _ = self.call(&Op::Unregister(Unregister {
-            session: session.into(),
-        }));
+        let _ = self.call(&Op::Unregister(Unregister { session: session.into() }));
     }
 }
 

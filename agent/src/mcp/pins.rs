@@ -76,10 +76,7 @@ mod tests {
         assert_eq!(p.state("a"), PinState::NotListed);
         // Paginated first listing: both pages are approved.
         assert!(p.observe(&json!({"tools": [tool("x")], "nextCursor": "2"})).is_empty());
-        assert!(
-            p.observe(&json!({"tools": [{"name": "b", "inputSchema": {}}]}))
-                .is_empty()
-        );
+        assert!(p.observe(&json!({"tools": [{"name": "b", "inputSchema": {}}]})).is_empty());
         assert_eq!(p.state("a"), PinState::Approved);
         assert_eq!(p.state("b"), PinState::Approved);
         // Same definition again: still fine (annotations etc. are not pinned).

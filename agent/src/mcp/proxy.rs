@@ -128,10 +128,7 @@ impl Proxy {
             let _ = tx.send(Ev::ServerExit(generation, st.unwrap_or(WaitStatus::StillAlive)));
         });
         self.server = Some((generation, stdin, pid));
-        log::info!(
-            "session {}: server pid {pid} started (generation {generation})",
-            self.launch.session
-        );
+        log::info!("session {}: server pid {pid} started (generation {generation})", self.launch.session);
         Ok(())
     }
 
@@ -180,10 +177,7 @@ impl Proxy {
 
     fn send_client(&mut self, line: &[u8]) {
         let mut o = self.out.lock();
-        let ok = o
-            .write_all(line)
-            .and_then(|()| o.write_all(b"\n"))
-            .and_then(|()| o.flush());
+        let ok = o.write_all(line).and_then(|()| o.write_all(b"\n")).and_then(|()| o.flush());
         if ok.is_err() {
             self.exit_code = Some(0); // the client is gone
         }
@@ -196,10 +190,7 @@ impl Proxy {
         }
         if let Some((_, stdin, _)) = &mut self.server {
             // A failed write means the server is gone: its exit event answers what is pending.
-            let _ = stdin
-                .write_all(line)
-                .and_then(|()| stdin.write_all(b"\n"))
-                .and_then(|()| stdin.flush());
+            let _ = stdin.write_all(line).and_then(|()| stdin.write_all(b"\n")).and_then(|()| stdin.flush());
         }
     }
 
@@ -315,21 +306,14 @@ impl Proxy {
         let g = self.tools.grant_for(tool, args).map_err(|r| (r.reason, r.message))?;
         let task = jsonrpc::task_name(id);
         let call_id = id.as_str().map_or_else(|| id.to_string(), str::to_owned);
-        self.daemon
-            .grant_call(&self.launch.session, &task, tool, &call_id, &g)?;
+        self.daemon.grant_call(&self.launch.session, &task, tool, &call_id, &g)?;
         log::info!(
             "session {}: tools/call {call_id} ({tool}) granted {} for {:?}",
             self.launch.session,
             g.template,
             g.ttl
         );
-        Ok(Inflight {
-            id: id.clone(),
-            key: id_key(id),
-            tool: tool.to_owned(),
-            task,
-            deadline: Instant::now() + g.ttl,
-        })
+        Ok(Inflight { id: id.clone(), key: id_key(id), tool: tool.to_owned(), task, deadline: Instant::now() + g.ttl })
     }
 
     fn end_call(&mut self, call: &Inflight, why: &str) {
@@ -352,16 +336,8 @@ impl Proxy {
         let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
             "params": {"requestId": call.id, "reason": "mcpguard: the call's grant expired"}});
         self.send_server(cancel.to_string().as_bytes());
-        let msg = format!(
-            "mcpguard: tools/call `{}` did not finish within its grant's TTL; cancelled",
-            call.tool
-        );
-        self.reply_error(
-            &call.id,
-            jsonrpc::TIMEOUT,
-            &msg,
-            json!({"reason": "timeout", "tool": call.tool}),
-        );
+        let msg = format!("mcpguard: tools/call `{}` did not finish within its grant's TTL; cancelled", call.tool);
+        self.reply_error(&call.id, jsonrpc::TIMEOUT, &msg, json!({"reason": "timeout", "tool": call.tool}));
         self.pump();
     }
 
@@ -434,22 +410,10 @@ impl Proxy {
             } else {
                 "the server ended during this call"
             };
-            let next = if restart {
-                "the server is being restarted"
-            } else {
-                "the session is over"
-            };
-            let msg = format!(
-                "mcpguard: tools/call `{}` failed: server {how}: {cause}; {next}",
-                call.tool
-            );
+            let next = if restart { "the server is being restarted" } else { "the session is over" };
+            let msg = format!("mcpguard: tools/call `{}` failed: server {how}: {cause}; {next}", call.tool);
             let reason = if killed { "server_killed" } else { "server_exited" };
-            self.reply_error(
-                &call.id,
-                jsonrpc::SERVER_DIED,
-                &msg,
-                json!({"reason": reason, "tool": call.tool}),
-            );
+            self.reply_error(&call.id, jsonrpc::SERVER_DIED, &msg, json!({"reason": reason, "tool": call.tool}));
         }
         for (key, (id, method)) in std::mem::take(&mut self.outstanding) {
             if self.replay.as_deref() != Some(key.as_str()) {
@@ -483,12 +447,7 @@ impl Proxy {
 
     fn fail_queue(&mut self, why: &str) {
         for (id, _, _) in std::mem::take(&mut self.queue) {
-            self.reply_error(
-                &id,
-                jsonrpc::SERVER_DIED,
-                &format!("mcpguard: {why}"),
-                json!({"reason": "session_dead"}),
-            );
+            self.reply_error(&id, jsonrpc::SERVER_DIED, &format!("mcpguard: {why}"), json!({"reason": "session_dead"}));
         }
     }
 

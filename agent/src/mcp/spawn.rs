@@ -136,11 +136,7 @@ pub fn spawn(l: &Launch) -> anyhow::Result<Server> {
                 return Err(e);
             }
             drop(gate_w);
-            Ok(Server {
-                pid: child,
-                stdin: File::from(in_w),
-                stdout: File::from(out_r),
-            })
+            Ok(Server { pid: child, stdin: File::from(in_w), stdout: File::from(out_r) })
         }
     }
 }
@@ -230,18 +226,9 @@ fn register(l: &Launch, child: Pid) -> anyhow::Result<Option<crate::landlock::Ce
 pub fn kill_leftovers(socket: &Path, session: &str) {
     let Ok(mut c) = Client::connect(socket) else { return };
     let Ok(st) = c.call_ok(Op::Status {}) else { return };
-    let sessions = st
-        .get("sessions")
-        .and_then(|v| v.as_array())
-        .cloned()
-        .unwrap_or_default();
+    let sessions = st.get("sessions").and_then(|v| v.as_array()).cloned().unwrap_or_default();
     for s in sessions.iter().filter(|s| s["name"] == session) {
-        for p in s["processes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(serde_json::Value::as_i64)
-        {
+        for p in s["processes"].as_array().into_iter().flatten().filter_map(serde_json::Value::as_i64) {
             if let Ok(pid) = i32::try_from(p) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }

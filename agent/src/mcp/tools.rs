@@ -39,24 +39,11 @@ pub enum ToolsError {
     #[error("{}: {message}", path.display())]
     Syntax { path: PathBuf, message: String },
     #[error("{}: tool `{tool}`: {source}", path.display())]
-    Template {
-        path: PathBuf,
-        tool: String,
-        source: Box<PolicyError>,
-    },
+    Template { path: PathBuf, tool: String, source: Box<PolicyError> },
     #[error("{}: tool `{tool}`: {message}", path.display())]
-    Invalid {
-        path: PathBuf,
-        tool: String,
-        message: String,
-    },
+    Invalid { path: PathBuf, tool: String, message: String },
     #[error("{}: tool `{tool}`: approving binary {}: {source}", path.display(), binary.display())]
-    Binary {
-        path: PathBuf,
-        tool: String,
-        binary: PathBuf,
-        source: Box<kgrant::GrantError>,
-    },
+    Binary { path: PathBuf, tool: String, binary: PathBuf, source: Box<kgrant::GrantError> },
 }
 
 #[derive(Deserialize)]
@@ -109,10 +96,7 @@ pub struct Refusal {
 
 impl Refusal {
     pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            message: message.into(),
-        }
+        Self { reason, message: message.into() }
     }
 }
 
@@ -127,18 +111,13 @@ pub struct CallGrant {
 
 impl ToolsPolicy {
     pub fn load(path: &Path) -> Result<Self, ToolsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ToolsError::Io {
-            path: path.into(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ToolsError::Io { path: path.into(), source })?;
         Self::parse(&text, path)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ToolsError> {
-        let raw: RawTools = toml::from_str(text).map_err(|e| ToolsError::Syntax {
-            path: path.into(),
-            message: e.to_string(),
-        })?;
+        let raw: RawTools =
+            toml::from_str(text).map_err(|e| ToolsError::Syntax { path: path.into(), message: e.to_string() })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let dirs: Vec<PathBuf> = if raw.template_dirs.is_empty() {
             vec![base.to_path_buf()]
@@ -148,11 +127,7 @@ impl ToolsPolicy {
         let mut tools = BTreeMap::new();
         let mut approved = HashMap::new();
         for (name, t) in raw.tools {
-            let tool_err = |message: String| ToolsError::Invalid {
-                path: path.into(),
-                tool: name.clone(),
-                message,
-            };
+            let tool_err = |message: String| ToolsError::Invalid { path: path.into(), tool: name.clone(), message };
             let template_ref = if t.template.contains('/') {
                 base.join(&t.template).display().to_string()
             } else {
@@ -165,16 +140,11 @@ impl ToolsPolicy {
             })?;
             for var in t.args.keys().chain(t.vars.keys()) {
                 if !template.vars.contains_key(var) {
-                    return Err(tool_err(format!(
-                        "template `{}` has no variable `{var}`",
-                        template.name
-                    )));
+                    return Err(tool_err(format!("template `{}` has no variable `{var}`", template.name)));
                 }
             }
             if let Some(v) = t.args.keys().find(|v| t.vars.contains_key(*v)) {
-                return Err(tool_err(format!(
-                    "variable `{v}` is set both from an argument and as a fixed value"
-                )));
+                return Err(tool_err(format!("variable `{v}` is set both from an argument and as a fixed value")));
             }
             // Fixed values are checked now (roots etc.), not at the first call.
             if t.args.is_empty() {
@@ -197,21 +167,9 @@ impl ToolsPolicy {
                 approved.insert(e.path.clone(), obj.sha256);
             }
             let ttl = t.ttl.or(raw.ttl).unwrap_or(DEFAULT_CALL_TTL);
-            tools.insert(
-                name,
-                ToolRule {
-                    template,
-                    args: t.args,
-                    vars: t.vars,
-                    ttl,
-                },
-            );
+            tools.insert(name, ToolRule { template, args: t.args, vars: t.vars, ttl });
         }
-        Ok(Self {
-            path: path.into(),
-            tools,
-            approved,
-        })
+        Ok(Self { path: path.into(), tools, approved })
     }
 
     /// The grant for one call of `tool` with `arguments` (the `tools/call` params' `arguments`).
@@ -260,10 +218,7 @@ impl ToolsPolicy {
         let Some(rule) = self.tools.get(tool) else {
             return Err(Refusal::new(
                 "no_template",
-                format!(
-                    "tool `{tool}` has no grant template in {}; the call was not forwarded",
-                    self.path.display()
-                ),
+                format!("tool `{tool}` has no grant template in {}; the call was not forwarded", self.path.display()),
             ));
         };
         let mut vars = rule.vars.clone();
@@ -277,10 +232,7 @@ impl ToolsPolicy {
                     ));
                 }
                 None => {
-                    return Err(Refusal::new(
-                        "bad_argument",
-                        format!("argument `{arg}` (for ${{{var}}}) is missing"),
-                    ));
+                    return Err(Refusal::new("bad_argument", format!("argument `{arg}` (for ${{{var}}}) is missing")));
                 }
             };
             vars.insert(var.clone(), canonical_arg(&value));
@@ -302,11 +254,7 @@ impl ToolsPolicy {
             })
             .collect();
         CallGrant {
-            inline: InlineGrant {
-                exec,
-                read: spec.read,
-                write: spec.write,
-            },
+            inline: InlineGrant { exec, read: spec.read, write: spec.write },
             mode: spec.mode,
             ttl: spec.ttl.map_or(ttl, |t| t.min(ttl)),
             template: spec.policy_name,
@@ -331,11 +279,8 @@ mod tests {
     use serde_json::json;
 
     fn setup() -> (PathBuf, ToolsPolicy) {
-        let dir = std::env::temp_dir().join(format!(
-            "mcpg-tools-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("mcpg-tools-{}-{:?}", std::process::id(), std::thread::current().id()));
         let repos = dir.join("repos/app");
         std::fs::create_dir_all(&repos).unwrap();
         std::fs::write(
@@ -404,16 +349,11 @@ mod tests {
             json!({}),
         ] {
             let e = p.grant_for("status", Some(&bad)).unwrap_err();
-            assert!(
-                e.reason == "outside_policy" || e.reason == "bad_argument",
-                "{bad}: {e:?}"
-            );
+            assert!(e.reason == "outside_policy" || e.reason == "bad_argument", "{bad}: {e:?}");
         }
         // A symlink inside the roots pointing outside them is judged by its target.
         std::os::unix::fs::symlink("/etc", dir.join("repos/link")).unwrap();
-        let e = p
-            .grant_for("status", Some(&json!({"repo_path": dir.join("repos/link")})))
-            .unwrap_err();
+        let e = p.grant_for("status", Some(&json!({"repo_path": dir.join("repos/link")}))).unwrap_err();
         assert_eq!(e.reason, "outside_policy", "{e:?}");
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -422,11 +362,7 @@ mod tests {
     fn bad_files_are_refused_with_the_file_and_tool_named() {
         let dir = std::env::temp_dir().join(format!("mcpg-tools-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("t.toml"),
-            "name = \"t\"\n[vars.x]\n[[read]]\npath = \"${x}\"\n",
-        )
-        .unwrap();
+        std::fs::write(dir.join("t.toml"), "name = \"t\"\n[vars.x]\n[[read]]\npath = \"${x}\"\n").unwrap();
         let cases = [
             ("[tools.a]\ntemplate = \"t\"\nbogus = 1\n", "bogus"),
             ("[tools.a]\ntemplate = \"missing\"\n", "missing"),
@@ -434,9 +370,7 @@ mod tests {
             ("[tools.a]\ntemplate = \"t\"\nvars = { x = \"/\" }\n", "`/`"),
         ];
         for (text, needle) in cases {
-            let e = ToolsPolicy::parse(text, &dir.join("tools.toml"))
-                .unwrap_err()
-                .to_string();
+            let e = ToolsPolicy::parse(text, &dir.join("tools.toml")).unwrap_err().to_string();
             assert!(e.contains("tools.toml") && e.contains(needle), "{needle}: {e}");
         }
         std::fs::remove_dir_all(dir).unwrap();

@@ -89,10 +89,7 @@ fn validation_errors_name_origin_field_and_line() {
         (GIT.replace("/usr/bin/git", "${repo}/git"), "p.toml:11: field `exec[0].path`: `${repo}/git`: exec paths"),
         (GIT.replace("/usr/bin/git", "git"), "field `exec[0].path`: `git`: path is not absolute"),
         (GIT.to_string(), "p.toml:18: field `read[1].path`: `${repo}/../etc`: path contains a `..`"),
-        (
-            GIT.replace("${repo}/../etc", "${rep}"),
-            "p.toml:18: field `read[1].path`: variable `rep` is not declared",
-        ),
+        (GIT.replace("${repo}/../etc", "${rep}"), "p.toml:18: field `read[1].path`: variable `rep` is not declared"),
         (GIT.replace("${repo}/../etc", "${repo"), "field `read[1].path`: unterminated"),
         (GIT.replace("${repo}/../etc", "${re po}"), "invalid variable name `re po`"),
         (GIT.replace("${repo}/../etc", "etc"), "`etc`: path is not absolute"),
@@ -129,10 +126,7 @@ fn instantiate_rejects_bad_values() {
     let e = |pairs: &[(&str, &str)]| p.instantiate(&vars(pairs)).unwrap_err().to_string();
     assert_has(&e(&[]), &["variable `repo` is required"]);
     assert_has(&e(&[("repo", "/tmp/r"), ("branch", "x")]), &["unknown variable `branch`", "declared: [repo]"]);
-    assert_has(
-        &e(&[("repo", "/etc")]),
-        &["variable `repo` = `/etc` is outside the allowed roots [/home, /srv, /tmp]"],
-    );
+    assert_has(&e(&[("repo", "/etc")]), &["variable `repo` = `/etc` is outside the allowed roots [/home, /srv, /tmp]"]);
     assert_has(&e(&[("repo", "/home2/x")]), &["`/home2/x` is outside the allowed roots"]);
     assert_has(&e(&[("repo", "/home/../etc")]), &["`/home/../etc` is invalid", "`..`"]);
     assert_has(&e(&[("repo", "/home/a/..")]), &["`..`"]);
@@ -150,14 +144,12 @@ fn instantiate_rejects_bad_values() {
 #[test]
 fn inline_grants_validate() {
     let exec = vec![ExecRule { path: "/usr/bin//git".into(), sha256: None }];
-    let g =
-        GrantSpec::inline(exec, vec!["/srv/a/./b/".into(), "/srv/a/b".into()], vec![], Mode::Audit, None).unwrap();
+    let g = GrantSpec::inline(exec, vec!["/srv/a/./b/".into(), "/srv/a/b".into()], vec![], Mode::Audit, None).unwrap();
     assert_eq!(g.policy_name, "inline");
     assert_eq!(g.exec[0].path, Path::new("/usr/bin/git"));
     assert_eq!(g.read, [PathBuf::from("/srv/a/b")]);
-    let bad = |read: &str| {
-        GrantSpec::inline(vec![], vec![read.into()], vec![], Mode::Deny, None).unwrap_err().to_string()
-    };
+    let bad =
+        |read: &str| GrantSpec::inline(vec![], vec![read.into()], vec![], Mode::Deny, None).unwrap_err().to_string();
     assert_has(&bad("/"), &["inline grant read[0]", "path is `/`"]);
     assert_has(&bad("rel"), &["not absolute"]);
     assert_has(&bad("/a/../b"), &["`..`"]);
@@ -244,11 +236,7 @@ fn resolve_by_name_or_file() {
     let e = resolve_policy("nope", &dirs).unwrap_err().to_string();
     assert_has(
         &e,
-        &[
-            "policy `nope` not found",
-            "/nonexistent/policies/nope.toml",
-            &dir.join("nope.toml").display().to_string(),
-        ],
+        &["policy `nope` not found", "/nonexistent/policies/nope.toml", &dir.join("nope.toml").display().to_string()],
     );
     assert_has(&resolve_policy("../x", &dirs).unwrap_err().to_string(), &["cannot read policy file ../x"]);
     assert!(matches!(resolve_policy("Bad Name", &dirs), Err(PolicyError::BadName { .. })));

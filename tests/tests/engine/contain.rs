@@ -31,8 +31,7 @@ fn proc_entries_of_other_processes_are_denied_whatever_the_grant() {
     let mut out = outsider();
     let o = out.0.id();
     let base = k.baseline();
-    let (task, _) =
-        k.grant(&[Path::new(DASH), Path::new(CAT), Path::new(SLEEP)], &[p("/proc"), p("/dev/null")], &[]);
+    let (task, _) = k.grant(&[Path::new(DASH), Path::new(CAT), Path::new(SLEEP)], &[p("/proc"), p("/dev/null")], &[]);
     let session = k.session(base, task, LONG);
 
     for entry in ["environ", "cmdline", "maps", "fd", &format!("task/{o}/environ")] {
@@ -49,10 +48,17 @@ fn proc_entries_of_other_processes_are_denied_whatever_the_grant() {
     let child = expect_runs(
         &mut k,
         session,
-        &[DASH, "-c", "/usr/bin/sleep 30 & c=$!; echo child=$c; /usr/bin/cat /proc/$c/stat /proc/$c/task/$c/status; kill -9 $c"],
+        &[
+            DASH,
+            "-c",
+            "/usr/bin/sleep 30 & c=$!; echo child=$c; /usr/bin/cat /proc/$c/stat /proc/$c/task/$c/status; kill -9 $c",
+        ],
     );
     let c = child.lines().next().and_then(|l| l.strip_prefix("child=")).expect("child pid line");
-    assert!(child.contains(&format!("\n{c} (")) && child.contains(&format!("Pid:\t{c}")), "own child's entries: {child}");
+    assert!(
+        child.contains(&format!("\n{c} (")) && child.contains(&format!("Pid:\t{c}")),
+        "own child's entries: {child}"
+    );
 
     // Ungoverned processes read what they always could.
     let env = std::fs::read(format!("/proc/{o}/environ")).unwrap();
@@ -157,7 +163,7 @@ fn preloaded_library_the_session_can_write_never_runs() {
     let env = "/usr/bin/env";
     let base = k.baseline();
     let (task, _) =
-        k.grant(&[Path::new(env), Path::new(TRUE)], &[ws.0.clone(), ro.0.clone()], &[ws.0.clone()]);
+        k.grant(&[Path::new(env), Path::new(TRUE)], &[ws.0.clone(), ro.0.clone()], std::slice::from_ref(&ws.0));
     let session = k.session(base, task, LONG);
     let mark_var = format!("MCPG_PRELOAD_MARK={}", mark.display());
 

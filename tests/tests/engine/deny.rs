@@ -51,7 +51,7 @@ fn ld_so_running_an_ungranted_writable_binary_is_refused() {
     let prog = ws.copy_bin("/usr/bin/true", "dropped-true");
     let ld = std::fs::canonicalize("/lib64/ld-linux-x86-64.so.2").unwrap();
     let base = k.baseline();
-    let (task, _) = k.grant(&[ld.as_path()], &[ws.0.clone()], &[ws.0.clone()]);
+    let (task, _) = k.grant(&[ld.as_path()], std::slice::from_ref(&ws.0), std::slice::from_ref(&ws.0));
     let session = mcpguard_tests::unique_id();
     k.set_mode(session, base, task, LONG, mcpguard_common::MODE_DENY);
     let mut g = Gated::spawn(&[ld.to_str().unwrap(), prog.to_str().unwrap()]);

@@ -29,8 +29,7 @@ use std::{
 
 use mcpguard::{events::Decision, kgrant::kernel_dev};
 use mcpguard_tests::{
-    boot_ns, killed, object_id, read_line_from, runtime_read_paths, unique_id, Cgroup, Gated, Kernel,
-    Scratch,
+    Cgroup, Gated, Kernel, Scratch, boot_ns, killed, object_id, read_line_from, runtime_read_paths, unique_id,
 };
 
 const LONG: Duration = Duration::from_secs(600);

@@ -5,13 +5,16 @@
 //! processes mcpguard starts (tests/tests/ceiling.rs).
 #[allow(clippy::wildcard_imports, reason = "shared fixtures and imports of the engine target")]
 use super::*;
-use mcpguard_tests::{entries, snapshot, PATH_TOOLS};
+use mcpguard_tests::{PATH_TOOLS, entries, snapshot};
 
 #[test]
 fn path_operations_need_write_access_to_what_they_change() {
     let mut k = Kernel::shared();
     if !k.engine.backend().synchronous_deny() {
-        eprintln!("no path hooks on the {} backend (the write ceiling covers launched processes)", k.engine.backend().name());
+        eprintln!(
+            "no path hooks on the {} backend (the write ceiling covers launched processes)",
+            k.engine.backend().name()
+        );
         return;
     }
     let inside = Scratch::new("pin");
@@ -24,7 +27,8 @@ fn path_operations_need_write_access_to_what_they_change() {
     let exec: Vec<&Path> = PATH_TOOLS.iter().map(Path::new).collect();
     let base = k.baseline();
     // Read on both trees, write on `inside`: a read grant allows no change.
-    let (task, _) = k.grant(&exec, &[inside.0.clone(), outside.0.clone(), p("/dev/null")], &[inside.0.clone(), p("/dev/null")]);
+    let (task, _) =
+        k.grant(&exec, &[inside.0.clone(), outside.0.clone(), p("/dev/null")], &[inside.0.clone(), p("/dev/null")]);
     let session = unique_id();
     k.set_mode(session, base, task, LONG, mcpguard_common::MODE_DENY);
     let (i, o) = (inside.0.display(), outside.0.display());

@@ -1,7 +1,7 @@
 //! Process trees and threads, session state (expiry, swap, no grant), cgroup sessions.
+use super::opens::OpenTree;
 #[allow(clippy::wildcard_imports, reason = "shared fixtures and imports of the engine target")]
 use super::*;
-use super::opens::OpenTree;
 
 // ---- process trees and threads -------------------------------------------------------------------
 
@@ -18,10 +18,8 @@ fn grandchild_after_double_fork_and_setsid_is_still_governed() {
     let base = k.baseline();
     let (task, _) = k.grant(&[Path::new(DASH), Path::new(SETSID), Path::new(CAT), Path::new(SLEEP)], &[], &[]);
     let session = k.session(base, task, LONG);
-    let script = format!(
-        "{SETSID} -f {DASH} -c 'echo $$; exec {SLEEP} 30'\n{SETSID} -f {DASH} -c '{CAT} {}'\n",
-        s(&outside)
-    );
+    let script =
+        format!("{SETSID} -f {DASH} -c 'echo $$; exec {SLEEP} 30'\n{SETSID} -f {DASH} -c '{CAT} {}'\n", s(&outside));
     let mut g = Gated::spawn(&[DASH, "-c", &script]);
     let root = g.pid();
     k.engine.add_process(root, session).unwrap();
@@ -91,15 +89,17 @@ fn govern_tree_adopts_existing_descendants() {
          echo survived\n",
         s(&outside)
     );
-    let mut root = ChildGuard(Command::new(DASH)
-        .args(["-c", &script])
-        .env_clear()
-        .env("LC_ALL", "C")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap());
+    let mut root = ChildGuard(
+        Command::new(DASH)
+            .args(["-c", &script])
+            .env_clear()
+            .env("LC_ALL", "C")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let root_pid = root.0.id();
     let mut so = root.0.stdout.take().unwrap();
     let mut kids: Vec<u32> = (0..3).map(|_| read_line_from(&mut so).trim().parse().unwrap()).collect();
@@ -266,7 +266,11 @@ fn cgroup_session_governs_its_processes() {
     };
 
     let (st, _, pid) = in_cgroup(&[s(&ok)]);
-    assert!(st.success(), "granted exec in the cgroup: {st:?} {:#?}", k.events_for(session, Duration::from_millis(300)));
+    assert!(
+        st.success(),
+        "granted exec in the cgroup: {st:?} {:#?}",
+        k.events_for(session, Duration::from_millis(300))
+    );
     assert_eq!(k.engine.process_session(pid), None, "governed by cgroup, not by pid");
 
     let (st, _, pid) = in_cgroup(&[s(&bad)]);

@@ -41,10 +41,7 @@ pub(super) fn setup() -> &'static PathBuf {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
         let root = repo_root();
-        let st = Command::new("bash")
-            .arg(root.join("scripts/setup-mcp.sh"))
-            .status()
-            .expect("run setup-mcp.sh");
+        let st = Command::new("bash").arg(root.join("scripts/setup-mcp.sh")).status().expect("run setup-mcp.sh");
         assert!(st.success(), "scripts/setup-mcp.sh failed");
         root
     })
@@ -75,17 +72,18 @@ impl Daemon {
 
     pub(super) fn session(&self, name: &str) -> Value {
         let st = self.raw(&json!({"v": 1, "op": "status"}));
-        st["sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .cloned()
-            .unwrap_or(Value::Null)
+        st["sessions"].as_array().unwrap().iter().find(|s| s["name"] == name).cloned().unwrap_or(Value::Null)
     }
 
     /// `mcpguard --socket S exec --mcp ...` as the client's server command.
-    pub(super) fn exec_args(&self, session: &str, tools: &Path, baseline: &str, vars: &[String], cmd: &[&str]) -> Vec<String> {
+    pub(super) fn exec_args(
+        &self,
+        session: &str,
+        tools: &Path,
+        baseline: &str,
+        vars: &[String],
+        cmd: &[&str],
+    ) -> Vec<String> {
         let mut a: Vec<String> = vec!["--socket".into(), self.socket.display().to_string(), "exec".into()];
         a.extend(["--session", session, "--mcp", "--tools"].map(String::from));
         a.push(tools.display().to_string());
@@ -119,10 +117,7 @@ pub(super) fn run_client(dir: &Scratch, plan: Value) -> Value {
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!(
-                "MCP client hung; proxy log:\n{}",
-                std::fs::read_to_string(&errlog).unwrap_or_default()
-            );
+            panic!("MCP client hung; proxy log:\n{}", std::fs::read_to_string(&errlog).unwrap_or_default());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -136,12 +131,7 @@ pub(super) fn run_client(dir: &Scratch, plan: Value) -> Value {
 
 pub(super) fn env(extra: &[(&str, &str)]) -> Value {
     let mut m = serde_json::Map::new();
-    for (k, v) in [
-        ("PATH", "/usr/bin:/bin"),
-        ("LC_ALL", "C"),
-        ("RUST_LOG", "info"),
-        ("HOME", "/nonexistent"),
-    ] {
+    for (k, v) in [("PATH", "/usr/bin:/bin"), ("LC_ALL", "C"), ("RUST_LOG", "info"), ("HOME", "/nonexistent")] {
         m.insert(k.into(), v.into());
     }
     for (k, v) in extra {
@@ -151,9 +141,7 @@ pub(super) fn env(extra: &[(&str, &str)]) -> Value {
 }
 
 pub(super) fn error_reason(step: &Value) -> &str {
-    step["error"]["data"]["mcpguard"]["reason"]
-        .as_str()
-        .unwrap_or_else(|| panic!("not an mcpguard error: {step}"))
+    step["error"]["data"]["mcpguard"]["reason"].as_str().unwrap_or_else(|| panic!("not an mcpguard error: {step}"))
 }
 
 pub(super) fn git(args: &[&str], dir: &Path) {

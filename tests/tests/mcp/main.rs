@@ -15,7 +15,6 @@ use std::{
 use mcpguard_tests::{Scratch, unique_id};
 use serde_json::{Value, json};
 
-
 mod fixture;
 use fixture::*;
 
@@ -44,11 +43,7 @@ fn git_server_grant_per_call_outside_refused_binary_changed() {
     let std_roots = "roots = [\"/home\", \"/srv\", \"/tmp\", \"/work\"]";
     std::fs::create_dir_all(t.path("pol")).unwrap();
     policy_variant(&t.path("pol"), "mcp-baseline-git", &[("/usr/bin/git", gb)]);
-    policy_variant(
-        &t.path("pol"),
-        "mcp-git-repo",
-        &[("/usr/bin/git", gb), (std_roots, &roots)],
-    );
+    policy_variant(&t.path("pol"), "mcp-git-repo", &[("/usr/bin/git", gb), (std_roots, &roots)]);
     let tools = t.path("pol/tools.toml");
     std::fs::write(
         &tools,
@@ -86,48 +81,28 @@ fn git_server_grant_per_call_outside_refused_binary_changed() {
         }),
     );
     let steps = report["steps"].as_array().unwrap();
-    assert!(
-        steps[0]["tools"].as_array().unwrap().iter().any(|t| t == "git_status"),
-        "{report}"
-    );
+    assert!(steps[0]["tools"].as_array().unwrap().iter().any(|t| t == "git_status"), "{report}");
     // git really ran, inside the call's grant.
     let text = steps[1]["result"]["content"][0]["text"].as_str().unwrap_or_default();
     assert!(text.contains("first commit"), "{report}");
     assert_eq!(steps[1]["result"]["isError"], false, "{report}");
     // Between calls: no task grant in force, only the baseline.
     let st: Value = serde_json::from_str(steps[2]["stdout"].as_str().unwrap()).unwrap();
-    let s = st["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "git1")
-        .unwrap();
+    let s = st["sessions"].as_array().unwrap().iter().find(|s| s["name"] == "git1").unwrap();
     assert!(s["task"].is_null(), "grant outlived its call: {s}");
     // The same tool on a repository outside the grant's roots: refused by the proxy.
     assert_eq!(error_reason(&steps[3]), "outside_policy", "{report}");
-    assert!(
-        steps[3]["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("outside the allowed roots")
-    );
+    assert!(steps[3]["error"]["message"].as_str().unwrap().contains("outside the allowed roots"));
     // A tool without a template never reaches the server.
     assert_eq!(error_reason(&steps[4]), "no_template", "{report}");
     // The approved git was modified after approval: the call's grant is refused.
     assert_eq!(steps[5]["rc"], 0, "{report}");
-    assert_eq!(
-        steps[6]["error"]["data"]["mcpguard"]["reason"], "binary_changed",
-        "{report}"
-    );
+    assert_eq!(steps[6]["error"]["data"]["mcpguard"]["reason"], "binary_changed", "{report}");
     assert!(steps[6]["error"]["message"].as_str().unwrap().contains(gb), "{report}");
     // Nothing the proxy refused produced a kernel decision, and git never ran unapproved.
     assert!(d.audit().iter().all(|l| l["session"] != "git1"), "{:#?}", d.audit());
-    let calls: Vec<&Value> = report["sent"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["method"] == "tools/call")
-        .collect();
+    let calls: Vec<&Value> =
+        report["sent"].as_array().unwrap().iter().filter(|m| m["method"] == "tools/call").collect();
     assert_eq!(calls.len(), 4);
 }
 
@@ -163,11 +138,7 @@ fn filesystem_server_kernel_stops_reads_outside_the_call_grant() {
         &tools,
         "mcp-baseline-node",
         &[format!("node_prefix={}", node_prefix.display())],
-        &[
-            "/usr/bin/node",
-            server.to_str().unwrap(),
-            t.path("broad").to_str().unwrap(),
-        ],
+        &["/usr/bin/node", server.to_str().unwrap(), t.path("broad").to_str().unwrap()],
     );
     let inside = t.path("broad/granted/a.txt").display().to_string();
     let outside = t.path("broad/other/secret.txt").display().to_string();
@@ -184,17 +155,11 @@ fn filesystem_server_kernel_stops_reads_outside_the_call_grant() {
         }),
     );
     let steps = report["steps"].as_array().unwrap();
-    assert_eq!(
-        steps[1]["result"]["content"][0]["text"], "granted-content\n",
-        "{report}"
-    );
+    assert_eq!(steps[1]["result"]["content"][0]["text"], "granted-content\n", "{report}");
     assert_eq!(steps[2]["error"]["code"], -32011, "{report}");
     assert_eq!(error_reason(&steps[2]), "server_killed", "{report}");
     assert!(!report.to_string().contains("SECRET"));
-    assert_eq!(
-        steps[3]["result"]["content"][0]["text"], "granted-content\n",
-        "server restarted: {report}"
-    );
+    assert_eq!(steps[3]["result"]["content"][0]["text"], "granted-content\n", "server restarted: {report}");
     // The audit line of the kill names the tool and the client's own request id.
     let sent = report["sent"].as_array().unwrap();
     let outside_id = sent.iter().filter(|m| m["method"] == "tools/call").nth(1).unwrap()["id"].to_string();
@@ -202,11 +167,7 @@ fn filesystem_server_kernel_stops_reads_outside_the_call_grant() {
     assert_eq!(line["tool"], "read_text_file", "{line}");
     assert_eq!(line["call_id"], outside_id.as_str(), "{line}");
     assert_eq!(line["task"], format!("call:{outside_id}"), "{line}");
-    assert_eq!(
-        (line["action"].as_str(), line["reason"].as_str()),
-        (Some("killed"), Some("not_granted")),
-        "{line}"
-    );
+    assert_eq!((line["action"].as_str(), line["reason"].as_str()), (Some("killed"), Some("not_granted")), "{line}");
     assert_eq!(line["comm"], "node");
 }
 
@@ -220,24 +181,12 @@ fn per_call_grant_is_intersected_with_the_orchestrator_task() {
         std::fs::create_dir_all(t.path(dir)).unwrap();
         std::fs::write(t.path(&format!("{dir}/f.txt")), format!("{text}\n")).unwrap();
     }
-    let script = format!(
-        "while read x; do for d in a b c; do /usr/bin/cat {0}/$d/f.txt; done; echo round; done",
-        t.0.display()
-    );
+    let script =
+        format!("while read x; do for d in a b c; do /usr/bin/cat {0}/$d/f.txt; done; echo round; done", t.0.display());
     let mut child = Command::new(bin())
         .arg("--socket")
         .arg(&d.socket)
-        .args([
-            "exec",
-            "--session",
-            "orch",
-            "--baseline",
-            "baseline-minimal",
-            "--",
-            "/usr/bin/dash",
-            "-c",
-            &script,
-        ])
+        .args(["exec", "--session", "orch", "--baseline", "baseline-minimal", "--", "/usr/bin/dash", "-c", &script])
         .env_clear()
         .env("PATH", "/usr/bin")
         .stdin(Stdio::piped())
@@ -251,33 +200,20 @@ fn per_call_grant_is_intersected_with_the_orchestrator_task() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let p = |s: &str| t.path(s).display().to_string();
-    let task = d.raw(
-        &json!({"v": 1, "op": "grant", "session": "orch", "task": "T-1", "ttl": "5m",
-        "inline": {"exec": [{"path": "/usr/bin/cat"}], "read": [p("a"), p("b")]}}),
-    );
+    let task = d.raw(&json!({"v": 1, "op": "grant", "session": "orch", "task": "T-1", "ttl": "5m",
+        "inline": {"exec": [{"path": "/usr/bin/cat"}], "read": [p("a"), p("b")]}}));
     assert_eq!(task["ok"], true, "{task}");
-    let call = d.raw(
-        &json!({"v": 1, "op": "grant", "session": "orch", "task": "call:7", "ttl": "1m",
+    let call = d.raw(&json!({"v": 1, "op": "grant", "session": "orch", "task": "call:7", "ttl": "1m",
         "tool": "read", "call_id": "7", "mode": "kill",
-        "inline": {"exec": [{"path": "/usr/bin/cat"}, {"path": "/usr/bin/curl"}], "read": [p("a"), p("c")]}}),
-    );
+        "inline": {"exec": [{"path": "/usr/bin/cat"}, {"path": "/usr/bin/curl"}], "read": [p("a"), p("c")]}}));
     assert_eq!(call["ok"], true, "{call}");
     assert_eq!(call["composed_with_task"], "T-1", "{call}");
     let s = d.session("orch");
     assert_eq!(s["task"]["call_id"], "7", "{s}");
     assert_eq!(s["orchestrator_task"]["task"], "T-1", "{s}");
-    let paths: Vec<&str> = s["task"]["paths"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["path"].as_str().unwrap())
-        .collect();
+    let paths: Vec<&str> = s["task"]["paths"].as_array().unwrap().iter().map(|x| x["path"].as_str().unwrap()).collect();
     assert_eq!(paths, [p("a").as_str()], "{s}");
-    assert_eq!(
-        s["task"]["exec"].as_array().unwrap().len(),
-        1,
-        "curl is not in the task: {s}"
-    );
+    assert_eq!(s["task"]["exec"].as_array().unwrap().len(), 1, "curl is not in the task: {s}");
 
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut round = |child: &mut Child| {
@@ -294,18 +230,10 @@ fn per_call_grant_is_intersected_with_the_orchestrator_task() {
     };
     assert_eq!(round(&mut child), "in-both\n", "inside the call: only the intersection");
     let line = d.wait_audit(|l| l["session"] == "orch" && l["path"] == p("c/f.txt").as_str());
-    assert_eq!(
-        (line["tool"].as_str(), line["call_id"].as_str()),
-        (Some("read"), Some("7")),
-        "{line}"
-    );
+    assert_eq!((line["tool"].as_str(), line["call_id"].as_str()), (Some("read"), Some("7")), "{line}");
     let r = d.raw(&json!({"v": 1, "op": "revoke", "session": "orch", "task": "call:7"}));
     assert_eq!(r["restored_task"], "T-1", "{r}");
-    assert_eq!(
-        round(&mut child),
-        "in-both\ntask-only\n",
-        "after the call: the task grant again"
-    );
+    assert_eq!(round(&mut child), "in-both\ntask-only\n", "after the call: the task grant again");
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -321,7 +249,7 @@ fn calls_are_serialised_timed_out_and_changed_tools_refused() {
     let t = Scratch::new("mcpfake");
     let args = fake_server_args(
         &d,
-        &root,
+        root,
         &t,
         "fake1",
         "ttl = \"20s\"\n[tools.slow]\ntemplate = \"mcp-fs-none\"\n[tools.echo]\ntemplate = \"mcp-fs-none\"\n\
@@ -344,37 +272,20 @@ fn calls_are_serialised_timed_out_and_changed_tools_refused() {
     );
     let steps = report["steps"].as_array().unwrap();
     for r in steps[1]["results"].as_array().unwrap() {
-        assert_eq!(
-            r["content"][0]["text"], "max_concurrent=1",
-            "calls overlapped: {report}"
-        );
+        assert_eq!(r["content"][0]["text"], "max_concurrent=1", "calls overlapped: {report}");
     }
     assert_eq!(steps[2]["error"]["code"], -32001, "{report}");
     assert_eq!(error_reason(&steps[2]), "timeout");
     assert_eq!(steps[3]["result"]["content"][0]["text"], "before", "{report}");
     assert_eq!(error_reason(&steps[5]), "tool_changed", "{report}");
     assert_eq!(steps[6]["result"]["content"][0]["text"], "max_concurrent=1", "{report}");
-    let hang_id = report["sent"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["method"] == "tools/call")
-        .nth(3)
-        .unwrap()["id"]
-        .clone();
+    let hang_id =
+        report["sent"].as_array().unwrap().iter().filter(|m| m["method"] == "tools/call").nth(3).unwrap()["id"].clone();
     let log = std::fs::read_to_string(
-        t.0.read_dir()
-            .unwrap()
-            .flatten()
-            .find(|e| e.file_name().to_string_lossy().ends_with(".log"))
-            .unwrap()
-            .path(),
+        t.0.read_dir().unwrap().flatten().find(|e| e.file_name().to_string_lossy().ends_with(".log")).unwrap().path(),
     )
     .unwrap();
-    assert!(
-        log.contains(&format!("cancelled {hang_id}")),
-        "server was not told to cancel {hang_id}:\n{log}"
-    );
+    assert!(log.contains(&format!("cancelled {hang_id}")), "server was not told to cancel {hang_id}:\n{log}");
     assert!(d.audit().iter().all(|l| l["session"] != "fake1"), "{:#?}", d.audit());
 }
 
@@ -386,7 +297,7 @@ fn non_root_proxy_governs_its_child_and_stays_outside() {
     let d = Daemon::start_with(&["--allow-uid", "65534"]);
     let root = setup();
     let t = Scratch::new("mcpnobody");
-    let args = fake_server_args(&d, &root, &t, "nobody1", "[tools.echo]\ntemplate = \"mcp-fs-none\"\n");
+    let args = fake_server_args(&d, root, &t, "nobody1", "[tools.echo]\ntemplate = \"mcp-fs-none\"\n");
     let mut proxy = Command::new(bin())
         .args(&args)
         .env_clear()
@@ -423,27 +334,13 @@ fn non_root_proxy_governs_its_child_and_stays_outside() {
     let s = d.session("nobody1");
     let server = s["root_pid"].as_u64().unwrap();
     let status = std::fs::read_to_string(format!("/proc/{server}/status")).unwrap();
-    assert!(
-        status.contains(&format!("PPid:\t{}\n", proxy.id())),
-        "the server is the proxy's child"
-    );
-    let procs: Vec<u64> = s["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_u64().unwrap())
-        .collect();
-    assert!(
-        procs.contains(&server) && !procs.contains(&u64::from(proxy.id())),
-        "{s}"
-    );
+    assert!(status.contains(&format!("PPid:\t{}\n", proxy.id())), "the server is the proxy's child");
+    let procs: Vec<u64> = s["processes"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
+    assert!(procs.contains(&server) && !procs.contains(&u64::from(proxy.id())), "{s}");
     drop(input);
     let deadline = Instant::now() + Duration::from_secs(20);
     while proxy.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "proxy did not exit after the client closed stdin"
-        );
+        assert!(Instant::now() < deadline, "proxy did not exit after the client closed stdin");
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(d.session("nobody1").is_null(), "session unregistered at the end");

@@ -136,11 +136,17 @@ pub fn targets(rep: &Value) -> Value {
     let two = rep["events"]["two_cores"]["max_zero_loss_per_s"].as_f64().filter(|t| *t > 0.0);
     let (ev, how) = match (one, two) {
         (Some(o), Some(t)) if t > o => (Some(t), " (two generators, both cores)"),
-        (o, _) => (o, if rep["events"]["generator_limited"] == true { " (generator-limited: a lower bound)" } else { "" }),
+        (o, _) => {
+            (o, if rep["events"]["generator_limited"] == true { " (generator-limited: a lower bound)" } else { "" })
+        }
     };
     let met = ev.map(|e| e >= 250_000.0);
     let note = ev.map(|e| {
-        if e < 250_000.0 { format!("missed by {:.1} %{how}", (1.0 - e / 250_000.0) * 100.0) } else { how.trim().to_owned() }
+        if e < 250_000.0 {
+            format!("missed by {:.1} %{how}", (1.0 - e / 250_000.0) * 100.0)
+        } else {
+            how.trim().to_owned()
+        }
     });
     t.push(json!({"target": "events, zero loss", "limit": ">= 250000 /s", "measured": ev, "met": met, "note": note}));
     Value::Array(t)
