@@ -22,3 +22,4 @@ pub mod protocol;
 pub mod reconcile;
 pub mod seccomp;
 pub mod state;
+pub mod status;
