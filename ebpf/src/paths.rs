@@ -73,60 +73,67 @@ fn on_link(old: Kptr, new_dir: Kptr, new: Kptr) -> i32 {
     needs_write(at, core::ptr::null(), HOOK_LINK)
 }
 
-// ---- BPF-LSM entry points: (hook arguments..., previous verdict) -------------------------------
+// ---- Entry points: each hook once, as a BPF-LSM program and as an fmod_ret program on the
+// `security_*` function behind it (see lsm.rs). Both get (arguments..., verdict so far), with the
+// verdict at the same index, so one line declares both and they cannot disagree.
 
-macro_rules! lsm_entry {
-    ($name:ident, $hook:literal, $prev:literal, |$ctx:ident| $body:expr) => {
+macro_rules! path_hook {
+    ($lsm:ident, $hook:literal, $fmod:ident, $section:literal, $prev:literal, |$c:ident| $body:expr) => {
         #[lsm(hook = $hook)]
-        pub fn $name($ctx: LsmContext) -> i32 {
-            let prev: i32 = $ctx.arg($prev);
+        pub fn $lsm($c: LsmContext) -> i32 {
+            let prev: i32 = $c.arg($prev);
             if prev != 0 { prev } else { $body }
         }
-    };
-}
 
-lsm_entry!(mcpg_lsm_unlink, "path_unlink", 2, |c| on_entry(c.arg(0), c.arg(1), HOOK_UNLINK));
-lsm_entry!(mcpg_lsm_rmdir, "path_rmdir", 2, |c| on_entry(c.arg(0), c.arg(1), HOOK_RMDIR));
-lsm_entry!(mcpg_lsm_mkdir, "path_mkdir", 3, |c| on_entry(c.arg(0), c.arg(1), HOOK_MKDIR));
-lsm_entry!(mcpg_lsm_mknod, "path_mknod", 4, |c| on_entry(c.arg(0), c.arg(1), HOOK_MKNOD));
-lsm_entry!(mcpg_lsm_symlink, "path_symlink", 3, |c| on_entry(c.arg(0), c.arg(1), HOOK_SYMLINK));
-lsm_entry!(mcpg_lsm_link, "path_link", 3, |c| on_link(c.arg(0), c.arg(1), c.arg(2)));
-lsm_entry!(mcpg_lsm_rename, "path_rename", 5, |c| on_rename(c.arg(0), c.arg(1), c.arg(2), c.arg(3)));
-lsm_entry!(mcpg_lsm_truncate, "path_truncate", 1, |c| needs_write(
-    path_pos(c.arg(0)),
-    core::ptr::null(),
-    HOOK_TRUNCATE
-));
-lsm_entry!(mcpg_lsm_ftrunc, "file_truncate", 1, |c| needs_write(file_pos(c.arg(0)), core::ptr::null(), HOOK_TRUNCATE));
-
-// ---- fmod_ret entry points (see lsm.rs): (function arguments..., return value so far) ---------
-
-macro_rules! fmod_entry {
-    ($name:ident, $section:literal, $prev:literal, |$ctx:ident| $body:expr) => {
         #[unsafe(no_mangle)]
         #[unsafe(link_section = $section)]
-        pub fn $name(ctx: *mut core::ffi::c_void) -> i32 {
-            let $ctx = FEntryContext::new(ctx);
-            let prev: i32 = $ctx.arg($prev);
+        pub fn $fmod(ctx: *mut core::ffi::c_void) -> i32 {
+            let $c = FEntryContext::new(ctx);
+            let prev: i32 = $c.arg($prev);
             if prev != 0 { prev } else { $body }
         }
     };
 }
 
-fmod_entry!(mcpg_fmod_unlink, "fentry/security_path_unlink", 2, |c| on_entry(c.arg(0), c.arg(1), HOOK_UNLINK));
-fmod_entry!(mcpg_fmod_rmdir, "fentry/security_path_rmdir", 2, |c| on_entry(c.arg(0), c.arg(1), HOOK_RMDIR));
-fmod_entry!(mcpg_fmod_mkdir, "fentry/security_path_mkdir", 3, |c| on_entry(c.arg(0), c.arg(1), HOOK_MKDIR));
-fmod_entry!(mcpg_fmod_mknod, "fentry/security_path_mknod", 4, |c| on_entry(c.arg(0), c.arg(1), HOOK_MKNOD));
-fmod_entry!(mcpg_fmod_symlink, "fentry/security_path_symlink", 3, |c| on_entry(c.arg(0), c.arg(1), HOOK_SYMLINK));
-fmod_entry!(mcpg_fmod_link, "fentry/security_path_link", 3, |c| on_link(c.arg(0), c.arg(1), c.arg(2)));
-fmod_entry!(mcpg_fmod_rename, "fentry/security_path_rename", 5, |c| on_rename(c.arg(0), c.arg(1), c.arg(2), c.arg(3)));
-fmod_entry!(mcpg_fmod_truncate, "fentry/security_path_truncate", 1, |c| needs_write(
-    path_pos(c.arg(0)),
-    core::ptr::null(),
-    HOOK_TRUNCATE
+path_hook!(mcpg_lsm_unlink, "path_unlink", mcpg_fmod_unlink, "fentry/security_path_unlink", 2, |c| on_entry(
+    c.arg(0),
+    c.arg(1),
+    HOOK_UNLINK
 ));
-fmod_entry!(mcpg_fmod_ftrunc, "fentry/security_file_truncate", 1, |c| needs_write(
-    file_pos(c.arg(0)),
-    core::ptr::null(),
-    HOOK_TRUNCATE
+path_hook!(mcpg_lsm_rmdir, "path_rmdir", mcpg_fmod_rmdir, "fentry/security_path_rmdir", 2, |c| on_entry(
+    c.arg(0),
+    c.arg(1),
+    HOOK_RMDIR
 ));
+path_hook!(mcpg_lsm_mkdir, "path_mkdir", mcpg_fmod_mkdir, "fentry/security_path_mkdir", 3, |c| on_entry(
+    c.arg(0),
+    c.arg(1),
+    HOOK_MKDIR
+));
+path_hook!(mcpg_lsm_mknod, "path_mknod", mcpg_fmod_mknod, "fentry/security_path_mknod", 4, |c| on_entry(
+    c.arg(0),
+    c.arg(1),
+    HOOK_MKNOD
+));
+path_hook!(mcpg_lsm_symlink, "path_symlink", mcpg_fmod_symlink, "fentry/security_path_symlink", 3, |c| on_entry(
+    c.arg(0),
+    c.arg(1),
+    HOOK_SYMLINK
+));
+path_hook!(mcpg_lsm_link, "path_link", mcpg_fmod_link, "fentry/security_path_link", 3, |c| on_link(
+    c.arg(0),
+    c.arg(1),
+    c.arg(2)
+));
+path_hook!(mcpg_lsm_rename, "path_rename", mcpg_fmod_rename, "fentry/security_path_rename", 5, |c| on_rename(
+    c.arg(0),
+    c.arg(1),
+    c.arg(2),
+    c.arg(3)
+));
+path_hook!(mcpg_lsm_truncate, "path_truncate", mcpg_fmod_truncate, "fentry/security_path_truncate", 1, |c| {
+    needs_write(path_pos(c.arg(0)), core::ptr::null(), HOOK_TRUNCATE)
+});
+path_hook!(mcpg_lsm_ftrunc, "file_truncate", mcpg_fmod_ftrunc, "fentry/security_file_truncate", 1, |c| {
+    needs_write(file_pos(c.arg(0)), core::ptr::null(), HOOK_TRUNCATE)
+});
