@@ -88,7 +88,10 @@ pub fn format_event(out: &mut Vec<u8>, scratch: &mut String, state: &State, ev: 
         field(out, "signal", &signal);
         field(out, "target_pid", &target);
     }
-    field(out, "dev", &ev.dev);
+    if let Some(net) = events::net_field(ev) {
+        field(out, "net", &net);
+    }
+    field(out, "dev", &events::object_dev(ev));
     field(out, "ino", &events::object_ino(ev));
     scratch.clear();
     if events::write_path(ev, scratch) {

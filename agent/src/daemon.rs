@@ -58,6 +58,9 @@ pub struct Config {
     pub unload_on_exit: bool,
     /// Force an enforcement backend (`kill`, `lsm`); default: the strongest that is verified.
     pub backend: Option<engine::Backend>,
+    /// cgroup v2 directory the network programs attach to; default: the cgroup v2 root (every
+    /// process on the host passes them; only governed ones are decided).
+    pub net_cgroup: Option<PathBuf>,
 }
 
 pub const DEFAULT_SOCKET: &str = "/run/mcpguard/mcpguard.sock";
@@ -80,6 +83,7 @@ impl Default for Config {
             max_connections: 64,
             unload_on_exit: false,
             backend: None,
+            net_cgroup: None,
         }
     }
 }
@@ -112,8 +116,12 @@ impl Daemon {
 
 /// Runs until SIGTERM/SIGINT.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let mut engine = Engine::load(&EngineOptions { pin_dir: Some(cfg.bpffs_dir.clone()), backend: cfg.backend })
-        .context("loading the kernel programs")?;
+    let mut engine = Engine::load(&EngineOptions {
+        pin_dir: Some(cfg.bpffs_dir.clone()),
+        backend: cfg.backend,
+        net_cgroup: cfg.net_cgroup.clone(),
+    })
+    .context("loading the kernel programs")?;
     let backend = engine.backend();
     if let Some(forced) = cfg.backend
         && forced != backend
@@ -145,7 +153,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     state.save(&cfg.state_file()).context("saving the reconciled session table")?;
     log::info!("{} session(s) restored from {}", state.sessions.len(), cfg.state_file().display());
     let rb = engine.take_events().context("event ring buffer")?;
-    let metrics = Metrics::new(backend.name(), backend.synchronous_deny(), backend.channels());
+    let metrics = Metrics::new(backend.name(), backend.synchronous_deny(), &engine.channels());
     let (tx, _) = broadcast::channel(4096);
     let d = Arc::new(Daemon {
         cfg: cfg.clone(),

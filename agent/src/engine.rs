@@ -12,11 +12,11 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf, lpm_trie::Key, lpm_trie::LpmTrie},
     programs::links::PinnedLink,
 };
 use mcpguard_common as c;
-use mcpguard_common::{Conf, Fingerprint, NameKey, ObjKey, ProcEntry, SessionState};
+use mcpguard_common::{Conf, Fingerprint, NameKey, NetKeyData, NetPorts, ObjKey, ProcEntry, SessionState, UnixKey};
 
 use crate::{btf::Btf, events::Decision, kgrant::KernelGrant, lazy::SyscallHooks, procs};
 
@@ -42,6 +42,8 @@ pub enum EngineError {
     Proc(#[from] procs::ProcError),
     #[error("no enforcement backend could be attached ({tried})")]
     NoBackend { tried: String },
+    #[error("grant cannot be installed: {msg}")]
+    Grant { msg: String },
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> EngineError {
@@ -90,6 +92,12 @@ impl Backend {
         match self {
             Self::Kill => &[
                 ("exec", "kill"),
+                // cgroup socket-address programs: EPERM before the connect/send/bind.
+                ("connect", "eperm"),
+                ("listen", "kill"),
+                // By the name given (abstract names; a granted socket's path), Linux 6.7+.
+                ("unix_connect", "eperm"),
+                ("socket_create", "eperm"),
                 ("open", "kill"),
                 ("proc_other_process", "kill"),
                 // mmap of a file with PROT_EXEC; mprotect to PROT_EXEC is not checked.
@@ -101,6 +109,11 @@ impl Backend {
             ],
             Self::Lsm | Self::FmodRet => &[
                 ("exec", "eperm"),
+                ("connect", "eperm"),
+                ("listen", "eperm"),
+                // By the peer socket's object (path sockets) or name (abstract).
+                ("unix_connect", "eperm"),
+                ("socket_create", "eperm"),
                 ("open", "eperm"),
                 ("proc_other_process", "eperm"),
                 ("mmap_exec", "eperm"),
@@ -132,6 +145,10 @@ pub struct EngineOptions {
     pub pin_dir: Option<PathBuf>,
     /// Use exactly this backend (fail if it does not work). `None`: the strongest that works.
     pub backend: Option<Backend>,
+    /// Attach the network programs to this cgroup v2 directory (they see its processes and its
+    /// descendants'). `None`: the cgroup v2 root, every process on the host. Tests use a cgroup
+    /// of their own.
+    pub net_cgroup: Option<PathBuf>,
 }
 
 /// Outcome of trying one backend at start-up (reported in `status`).
@@ -166,13 +183,15 @@ impl std::fmt::Display for LoadTime {
     }
 }
 
-const ALL_MAPS: [&str; 9] = [
+const ALL_MAPS: [&str; 11] = [
     c::MAP_PROCS,
     c::MAP_CGROUPS,
     c::MAP_SESSIONS,
     c::MAP_EXEC,
     c::MAP_EXEC_NAMES,
     c::MAP_PATHS,
+    c::MAP_NET,
+    c::MAP_UNIX,
     c::MAP_EVENTS,
     c::MAP_COUNTERS,
     c::MAP_CONF,
@@ -201,6 +220,10 @@ pub struct Engine {
     exec: HashMap<MapData, ObjKey, Fingerprint>,
     exec_names: HashMap<MapData, NameKey, u32>,
     paths: HashMap<MapData, ObjKey, u32>,
+    net: LpmTrie<MapData, NetKeyData, NetPorts>,
+    unix: HashMap<MapData, UnixKey, u32>,
+    /// The kill backend's Unix address programs are attached (Linux 6.7+).
+    unix_addr: bool,
     counters: PerCpuArray<MapData, u64>,
     conf: Array<MapData, Conf>,
     events: Option<RingBuf<MapData>>,
@@ -254,7 +277,10 @@ impl Engine {
         let mut ebpf = loader.load(OBJECT)?;
         let t_object = t0.elapsed();
 
-        let (backend, links, probes) = crate::loader::attach(&mut ebpf, &aya_btf, opts)?;
+        let (backend, mut links, probes) = crate::loader::attach(&mut ebpf, &aya_btf, opts)?;
+        let net_cgroup = crate::loader::net_cgroup(opts)?;
+        let (net_links, unix_addr) = crate::loader::attach_net(&mut ebpf, backend, &net_cgroup)?;
+        links.extend(net_links);
         let t_attach = t0.elapsed();
         let dirs = opts.pin_dir.as_ref().map(|p| (progs_dir(p), links_dir(p)));
         let dirs = dirs.as_ref().map(|(a, b)| (a.as_path(), b.as_path()));
@@ -292,6 +318,9 @@ impl Engine {
             exec: HashMap::try_from(take(&mut ebpf, c::MAP_EXEC)?).map_err(map_err(c::MAP_EXEC))?,
             exec_names: HashMap::try_from(take(&mut ebpf, c::MAP_EXEC_NAMES)?).map_err(map_err(c::MAP_EXEC_NAMES))?,
             paths: HashMap::try_from(take(&mut ebpf, c::MAP_PATHS)?).map_err(map_err(c::MAP_PATHS))?,
+            net: LpmTrie::try_from(take(&mut ebpf, c::MAP_NET)?).map_err(map_err(c::MAP_NET))?,
+            unix: HashMap::try_from(take(&mut ebpf, c::MAP_UNIX)?).map_err(map_err(c::MAP_UNIX))?,
+            unix_addr,
             counters: PerCpuArray::try_from(take(&mut ebpf, c::MAP_COUNTERS)?).map_err(map_err(c::MAP_COUNTERS))?,
             conf: Array::try_from(take(&mut ebpf, c::MAP_CONF)?).map_err(map_err(c::MAP_CONF))?,
             events: Some(RingBuf::try_from(take(&mut ebpf, c::MAP_EVENTS)?).map_err(map_err(c::MAP_EVENTS))?),
@@ -344,6 +373,9 @@ impl Engine {
             exec: HashMap::try_from(open(c::MAP_EXEC)?).map_err(map_err(c::MAP_EXEC))?,
             exec_names: HashMap::try_from(open(c::MAP_EXEC_NAMES)?).map_err(map_err(c::MAP_EXEC_NAMES))?,
             paths: HashMap::try_from(open(c::MAP_PATHS)?).map_err(map_err(c::MAP_PATHS))?,
+            net: LpmTrie::try_from(open(c::MAP_NET)?).map_err(map_err(c::MAP_NET))?,
+            unix: HashMap::try_from(open(c::MAP_UNIX)?).map_err(map_err(c::MAP_UNIX))?,
+            unix_addr: links_dir(pin).join(c::UNIX_ADDR_PROGS[0].0).exists(),
             counters: PerCpuArray::try_from(open(c::MAP_COUNTERS)?).map_err(map_err(c::MAP_COUNTERS))?,
             conf: Array::try_from(open(c::MAP_CONF)?).map_err(map_err(c::MAP_CONF))?,
             events: Some(RingBuf::try_from(open(c::MAP_EVENTS)?).map_err(map_err(c::MAP_EVENTS))?),
@@ -575,6 +607,13 @@ impl Engine {
         for (id, bits) in &g.paths {
             self.paths.insert(id.key(grant), *bits, 0).map_err(map_err(c::MAP_PATHS))?;
         }
+        for (key, ports) in net_entries(grant, g)? {
+            self.net.insert(&Key::new(key.prefixlen, key.data), ports, 0).map_err(map_err(c::MAP_NET))?;
+        }
+        for name in &g.unix_names {
+            let key = crate::net::unix_key(grant, name).map_err(|e| EngineError::Grant { msg: e.to_string() })?;
+            self.unix.insert(key, 1, 0).map_err(map_err(c::MAP_UNIX))?;
+        }
         Ok(())
     }
 
@@ -587,6 +626,29 @@ impl Engine {
         for id in g.paths.keys() {
             let _ = self.paths.remove(&id.key(grant));
         }
+        for (key, _) in net_entries(grant, g).unwrap_or_default() {
+            let _ = self.net.remove(&Key::new(key.prefixlen, key.data));
+        }
+        for name in &g.unix_names {
+            if let Ok(key) = crate::net::unix_key(grant, name) {
+                let _ = self.unix.remove(&key);
+            }
+        }
+    }
+
+    /// How each channel is stopped here: the backend's table, with the Unix-socket channel as
+    /// attached (the kill backend's Unix address programs need Linux 6.7).
+    #[must_use]
+    pub fn channels(&self) -> Vec<(&'static str, &'static str)> {
+        let mut v = self.backend.channels().to_vec();
+        if self.backend == Backend::Kill && !self.unix_addr {
+            for (ch, m) in &mut v {
+                if *ch == "unix_connect" {
+                    *m = "none";
+                }
+            }
+        }
+        v
     }
 
     // ---- counters and events -----------------------------------------------------------------
@@ -627,6 +689,11 @@ pub fn read_ring(rb: &mut RingBuf<MapData>, timeout: Duration) -> Vec<Decision> 
 
 /// Removes everything pinned under `pin_dir` (links first, so enforcement stops cleanly, then
 /// maps). Returns the paths removed.
+/// The trie entries of a grant's network part.
+fn net_entries(grant: u64, g: &KernelGrant) -> Result<Vec<(c::NetKey, NetPorts)>, EngineError> {
+    crate::net::lpm_entries(grant, &g.net).map_err(|e| EngineError::Grant { msg: e.to_string() })
+}
+
 pub fn unpin(pin_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     for sub in [links_dir(pin_dir), progs_dir(pin_dir), maps_dir(pin_dir)] {

@@ -37,6 +37,12 @@ pub struct Decision {
     pub signal: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_pid: Option<u32>,
+    /// For network hooks: what was reached (`tcp 127.0.0.1:8080`, `udp [::1]:53`,
+    /// `unix @name`, `unix /run/x.sock` when decided by name; a Unix socket decided by its object
+    /// has `unix` here and its path in `path`), or the socket asked for (`socket family=2 type=3
+    /// protocol=1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net: Option<String>,
     pub dev: u32,
     pub ino: u64,
     /// Best-effort path (for display only; decisions are made on the object).
@@ -66,6 +72,9 @@ pub fn path_parts(ev: &Event) -> (usize, bool) {
 /// Appends the display path (root first) to `out`; `false` (nothing appended) when the event
 /// carries no path.
 pub fn write_path(ev: &Event, out: &mut String) -> bool {
+    if carries_addr(ev) {
+        return false;
+    }
     let (depth, truncated) = path_parts(ev);
     if depth == 0 {
         return false;
@@ -88,11 +97,63 @@ pub fn write_path(ev: &Event, out: &mut String) -> bool {
     true
 }
 
+fn is_net_hook(hook: u32) -> bool {
+    matches!(hook, mcpguard_common::HOOK_CONNECT | mcpguard_common::HOOK_SENDMSG | mcpguard_common::HOOK_BIND)
+}
+
+/// The event's path slots hold an address or socket name, not a path.
+fn carries_addr(ev: &Event) -> bool {
+    is_net_hook(ev.hook) && ev.access != mcpguard_common::NET_UNIX
+}
+
+/// For network hooks, what was reached (see [`Decision::net`]).
+#[must_use]
+pub fn net_field(ev: &Event) -> Option<String> {
+    use mcpguard_common::{HOOK_SOCKET, NET_CONNECT_TCP, NET_LISTEN_TCP, NET_UNIX, NET_UNIX_NAME, NetAddr};
+    if ev.hook == HOOK_SOCKET {
+        return Some(format!("socket family={} type={} protocol={}", ev.access >> 16, ev.access & 0xffff, ev.ino));
+    }
+    if !is_net_hook(ev.hook) {
+        return None;
+    }
+    let (depth, _) = path_parts(ev);
+    match ev.access {
+        NET_UNIX => Some("unix".into()),
+        NET_UNIX_NAME => {
+            let len = (ev.dev as usize).min(depth * EVENT_NAME_LEN);
+            let bytes: Vec<u8> = ev.path.iter().flatten().copied().take(len).collect();
+            Some(match bytes.split_first() {
+                Some((0, name)) => format!("unix @{}", String::from_utf8_lossy(name)),
+                _ => format!("unix {}", String::from_utf8_lossy(cbytes(&bytes))),
+            })
+        }
+        kind => {
+            let proto = if kind == NET_CONNECT_TCP || kind == NET_LISTEN_TCP { "tcp" } else { "udp" };
+            if depth == 0 {
+                return Some(proto.into());
+            }
+            // SAFETY: NetAddr is one path slot of plain bytes (asserted in common).
+            let a: NetAddr = unsafe { std::mem::transmute::<[u8; EVENT_NAME_LEN], NetAddr>(ev.path[0]) };
+            let ip = std::net::Ipv6Addr::from(a.addr);
+            let shown = crate::net::display_ip(ip);
+            Some(if ip.to_ipv4_mapped().is_some() {
+                format!("{proto} {shown}:{}", a.port)
+            } else {
+                format!("{proto} [{shown}]:{}", a.port)
+            })
+        }
+    }
+}
+
 /// "r", "w", "rw" for opens; empty for other hooks (`access` then carries a syscall or signal
 /// number).
 #[must_use]
 pub fn access_str(ev: &Event) -> &'static str {
-    if ev.hook == mcpguard_common::HOOK_SYSCALL || ev.hook == mcpguard_common::HOOK_SIGNAL {
+    if ev.hook == mcpguard_common::HOOK_SYSCALL
+        || ev.hook == mcpguard_common::HOOK_SIGNAL
+        || ev.hook == mcpguard_common::HOOK_SOCKET
+        || is_net_hook(ev.hook)
+    {
         return "";
     }
     match (ev.access & ACCESS_READ != 0, ev.access & ACCESS_WRITE != 0) {
@@ -115,10 +176,21 @@ pub fn signal_fields(ev: &Event) -> Option<(u32, u32)> {
     (ev.hook == mcpguard_common::HOOK_SIGNAL).then(|| (ev.access, u32::try_from(ev.ino).unwrap_or(u32::MAX)))
 }
 
-/// The object's inode number (0 for a signal, whose `ino` carries the target).
+/// The object's inode number (0 for a signal, whose `ino` carries the target, and for network
+/// events decided by address or name).
 #[must_use]
 pub fn object_ino(ev: &Event) -> u64 {
-    if ev.hook == mcpguard_common::HOOK_SIGNAL { 0 } else { ev.ino }
+    if ev.hook == mcpguard_common::HOOK_SIGNAL || ev.hook == mcpguard_common::HOOK_SOCKET || carries_addr(ev) {
+        0
+    } else {
+        ev.ino
+    }
+}
+
+/// The object's device (0 where [`object_ino`] is 0: `dev` then carries a name's length).
+#[must_use]
+pub fn object_dev(ev: &Event) -> u32 {
+    if object_ino(ev) == 0 && (carries_addr(ev) || ev.hook == mcpguard_common::HOOK_SOCKET) { 0 } else { ev.dev }
 }
 
 /// Copies one ring-buffer record into an [`Event`]; `None` if it is shorter than the fixed part.
@@ -160,7 +232,8 @@ impl Decision {
             syscall: syscall_name(ev),
             signal: signal_fields(ev).map(|(s, _)| s),
             target_pid: signal_fields(ev).map(|(_, t)| t),
-            dev: ev.dev,
+            net: net_field(ev),
+            dev: object_dev(ev),
             ino: object_ino(ev),
             path: has_path.then_some(path),
             path_truncated: path_parts(ev).1,

@@ -126,14 +126,19 @@ fn grant_error(e: GrantError) -> ProtoError {
     let code = match &e {
         GrantError::BinaryMissing { .. } | GrantError::NotARegularFile { .. } => ErrorCode::BinaryMissing,
         GrantError::DigestMismatch { .. } | GrantError::ChangedWhileHashing { .. } => ErrorCode::DigestMismatch,
-        GrantError::PathMissing { .. } | GrantError::NotAbsolute { .. } => ErrorCode::PolicyError,
+        GrantError::PathMissing { .. }
+        | GrantError::NotAbsolute { .. }
+        | GrantError::Net { .. }
+        | GrantError::UnixSocket { .. } => ErrorCode::PolicyError,
     };
     err(code, e.to_string())
 }
 
 fn compile(spec: &GrantSpec) -> Result<kgrant::KernelGrant, ProtoError> {
     let exec: Vec<(PathBuf, Option<String>)> = spec.exec.iter().map(|e| (e.path.clone(), e.sha256.clone())).collect();
-    kgrant::compile(&exec, &spec.read, &spec.write).map_err(grant_error)
+    let mut g = kgrant::compile(&exec, &spec.read, &spec.write).map_err(grant_error)?;
+    kgrant::compile_net(&mut g, &spec.connect, &spec.listen, &mut crate::net::system_resolver).map_err(grant_error)?;
+    Ok(g)
 }
 
 fn valid_name(s: &str) -> bool {
@@ -391,7 +396,7 @@ fn grant(d: &Daemon, g: Grant) -> Result<Value, ProtoError> {
         resolve_policy(p, &d.cfg.policy_dirs)?.0.instantiate(&g.vars)?
     } else {
         let i = g.inline.clone().unwrap_or_default();
-        GrantSpec::inline(i.exec, i.read, i.write, g.mode.unwrap_or_default(), None)?
+        GrantSpec::inline(i.exec, i.read, i.write, g.mode.unwrap_or_default(), None)?.with_net(&i.connect, &i.listen)?
     };
     let ttl = g.ttl()?.or(spec.ttl).unwrap_or(d.cfg.default_ttl);
     if ttl > d.cfg.max_ttl {

@@ -8,7 +8,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use mcpguard_common::{ACCESS_READ, ACCESS_WRITE, EXEC_NAME_LEN, FP_HAS_GENERATION, Fingerprint, NameKey, ObjKey};
+use mcpguard_common::{
+    ACCESS_CONNECT, ACCESS_READ, ACCESS_WRITE, EXEC_NAME_LEN, FP_HAS_GENERATION, Fingerprint, NameKey, ObjKey,
+};
 use sha2::{Digest as _, Sha256};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +27,10 @@ pub enum GrantError {
     PathMissing { path: PathBuf, source: std::io::Error },
     #[error("path `{path}` must be absolute")]
     NotAbsolute { path: PathBuf },
+    #[error("network target `{target}`: {msg}")]
+    Net { target: String, msg: String },
+    #[error("unix socket `{path}` cannot be granted: {msg}")]
+    UnixSocket { path: PathBuf, msg: String },
 }
 
 /// Identity of a file object as the kernel sees it.
@@ -115,6 +121,19 @@ pub struct KernelGrant {
     pub paths: BTreeMap<FileId, u32>,
     /// For display: requested path -> bits.
     pub path_names: Vec<(PathBuf, u32)>,
+    /// IP addresses (prefixes) and ports that may be connected to or listened on, DNS names
+    /// resolved when the grant was compiled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub net: Vec<crate::net::NetEntry>,
+    /// Unix socket names (`sun_path` bytes; abstract names start with NUL) reachable by name:
+    /// abstract sockets, and the resolved paths of granted path sockets (the kill backend's
+    /// address programs see only the name). Path sockets are also in `paths` with
+    /// [`ACCESS_CONNECT`] on their object, which the deny backends decide on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unix_names: Vec<Vec<u8>>,
+    /// For display: each connect/listen target as granted, with what it resolved to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub net_names: Vec<(String, Vec<String>)>,
 }
 
 /// JSON object keys must be strings: the object map is stored as a list of pairs.
@@ -234,6 +253,60 @@ pub fn compile(
         }
     }
     Ok(g)
+}
+
+/// Adds the network part of a grant: `connect` and `listen` targets (canonical strings, see
+/// `net.rs`). DNS names are resolved now with `resolve`; a Unix path must name an existing socket,
+/// which is granted by its object (and by its resolved path, for the kill backend).
+pub fn compile_net(
+    g: &mut KernelGrant,
+    connect: &[String],
+    listen: &[String],
+    resolve: &mut dyn FnMut(&str) -> std::io::Result<Vec<std::net::IpAddr>>,
+) -> Result<(), GrantError> {
+    use crate::net::{ConnectTarget, ListenTarget};
+    let bad = |target: &str, msg: String| GrantError::Net { target: target.to_owned(), msg };
+    for t in connect {
+        let target: ConnectTarget = t.parse().map_err(|e: crate::net::NetError| bad(t, e.to_string()))?;
+        let shown: Vec<String> = match &target {
+            ConnectTarget::UnixPath(path) => {
+                let sock_err = |msg: String| GrantError::UnixSocket { path: path.clone(), msg };
+                let resolved = std::fs::canonicalize(path).map_err(|e| sock_err(e.to_string()))?;
+                let md = std::fs::metadata(&resolved).map_err(|e| sock_err(e.to_string()))?;
+                if !md.file_type().is_socket() {
+                    return Err(sock_err("not a socket".into()));
+                }
+                *g.paths.entry(FileId::of(&md)).or_default() |= ACCESS_CONNECT;
+                let name = crate::net::unix_kernel_name(&ConnectTarget::UnixPath(resolved.clone()))
+                    .ok_or_else(|| sock_err("no kernel name".into()))?;
+                crate::net::unix_key(0, &name).map_err(|e| sock_err(e.to_string()))?;
+                g.unix_names.push(name);
+                vec![resolved.display().to_string()]
+            }
+            ConnectTarget::UnixAbstract(_) => {
+                let name = crate::net::unix_kernel_name(&target).ok_or_else(|| bad(t, "no kernel name".into()))?;
+                crate::net::unix_key(0, &name).map_err(|e| bad(t, e.to_string()))?;
+                g.unix_names.push(name);
+                Vec::new()
+            }
+            ConnectTarget::Ip { .. } => {
+                let entries = crate::net::resolve_connect(&target, resolve).map_err(|e| bad(t, e.to_string()))?;
+                let shown = entries.iter().map(ToString::to_string).collect();
+                g.net.extend(entries);
+                shown
+            }
+        };
+        g.net_names.push((target.to_string(), shown));
+    }
+    for t in listen {
+        let target: ListenTarget = t.parse().map_err(|e: crate::net::NetError| bad(t, e.to_string()))?;
+        let e = crate::net::listen_entry(&target);
+        g.net_names.push((format!("listen {target}"), vec![e.to_string()]));
+        g.net.push(e);
+    }
+    // The trie entries are checked now (port ranges per prefix), not at install.
+    crate::net::lpm_entries(0, &g.net).map_err(|e| bad("(grant)", e.to_string()))?;
+    Ok(())
 }
 
 #[cfg(test)]

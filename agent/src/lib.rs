@@ -15,6 +15,7 @@ pub mod lazy;
 pub mod loader;
 pub mod mcp;
 pub mod metrics;
+pub mod net;
 pub mod offsets;
 pub mod policy;
 pub mod procs;

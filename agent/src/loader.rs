@@ -19,7 +19,7 @@ pub const LIFECYCLE_PROGS: [(&str, &str); 2] =
 pub const KILL_BTF_PROGS: [(&str, &str); 1] = [(c::PROG_EXEC, "sched_process_exec")];
 /// ...and syscall tracepoints: (program, tracepoint name in category `syscalls`). Like the guard
 /// syscalls, these are attached only while something is governed (`lazy.rs`).
-pub const KILL_TP_PROGS: [(&str, &str); 6] = [
+pub const KILL_TP_PROGS: [(&str, &str); 7] = [
     (c::PROG_OPENAT, "sys_exit_openat"),
     (c::PROG_OPEN, "sys_exit_open"),
     (c::PROG_OPENAT2, "sys_exit_openat2"),
@@ -27,6 +27,8 @@ pub const KILL_TP_PROGS: [(&str, &str); 6] = [
     (c::PROG_OPEN_BY_HANDLE, "sys_exit_open_by_handle_at"),
     // Executable file mappings (W^X for grants), decided at entry.
     (c::PROG_MMAP, "sys_enter_mmap"),
+    // A socket listening on an address no grant names.
+    (c::PROG_LISTEN, "sys_enter_listen"),
 ];
 /// io_uring submissions do not pass through the open-family tracepoints: governed processes may
 /// not set it up (a guard syscall on the kill backend).
@@ -65,13 +67,85 @@ pub fn backend_programs(b: Backend) -> Vec<&'static str> {
         Backend::Lsm => {
             v.extend(LSM_PROGS.iter().map(|(p, _)| *p));
             v.extend(c::PATH_HOOKS.iter().filter(|h| h.4).map(|h| h.0));
+            v.extend(c::NET_HOOKS.iter().map(|h| h.0));
         }
         Backend::FmodRet => {
             v.extend(crate::fmodret::FMOD_PROGS.iter().map(|(p, _)| *p));
             v.extend(c::PATH_HOOKS.iter().filter(|h| h.4).map(|h| h.2));
+            v.extend(c::NET_HOOKS.iter().map(|h| h.2));
         }
     }
+    v.extend(c::NET_PROGS.iter().map(|(p, _)| *p));
     v
+}
+
+/// `bpf_attach_type` of each network program's attach point (`NET_PROGS`).
+fn net_attach_type(point: &str) -> u32 {
+    use aya_obj::generated::bpf_attach_type as t;
+    (match point {
+        "connect4" => t::BPF_CGROUP_INET4_CONNECT,
+        "connect6" => t::BPF_CGROUP_INET6_CONNECT,
+        "sendmsg4" => t::BPF_CGROUP_UDP4_SENDMSG,
+        "sendmsg6" => t::BPF_CGROUP_UDP6_SENDMSG,
+        "bind4" => t::BPF_CGROUP_INET4_BIND,
+        "bind6" => t::BPF_CGROUP_INET6_BIND,
+        _ => t::BPF_CGROUP_INET_SOCK_CREATE,
+    }) as u32
+}
+
+/// The cgroup whose processes (and descendants') the network programs see: the daemon's
+/// `--net-cgroup`, or the cgroup v2 root (every process on the host).
+pub fn net_cgroup(opts: &EngineOptions) -> Result<std::path::PathBuf, EngineError> {
+    match &opts.net_cgroup {
+        Some(p) => Ok(p.clone()),
+        None => crate::cgroup::root().map(Path::to_path_buf).ok_or_else(|| EngineError::Adopt {
+            path: "/proc/self/mounts".into(),
+            msg: "cgroup v2 is not mounted: the network programs attach to a cgroup v2 directory".into(),
+        }),
+    }
+}
+
+/// The network programs' links, and whether the Unix address programs are among them.
+pub type NetLinks = (Vec<(&'static str, AnyLink)>, bool);
+
+/// Loads the network programs and attaches them to `cgroup` (see `ebpf/src/net.rs`): the IP
+/// address and socket-creation programs on every backend, and on the kill backend the Unix
+/// address programs where the kernel has them (6.7+). Returns the links, and whether the Unix
+/// address programs are attached.
+pub fn attach_net(ebpf: &mut Ebpf, backend: Backend, cgroup: &Path) -> Result<NetLinks, EngineError> {
+    use std::os::fd::AsFd as _;
+    let dir = std::fs::File::open(cgroup)
+        .map_err(|e| EngineError::Adopt { path: cgroup.into(), msg: format!("cannot open the network cgroup: {e}") })?;
+    let mut links = Vec::new();
+    for (prog, point) in c::NET_PROGS {
+        let p = ebpf.program_mut(prog).ok_or_else(|| missing(prog))?;
+        let fd = match p {
+            aya::programs::Program::CgroupSockAddr(p) => {
+                p.load().map_err(perr(prog))?;
+                p.fd().map_err(perr(prog))?.as_fd().try_clone_to_owned()
+            }
+            aya::programs::Program::CgroupSock(p) => {
+                p.load().map_err(perr(prog))?;
+                p.fd().map_err(perr(prog))?.as_fd().try_clone_to_owned()
+            }
+            _ => return Err(missing(prog)),
+        }
+        .map_err(|e| EngineError::Adopt { path: cgroup.into(), msg: format!("{prog}: {e}") })?;
+        let link = crate::fmodret::cgroup_link(fd.as_fd(), dir.as_fd(), net_attach_type(point))
+            .map_err(|e| EngineError::Adopt { path: cgroup.into(), msg: format!("attaching {prog} ({point}): {e}") })?;
+        links.push((prog, AnyLink::Raw(link)));
+    }
+    let mut unix = false;
+    if backend == Backend::Kill {
+        match crate::fmodret::attach_unix_addr(crate::engine::OBJECT, ebpf, dir.as_fd()) {
+            Ok(l) => {
+                links.extend(l.into_iter().map(|(p, fd)| (p, AnyLink::Raw(fd))));
+                unix = true;
+            }
+            Err(e) => log::warn!("Unix-socket address programs unavailable (Linux 6.7+): {e}"),
+        }
+    }
+    Ok((links, unix))
 }
 
 fn perr(prog: &'static str) -> impl Fn(aya::programs::ProgramError) -> EngineError {
@@ -200,6 +274,9 @@ fn try_backend(ebpf: &mut Ebpf, btf: &aya::Btf, b: Backend) -> Result<Vec<(&'sta
                     log::info!("LSM hook {hook} not in this kernel: {prog} not attached");
                     continue;
                 }
+                links.push((prog, AnyLink::Aya(lsm(ebpf, btf, prog, hook).map_err(|e| e.to_string())?)));
+            }
+            for (prog, hook, _, _) in c::NET_HOOKS {
                 links.push((prog, AnyLink::Aya(lsm(ebpf, btf, prog, hook).map_err(|e| e.to_string())?)));
             }
             lsm_self_test(ebpf)?; // on failure the links are dropped: detached

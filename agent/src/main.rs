@@ -74,7 +74,7 @@ enum Cmd {
         session: String,
         #[arg(long)]
         task: String,
-        #[arg(long, conflicts_with_all = ["allow_exec", "allow_read", "allow_write"])]
+        #[arg(long, conflicts_with_all = ["allow_exec", "allow_read", "allow_write", "allow_connect", "allow_listen"])]
         policy: Option<String>,
         #[arg(long)]
         allow_exec: Vec<PathBuf>,
@@ -82,6 +82,13 @@ enum Cmd {
         allow_read: Vec<PathBuf>,
         #[arg(long)]
         allow_write: Vec<PathBuf>,
+        /// `tcp://HOST:PORT`, `udp://HOST:PORT` (HOST an IP, CIDR or DNS name; PORT a number, a
+        /// range `LO-HI` or `*`), `unix:/path.sock`, `unix:@abstract`.
+        #[arg(long, value_name = "TARGET")]
+        allow_connect: Vec<String>,
+        /// `tcp://ADDR:PORT`: an address the server may listen on.
+        #[arg(long, value_name = "TARGET")]
+        allow_listen: Vec<String>,
         #[arg(long = "var", value_parser = parse_var)]
         vars: Vec<(String, String)>,
         #[arg(long)]
@@ -153,6 +160,10 @@ struct DaemonArgs {
     /// Force the enforcement backend (kill, lsm) instead of the strongest verified one.
     #[arg(long)]
     backend: Option<mcpguard::engine::Backend>,
+    /// Attach the network programs to this cgroup v2 directory instead of the cgroup v2 root
+    /// (governed processes outside it are then not network-confined: for tests).
+    #[arg(long, value_name = "DIR")]
+    net_cgroup: Option<PathBuf>,
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {
@@ -194,6 +205,9 @@ fn daemon_config(socket: PathBuf, a: DaemonArgs) -> anyhow::Result<Config> {
     cfg.unload_on_exit |= a.unload_on_exit;
     if a.backend.is_some() {
         cfg.backend = a.backend;
+    }
+    if a.net_cgroup.is_some() {
+        cfg.net_cgroup = a.net_cgroup;
     }
     if cfg.default_ttl > cfg.max_ttl {
         bail!("default_ttl is longer than max_ttl");
@@ -280,11 +294,25 @@ fn main() -> anyhow::Result<()> {
             let err = std::process::Command::new(&bin).arg0(&command[0]).args(&command[1..]).exec();
             bail!("exec {}: {err}", bin.display())
         }
-        Cmd::Grant { session, task, policy, allow_exec, allow_read, allow_write, vars, ttl, mode } => {
+        Cmd::Grant {
+            session,
+            task,
+            policy,
+            allow_exec,
+            allow_read,
+            allow_write,
+            allow_connect,
+            allow_listen,
+            vars,
+            ttl,
+            mode,
+        } => {
             let inline = policy.is_none().then(|| InlineGrant {
                 exec: allow_exec.into_iter().map(|path| ExecRule { path, sha256: None }).collect(),
                 read: allow_read,
                 write: allow_write,
+                connect: allow_connect,
+                listen: allow_listen,
             });
             let op = Op::Grant(Grant {
                 session,

@@ -82,6 +82,32 @@ pub fn from_btf(btf: &Btf) -> Result<Offsets, BtfError> {
         kernfs_node_id: m("kernfs_node", "id")?,
         path_mnt: m("path", "mnt")?,
         path_dentry: m("path", "dentry")?,
+        file_private_data: m("file", "private_data")?,
+        socket_sk: m("socket", "sk")?,
+        sk_family: sized(btf, "sock", "__sk_common.skc_family", 2)?,
+        sk_num: sized(btf, "sock", "__sk_common.skc_num", 2)?,
+        sk_rcv_saddr: sized(btf, "sock", "__sk_common.skc_rcv_saddr", 4)?,
+        sk_v6_rcv_saddr: sized(btf, "sock", "__sk_common.skc_v6_rcv_saddr", 16)?,
+        sk_protocol: sized(btf, "sock", "sk_protocol", 2)?,
+        sk_type: sized(btf, "sock", "sk_type", 2)?,
+        unix_path: m("unix_sock", "path")?,
+        unix_addr: m("unix_sock", "addr")?,
+        unix_peer: m("unix_sock", "peer")?,
+        unix_address_len: sized(btf, "unix_address", "len", 4)?,
+        unix_address_name: m("unix_address", "name")?,
         _pad: 0,
     })
+}
+
+/// A member the programs read as an integer of `size` bytes: another width (a kernel whose
+/// layout changed) is refused at load rather than read wrongly.
+fn sized(btf: &Btf, ty: &str, member: &str, size: u32) -> Result<u32, BtfError> {
+    let got = btf.member_size(ty, member)?;
+    if got != size {
+        return Err(BtfError::MemberNotFound {
+            ty: ty.into(),
+            member: format!("{member} ({size} bytes; found {got})"),
+        });
+    }
+    btf.member_offset(ty, member)
 }

@@ -112,6 +112,10 @@ pub struct Policy {
     pub exec: Vec<ExecRule>,
     pub read: Vec<PathRule>,
     pub write: Vec<PathRule>,
+    /// Network targets (`tcp://HOST:PORT`, `udp://...`, `unix:/path`, `unix:@name`), canonical.
+    pub connect: Vec<String>,
+    /// Addresses a server may listen on (`tcp://ADDR:PORT`), canonical.
+    pub listen: Vec<String>,
 }
 
 /// A fully instantiated, variable-free grant: normalised absolute paths only.
@@ -125,6 +129,26 @@ pub struct GrantSpec {
     pub exec: Vec<ExecRule>,
     pub read: Vec<PathBuf>,
     pub write: Vec<PathBuf>,
+    /// Canonical connect targets (see `net.rs`); none: no network and no Unix-socket connect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connect: Vec<String>,
+    /// Canonical listen targets; none: no inet socket may listen or bind a port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listen: Vec<String>,
+}
+
+/// Canonical form of connect (`listen` false) or listen targets, or the first error.
+pub fn canonical_net(list: &[String], listen: bool) -> Result<Vec<String>, (usize, String)> {
+    let mut out = Vec::new();
+    for (i, t) in list.iter().enumerate() {
+        let c = if listen {
+            t.parse::<crate::net::ListenTarget>().map(|x| x.to_string())
+        } else {
+            t.parse::<crate::net::ConnectTarget>().map(|x| x.to_string())
+        };
+        push_unique(&mut out, c.map_err(|e| (i, e.to_string()))?);
+    }
+    Ok(out)
 }
 
 /// Why a path was rejected.
@@ -314,6 +338,22 @@ struct RawPolicy {
     read: Vec<RawPathRule>,
     #[serde(default)]
     write: Vec<RawPathRule>,
+    #[serde(default)]
+    connect: Vec<RawConnect>,
+    #[serde(default)]
+    listen: Vec<RawListen>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConnect {
+    to: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    on: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -470,6 +510,18 @@ impl Policy {
         };
         let read = rules(&raw.read, "read")?;
         let write = rules(&raw.write, "write")?;
+        let mut connect = Vec::new();
+        for (i, c) in raw.connect.iter().enumerate() {
+            let one = canonical_net(std::slice::from_ref(c.to.get_ref()), false)
+                .map_err(|(_, m)| cx.invalid(Some(c.to.span()), format!("connect[{i}].to"), m))?;
+            connect.extend(one.into_iter().filter(|x| !connect.contains(x)).collect::<Vec<_>>());
+        }
+        let mut listen = Vec::new();
+        for (i, l) in raw.listen.iter().enumerate() {
+            let one = canonical_net(std::slice::from_ref(l.on.get_ref()), true)
+                .map_err(|(_, m)| cx.invalid(Some(l.on.span()), format!("listen[{i}].on"), m))?;
+            listen.extend(one.into_iter().filter(|x| !listen.contains(x)).collect::<Vec<_>>());
+        }
         if let Some((var, spec)) = raw.vars.iter().find(|(v, _)| !used.contains(*v)) {
             let msg = format!("variable `{var}` is declared but never used");
             return Err(cx.invalid(Some(spec.span()), format!("vars.{var}"), msg));
@@ -484,6 +536,8 @@ impl Policy {
             exec,
             read,
             write,
+            connect,
+            listen,
         })
     }
 
@@ -538,7 +592,16 @@ impl Policy {
         for e in &self.exec {
             push_unique(&mut exec, e.clone());
         }
-        Ok(GrantSpec { policy_name: self.name.clone(), mode: self.mode, ttl: self.ttl, exec, read, write })
+        Ok(GrantSpec {
+            policy_name: self.name.clone(),
+            mode: self.mode,
+            ttl: self.ttl,
+            exec,
+            read,
+            write,
+            connect: self.connect.clone(),
+            listen: self.listen.clone(),
+        })
     }
 }
 
@@ -590,7 +653,29 @@ impl GrantSpec {
         };
         let read = paths(&read, "read")?;
         let write = paths(&write, "write")?;
-        Ok(GrantSpec { policy_name: "inline".into(), mode, ttl, exec: out_exec, read, write })
+        Ok(GrantSpec {
+            policy_name: "inline".into(),
+            mode,
+            ttl,
+            exec: out_exec,
+            read,
+            write,
+            connect: Vec::new(),
+            listen: Vec::new(),
+        })
+    }
+
+    /// The same grant with network targets, validated and made canonical.
+    pub fn with_net(mut self, connect: &[String], listen: &[String]) -> Result<GrantSpec, PolicyError> {
+        let bad = |kind: &str, list: &[String], (i, message): (usize, String)| PolicyError::Invalid {
+            origin: "inline grant".into(),
+            line: None,
+            field: format!("{kind}[{i}]"),
+            message: format!("`{}`: {message}", list[i]),
+        };
+        self.connect = canonical_net(connect, false).map_err(|e| bad("connect", connect, e))?;
+        self.listen = canonical_net(listen, true).map_err(|e| bad("listen", listen, e))?;
+        Ok(self)
     }
 
     /// The grant allowed by both `self` and `other` (e.g. a per-call grant inside a task
@@ -637,6 +722,9 @@ impl GrantSpec {
             exec,
             read: paths(&self.read, &other.read),
             write: paths(&self.write, &other.write),
+            // Network targets both name (canonical strings): never wider than either.
+            connect: self.connect.iter().filter(|c| other.connect.contains(c)).cloned().collect(),
+            listen: self.listen.iter().filter(|c| other.listen.contains(c)).cloned().collect(),
         }
     }
 }

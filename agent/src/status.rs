@@ -37,7 +37,7 @@ pub(crate) fn status(d: &Daemon) -> Value {
         "backend": eng.backend().name(),
         "synchronous_deny": eng.backend().synchronous_deny(),
         "deny_mode_effect": if eng.backend().synchronous_deny() { "EPERM" } else { "kill" },
-        "channels": eng.backend().channels().iter().map(|(c, m)| (c.to_string(), json!(m))).collect::<serde_json::Map<String, Value>>(),
+        "channels": eng.channels().iter().map(|(c, m)| (c.to_string(), json!(m))).collect::<serde_json::Map<String, Value>>(),
         "adopted_pinned_programs": eng.adopted(),
         "backend_probes": eng.probes(),
         // Syscall tracepoints attached now (they follow what is governed; lazy.rs).

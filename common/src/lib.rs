@@ -31,6 +31,12 @@ pub const MAP_EVENT_SCRATCH: &str = "MCPG_EVSCRATCH";
 pub const MAP_COUNTERS: &str = "MCPG_COUNTERS";
 /// Single-entry array of [`Conf`]: run-time switches written by the daemon.
 pub const MAP_CONF: &str = "MCPG_CONF";
+/// LPM trie [`NetKey`] -> [`NetPorts`]: addresses (CIDR prefixes) a grant may connect to or
+/// listen on, per [`NET_CONNECT_TCP`].. kind, with the ports allowed there.
+pub const MAP_NET: &str = "MCPG_NET";
+/// [`UnixKey`] -> u32 (1): abstract Unix socket names a grant may reach, and (for the kill
+/// backend's address programs, which see only the address) the paths of granted Unix sockets.
+pub const MAP_UNIX: &str = "MCPG_UNIX";
 
 /// Read-only global holding [`Offsets`] (set at load time from the running kernel's BTF).
 pub const GLOBAL_OFFSETS: &str = "MCPG_OFFSETS";
@@ -81,6 +87,31 @@ pub fn guard_syscall_name(nr: u32) -> &'static str {
     }
     "unknown"
 }
+/// Network, every backend: cgroup socket-address programs (synchronous EPERM), attached at the
+/// cgroup v2 root (or the daemon's `--net-cgroup`): (program, attach point).
+pub const NET_PROGS: [(&str, &str); 7] = [
+    ("mcpg_connect4", "connect4"),
+    ("mcpg_connect6", "connect6"),
+    ("mcpg_sendmsg4", "sendmsg4"),
+    ("mcpg_sendmsg6", "sendmsg6"),
+    ("mcpg_bind4", "bind4"),
+    ("mcpg_bind6", "bind6"),
+    ("mcpg_sock_create", "sock_create"),
+];
+/// Unix-socket address programs (Linux 6.7+), loaded by the agent itself (aya 0.14 has no such
+/// attach types): (program, `bpf_attach_type` number). Used on the kill backend, where no hook
+/// sees the peer socket before the connect is done.
+pub const UNIX_ADDR_PROGS: [(&str, u32); 2] = [("mcpg_connect_unix", 49), ("mcpg_sendmsg_unix", 50)];
+/// Kill backend: `listen` (a socket's bound address must be granted) and the object check of a
+/// Unix stream connect (the peer's socket file must be the granted object).
+pub const PROG_LISTEN: &str = "mcpg_listen";
+pub const PROG_CONNECT_EXIT: &str = "mcpg_connect_exit";
+/// LSM / fmod_ret network hooks: (LSM program, LSM hook, fmod_ret program, `security_*` function).
+pub const NET_HOOKS: [(&str, &str, &str, &str); 3] = [
+    ("mcpg_lsm_listen", "socket_listen", "mcpg_fmod_listen", "security_socket_listen"),
+    ("mcpg_lsm_unix_conn", "unix_stream_connect", "mcpg_fmod_unix_conn", "security_unix_stream_connect"),
+    ("mcpg_lsm_unix_send", "unix_may_send", "mcpg_fmod_unix_send", "security_unix_may_send"),
+];
 pub const PROG_LSM_EXEC: &str = "mcpg_lsm_exec";
 pub const PROG_LSM_OPEN: &str = "mcpg_lsm_open";
 pub const PROG_LSM_MMAP: &str = "mcpg_lsm_mmap";
@@ -111,6 +142,8 @@ pub const MAX_CGROUPS: u32 = 4_096;
 pub const MAX_SESSIONS: u32 = 4_096;
 pub const MAX_EXEC_ENTRIES: u32 = 65_536;
 pub const MAX_PATH_ENTRIES: u32 = 65_536;
+pub const MAX_NET_ENTRIES: u32 = 16_384;
+pub const MAX_UNIX_ENTRIES: u32 = 4_096;
 pub const EVENTS_BYTES: u32 = 4 * 1024 * 1024;
 /// Audited events do not wake the reader one by one (each wake-up is an inter-processor
 /// interrupt on the producing CPU): only when the unread data crosses this many bytes. Kill and
@@ -133,6 +166,9 @@ pub const EXEC_NAME_LEN: usize = 48;
 // ------------------------------------------------------------------------------------------------
 pub const ACCESS_READ: u32 = 1;
 pub const ACCESS_WRITE: u32 = 2;
+/// In [`MAP_PATHS`] on a Unix socket's file object: the grant may connect (or send) to it.
+/// Exact object only: a directory's bit does not extend to sockets below it.
+pub const ACCESS_CONNECT: u32 = 4;
 
 pub const MODE_DENY: u32 = 0;
 pub const MODE_KILL: u32 = 1;
@@ -156,7 +192,15 @@ pub const HOOK_SYMLINK: u32 = 10;
 pub const HOOK_LINK: u32 = 11;
 pub const HOOK_RENAME: u32 = 12;
 pub const HOOK_TRUNCATE: u32 = 13;
-pub const HOOK_COUNT: u32 = 14;
+/// Network: the event's address is a [`NetAddr`] (IP) or the Unix socket's name (see
+/// [`Event::path`]); `access` is the [`NET_CONNECT_TCP`].. kind.
+pub const HOOK_CONNECT: u32 = 14;
+pub const HOOK_SENDMSG: u32 = 15;
+pub const HOOK_BIND: u32 = 16;
+/// Socket creation outside what grants can name (raw, packet, other protocols): `access` is
+/// `family << 16 | type`, `ino` the protocol.
+pub const HOOK_SOCKET: u32 = 17;
+pub const HOOK_COUNT: u32 = 18;
 
 pub const ACTION_DENIED: u32 = 0;
 pub const ACTION_KILLED: u32 = 1;
@@ -178,6 +222,18 @@ pub const REASON_OTHER_PROCESS: u32 = 7;
 /// A signal to a process outside the sender's session.
 pub const REASON_SIGNAL_OUTSIDE_SESSION: u32 = 8;
 pub const REASON_COUNT: u32 = 16;
+
+/// Network grant kinds ([`NetKeyData::kind`], and `access` of network events).
+pub const NET_CONNECT_TCP: u32 = 1;
+pub const NET_CONNECT_UDP: u32 = 2;
+pub const NET_LISTEN_TCP: u32 = 3;
+pub const NET_LISTEN_UDP: u32 = 4;
+/// A Unix socket reached by its object (`access` of Unix network events; the event's path is the
+/// socket's).
+pub const NET_UNIX: u32 = 5;
+/// A Unix socket reached by name: the event's path slots hold `dev` bytes of `sun_path`
+/// (abstract names start with NUL).
+pub const NET_UNIX_NAME: u32 = 6;
 
 /// Index of the counter for one (hook, action, reason) triple.
 #[must_use]
@@ -209,6 +265,10 @@ pub const fn hook_name(hook: u32) -> &'static str {
         HOOK_LINK => "link",
         HOOK_RENAME => "rename",
         HOOK_TRUNCATE => "truncate",
+        HOOK_CONNECT => "connect",
+        HOOK_SENDMSG => "sendmsg",
+        HOOK_BIND => "bind",
+        HOOK_SOCKET => "socket",
         _ => "unknown",
     }
 }
@@ -358,6 +418,67 @@ pub const EVENT_PATH_TRUNCATED: u32 = 0x8000_0000;
 pub const EVENT_HEADER_BYTES: usize = core::mem::offset_of!(Event, path);
 const _: () = assert!(EVENT_HEADER_BYTES == 80);
 
+/// Bits of a [`NetKey`] that must match exactly before the address prefix: kind and grant.
+pub const NET_KEY_FIXED_BITS: u32 = 96;
+/// Port ranges kept per prefix (the union of every entry of the grant covering the prefix).
+pub const NET_PORT_RANGES: usize = 8;
+/// Bytes of a Unix socket name kept in [`UnixKey`] (`sun_path` is 108 bytes).
+pub const UNIX_NAME_LEN: usize = 108;
+
+/// LPM trie key data of [`MAP_NET`] (the trie key is `{prefixlen: u32, data}`; `prefixlen` is
+/// [`NET_KEY_FIXED_BITS`] + the CIDR length). Addresses are IPv6; an IPv4 address is stored
+/// and looked up as its IPv4-mapped form `::ffff:a.b.c.d`, so both spellings decide alike.
+/// Alignment 4: the trie compares the bytes right after `prefixlen`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NetKeyData {
+    pub kind: u32,
+    /// Grant id, as two native-endian halves (low first).
+    pub grant: [u32; 2],
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<NetKeyData>() == 28);
+/// Full LPM trie key of [`MAP_NET`] as the kernel sees it (what `aya` calls `Key<NetKeyData>`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetKey {
+    pub prefixlen: u32,
+    pub data: NetKeyData,
+}
+const _: () = assert!(size_of::<NetKey>() == 32);
+
+/// Ports allowed at a prefix: `ranges[..n]`, inclusive, host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetPorts {
+    pub n: u32,
+    pub ranges: [[u16; 2]; NET_PORT_RANGES],
+}
+const _: () = assert!(size_of::<NetPorts>() == 36);
+
+/// (grant, Unix socket name): `name` is `sun_path` as given (abstract names start with NUL),
+/// zero-padded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UnixKey {
+    pub grant: u64,
+    pub name: [u8; UNIX_NAME_LEN],
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<UnixKey>() == 120);
+
+/// The address of an IP network event, in the event's first path slot (`path_depth` 1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetAddr {
+    /// IPv6, or IPv4-mapped IPv6.
+    pub addr: [u8; 16],
+    /// Host byte order.
+    pub port: u16,
+    pub _pad: [u8; 14],
+}
+const _: () = assert!(size_of::<NetAddr>() == EVENT_NAME_LEN);
+
 /// Struct member byte offsets of the running kernel, read from its BTF at load time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -419,13 +540,34 @@ pub struct Offsets {
     /// `path.mnt` and `path.dentry` (the `struct path *` arguments of the path hooks).
     pub path_mnt: u32,
     pub path_dentry: u32,
+    /// `file.private_data` (a socket file's `struct socket *`), `socket.sk`.
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    /// `sock.__sk_common.skc_family`, `.skc_num` (bound port, host order), `.skc_rcv_saddr`,
+    /// `.skc_v6_rcv_saddr`.
+    pub sk_family: u32,
+    pub sk_num: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    /// `sock.sk_protocol` (u16 on 6.x), `sock.sk_type` (u16).
+    pub sk_protocol: u32,
+    pub sk_type: u32,
+    /// `unix_sock.path` (a `struct path`), `unix_sock.addr`, `unix_sock.peer`, `unix_address.len`,
+    /// `unix_address.name` (a `struct sockaddr_un`).
+    pub unix_path: u32,
+    pub unix_addr: u32,
+    pub unix_peer: u32,
+    pub unix_address_len: u32,
+    pub unix_address_name: u32,
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<Offsets>() == 48 * 4);
+const _: () = assert!(size_of::<Offsets>() == 61 * 4);
 
 #[cfg(feature = "user")]
 mod user {
-    use super::{Conf, Event, Fingerprint, NameKey, ObjKey, Offsets, ProcEntry, SessionState};
+    use super::{
+        Conf, Event, Fingerprint, NameKey, NetKeyData, NetPorts, ObjKey, Offsets, ProcEntry, SessionState, UnixKey,
+    };
     // SAFETY: all of these are #[repr(C)], Copy, contain only integers and arrays of integers,
     // and have explicit padding fields, so any bit pattern is valid.
     unsafe impl aya::Pod for ProcEntry {}
@@ -436,4 +578,7 @@ mod user {
     unsafe impl aya::Pod for Conf {}
     unsafe impl aya::Pod for Event {}
     unsafe impl aya::Pod for Offsets {}
+    unsafe impl aya::Pod for NetKeyData {}
+    unsafe impl aya::Pod for NetPorts {}
+    unsafe impl aya::Pod for UnixKey {}
 }

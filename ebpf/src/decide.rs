@@ -2,10 +2,11 @@
 //! elsewhere) resolves the kernel objects of its hook and calls into this module; it only differs
 //! in how a denial is carried out.
 use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns};
+use aya_ebpf::maps::lpm_trie::Key;
 use mcpguard_common::{
-    ACCESS_READ, ACCESS_WRITE, EXEC_NAME_LEN, MAX_WALK_DEPTH, NameKey, ObjKey, PROC_VERIFIED, REASON_BINARY_CHANGED,
-    REASON_GRANT_EXPIRED, REASON_NO_GRANT, REASON_NONE, REASON_NOT_GRANTED, REASON_OTHER_PROCESS, REASON_UNRESOLVED,
-    SessionState,
+    ACCESS_CONNECT, ACCESS_READ, ACCESS_WRITE, EXEC_NAME_LEN, MAX_WALK_DEPTH, NET_KEY_FIXED_BITS, NameKey, NetKeyData,
+    ObjKey, PROC_VERIFIED, REASON_BINARY_CHANGED, REASON_GRANT_EXPIRED, REASON_NO_GRANT, REASON_NONE,
+    REASON_NOT_GRANTED, REASON_OTHER_PROCESS, REASON_UNRESOLVED, SessionState, UnixKey,
 };
 
 use crate::{
@@ -14,7 +15,7 @@ use crate::{
         fingerprint_matches, inode_fingerprint, inode_obj, proc_owner, rd_ptr, task_cgroup_id, task_start_ticks,
         task_tgid,
     },
-    maps::{CGROUPS, CONF, EXEC, EXEC_NAMES, PATHS, PROCS, SESSIONS},
+    maps::{CGROUPS, CONF, EXEC, EXEC_NAMES, NET, PATHS, PROCS, SESSIONS, UNIX},
 };
 
 /// The session a task belongs to, with the session's grants as they are right now.
@@ -85,7 +86,7 @@ impl Verdict {
 }
 
 #[inline(always)]
-fn grant_in_force(st: &SessionState) -> u64 {
+pub fn grant_in_force(st: &SessionState) -> u64 {
     if st.task_grant != 0 { st.task_grant } else { st.base_grant }
 }
 
@@ -341,4 +342,77 @@ pub fn report_pos(file: Kptr) -> Option<PathPos> {
     let null = PathPos { dentry: core::ptr::null(), vfsmnt: core::ptr::null() };
     let pos = crate::kernel::file_pos(file).unwrap_or(null);
     if pos.dentry.is_null() { None } else { Some(pos) }
+}
+
+// ---- Network --------------------------------------------------------------------------------
+
+/// Does `grant` allow `kind` to `addr` (IPv6 / IPv4-mapped) port `port`? One longest-prefix
+/// lookup; the entry holds the union of the ports of every prefix of the grant covering it.
+#[inline(always)]
+fn net_allows(grant: u64, kind: u32, addr: &[u8; 16], port: u16) -> bool {
+    if grant == 0 {
+        return false;
+    }
+    let key = Key::new(
+        NET_KEY_FIXED_BITS + 128,
+        NetKeyData { kind, grant: [grant as u32, (grant >> 32) as u32], addr: *addr },
+    );
+    let Some(ports) = NET.get(&key) else { return false };
+    let n = ports.n;
+    // Over the array itself (no index the optimiser could assume in bounds), stopping at `n`.
+    for (i, r) in ports.ranges.iter().enumerate() {
+        if i as u32 >= n {
+            break;
+        }
+        if port >= r[0] && port <= r[1] {
+            return true;
+        }
+    }
+    false
+}
+
+/// Which of the session's grants allows the socket operation, as [`decide_open`] does for files:
+/// the base grant for the session's lifetime, the task grant until it expires.
+#[inline(always)]
+fn decide_by(st: &SessionState, allows: impl Fn(u64) -> bool) -> Verdict {
+    if st.task_grant == 0 && st.base_grant == 0 {
+        return Verdict::deny(REASON_NO_GRANT, 0);
+    }
+    if allows(st.base_grant) {
+        return Verdict::allow(st.base_grant);
+    }
+    if st.task_grant != 0 && allows(st.task_grant) {
+        if now() < st.task_expires_ns {
+            return Verdict::allow(st.task_grant);
+        }
+        return Verdict::deny(REASON_GRANT_EXPIRED, st.task_grant);
+    }
+    Verdict::deny(REASON_NOT_GRANTED, grant_in_force(st))
+}
+
+/// Connect / send to, or bind to, an IP address and port (`kind`: `NET_*`).
+#[inline(always)]
+pub fn decide_net(st: &SessionState, kind: u32, addr: &[u8; 16], port: u16) -> Verdict {
+    decide_by(st, |grant| net_allows(grant, kind, addr, port))
+}
+
+/// A Unix socket reached by name: abstract names, and (kill backend) the path as given.
+/// `key.name` is filled by the caller; `key.grant` is set here per grant.
+#[inline(always)]
+pub fn decide_unix_name(st: &SessionState, key: &mut UnixKey) -> Verdict {
+    decide_by(st, |grant| {
+        if grant == 0 {
+            return false;
+        }
+        let mut k = *key;
+        k.grant = grant;
+        // SAFETY: value read by value.
+        unsafe { UNIX.get(&k) }.is_some()
+    })
+}
+
+/// A path-bound Unix socket, by its file object: exactly the granted object, not a directory.
+#[inline(always)]
+pub fn decide_unix_obj(st: &SessionState, obj: Obj) -> Verdict {
+    decide_by(st, |grant| path_bits(grant, obj) & ACCESS_CONNECT != 0)
 }

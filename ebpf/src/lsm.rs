@@ -17,7 +17,7 @@ use crate::{
         FMODE_EXEC, FMODE_READ, FMODE_WRITE, Kptr, SIGKILL, current_tgid, fmode_access, off, rd, rd_ptr, task_tgid,
     },
     maps::CONF,
-    report::{Emitter, Report, count, emit},
+    report::{Addr, Emitter, Report, count, emit},
 };
 
 const EPERM: i32 = 1;
@@ -61,7 +61,39 @@ fn deny_reported(
         (-EPERM, ACTION_DENIED)
     };
     emit(
-        &Report { session: g.session, grant: v.grant, hook, action, reason: v.reason, access, pos, target },
+        &Report {
+            session: g.session,
+            grant: v.grant,
+            hook,
+            action,
+            reason: v.reason,
+            access,
+            pos,
+            target,
+            addr: Addr::NONE,
+        },
+        Emitter::Trampoline,
+    );
+    ret
+}
+
+/// A refusal of a network channel on the deny backends, reporting `addr`: EPERM in deny and kill
+/// modes alike (the cgroup socket programs, which decide the other network channels, cannot
+/// kill), the call passes in audit mode.
+#[inline(always)]
+pub(crate) fn deny_addr(
+    g: &Governed,
+    v: Verdict,
+    hook: u32,
+    access: u32,
+    pos: Option<crate::kernel::PathPos>,
+    target: u64,
+    addr: Addr,
+) -> i32 {
+    let audit = g.state.is_some_and(|s| s.mode == MODE_AUDIT);
+    let (ret, action) = if audit { (0, ACTION_AUDITED) } else { (-EPERM, ACTION_DENIED) };
+    emit(
+        &Report { session: g.session, grant: v.grant, hook, action, reason: v.reason, access, pos, target, addr },
         Emitter::Trampoline,
     );
     ret

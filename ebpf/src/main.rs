@@ -3,7 +3,7 @@
 //! Layout: `maps.rs` (every map, documented), `kernel.rs` (reads of kernel structs through the
 //! BTF-derived offsets), `decide.rs` (the decision logic shared by every backend), `report.rs`
 //! (events and counters), `programs.rs` (kill-backend entry points), `lsm.rs` (BPF-LSM and
-//! fmod_ret entry points for exec, open, mmap and signals), `paths.rs` (their path operations).
+//! fmod_ret entry points for exec, open, mmap and signals), `paths.rs` (their path operations), `net.rs` (network and Unix sockets, every backend).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -15,6 +15,8 @@ mod kernel;
 mod lsm;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod net;
 #[cfg(target_arch = "bpf")]
 mod paths;
 #[cfg(target_arch = "bpf")]

@@ -9,6 +9,8 @@
 //! | MCPG_EXEC      | ObjKey     | Fingerprint    | agent (before the swap)     | exec           |
 //! | MCPG_EXECNAME  | NameKey    | u32            | agent                       | exec (reason)  |
 //! | MCPG_PATHS     | ObjKey     | access bits u32| agent                       | open           |
+//! | MCPG_NET       | NetKey (LPM)| NetPorts      | agent (before the swap)     | connect/bind   |
+//! | MCPG_UNIX      | UnixKey    | u32            | agent (before the swap)     | Unix connect   |
 //! | MCPG_EVENTS    | ring buffer of Event                                        | agent          |
 //! | MCPG_COUNTERS  | per-CPU u64 counters, `counter_index` / COUNTER_LOST       | agent (metrics)|
 //! | MCPG_CONF      | 0          | Conf           | agent                       | every hook     |
@@ -18,11 +20,11 @@
 //! removed by the agent only after the session stopped referencing that grant.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use mcpguard_common::{
-    COUNTER_SLOTS, Conf, EVENTS_BYTES, Fingerprint, MAX_CGROUPS, MAX_EXEC_ENTRIES, MAX_PATH_ENTRIES, MAX_PROCS,
-    MAX_SESSIONS, NameKey, ObjKey, ProcEntry, SessionState,
+    COUNTER_SLOTS, Conf, EVENTS_BYTES, Fingerprint, MAX_CGROUPS, MAX_EXEC_ENTRIES, MAX_NET_ENTRIES, MAX_PATH_ENTRIES,
+    MAX_PROCS, MAX_SESSIONS, MAX_UNIX_ENTRIES, NameKey, NetKeyData, NetPorts, ObjKey, ProcEntry, SessionState, UnixKey,
 };
 
 #[map(name = "MCPG_PROCS")]
@@ -42,6 +44,12 @@ pub static EXEC_NAMES: HashMap<NameKey, u32> = HashMap::with_max_entries(MAX_EXE
 
 #[map(name = "MCPG_PATHS")]
 pub static PATHS: HashMap<ObjKey, u32> = HashMap::with_max_entries(MAX_PATH_ENTRIES, 0);
+
+#[map(name = "MCPG_NET")]
+pub static NET: LpmTrie<NetKeyData, NetPorts> = LpmTrie::with_max_entries(MAX_NET_ENTRIES, 0);
+
+#[map(name = "MCPG_UNIX")]
+pub static UNIX: HashMap<UnixKey, u32> = HashMap::with_max_entries(MAX_UNIX_ENTRIES, 0);
 
 #[map(name = "MCPG_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);

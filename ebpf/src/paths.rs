@@ -95,6 +95,8 @@ macro_rules! path_hook {
     };
 }
 
+pub(crate) use path_hook;
+
 path_hook!(mcpg_lsm_unlink, "path_unlink", mcpg_fmod_unlink, "fentry/security_path_unlink", 2, |c| on_entry(
     c.arg(0),
     c.arg(1),

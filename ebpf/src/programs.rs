@@ -20,7 +20,7 @@ use crate::{
         rd_ptr, task_start_ticks,
     },
     maps::PROCS,
-    report::{Emitter, Report, count, emit},
+    report::{Addr, Emitter, Report, count, emit},
 };
 
 /// Carries out a denial on this backend: kill unless the session is in audit mode.
@@ -38,6 +38,12 @@ fn enforce(g: &Governed, v: Verdict, hook: u32, access: u32, report: Report) {
         &Report { session: g.session, grant: v.grant, hook, action, reason: v.reason, access, ..report },
         Emitter::Tracepoint,
     );
+}
+
+/// [`enforce`] of a network channel, reporting `addr`.
+#[inline(always)]
+pub(crate) fn enforce_addr(g: &Governed, v: Verdict, hook: u32, access: u32, addr: Addr) {
+    enforce(g, v, hook, access, Report { addr, ..blank() });
 }
 
 /// New processes of a governed process join its session (threads share the tgid already).
@@ -129,7 +135,7 @@ pub fn mcpg_exec(ctx: BtfTracePointContext) -> i32 {
 
 #[inline(always)]
 const fn blank() -> Report {
-    Report { session: 0, grant: 0, hook: 0, action: 0, reason: 0, access: 0, pos: None, target: 0 }
+    Report { session: 0, grant: 0, hook: 0, action: 0, reason: 0, access: 0, pos: None, target: 0, addr: Addr::NONE }
 }
 
 /// Shared body of the open-family exit tracepoints. Decides on the `struct file` now installed
@@ -174,7 +180,7 @@ const MAP_ANONYMOUS: u64 = 0x20;
 /// `int __syscall_nr`, each argument is 8 bytes from offset 16. These are the syscall's register
 /// values, copied by the kernel: no other thread can change them.
 #[inline(always)]
-fn sys_arg(ctx: &TracePointContext, i: usize) -> u64 {
+pub(crate) fn sys_arg(ctx: &TracePointContext, i: usize) -> u64 {
     // SAFETY: within every sys_enter_* tracepoint record for the syscalls used here (6 args).
     unsafe { ctx.as_ptr().cast::<u64>().add(2 + i).read() }
 }

@@ -14,13 +14,16 @@
 //! `EVENTS_POLL_MS` anyway.
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_str_bytes,
+    },
     macros::map,
     maps::PerCpuArray,
 };
 use mcpguard_common::{
     ACTION_ALLOWED, ACTION_AUDITED, COUNTER_LOST, EVENT_HEADER_BYTES, EVENT_NAME_LEN, EVENT_PATH_COMPONENTS,
-    EVENT_PATH_TRUNCATED, EVENTS_WAKEUP_BYTES, Event, counter_index,
+    EVENT_PATH_TRUNCATED, EVENTS_WAKEUP_BYTES, Event, NetAddr, UNIX_NAME_LEN, counter_index,
 };
 
 use crate::{
@@ -51,6 +54,36 @@ pub struct Report {
     pub pos: Option<PathPos>,
     /// Reported as the event's `ino` when there is no `pos` (a signal's target tgid).
     pub target: u64,
+    /// A network address or socket name instead of a path (`pos` is then `None`).
+    pub addr: Addr,
+}
+
+/// What a network event reports in place of a path. A plain struct, not an enum with data: the
+/// BTF of a niche-optimised enum (a union whose variants sit at non-zero offsets) is refused by
+/// the kernel when it is nested in a `Result` or tuple.
+#[derive(Clone, Copy)]
+pub struct Addr {
+    /// [`Addr::NONE`], [`ADDR_IP`] (`ip`: the event's first path slot) or [`ADDR_NAME`] (`len`
+    /// bytes of a Unix socket name at the kernel address `name`, in the path slots; `dev` = `len`).
+    pub kind: u32,
+    pub len: u32,
+    pub ip: NetAddr,
+    pub name: Kptr,
+}
+pub const ADDR_IP: u32 = 1;
+pub const ADDR_NAME: u32 = 2;
+
+impl Addr {
+    pub const NONE: Self =
+        Self { kind: 0, len: 0, ip: NetAddr { addr: [0; 16], port: 0, _pad: [0; 14] }, name: core::ptr::null() };
+    #[inline(always)]
+    pub const fn ip(addr: [u8; 16], port: u16) -> Self {
+        Self { kind: ADDR_IP, ip: NetAddr { addr, port, _pad: [0; 14] }, ..Self::NONE }
+    }
+    #[inline(always)]
+    pub const fn name(name: Kptr, len: u32) -> Self {
+        Self { kind: ADDR_NAME, len, name, ..Self::NONE }
+    }
 }
 
 /// Which kind of program emits: the scratch slot may be used only where a program cannot be
@@ -131,6 +164,31 @@ fn fill(ev: &mut Event, r: &Report) {
     if let Some(pos) = r.pos {
         ev.path_depth = fill_path(ev, pos);
     }
+    if r.addr.kind == ADDR_IP {
+        // SAFETY: NetAddr is exactly one path slot (asserted in common).
+        ev.path[0] = unsafe { core::mem::transmute::<NetAddr, [u8; EVENT_NAME_LEN]>(r.addr.ip) };
+        ev.path_depth = 1;
+    } else if r.addr.kind == ADDR_NAME {
+        ev.path_depth = fill_name(ev, r.addr.name, r.addr.len);
+    }
+}
+
+/// Socket name bytes into the path slots (whole slots: the reader keeps `dev` bytes).
+#[inline(always)]
+fn fill_name(ev: &mut Event, p: Kptr, len: u32) -> u32 {
+    let len = len.min(UNIX_NAME_LEN as u32);
+    ev.dev = len;
+    let slots = len.div_ceil(EVENT_NAME_LEN as u32);
+    for n in 0..UNIX_NAME_LEN.div_ceil(EVENT_NAME_LEN) {
+        if n as u32 >= slots {
+            break;
+        }
+        // SAFETY: the helper fails instead of faulting; the slot is written whole.
+        ev.path[n] =
+            unsafe { bpf_probe_read_kernel(p.wrapping_add(n * EVENT_NAME_LEN).cast::<[u8; EVENT_NAME_LEN]>()) }
+                .unwrap_or([0; EVENT_NAME_LEN]);
+    }
+    slots
 }
 
 /// Raw `d_parent`, `d_name.name` and `d_inode` of a dentry: one read of the 32 bytes that hold

@@ -75,6 +75,7 @@ impl TestDaemon {
             .args(["--audit-log", self.dir.path("audit.jsonl").to_str().unwrap()])
             .args(["--bpffs-dir", self.bpffs.to_str().unwrap()])
             .args(["--policy-dir", self.policy_dir.to_str().unwrap()])
+            .args(["--net-cgroup", crate::test_cgroup().to_str().unwrap()])
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.path("daemon.log")).unwrap())

@@ -80,6 +80,20 @@ impl Drop for SharedKernel {
     }
 }
 
+/// The cgroup v2 directory the tests' network programs attach to (`<cgroup2>/mcpguard-tests`);
+/// the test process moves itself in once, so everything it starts (daemons, governed processes)
+/// is in it. Programs attached here see no process of the host outside the tests.
+pub fn test_cgroup() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = mcpguard::cgroup::root().expect("cgroup v2 mounted");
+        let dir = root.join("mcpguard-tests");
+        std::fs::create_dir_all(&dir).expect("create the tests' cgroup");
+        std::fs::write(dir.join("cgroup.procs"), "0").expect("move the test process into its cgroup");
+        dir
+    })
+}
+
 impl Kernel {
     /// The engine loaded once per test process and handed to one scenario at a time. Loading
     /// verifies every program (seconds under QEMU's TCG, most of a scenario's cost), so only the
@@ -100,7 +114,8 @@ impl Kernel {
     /// An engine of this scenario's own (programs detach when it is dropped).
     pub fn load() -> Self {
         assert!(nix::unistd::geteuid().is_root(), "kernel tests must run as root");
-        let engine = Engine::load(&EngineOptions::default()).expect("load eBPF object");
+        let opts = EngineOptions { net_cgroup: Some(test_cgroup().to_path_buf()), ..EngineOptions::default() };
+        let engine = Engine::load(&opts).expect("load eBPF object");
         // Shown with --nocapture (the VM matrix's budget is mostly loads: cargo xtask vm-test).
         eprintln!("MCPG-TIMING engine load {} backend {}", engine.load_time(), engine.backend().name());
         // The VM matrix sets this: the backend in force must be the one the kernel should give.
@@ -114,6 +129,25 @@ impl Kernel {
     pub fn grant(&mut self, exec: &[&Path], read: &[PathBuf], write: &[PathBuf]) -> (u64, KernelGrant) {
         let exec: Vec<(PathBuf, Option<String>)> = exec.iter().map(|p| (p.to_path_buf(), None)).collect();
         let g = kgrant::compile(&exec, read, write).expect("compile grant");
+        let id = unique_id();
+        self.engine.install_grant(id, &g).expect("install grant");
+        self.grants.push((id, g.clone()));
+        (id, g)
+    }
+
+    /// [`Kernel::grant`] with network targets (`connect`: `tcp://...`, `unix:...`; `listen`).
+    pub fn grant_net(
+        &mut self,
+        exec: &[&Path],
+        read: &[PathBuf],
+        connect: &[&str],
+        listen: &[&str],
+    ) -> (u64, KernelGrant) {
+        let exec: Vec<(PathBuf, Option<String>)> = exec.iter().map(|p| (p.to_path_buf(), None)).collect();
+        let mut g = kgrant::compile(&exec, read, &[]).expect("compile grant");
+        let connect: Vec<String> = connect.iter().map(ToString::to_string).collect();
+        let listen: Vec<String> = listen.iter().map(ToString::to_string).collect();
+        kgrant::compile_net(&mut g, &connect, &listen, &mut mcpguard::net::system_resolver).expect("compile network");
         let id = unique_id();
         self.engine.install_grant(id, &g).expect("install grant");
         self.grants.push((id, g.clone()));

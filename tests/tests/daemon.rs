@@ -184,25 +184,39 @@ fn governed_peers_and_unauthorised_uids_are_refused() {
     let d = Daemon::start();
     // The launched command is mcpguard itself, trying to widen its own grant. Its baseline lets
     // it read the daemon's pid file (its client verifies the daemon first; without the read it
-    // is stopped right there), so that the request reaches the daemon's peer check.
+    // is stopped right there). Without a grant to connect to the daemon's socket, the kernel
+    // refuses the connect itself.
+    let me = bin();
+    let selfgrant = |baseline: &str| {
+        Command::new(&me)
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(["exec", "--session", &format!("selfgrant-{baseline}"), "--baseline", baseline, "--"])
+            .arg(&me)
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(["grant", "--session", &format!("selfgrant-{baseline}"), "--task", "x", "--allow-read", "/etc"])
+            .args(["--ttl", "1m"])
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap()
+    };
+    let base = mcpguard_tests::daemon::TEST_BASELINE;
+    let read_dir = format!("[[read]]\npath = \"{}\"\n", d.dir.0.display());
+    let no_connect = format!("{}{read_dir}", base.replace("test-baseline", "test-baseline-noconn"));
+    std::fs::write(d.dir.path("policies/test-baseline-noconn.toml"), no_connect).unwrap();
+    let out = selfgrant("test-baseline-noconn");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("cannot reach the mcpguard daemon") && err.contains("Operation not permitted"), "{err}");
+    // With the connect granted, the request reaches the daemon's peer check, which refuses it.
     let policy = format!(
-        "{}[[read]]\npath = \"{}\"\n",
-        mcpguard_tests::daemon::TEST_BASELINE.replace("test-baseline", "test-baseline-ctl"),
-        d.dir.0.display()
+        "{}{read_dir}[[connect]]\nto = \"unix:{}\"\n",
+        base.replace("test-baseline", "test-baseline-ctl"),
+        d.socket.display()
     );
     std::fs::write(d.dir.path("policies/test-baseline-ctl.toml"), policy).unwrap();
-    let me = bin();
-    let out = Command::new(&me)
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(["exec", "--session", "selfgrant", "--baseline", "test-baseline-ctl", "--"])
-        .arg(&me)
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(["grant", "--session", "selfgrant", "--task", "x", "--allow-read", "/etc", "--ttl", "1m"])
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
+    let out = selfgrant("test-baseline-ctl");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("unauthorized") && err.contains("governed"), "{err}");

@@ -491,6 +491,8 @@ m tracefs tracefs /sys/kernel/tracing
 m cgroup2 cgroup2 /sys/fs/cgroup
 m tmpfs tmpfs /tmp
 m tmpfs tmpfs /run
+# Loopback (the guest has no other interface): the network tests connect to their own listeners.
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up || echo "MCPG-VM-WARN loopback not up"
 echo "MCPG-VM-KERNEL $(uname -r)"
 echo "MCPG-VM-LSM $(cat /sys/kernel/security/lsm)"
 expect=

@@ -254,7 +254,13 @@ impl ToolsPolicy {
             })
             .collect();
         CallGrant {
-            inline: InlineGrant { exec, read: spec.read, write: spec.write },
+            inline: InlineGrant {
+                exec,
+                read: spec.read,
+                write: spec.write,
+                connect: spec.connect,
+                listen: spec.listen,
+            },
             mode: spec.mode,
             ttl: spec.ttl.map_or(ttl, |t| t.min(ttl)),
             template: spec.policy_name,

@@ -174,6 +174,8 @@ fn intersect_takes_the_narrower_grant() {
         ],
         read: vec!["/srv/repo".into(), "/etc/gitconfig".into()],
         write: vec!["/srv/repo".into()],
+        connect: vec!["tcp://10.0.0.1:443".into(), "unix:/run/a.sock".into()],
+        listen: Vec::new(),
     };
     let call = GrantSpec::inline(
         vec![
@@ -265,4 +267,38 @@ fn shipped_policies_parse() {
     let (fetch, _) = resolve_policy("fetch", &[dir]).unwrap();
     let f = fetch.instantiate(&BTreeMap::new()).unwrap();
     assert!(f.exec.is_empty() && f.read.is_empty() && f.write.is_empty());
+}
+
+#[test]
+fn network_targets_parse_and_intersect() {
+    let p = Policy::parse(
+        r#"
+name = "net"
+[[connect]]
+to = "tcp://127.0.0.1:8000-8080"
+[[connect]]
+to = "unix:@agent"
+[[listen]]
+on = "tcp://127.0.0.1:9000"
+"#,
+        "net.toml",
+    )
+    .unwrap();
+    assert_eq!(p.connect, vec!["tcp://127.0.0.1:8000-8080".to_string(), "unix:@agent".to_string()]);
+    assert_eq!(p.listen, vec!["tcp://127.0.0.1:9000".to_string()]);
+    let spec = p.instantiate(&BTreeMap::new()).unwrap();
+    let other = GrantSpec::inline(Vec::new(), Vec::new(), Vec::new(), Mode::Deny, None)
+        .unwrap()
+        .with_net(&["unix:@agent".into()], &[])
+        .unwrap();
+    let both = spec.intersect(&other);
+    assert_eq!(both.connect, vec!["unix:@agent".to_string()]);
+    assert!(both.listen.is_empty());
+    let e = Policy::parse("name = \"n\"\n[[connect]]\nto = \"http://x:1\"\n", "n.toml").unwrap_err();
+    assert_has(&e.to_string(), &["n.toml:3", "connect[0].to", "http"]);
+    let e = GrantSpec::inline(Vec::new(), Vec::new(), Vec::new(), Mode::Deny, None)
+        .unwrap()
+        .with_net(&[], &["tcp://example.com:80".into()])
+        .unwrap_err();
+    assert_has(&e.to_string(), &["listen[0]", "example.com"]);
 }

@@ -7,6 +7,8 @@
 //! - `memfd-exec SRC`: copies SRC into a new memfd, prints `ino <INO> dev <ST_DEV>` of the memfd,
 //!   then `fexecve`s it.
 //! - `io-uring`: calls io_uring_setup(2); `raw-syscall [--wait] NR...`: see [`raw_syscalls`].
+//! - `net OP TARGET [OP TARGET...]`: socket operations, one line each (`OP TARGET ok` or
+//!   `OP TARGET errno N`): see [`net`].
 #![no_main]
 
 use std::{
@@ -97,6 +99,142 @@ fn raw_syscalls(args: &[String]) -> c_int {
     0
 }
 
+fn errno_of(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(-1)
+}
+
+fn cvt(r: isize) -> std::io::Result<isize> {
+    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(r) }
+}
+
+/// A raw socket of `domain`/`ty`, closed on drop.
+fn raw_socket(domain: c_int, ty: c_int, proto: c_int) -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: plain syscall; the fd returned is ours.
+    let fd = cvt(unsafe { libc::socket(domain, ty, proto) } as isize)?;
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as c_int) })
+}
+
+fn sockaddr_of(addr: std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        std::net::SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage.
+            unsafe { std::ptr::write(std::ptr::from_mut(&mut ss).cast(), sin) };
+            size_of::<libc::sockaddr_in>()
+        }
+        std::net::SocketAddr::V6(a) => {
+            // SAFETY: all-zero is a valid sockaddr_in6.
+            let mut sin6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+            unsafe { std::ptr::write(std::ptr::from_mut(&mut ss).cast(), sin6) };
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}
+
+/// One socket operation; `Ok(())` when every call of it succeeded. Data sent is `mcpg:OP`.
+fn net_op(op: &str, target: &str) -> std::io::Result<()> {
+    use std::{
+        io::Write as _,
+        os::{fd::AsRawFd as _, linux::net::SocketAddrExt as _},
+    };
+    let data = format!("mcpg:{op}\n");
+    let ip = || target.parse::<std::net::SocketAddr>().map_err(std::io::Error::other);
+    match op {
+        "tcp-connect" => std::net::TcpStream::connect(ip()?)?.write_all(data.as_bytes()),
+        "udp-send" => {
+            let a = ip()?;
+            let any = if a.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            std::net::UdpSocket::bind(any)?.send_to(data.as_bytes(), a).map(drop)
+        }
+        "udp-connect" => {
+            let a = ip()?;
+            let s = std::net::UdpSocket::bind(if a.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
+            s.connect(a)?;
+            s.send(data.as_bytes()).map(drop)
+        }
+        "tcp-fastopen" => {
+            let a = ip()?;
+            let s = raw_socket(if a.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 }, libc::SOCK_STREAM, 0)?;
+            let (ss, len) = sockaddr_of(a);
+            // SAFETY: valid buffer and address of the given length.
+            cvt(unsafe {
+                libc::sendto(
+                    s.as_raw_fd(),
+                    data.as_ptr().cast(),
+                    data.len(),
+                    libc::MSG_FASTOPEN,
+                    std::ptr::from_ref(&ss).cast(),
+                    len,
+                )
+            })
+            .map(drop)
+        }
+        "tcp-listen" => {
+            let l = std::net::TcpListener::bind(ip()?)?;
+            say(&format!("listening {}", l.local_addr()?));
+            Ok(())
+        }
+        "tcp-listen-ephemeral" => {
+            let s = raw_socket(libc::AF_INET, libc::SOCK_STREAM, 0)?;
+            // SAFETY: plain syscall on our socket.
+            cvt(unsafe { libc::listen(s.as_raw_fd(), 1) } as isize).map(drop)
+        }
+        "raw-socket" => raw_socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP).map(drop),
+        "unix-connect" => {
+            let s = match target.strip_prefix('@') {
+                Some(name) => std::os::unix::net::UnixStream::connect_addr(
+                    &std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?,
+                )?,
+                None => std::os::unix::net::UnixStream::connect(target)?,
+            };
+            (&s).write_all(data.as_bytes())
+        }
+        "unix-send" => {
+            let s = std::os::unix::net::UnixDatagram::unbound()?;
+            match target.strip_prefix('@') {
+                Some(name) => s.send_to_addr(
+                    data.as_bytes(),
+                    &std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?,
+                ),
+                None => s.send_to(data.as_bytes(), target),
+            }
+            .map(drop)
+        }
+        "socketpair" => {
+            let (a, b) = std::os::unix::net::UnixStream::pair()?;
+            (&a).write_all(data.as_bytes())?;
+            let mut buf = [0u8; 64];
+            std::io::Read::read(&mut &b, &mut buf).map(drop)
+        }
+        _ => Err(std::io::Error::other(format!("unknown net op {op}"))),
+    }
+}
+
+/// Runs each (OP, TARGET) pair and prints its outcome; exit status 0 when all were attempted.
+fn net(args: &[String]) -> c_int {
+    for pair in args.chunks(2) {
+        let [op, target] = pair else { return 64 };
+        match net_op(op, target) {
+            Ok(()) => say(&format!("{op} {target} ok")),
+            Err(e) => say(&format!("{op} {target} errno {}", errno_of(&e))),
+        }
+    }
+    0
+}
+
 #[unsafe(no_mangle)]
 extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     let args: Vec<String> = (0..usize::try_from(argc).unwrap_or(0))
@@ -108,6 +246,7 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
         [cmd, src] if cmd == "memfd-exec" => memfd_exec(src),
         [cmd] if cmd == "io-uring" => io_uring(),
         [cmd, rest @ ..] if cmd == "raw-syscall" && !rest.is_empty() => raw_syscalls(rest),
+        [cmd, rest @ ..] if cmd == "net" && !rest.is_empty() => net(rest),
         _ => {
             eprintln!("usage: mcpg-helper thread-open PATH | memfd-exec SRC | io-uring | raw-syscall [--wait] NR...");
             64

@@ -133,6 +133,7 @@ fn ppid_and_sid(pid: u32) -> (u32, u32) {
 mod contain;
 mod deny;
 mod identity;
+mod net;
 mod opens;
 mod paths;
 mod tree;

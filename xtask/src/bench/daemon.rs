@@ -175,7 +175,7 @@ pub fn grant_op(session: &str, task: &str, read: &[PathBuf], mode: Mode) -> Op {
         session: session.into(),
         task: task.into(),
         policy: None,
-        inline: Some(InlineGrant { exec: Vec::new(), read: read.to_vec(), write: Vec::new() }),
+        inline: Some(InlineGrant { read: read.to_vec(), ..InlineGrant::default() }),
         vars: BTreeMap::new(),
         ttl: Some("1h".into()),
         mode: Some(mode),

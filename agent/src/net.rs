@@ -1,0 +1,1333 @@
+//! The network part of a grant: parses connect and listen targets (`tcp://HOST:PORT`,
+//! `udp://[2001:db8::/32]:8000-8080`, `unix:/run/x.sock`, `unix:@name`, ...) and compiles them
+//! to the kernel's LPM trie entries ([`NetKey`] -> [`NetPorts`]) and Unix socket keys
+//! ([`UnixKey`]). Pure userspace, no kernel needed; unit-tested.
+//!
+//! Every address is handled in its IPv6 form: an IPv4 address `a.b.c.d` is `::ffff:a.b.c.d`
+//! and an IPv4 `/n` is a `/(96 + n)` prefix, so both spellings of an IPv4 address decide alike.
+//! A consequence: an IPv6 prefix covering `::ffff:0:0/96` (such as `[::/0]`) covers IPv4 too.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs as _},
+    os::unix::ffi::OsStrExt as _,
+    path::PathBuf,
+    str::FromStr,
+};
+
+use mcpguard_common::{
+    NET_CONNECT_TCP, NET_CONNECT_UDP, NET_KEY_FIXED_BITS, NET_LISTEN_TCP, NET_LISTEN_UDP, NET_PORT_RANGES, NetKey,
+    NetKeyData, NetPorts, UNIX_NAME_LEN, UnixKey,
+};
+
+/// Longest Unix socket path, and longest abstract name (without its leading NUL).
+const UNIX_MAX: usize = UNIX_NAME_LEN - 1;
+/// Longest DNS name, and longest label.
+const DNS_NAME_MAX: usize = 253;
+const DNS_LABEL_MAX: usize = 63;
+
+const CONNECT_FORMS: &str = "tcp://HOST:PORT, udp://HOST:PORT, unix:/PATH or unix:@NAME";
+const CONNECT_SCHEMES: &str = "tcp://, udp:// or unix:";
+const LISTEN_FORMS: &str = "tcp://ADDR:PORT or udp://ADDR:PORT";
+const LISTEN_SCHEMES: &str = "tcp:// or udp://";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("unknown scheme `{scheme}` in `{input}`: expected {expected}")]
+    UnknownScheme { input: String, scheme: String, expected: &'static str },
+    #[error("invalid target `{input}`: {problem}; expected {expected}")]
+    Malformed { input: String, problem: String, expected: &'static str },
+    #[error("invalid host `{host}` in `{input}`: {reason}")]
+    BadHost { input: String, host: String, reason: String },
+    #[error("invalid port `{port}` in `{input}`: {reason}")]
+    BadPort { input: String, port: String, reason: String },
+    #[error("invalid target `{input}`: {cidr} has host bits set; did you mean {network}?")]
+    HostBits { input: String, cidr: String, network: String },
+    #[error("invalid listen target `{input}`: listen addresses must be IP literals, not DNS names like `{host}`")]
+    ListenName { input: String, host: String },
+    #[error(
+        "invalid listen target `{input}`: Unix sockets cannot be listen targets (binding a socket path \
+         needs write access to its directory)"
+    )]
+    ListenUnix { input: String },
+    #[error("invalid Unix socket target `{input}`: {reason}")]
+    BadUnix { input: String, reason: String },
+    #[error("cannot resolve `{host}` (in `{target}`): {source}")]
+    Resolve {
+        host: String,
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{host}` (in `{target}`) resolved to no addresses")]
+    NoAddresses { host: String, target: String },
+    #[error(
+        "{kind} {prefix}: {needed} separate port ranges apply there (its own and those of the prefixes \
+         covering it), but a kernel entry holds at most {limit}; merge the ports into fewer ranges"
+    )]
+    TooManyRanges { kind: &'static str, prefix: String, needed: usize, limit: usize },
+    #[error("invalid network entry {entry}: {reason}")]
+    BadEntry { entry: String, reason: &'static str },
+    #[error("invalid Unix socket name {name}: {reason}")]
+    UnixName { name: String, reason: String },
+}
+
+/// Transport protocol of an IP target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    /// [`NET_CONNECT_TCP`] or [`NET_CONNECT_UDP`].
+    #[must_use]
+    pub fn connect_kind(self) -> u32 {
+        match self {
+            Self::Tcp => NET_CONNECT_TCP,
+            Self::Udp => NET_CONNECT_UDP,
+        }
+    }
+    /// [`NET_LISTEN_TCP`] or [`NET_LISTEN_UDP`].
+    #[must_use]
+    pub fn listen_kind(self) -> u32 {
+        match self {
+            Self::Tcp => NET_LISTEN_TCP,
+            Self::Udp => NET_LISTEN_UDP,
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        })
+    }
+}
+
+/// Inclusive port range, `1 <= lo <= hi`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl PortRange {
+    /// Every port (`*`).
+    pub const ALL: Self = Self { lo: 1, hi: u16::MAX };
+
+    #[must_use]
+    pub fn contains(self, port: u16) -> bool {
+        (self.lo..=self.hi).contains(&port)
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == Self::ALL {
+            f.write_str("*")
+        } else if self.lo == self.hi {
+            write!(f, "{}", self.lo)
+        } else {
+            write!(f, "{}-{}", self.lo, self.hi)
+        }
+    }
+}
+
+/// Host part of an IP target: a network over the IPv6 form (host bits zero), or a DNS name
+/// (lowercase), resolved when the grant is compiled.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Host {
+    Net {
+        addr: Ipv6Addr,
+        /// `0..=128`, over the IPv6 form (an IPv4 `/n` is `96 + n`).
+        prefix: u8,
+    },
+    Name(String),
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Net { addr, prefix } => f.write_str(&display_net(*addr, *prefix)),
+            Self::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// Where a grant may connect (or send) to. Serialised as its canonical string.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ConnectTarget {
+    Ip {
+        proto: Proto,
+        host: Host,
+        ports: PortRange,
+    },
+    /// A Unix socket by path (absolute, at most 107 bytes).
+    UnixPath(PathBuf),
+    /// An abstract Unix socket, by its name without the leading NUL (at most 107 bytes).
+    UnixAbstract(String),
+}
+
+/// Where a grant may bind (listen). `0.0.0.0` / `[::]` are the any-address binds of each
+/// family. Serialised as its canonical string.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ListenTarget {
+    pub proto: Proto,
+    /// IPv6 form, host bits zero.
+    pub addr: Ipv6Addr,
+    /// `0..=128`, over the IPv6 form.
+    pub prefix: u8,
+    pub ports: PortRange,
+}
+
+/// One resolved network grant entry (no DNS names left).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetEntry {
+    /// [`NET_CONNECT_TCP`] .. [`NET_LISTEN_UDP`].
+    pub kind: u32,
+    pub addr: Ipv6Addr,
+    pub prefix: u8,
+    pub ports: PortRange,
+}
+
+impl fmt::Display for NetEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}:{}", kind_name(self.kind), display_net(self.addr, self.prefix), self.ports)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Addresses
+
+/// IPv4 -> IPv4-mapped IPv6 (`::ffff:a.b.c.d`); IPv6 unchanged.
+#[must_use]
+pub fn to_v6(ip: IpAddr) -> Ipv6Addr {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
+}
+
+/// An address in its usual spelling: IPv4-mapped addresses in dotted IPv4 form.
+#[must_use]
+pub fn display_ip(addr: Ipv6Addr) -> String {
+    match addr.to_ipv4_mapped() {
+        Some(v4) => v4.to_string(),
+        None => addr.to_string(),
+    }
+}
+
+/// `addr` with the bits after `prefix` cleared.
+fn network(addr: Ipv6Addr, prefix: u8) -> Ipv6Addr {
+    let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix.min(128))) };
+    Ipv6Addr::from(u128::from(addr) & mask)
+}
+
+/// `true` if the network `outer/outer_prefix` contains `inner/inner_prefix`.
+fn covers(outer: Ipv6Addr, outer_prefix: u8, inner: Ipv6Addr, inner_prefix: u8) -> bool {
+    outer_prefix <= inner_prefix && network(inner, outer_prefix) == network(outer, outer_prefix)
+}
+
+/// Target syntax for a network: `10.0.0.0/8`, `10.1.2.3`, `[2001:db8::/32]`, `[::1]`.
+fn display_net(addr: Ipv6Addr, prefix: u8) -> String {
+    match addr.to_ipv4_mapped() {
+        Some(v4) if prefix >= 96 => {
+            if prefix == 128 {
+                v4.to_string()
+            } else {
+                format!("{v4}/{}", prefix - 96)
+            }
+        }
+        _ if prefix == 128 => format!("[{addr}]"),
+        _ => format!("[{addr}/{prefix}]"),
+    }
+}
+
+fn kind_name(kind: u32) -> &'static str {
+    match kind {
+        NET_CONNECT_TCP => "tcp connect",
+        NET_CONNECT_UDP => "udp connect",
+        NET_LISTEN_TCP => "tcp listen",
+        NET_LISTEN_UDP => "udp listen",
+        _ => "unknown kind",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing
+
+/// What [`parse_ip`] is parsing, for its messages.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    input: &'a str,
+    forms: &'static str,
+    schemes: &'static str,
+    listen: bool,
+}
+
+impl Ctx<'_> {
+    fn malformed(&self, problem: impl Into<String>) -> NetError {
+        NetError::Malformed { input: self.input.to_owned(), problem: problem.into(), expected: self.forms }
+    }
+    fn bad_host(&self, host: &str, reason: impl Into<String>) -> NetError {
+        NetError::BadHost { input: self.input.to_owned(), host: host.to_owned(), reason: reason.into() }
+    }
+    fn bad_port(&self, port: &str, reason: impl Into<String>) -> NetError {
+        NetError::BadPort { input: self.input.to_owned(), port: port.to_owned(), reason: reason.into() }
+    }
+}
+
+/// `tcp://HOST:PORT` / `udp://HOST:PORT`.
+fn parse_ip(cx: Ctx<'_>) -> Result<(Proto, Host, PortRange), NetError> {
+    let Some((scheme, rest)) = cx.input.split_once("://") else {
+        return Err(cx.malformed("no scheme"));
+    };
+    let proto = match scheme {
+        "tcp" => Proto::Tcp,
+        "udp" => Proto::Udp,
+        _ => {
+            return Err(NetError::UnknownScheme {
+                input: cx.input.to_owned(),
+                scheme: scheme.to_owned(),
+                expected: cx.schemes,
+            });
+        }
+    };
+    if rest.is_empty() {
+        return Err(cx.malformed("no host"));
+    }
+    let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+        let Some((inner, after)) = bracketed.split_once(']') else {
+            return Err(cx.malformed("`[` without a closing `]`"));
+        };
+        let Some(port) = after.strip_prefix(':') else {
+            return Err(cx.malformed("no `:PORT` after `]`"));
+        };
+        (parse_v6_host(cx, inner)?, port)
+    } else {
+        let Some((host, port)) = rest.rsplit_once(':') else {
+            return Err(cx.malformed("no `:PORT`"));
+        };
+        if host.contains(':') {
+            return Err(cx.bad_host(host, "IPv6 addresses must be written in brackets, e.g. tcp://[::1]:443"));
+        }
+        (parse_plain_host(cx, host)?, port)
+    };
+    Ok((proto, host, parse_ports(cx, port)?))
+}
+
+/// Inside brackets: an IPv6 address, optionally `/PREFIX`.
+fn parse_v6_host(cx: Ctx<'_>, inner: &str) -> Result<Host, NetError> {
+    let written = format!("[{inner}]");
+    let (addr, prefix) = match inner.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (inner, None),
+    };
+    let addr: Ipv6Addr = addr.parse().map_err(|_| cx.bad_host(&written, "not an IPv6 address"))?;
+    let prefix = match prefix {
+        Some(p) => parse_prefix(p, 128).ok_or_else(|| cx.bad_host(&written, "prefix length must be 0-128"))?,
+        None => 128,
+    };
+    checked_net(cx, &written, addr, prefix)
+}
+
+/// Without brackets: an IPv4 address or CIDR, or a DNS name.
+fn parse_plain_host(cx: Ctx<'_>, host: &str) -> Result<Host, NetError> {
+    if host.is_empty() {
+        return Err(cx.malformed("no host"));
+    }
+    if let Some((a, p)) = host.split_once('/') {
+        let addr: Ipv4Addr = a
+            .parse()
+            .map_err(|_| cx.bad_host(host, "not an IPv4 CIDR (IPv6 networks go in brackets: [2001:db8::/32])"))?;
+        let prefix = parse_prefix(p, 32).ok_or_else(|| cx.bad_host(host, "IPv4 prefix length must be 0-32"))?;
+        return checked_net(cx, host, addr.to_ipv6_mapped(), 96 + prefix);
+    }
+    if let Ok(addr) = host.parse::<Ipv4Addr>() {
+        return Ok(Host::Net { addr: addr.to_ipv6_mapped(), prefix: 128 });
+    }
+    // A name whose last label is numeric is a mistyped address, never a DNS name.
+    if host.rsplit('.').next().is_some_and(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(cx.bad_host(host, "not a valid IPv4 address"));
+    }
+    if cx.listen {
+        return Err(NetError::ListenName { input: cx.input.to_owned(), host: host.to_owned() });
+    }
+    validate_dns_name(host).map_err(|reason| cx.bad_host(host, reason))?;
+    Ok(Host::Name(host.to_ascii_lowercase()))
+}
+
+/// Prefix length: decimal digits, at most `max`.
+fn parse_prefix(s: &str, max: u8) -> Option<u8> {
+    if s.is_empty() || s.len() > 3 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse::<u8>().ok().filter(|p| *p <= max)
+}
+
+/// A network whose host bits must be zero.
+fn checked_net(cx: Ctx<'_>, written: &str, addr: Ipv6Addr, prefix: u8) -> Result<Host, NetError> {
+    let net = network(addr, prefix);
+    if net != addr {
+        return Err(NetError::HostBits {
+            input: cx.input.to_owned(),
+            cidr: written.to_owned(),
+            network: display_net(net, prefix),
+        });
+    }
+    Ok(Host::Net { addr, prefix })
+}
+
+fn validate_dns_name(name: &str) -> Result<(), String> {
+    if name.len() > DNS_NAME_MAX {
+        return Err(format!("DNS names are at most {DNS_NAME_MAX} characters"));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err("empty DNS label (leading, trailing or doubled `.`)".to_owned());
+        }
+        if label.len() > DNS_LABEL_MAX {
+            return Err(format!("DNS label `{label}` is longer than {DNS_LABEL_MAX} characters"));
+        }
+        if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-')) {
+            return Err(format!(
+                "`{}` is not allowed in a DNS name (letters, digits, `-` and `.` are)",
+                c.escape_debug()
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("DNS label `{label}` starts or ends with `-`"));
+        }
+    }
+    Ok(())
+}
+
+/// `N`, `LO-HI` or `*`; ports 1-65535.
+fn parse_ports(cx: Ctx<'_>, s: &str) -> Result<PortRange, NetError> {
+    if s == "*" {
+        return Ok(PortRange::ALL);
+    }
+    let one = |p: &str| -> Result<u16, NetError> {
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(cx.bad_port(s, "expected a port number 1-65535, a range LO-HI, or `*`"));
+        }
+        match p.parse::<u16>() {
+            Ok(0) => Err(cx.bad_port(s, "port 0 is not a port (ports are 1-65535)")),
+            Ok(n) => Ok(n),
+            Err(_) => Err(cx.bad_port(s, "ports are 1-65535")),
+        }
+    };
+    let range = match s.split_once('-') {
+        Some((lo, hi)) => PortRange { lo: one(lo)?, hi: one(hi)? },
+        None => {
+            let p = one(s)?;
+            PortRange { lo: p, hi: p }
+        }
+    };
+    if range.lo > range.hi {
+        return Err(cx.bad_port(s, "range is backwards (LO must be <= HI)"));
+    }
+    Ok(range)
+}
+
+fn parse_unix(input: &str, rest: &str) -> Result<ConnectTarget, NetError> {
+    let bad = |reason: String| NetError::BadUnix { input: input.to_owned(), reason };
+    if let Some(name) = rest.strip_prefix('@') {
+        if name.is_empty() {
+            return Err(bad("abstract socket name is empty".to_owned()));
+        }
+        if name.contains('\0') {
+            return Err(bad("abstract socket name contains a NUL byte".to_owned()));
+        }
+        if name.len() > UNIX_MAX {
+            return Err(bad(format!("abstract socket name is {} bytes; at most {UNIX_MAX} fit", name.len())));
+        }
+        return Ok(ConnectTarget::UnixAbstract(name.to_owned()));
+    }
+    if rest.starts_with("//") {
+        return Err(bad("write unix:/PATH (one slash), not a URL-style unix://PATH".to_owned()));
+    }
+    if !rest.starts_with('/') {
+        return Err(bad("socket path must be absolute (unix:/PATH), or an abstract name (unix:@NAME)".to_owned()));
+    }
+    if rest.contains('\0') {
+        return Err(bad("socket path contains a NUL byte".to_owned()));
+    }
+    if rest.len() > UNIX_MAX {
+        return Err(bad(format!("socket path is {} bytes; at most {UNIX_MAX} fit", rest.len())));
+    }
+    Ok(ConnectTarget::UnixPath(PathBuf::from(rest)))
+}
+
+impl FromStr for ConnectTarget {
+    type Err = NetError;
+
+    fn from_str(input: &str) -> Result<Self, NetError> {
+        if let Some(rest) = input.strip_prefix("unix:") {
+            return parse_unix(input, rest);
+        }
+        let cx = Ctx { input, forms: CONNECT_FORMS, schemes: CONNECT_SCHEMES, listen: false };
+        let (proto, host, ports) = parse_ip(cx)?;
+        Ok(Self::Ip { proto, host, ports })
+    }
+}
+
+impl FromStr for ListenTarget {
+    type Err = NetError;
+
+    fn from_str(input: &str) -> Result<Self, NetError> {
+        if input.starts_with("unix:") {
+            return Err(NetError::ListenUnix { input: input.to_owned() });
+        }
+        let cx = Ctx { input, forms: LISTEN_FORMS, schemes: LISTEN_SCHEMES, listen: true };
+        match parse_ip(cx)? {
+            (proto, Host::Net { addr, prefix }, ports) => Ok(Self { proto, addr, prefix, ports }),
+            // parse_ip refuses names when `listen` is set.
+            (_, Host::Name(host), _) => Err(NetError::ListenName { input: input.to_owned(), host }),
+        }
+    }
+}
+
+impl fmt::Display for ConnectTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ip { proto, host, ports } => write!(f, "{proto}://{host}:{ports}"),
+            Self::UnixPath(path) => write!(f, "unix:{}", path.display()),
+            Self::UnixAbstract(name) => write!(f, "unix:@{name}"),
+        }
+    }
+}
+
+impl fmt::Display for ListenTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}:{}", self.proto, display_net(self.addr, self.prefix), self.ports)
+    }
+}
+
+impl TryFrom<String> for ConnectTarget {
+    type Error = NetError;
+    fn try_from(s: String) -> Result<Self, NetError> {
+        s.parse()
+    }
+}
+
+impl From<ConnectTarget> for String {
+    fn from(t: ConnectTarget) -> Self {
+        t.to_string()
+    }
+}
+
+impl TryFrom<String> for ListenTarget {
+    type Error = NetError;
+    fn try_from(s: String) -> Result<Self, NetError> {
+        s.parse()
+    }
+}
+
+impl From<ListenTarget> for String {
+    fn from(t: ListenTarget) -> Self {
+        t.to_string()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compilation
+
+/// Resolves a connect target to kernel entries: one per address (a DNS name may resolve to
+/// several). Unix targets have none (see [`unix_kernel_name`]).
+pub fn resolve_connect(
+    t: &ConnectTarget,
+    resolve: &mut dyn FnMut(&str) -> std::io::Result<Vec<IpAddr>>,
+) -> Result<Vec<NetEntry>, NetError> {
+    let ConnectTarget::Ip { proto, host, ports } = t else {
+        return Ok(Vec::new());
+    };
+    let kind = proto.connect_kind();
+    match host {
+        Host::Net { addr, prefix } => Ok(vec![NetEntry { kind, addr: *addr, prefix: *prefix, ports: *ports }]),
+        Host::Name(name) => {
+            let addrs = resolve(name).map_err(|source| NetError::Resolve {
+                host: name.clone(),
+                target: t.to_string(),
+                source,
+            })?;
+            let addrs: BTreeSet<Ipv6Addr> = addrs.into_iter().map(to_v6).collect();
+            if addrs.is_empty() {
+                return Err(NetError::NoAddresses { host: name.clone(), target: t.to_string() });
+            }
+            Ok(addrs.into_iter().map(|addr| NetEntry { kind, addr, prefix: 128, ports: *ports }).collect())
+        }
+    }
+}
+
+/// The system resolver (`getaddrinfo`): the addresses of `host`, deduplicated and sorted.
+pub fn system_resolver(host: &str) -> std::io::Result<Vec<IpAddr>> {
+    let addrs: BTreeSet<IpAddr> = (host, 0).to_socket_addrs()?.map(|sa| sa.ip()).collect();
+    Ok(addrs.into_iter().collect())
+}
+
+/// The kernel entry of a listen target.
+#[must_use]
+pub fn listen_entry(t: &ListenTarget) -> NetEntry {
+    NetEntry { kind: t.proto.listen_kind(), addr: t.addr, prefix: t.prefix, ports: t.ports }
+}
+
+fn grant_halves(grant: u64) -> [u32; 2] {
+    [grant as u32, (grant >> 32) as u32]
+}
+
+/// Sorts and merges overlapping or adjacent ranges.
+fn merge_ranges(mut ranges: Vec<PortRange>) -> Vec<PortRange> {
+    ranges.sort_unstable();
+    let mut out: Vec<PortRange> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if u32::from(r.lo) <= u32::from(last.hi) + 1 => last.hi = last.hi.max(r.hi),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// LPM trie entries of a grant's network entries: one per distinct (kind, network). The kernel
+/// checks only the ports of the longest matching prefix, so each entry carries the union of
+/// the ports of every entry of its kind whose network covers it (its own included), merged and
+/// sorted. Output is ordered by kind, address, prefix length.
+pub fn lpm_entries(grant: u64, entries: &[NetEntry]) -> Result<Vec<(NetKey, NetPorts)>, NetError> {
+    let mut own: BTreeMap<(u32, Ipv6Addr, u8), Vec<PortRange>> = BTreeMap::new();
+    for e in entries {
+        let reason = if !(NET_CONNECT_TCP..=NET_LISTEN_UDP).contains(&e.kind) {
+            Some("unknown kind")
+        } else if e.prefix > 128 {
+            Some("prefix length over 128")
+        } else if e.ports.lo == 0 || e.ports.lo > e.ports.hi {
+            Some("port range must be 1 <= lo <= hi")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(NetError::BadEntry { entry: e.to_string(), reason });
+        }
+        own.entry((e.kind, network(e.addr, e.prefix), e.prefix)).or_default().push(e.ports);
+    }
+    let mut out = Vec::with_capacity(own.len());
+    for &(kind, addr, prefix) in own.keys() {
+        let union: Vec<PortRange> = own
+            .iter()
+            .filter(|((k, a, p), _)| *k == kind && covers(*a, *p, addr, prefix))
+            .flat_map(|(_, ports)| ports.iter().copied())
+            .collect();
+        let merged = merge_ranges(union);
+        if merged.len() > NET_PORT_RANGES {
+            return Err(NetError::TooManyRanges {
+                kind: kind_name(kind),
+                prefix: display_net(addr, prefix),
+                needed: merged.len(),
+                limit: NET_PORT_RANGES,
+            });
+        }
+        let mut ports = NetPorts { n: merged.len() as u32, ..NetPorts::default() };
+        for (slot, r) in ports.ranges.iter_mut().zip(&merged) {
+            *slot = [r.lo, r.hi];
+        }
+        let key = NetKey {
+            prefixlen: NET_KEY_FIXED_BITS + u32::from(prefix),
+            data: NetKeyData { kind, grant: grant_halves(grant), addr: addr.octets() },
+        };
+        out.push((key, ports));
+    }
+    Ok(out)
+}
+
+/// Whether `ports` (a trie value) allows `port`.
+#[must_use]
+pub fn port_allowed(ports: &NetPorts, port: u16) -> bool {
+    let n = (ports.n as usize).min(NET_PORT_RANGES);
+    ports.ranges[..n].iter().any(|[lo, hi]| (*lo..=*hi).contains(&port))
+}
+
+const NET_KEY_DATA_LEN: usize = size_of::<NetKeyData>();
+
+/// The bytes of a trie key as the kernel compares them.
+fn key_bytes(d: &NetKeyData) -> [u8; NET_KEY_DATA_LEN] {
+    let mut b = [0u8; NET_KEY_DATA_LEN];
+    b[..4].copy_from_slice(&d.kind.to_ne_bytes());
+    b[4..8].copy_from_slice(&d.grant[0].to_ne_bytes());
+    b[8..12].copy_from_slice(&d.grant[1].to_ne_bytes());
+    b[12..].copy_from_slice(&d.addr);
+    b
+}
+
+/// `true` if the first `bits` bits (most significant first, as the LPM trie reads them) agree.
+fn first_bits_equal(a: &[u8], b: &[u8], bits: usize) -> bool {
+    let (full, rest) = (bits / 8, bits % 8);
+    if a[..full] != b[..full] {
+        return false;
+    }
+    rest == 0 || {
+        let mask = 0xffu8 << (8 - rest);
+        a[full] & mask == b[full] & mask
+    }
+}
+
+/// Userspace model of the kernel's LPM trie lookup of `(kind, grant, addr)` in `entries`: the
+/// ports of the longest matching prefix.
+#[must_use]
+pub fn trie_lookup(entries: &[(NetKey, NetPorts)], kind: u32, grant: u64, addr: Ipv6Addr) -> Option<NetPorts> {
+    let want = key_bytes(&NetKeyData { kind, grant: grant_halves(grant), addr: addr.octets() });
+    entries
+        .iter()
+        .filter(|(k, _)| {
+            let bits = k.prefixlen as usize;
+            bits <= NET_KEY_DATA_LEN * 8 && first_bits_equal(&key_bytes(&k.data), &want, bits)
+        })
+        .max_by_key(|(k, _)| k.prefixlen)
+        .map(|(_, p)| *p)
+}
+
+/// The `sun_path` bytes the kernel sees for a Unix target: the path, or NUL + the abstract
+/// name. `None` for IP targets.
+#[must_use]
+pub fn unix_kernel_name(t: &ConnectTarget) -> Option<Vec<u8>> {
+    match t {
+        ConnectTarget::Ip { .. } => None,
+        ConnectTarget::UnixPath(path) => Some(path.as_os_str().as_bytes().to_vec()),
+        ConnectTarget::UnixAbstract(name) => {
+            let mut v = Vec::with_capacity(1 + name.len());
+            v.push(0);
+            v.extend_from_slice(name.as_bytes());
+            Some(v)
+        }
+    }
+}
+
+/// The [`UnixKey`] of a socket name (`sun_path` bytes; abstract names start with NUL),
+/// zero-padded. A path may be at most `UNIX_NAME_LEN - 1` bytes (room for its terminating
+/// NUL); an abstract name, which has no terminator, may fill all `UNIX_NAME_LEN` bytes.
+pub fn unix_key(grant: u64, name: &[u8]) -> Result<UnixKey, NetError> {
+    let shown = || format!("{:?}", String::from_utf8_lossy(name));
+    let max = if name.first() == Some(&0) { UNIX_NAME_LEN } else { UNIX_NAME_LEN - 1 };
+    if name.is_empty() || name == [0] {
+        return Err(NetError::UnixName { name: shown(), reason: "empty name".to_owned() });
+    }
+    if name.len() > max {
+        return Err(NetError::UnixName { name: shown(), reason: format!("{} bytes; at most {max} fit", name.len()) });
+    }
+    let mut key = UnixKey { grant, name: [0; UNIX_NAME_LEN], _pad: 0 };
+    key.name[..name.len()].copy_from_slice(name);
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+
+    fn connect(s: &str) -> ConnectTarget {
+        s.parse().unwrap_or_else(|e| panic!("`{s}` should parse: {e}"))
+    }
+
+    fn listen(s: &str) -> ListenTarget {
+        s.parse().unwrap_or_else(|e| panic!("`{s}` should parse: {e}"))
+    }
+
+    fn connect_err(s: &str) -> String {
+        match s.parse::<ConnectTarget>() {
+            Ok(t) => panic!("`{s}` should not parse, got {t:?}"),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.contains(&format!("`{s}`")), "message for `{s}` does not quote it: {msg}");
+                msg
+            }
+        }
+    }
+
+    fn listen_err(s: &str) -> String {
+        match s.parse::<ListenTarget>() {
+            Ok(t) => panic!("`{s}` should not parse, got {t:?}"),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.contains(&format!("`{s}`")), "message for `{s}` does not quote it: {msg}");
+                msg
+            }
+        }
+    }
+
+    fn v4(s: &str) -> Ipv6Addr {
+        s.parse::<Ipv4Addr>().unwrap().to_ipv6_mapped()
+    }
+
+    fn v6(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    fn ip(proto: Proto, addr: Ipv6Addr, prefix: u8, lo: u16, hi: u16) -> ConnectTarget {
+        ConnectTarget::Ip { proto, host: Host::Net { addr, prefix }, ports: PortRange { lo, hi } }
+    }
+
+    fn entry(kind: u32, addr: Ipv6Addr, prefix: u8, lo: u16, hi: u16) -> NetEntry {
+        NetEntry { kind, addr, prefix, ports: PortRange { lo, hi } }
+    }
+
+    fn ranges(p: &NetPorts) -> Vec<(u16, u16)> {
+        p.ranges[..p.n as usize].iter().map(|[lo, hi]| (*lo, *hi)).collect()
+    }
+
+    // --- parsing: accepted forms ------------------------------------------------------------
+
+    #[test]
+    fn connect_ipv4_forms() {
+        assert_eq!(connect("tcp://127.0.0.1:80"), ip(Proto::Tcp, v4("127.0.0.1"), 128, 80, 80));
+        assert_eq!(connect("udp://10.0.0.0/8:53"), ip(Proto::Udp, v4("10.0.0.0"), 104, 53, 53));
+        assert_eq!(connect("tcp://0.0.0.0/0:*"), ip(Proto::Tcp, v4("0.0.0.0"), 96, 1, 65535));
+        assert_eq!(connect("tcp://192.168.1.7/32:8000-8080"), ip(Proto::Tcp, v4("192.168.1.7"), 128, 8000, 8080));
+        assert_eq!(connect("tcp://1.2.3.4:65535"), ip(Proto::Tcp, v4("1.2.3.4"), 128, 65535, 65535));
+        assert_eq!(connect("tcp://1.2.3.4:1-65535"), connect("tcp://1.2.3.4:*"));
+    }
+
+    #[test]
+    fn connect_ipv6_forms() {
+        assert_eq!(connect("tcp://[::1]:443"), ip(Proto::Tcp, Ipv6Addr::LOCALHOST, 128, 443, 443));
+        assert_eq!(connect("udp://[2001:db8::/32]:1-1024"), ip(Proto::Udp, v6("2001:db8::"), 32, 1, 1024));
+        assert_eq!(connect("tcp://[::/0]:*"), ip(Proto::Tcp, Ipv6Addr::UNSPECIFIED, 0, 1, 65535));
+        assert_eq!(connect("tcp://[2001:db8::1/128]:22"), ip(Proto::Tcp, v6("2001:db8::1"), 128, 22, 22));
+    }
+
+    #[test]
+    fn connect_dns_names() {
+        let t = connect("tcp://API.Example.COM:443");
+        assert_eq!(
+            t,
+            ConnectTarget::Ip {
+                proto: Proto::Tcp,
+                host: Host::Name("api.example.com".into()),
+                ports: PortRange { lo: 443, hi: 443 }
+            }
+        );
+        assert_eq!(t.to_string(), "tcp://api.example.com:443");
+        connect("udp://localhost:53");
+        connect("tcp://a-b.c0.d:1");
+        connect("tcp://1e100.net:80");
+        connect(&format!("tcp://{}.com:80", "a".repeat(63)));
+        // 4 * 63 + 1 = 253 characters.
+        let longest =
+            [&"a".repeat(63), &"b".repeat(63), &"c".repeat(63), &"d".repeat(61)].map(|s| s.as_str()).join(".");
+        assert_eq!(longest.len(), 253);
+        connect(&format!("tcp://{longest}:80"));
+    }
+
+    #[test]
+    fn connect_unix_forms() {
+        assert_eq!(connect("unix:/run/app.sock"), ConnectTarget::UnixPath("/run/app.sock".into()));
+        assert_eq!(connect("unix:@my-bus"), ConnectTarget::UnixAbstract("my-bus".into()));
+        assert_eq!(connect("unix:@/tmp/dbus-x"), ConnectTarget::UnixAbstract("/tmp/dbus-x".into()));
+        let longest_path = format!("/{}", "p".repeat(106));
+        assert_eq!(connect(&format!("unix:{longest_path}")), ConnectTarget::UnixPath(longest_path.into()));
+        let longest_name = "n".repeat(107);
+        assert_eq!(connect(&format!("unix:@{longest_name}")), ConnectTarget::UnixAbstract(longest_name));
+    }
+
+    #[test]
+    fn listen_forms() {
+        let t = listen("tcp://0.0.0.0:8080");
+        assert_eq!(
+            t,
+            ListenTarget {
+                proto: Proto::Tcp,
+                addr: v4("0.0.0.0"),
+                prefix: 128,
+                ports: PortRange { lo: 8080, hi: 8080 }
+            }
+        );
+        let t = listen("udp://[::]:5353");
+        assert_eq!(
+            t,
+            ListenTarget {
+                proto: Proto::Udp,
+                addr: Ipv6Addr::UNSPECIFIED,
+                prefix: 128,
+                ports: PortRange { lo: 5353, hi: 5353 }
+            }
+        );
+        let t = listen("tcp://127.0.0.0/8:3000-3999");
+        assert_eq!((t.addr, t.prefix, t.ports), (v4("127.0.0.0"), 104, PortRange { lo: 3000, hi: 3999 }));
+        let t = listen("tcp://[fd00::/8]:*");
+        assert_eq!((t.addr, t.prefix, t.ports), (v6("fd00::"), 8, PortRange::ALL));
+        assert_eq!(listen("tcp://[::ffff:127.0.0.1]:80"), listen("tcp://127.0.0.1:80"));
+    }
+
+    // --- parsing: errors --------------------------------------------------------------------
+
+    #[test]
+    fn connect_scheme_errors() {
+        let msg = connect_err("http://x:1");
+        assert_eq!(msg, "unknown scheme `http` in `http://x:1`: expected tcp://, udp:// or unix:");
+        assert!(connect_err("TCP://x:1").contains("unknown scheme `TCP`"));
+        assert!(connect_err("example.com:443").contains("expected tcp://HOST:PORT"));
+        assert!(connect_err("").contains("no scheme"));
+        assert!(connect_err("tcp://").contains("no host"));
+        assert!(connect_err("tcp://:80").contains("no host"));
+    }
+
+    #[test]
+    fn connect_host_errors() {
+        assert!(connect_err("tcp://example.com").contains("no `:PORT`"));
+        assert!(connect_err("tcp://::1:80").contains("must be written in brackets"));
+        assert!(connect_err("tcp://[::1]").contains("no `:PORT` after `]`"));
+        assert!(connect_err("tcp://[::1]80").contains("no `:PORT` after `]`"));
+        assert!(connect_err("tcp://[::1:80").contains("without a closing `]`"));
+        assert!(connect_err("tcp://[10.0.0.1]:80").contains("not an IPv6 address"));
+        assert!(connect_err("tcp://[fe80::1%eth0]:80").contains("not an IPv6 address"));
+        assert!(connect_err("tcp://[::/129]:80").contains("0-128"));
+        assert!(connect_err("tcp://[::/]:80").contains("0-128"));
+        assert!(connect_err("tcp://10.0.0.0/33:80").contains("0-32"));
+        assert!(connect_err("tcp://10.0.0.0/x:80").contains("0-32"));
+        assert!(connect_err("tcp://10.0.0.0/+8:80").contains("0-32"));
+        assert!(connect_err("tcp://example.com/8:80").contains("not an IPv4 CIDR"));
+        assert!(connect_err("tcp://10.0.0.256:80").contains("not a valid IPv4 address"));
+        assert!(connect_err("tcp://010.0.0.1:80").contains("not a valid IPv4 address"));
+        assert!(connect_err("tcp://1.2.3:80").contains("not a valid IPv4 address"));
+        assert!(connect_err("tcp://under_score.com:80").contains("`_` is not allowed"));
+        assert!(connect_err("tcp://example.com.:80").contains("empty DNS label"));
+        assert!(connect_err("tcp://a..b:80").contains("empty DNS label"));
+        assert!(connect_err("tcp://-a.com:80").contains("starts or ends with `-`"));
+        assert!(connect_err("tcp://a-.com:80").contains("starts or ends with `-`"));
+        assert!(connect_err("tcp://exämple.com:80").contains("`ä` is not allowed"));
+        assert!(connect_err(&format!("tcp://{}.com:80", "a".repeat(64))).contains("longer than 63"));
+        let too_long = format!("{}.com", ["a"; 125].join("."));
+        assert_eq!(too_long.len(), 253);
+        connect(&format!("tcp://{too_long}:80"));
+        assert!(connect_err(&format!("tcp://a{too_long}:80")).contains("at most 253"));
+    }
+
+    #[test]
+    fn host_bits_errors() {
+        let msg = connect_err("tcp://10.1.2.3/8:80");
+        assert!(msg.ends_with("10.1.2.3/8 has host bits set; did you mean 10.0.0.0/8?"), "{msg}");
+        let msg = connect_err("udp://[2001:db8::1/32]:53");
+        assert!(msg.ends_with("[2001:db8::1/32] has host bits set; did you mean [2001:db8::/32]?"), "{msg}");
+        let msg = connect_err("tcp://[::ffff:10.1.0.0/104]:80");
+        assert!(msg.ends_with("did you mean 10.0.0.0/8?"), "{msg}");
+        let msg = listen_err("tcp://192.168.1.1/24:80");
+        assert!(msg.ends_with("did you mean 192.168.1.0/24?"), "{msg}");
+        let msg = connect_err("tcp://1.2.3.4/0:80");
+        assert!(msg.ends_with("did you mean 0.0.0.0/0?"), "{msg}");
+    }
+
+    #[test]
+    fn port_errors() {
+        assert!(connect_err("tcp://1.2.3.4:0").contains("port 0"));
+        assert!(connect_err("tcp://1.2.3.4:0-80").contains("port 0"));
+        assert!(connect_err("tcp://1.2.3.4:65536").contains("1-65535"));
+        assert!(connect_err("tcp://1.2.3.4:99999999999").contains("1-65535"));
+        assert!(connect_err("tcp://1.2.3.4:").contains("invalid port ``"));
+        assert!(connect_err("tcp://1.2.3.4:http").contains("invalid port `http`"));
+        assert!(connect_err("tcp://1.2.3.4:+80").contains("invalid port `+80`"));
+        assert!(connect_err("tcp://1.2.3.4:80/path").contains("invalid port `80/path`"));
+        assert!(connect_err("tcp://1.2.3.4:8080-8000").contains("backwards"));
+        assert!(connect_err("tcp://1.2.3.4:80-").contains("invalid port `80-`"));
+        assert!(connect_err("tcp://1.2.3.4:-80").contains("invalid port `-80`"));
+        assert!(connect_err("tcp://1.2.3.4:1-2-3").contains("invalid port `1-2-3`"));
+        assert!(connect_err("tcp://1.2.3.4:**").contains("invalid port `**`"));
+    }
+
+    #[test]
+    fn unix_errors() {
+        assert!(connect_err("unix:").contains("must be absolute"));
+        assert!(connect_err("unix:run/x.sock").contains("must be absolute"));
+        assert!(connect_err("unix:///run/x.sock").contains("not a URL-style"));
+        assert!(connect_err("unix:/run/x\0.sock").contains("NUL"));
+        assert!(connect_err(&format!("unix:/{}", "p".repeat(107))).contains("108 bytes; at most 107"));
+        assert!(connect_err("unix:@").contains("name is empty"));
+        assert!(connect_err("unix:@a\0b").contains("NUL"));
+        assert!(connect_err(&format!("unix:@{}", "n".repeat(108))).contains("108 bytes; at most 107"));
+    }
+
+    #[test]
+    fn listen_errors() {
+        let msg = listen_err("tcp://example.com:80");
+        assert!(msg.contains("listen addresses must be IP literals"), "{msg}");
+        assert!(listen_err("tcp://localhost:80").contains("listen addresses must be IP literals"));
+        assert!(listen_err("unix:/run/x.sock").contains("Unix sockets cannot be listen targets"));
+        assert!(listen_err("unix:@name").contains("Unix sockets cannot be listen targets"));
+        assert_eq!(
+            listen_err("http://0.0.0.0:80"),
+            "unknown scheme `http` in `http://0.0.0.0:80`: expected tcp:// or udp://"
+        );
+        assert!(listen_err("0.0.0.0:80").contains("expected tcp://ADDR:PORT or udp://ADDR:PORT"));
+        assert!(listen_err("tcp://0.0.0.0:0").contains("port 0"));
+        assert!(listen_err("tcp://300.0.0.0:80").contains("not a valid IPv4 address"));
+    }
+
+    // --- canonical form ---------------------------------------------------------------------
+
+    #[test]
+    fn display_is_canonical_and_round_trips() {
+        let cases = [
+            ("tcp://127.0.0.1:80", "tcp://127.0.0.1:80"),
+            ("tcp://127.0.0.1/32:80", "tcp://127.0.0.1:80"),
+            ("udp://10.0.0.0/8:53", "udp://10.0.0.0/8:53"),
+            ("tcp://0.0.0.0/0:1-65535", "tcp://0.0.0.0/0:*"),
+            ("tcp://[::1]:8000-8080", "tcp://[::1]:8000-8080"),
+            ("tcp://[::1/128]:22", "tcp://[::1]:22"),
+            ("tcp://[2001:DB8:0:0::/32]:*", "tcp://[2001:db8::/32]:*"),
+            ("tcp://[::/0]:443", "tcp://[::/0]:443"),
+            ("tcp://[::ffff:127.0.0.1]:80", "tcp://127.0.0.1:80"),
+            ("tcp://[::ffff:7f00:1]:80", "tcp://127.0.0.1:80"),
+            ("tcp://[::ffff:10.0.0.0/104]:80", "tcp://10.0.0.0/8:80"),
+            ("tcp://[::ffff:0.0.0.0/96]:80", "tcp://0.0.0.0/0:80"),
+            ("tcp://Example.com:00080", "tcp://example.com:80"),
+            ("tcp://1.2.3.4:7-7", "tcp://1.2.3.4:7"),
+            ("unix:/run/app.sock", "unix:/run/app.sock"),
+            ("unix:@bus", "unix:@bus"),
+        ];
+        for (input, canonical) in cases {
+            let t = connect(input);
+            assert_eq!(t.to_string(), canonical, "display of `{input}`");
+            assert_eq!(connect(canonical), t, "round trip of `{input}`");
+        }
+        let listens = [
+            ("tcp://0.0.0.0:8080", "tcp://0.0.0.0:8080"),
+            ("udp://[::]:1-65535", "udp://[::]:*"),
+            ("tcp://[::ffff:127.0.0.0/104]:3000-3999", "tcp://127.0.0.0/8:3000-3999"),
+            ("tcp://[fd00::/8]:80", "tcp://[fd00::/8]:80"),
+        ];
+        for (input, canonical) in listens {
+            let t = listen(input);
+            assert_eq!(t.to_string(), canonical, "display of `{input}`");
+            assert_eq!(listen(canonical), t, "round trip of `{input}`");
+        }
+    }
+
+    #[test]
+    fn ipv4_mapped_equivalence() {
+        assert_eq!(connect("tcp://[::ffff:127.0.0.1]:80"), connect("tcp://127.0.0.1:80"));
+        assert_eq!(connect("udp://[::ffff:10.0.0.0/104]:53"), connect("udp://10.0.0.0/8:53"));
+        assert_eq!(to_v6("127.0.0.1".parse().unwrap()), v6("::ffff:127.0.0.1"));
+        assert_eq!(to_v6("::1".parse().unwrap()), Ipv6Addr::LOCALHOST);
+        assert_eq!(display_ip(v6("::ffff:127.0.0.1")), "127.0.0.1");
+        assert_eq!(display_ip(v6("2001:db8::1")), "2001:db8::1");
+        // `::1` and `::` are IPv6, not IPv4-compatible addresses in disguise.
+        assert_eq!(display_ip(Ipv6Addr::LOCALHOST), "::1");
+        assert_eq!(display_ip(Ipv6Addr::UNSPECIFIED), "::");
+        // Resolved IPv4 answers become mapped entries.
+        let mut r = |_: &str| -> io::Result<Vec<IpAddr>> { Ok(vec!["10.1.2.3".parse().unwrap()]) };
+        let e = resolve_connect(&connect("tcp://db.internal:5432"), &mut r).unwrap();
+        assert_eq!(e, vec![entry(NET_CONNECT_TCP, v4("10.1.2.3"), 128, 5432, 5432)]);
+    }
+
+    #[test]
+    fn serde_uses_the_canonical_string() {
+        let t = connect("tcp://[::ffff:10.0.0.0/104]:8000-8080");
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(json, r#""tcp://10.0.0.0/8:8000-8080""#);
+        assert_eq!(serde_json::from_str::<ConnectTarget>(&json).unwrap(), t);
+        let err = serde_json::from_str::<ConnectTarget>(r#""http://x:1""#).unwrap_err().to_string();
+        assert!(err.contains("unknown scheme `http`"), "{err}");
+        let l = listen("udp://[::]:*");
+        let json = serde_json::to_string(&l).unwrap();
+        assert_eq!(json, r#""udp://[::]:*""#);
+        assert_eq!(serde_json::from_str::<ListenTarget>(&json).unwrap(), l);
+        let e = entry(NET_LISTEN_TCP, v4("0.0.0.0"), 128, 80, 80);
+        assert_eq!(serde_json::from_str::<NetEntry>(&serde_json::to_string(&e).unwrap()).unwrap(), e);
+    }
+
+    // --- resolution -------------------------------------------------------------------------
+
+    #[test]
+    fn resolve_literals_and_unix() {
+        let mut never = |h: &str| -> io::Result<Vec<IpAddr>> { panic!("resolver called for {h}") };
+        let e = resolve_connect(&connect("udp://10.0.0.0/8:53"), &mut never).unwrap();
+        assert_eq!(e, vec![entry(NET_CONNECT_UDP, v4("10.0.0.0"), 104, 53, 53)]);
+        let e = resolve_connect(&connect("tcp://[2001:db8::/32]:*"), &mut never).unwrap();
+        assert_eq!(e, vec![entry(NET_CONNECT_TCP, v6("2001:db8::"), 32, 1, 65535)]);
+        assert!(resolve_connect(&connect("unix:/run/x.sock"), &mut never).unwrap().is_empty());
+        assert!(resolve_connect(&connect("unix:@bus"), &mut never).unwrap().is_empty());
+    }
+
+    #[test]
+    fn resolve_names() {
+        let mut asked = Vec::new();
+        let mut fake = |h: &str| -> io::Result<Vec<IpAddr>> {
+            asked.push(h.to_owned());
+            match h {
+                "dual.example" => Ok(vec![
+                    "2001:db8::2".parse().unwrap(),
+                    "192.0.2.1".parse().unwrap(),
+                    "::ffff:192.0.2.1".parse().unwrap(), // same address again, mapped
+                    "2001:db8::1".parse().unwrap(),
+                ]),
+                "empty.example" => Ok(vec![]),
+                _ => Err(io::Error::new(io::ErrorKind::NotFound, "no such host")),
+            }
+        };
+        let e = resolve_connect(&connect("tcp://Dual.Example:443"), &mut fake).unwrap();
+        assert_eq!(
+            e,
+            vec![
+                entry(NET_CONNECT_TCP, v4("192.0.2.1"), 128, 443, 443),
+                entry(NET_CONNECT_TCP, v6("2001:db8::1"), 128, 443, 443),
+                entry(NET_CONNECT_TCP, v6("2001:db8::2"), 128, 443, 443),
+            ]
+        );
+
+        let msg = resolve_connect(&connect("udp://empty.example:53"), &mut fake).unwrap_err().to_string();
+        assert_eq!(msg, "`empty.example` (in `udp://empty.example:53`) resolved to no addresses");
+
+        let err = resolve_connect(&connect("tcp://gone.example:80"), &mut fake).unwrap_err();
+        assert_eq!(err.to_string(), "cannot resolve `gone.example` (in `tcp://gone.example:80`): no such host");
+        assert!(matches!(&err, NetError::Resolve { source, .. } if source.kind() == io::ErrorKind::NotFound));
+
+        assert_eq!(asked, ["dual.example", "empty.example", "gone.example"]);
+    }
+
+    #[test]
+    fn system_resolver_numeric_hosts() {
+        // Numeric hosts are answered without any lookup.
+        assert_eq!(system_resolver("127.0.0.1").unwrap(), vec![IpAddr::from([127, 0, 0, 1])]);
+        assert_eq!(system_resolver("::1").unwrap(), vec![IpAddr::V6(Ipv6Addr::LOCALHOST)]);
+    }
+
+    #[test]
+    fn listen_entries() {
+        assert_eq!(listen_entry(&listen("tcp://0.0.0.0:8080")), entry(NET_LISTEN_TCP, v4("0.0.0.0"), 128, 8080, 8080));
+        assert_eq!(listen_entry(&listen("udp://[fd00::/8]:*")), entry(NET_LISTEN_UDP, v6("fd00::"), 8, 1, 65535));
+    }
+
+    // --- trie compilation -------------------------------------------------------------------
+
+    #[test]
+    fn lpm_key_layout() {
+        let grant = 0x1122_3344_5566_7788;
+        let out = lpm_entries(grant, &[entry(NET_CONNECT_UDP, v4("10.0.0.0"), 104, 53, 53)]).unwrap();
+        assert_eq!(out.len(), 1);
+        let (key, ports) = out[0];
+        assert_eq!(key.prefixlen, NET_KEY_FIXED_BITS + 104);
+        assert_eq!(key.data.kind, NET_CONNECT_UDP);
+        assert_eq!(key.data.grant, [0x5566_7788, 0x1122_3344]);
+        assert_eq!(key.data.addr, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 0]);
+        assert_eq!(ranges(&ports), [(53, 53)]);
+    }
+
+    #[test]
+    fn lpm_zeroes_host_bits_and_dedups() {
+        let out = lpm_entries(
+            1,
+            &[entry(NET_CONNECT_TCP, v4("10.9.9.9"), 104, 80, 80), entry(NET_CONNECT_TCP, v4("10.0.0.0"), 104, 81, 81)],
+        )
+        .unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0.data.addr, v4("10.0.0.0").octets());
+        assert_eq!(ranges(&out[0].1), [(80, 81)]);
+    }
+
+    #[test]
+    fn lpm_union_of_covering_prefixes() {
+        // 10.0.0.0/8 port 80 and 10.1.2.3 port 443.
+        let entries = [
+            entry(NET_CONNECT_TCP, v4("10.0.0.0"), 104, 80, 80),
+            entry(NET_CONNECT_TCP, v4("10.1.2.3"), 128, 443, 443),
+        ];
+        let out = lpm_entries(7, &entries).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(ranges(&out[0].1), [(80, 80)]);
+        assert_eq!(ranges(&out[1].1), [(80, 80), (443, 443)]);
+
+        let allowed =
+            |addr: &str, port| trie_lookup(&out, NET_CONNECT_TCP, 7, v4(addr)).is_some_and(|p| port_allowed(&p, port));
+        assert!(allowed("10.1.2.3", 80));
+        assert!(allowed("10.1.2.3", 443));
+        assert!(allowed("10.9.9.9", 80));
+        assert!(!allowed("10.9.9.9", 443));
+        assert!(!allowed("11.0.0.1", 80));
+        assert!(!allowed("10.1.2.3", 22));
+    }
+
+    #[test]
+    fn lpm_union_is_per_kind_and_nested() {
+        let entries = [
+            entry(NET_CONNECT_TCP, Ipv6Addr::UNSPECIFIED, 0, 443, 443), // [::/0] covers IPv4 too
+            entry(NET_CONNECT_TCP, v4("10.0.0.0"), 104, 80, 80),
+            entry(NET_CONNECT_TCP, v4("10.1.0.0"), 112, 81, 81),
+            entry(NET_CONNECT_TCP, v4("10.1.2.3"), 128, 82, 82),
+            entry(NET_CONNECT_UDP, v4("10.0.0.0"), 104, 53, 53), // other kind: never merged
+            entry(NET_CONNECT_TCP, v4("11.0.0.0"), 104, 22, 22), // sibling: not covering
+        ];
+        let out = lpm_entries(3, &entries).unwrap();
+        let look = |kind, addr: &str| trie_lookup(&out, kind, 3, v4(addr)).map(|p| ranges(&p));
+        assert_eq!(look(NET_CONNECT_TCP, "10.1.2.3"), Some(vec![(80, 82), (443, 443)]));
+        assert_eq!(look(NET_CONNECT_TCP, "10.1.9.9"), Some(vec![(80, 81), (443, 443)]));
+        assert_eq!(look(NET_CONNECT_TCP, "10.2.0.1"), Some(vec![(80, 80), (443, 443)]));
+        assert_eq!(look(NET_CONNECT_TCP, "11.1.1.1"), Some(vec![(22, 22), (443, 443)]));
+        assert_eq!(look(NET_CONNECT_TCP, "8.8.8.8"), Some(vec![(443, 443)]));
+        assert_eq!(look(NET_CONNECT_UDP, "10.1.2.3"), Some(vec![(53, 53)]));
+        assert_eq!(look(NET_CONNECT_UDP, "11.1.1.1"), None);
+        assert_eq!(look(NET_LISTEN_TCP, "10.1.2.3"), None);
+        let v6_hit = trie_lookup(&out, NET_CONNECT_TCP, 3, v6("2001:db8::1")).map(|p| ranges(&p));
+        assert_eq!(v6_hit, Some(vec![(443, 443)]));
+    }
+
+    #[test]
+    fn lpm_lookup_is_per_grant() {
+        let a = lpm_entries(1, &[entry(NET_CONNECT_TCP, v4("10.0.0.0"), 104, 80, 80)]).unwrap();
+        let b = lpm_entries(1 << 32, &[entry(NET_CONNECT_TCP, v4("10.0.0.0"), 104, 443, 443)]).unwrap();
+        let both: Vec<_> = a.into_iter().chain(b).collect();
+        let look = |grant| trie_lookup(&both, NET_CONNECT_TCP, grant, v4("10.1.1.1")).map(|p| ranges(&p));
+        assert_eq!(look(1), Some(vec![(80, 80)]));
+        assert_eq!(look(1 << 32), Some(vec![(443, 443)]));
+        assert_eq!(look(2), None);
+    }
+
+    #[test]
+    fn lpm_merges_overlapping_and_adjacent_ranges() {
+        let at = |lo, hi| entry(NET_LISTEN_UDP, v6("fd00::"), 8, lo, hi);
+        let out = lpm_entries(
+            1,
+            &[
+                at(100, 200),
+                at(150, 250),
+                at(251, 260),
+                at(300, 300),
+                at(1, 1),
+                at(2, 2),
+                at(65535, 65535),
+                at(400, 300 + 100),
+            ],
+        )
+        .unwrap();
+        assert_eq!(ranges(&out[0].1), [(1, 2), (100, 260), (300, 300), (400, 400), (65535, 65535)]);
+        let all = lpm_entries(1, &[at(1, 65535), at(80, 80), at(65535, 65535)]).unwrap();
+        assert_eq!(ranges(&all[0].1), [(1, 65535)]);
+    }
+
+    #[test]
+    fn lpm_output_is_deterministic() {
+        let mut entries = vec![
+            entry(NET_LISTEN_TCP, v4("0.0.0.0"), 128, 80, 80),
+            entry(NET_CONNECT_UDP, v4("10.0.0.0"), 104, 53, 53),
+            entry(NET_CONNECT_TCP, v6("2001:db8::"), 32, 443, 443),
+            entry(NET_CONNECT_TCP, v4("10.0.0.0"), 104, 80, 80),
+            entry(NET_CONNECT_TCP, v4("10.1.2.3"), 128, 443, 443),
+        ];
+        let first = lpm_entries(9, &entries).unwrap();
+        entries.reverse();
+        assert_eq!(lpm_entries(9, &entries).unwrap(), first);
+        let order: Vec<_> = first.iter().map(|(k, _)| (k.data.kind, k.prefixlen)).collect();
+        assert_eq!(
+            order,
+            [
+                (NET_CONNECT_TCP, 200),
+                (NET_CONNECT_TCP, 224),
+                (NET_CONNECT_TCP, 128),
+                (NET_CONNECT_UDP, 200),
+                (NET_LISTEN_TCP, 224)
+            ]
+        );
+    }
+
+    #[test]
+    fn lpm_range_limit() {
+        let ports = |n: u16| -> Vec<NetEntry> {
+            (0..n).map(|i| entry(NET_CONNECT_TCP, v4("10.0.0.0"), 104, 1000 + 2 * i, 1000 + 2 * i)).collect()
+        };
+        let limit = u16::try_from(NET_PORT_RANGES).unwrap();
+        let out = lpm_entries(1, &ports(limit)).unwrap();
+        assert_eq!(out[0].1.n as usize, NET_PORT_RANGES);
+        let msg = lpm_entries(1, &ports(limit + 1)).unwrap_err().to_string();
+        assert!(msg.starts_with("tcp connect 10.0.0.0/8: 9 separate port ranges"), "{msg}");
+        assert!(msg.contains(&format!("at most {NET_PORT_RANGES}")), "{msg}");
+
+        // The limit counts the union: each prefix alone fits, the more specific one does not.
+        let mut nested = ports(limit);
+        nested.push(entry(NET_CONNECT_TCP, v4("10.1.2.3"), 128, 5000, 5000));
+        let msg = lpm_entries(1, &nested).unwrap_err().to_string();
+        assert!(msg.starts_with("tcp connect 10.1.2.3: 9 separate port ranges"), "{msg}");
+        // ...but adjacent ports merge back under the limit.
+        let mut adjacent = ports(limit);
+        adjacent.push(entry(NET_CONNECT_TCP, v4("10.1.2.3"), 128, 1001, 1001));
+        assert!(lpm_entries(1, &adjacent).is_ok());
+    }
+
+    #[test]
+    fn lpm_rejects_invalid_entries() {
+        let bad = [
+            (entry(0, v4("10.0.0.0"), 104, 1, 1), "unknown kind"),
+            (entry(NET_CONNECT_TCP, v4("10.0.0.0"), 129, 1, 1), "prefix length"),
+            (entry(NET_CONNECT_TCP, v4("10.0.0.0"), 104, 0, 1), "port range"),
+            (entry(NET_CONNECT_TCP, v4("10.0.0.0"), 104, 9, 8), "port range"),
+        ];
+        for (e, why) in bad {
+            let msg = lpm_entries(1, &[e]).unwrap_err().to_string();
+            assert!(msg.contains(why), "{msg}");
+        }
+        assert!(lpm_entries(1, &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn port_allowed_respects_n() {
+        let mut p = NetPorts { n: 2, ..NetPorts::default() };
+        p.ranges[0] = [80, 80];
+        p.ranges[1] = [8000, 8080];
+        p.ranges[2] = [22, 22]; // beyond n: ignored
+        assert!(port_allowed(&p, 80));
+        assert!(port_allowed(&p, 8000));
+        assert!(port_allowed(&p, 8080));
+        assert!(!port_allowed(&p, 8081));
+        assert!(!port_allowed(&p, 22));
+        assert!(!port_allowed(&NetPorts::default(), 80));
+        let garbage = NetPorts { n: u32::MAX, ranges: [[1, 1]; NET_PORT_RANGES] };
+        assert!(port_allowed(&garbage, 1));
+    }
+
+    #[test]
+    fn trie_lookup_matches_partial_bytes() {
+        // A /100 (IPv4 /4) boundary falls inside a byte: 16.0.0.0/4 covers 16-31.x.x.x only.
+        let out = lpm_entries(1, &[entry(NET_CONNECT_TCP, v4("16.0.0.0"), 100, 1, 1)]).unwrap();
+        assert!(trie_lookup(&out, NET_CONNECT_TCP, 1, v4("16.0.0.0")).is_some());
+        assert!(trie_lookup(&out, NET_CONNECT_TCP, 1, v4("31.255.255.255")).is_some());
+        assert!(trie_lookup(&out, NET_CONNECT_TCP, 1, v4("15.255.255.255")).is_none());
+        assert!(trie_lookup(&out, NET_CONNECT_TCP, 1, v4("32.0.0.0")).is_none());
+    }
+
+    // --- Unix keys --------------------------------------------------------------------------
+
+    #[test]
+    fn unix_kernel_names() {
+        assert_eq!(unix_kernel_name(&connect("unix:/run/x.sock")).unwrap(), b"/run/x.sock");
+        assert_eq!(unix_kernel_name(&connect("unix:@bus")).unwrap(), b"\0bus");
+        assert_eq!(unix_kernel_name(&connect("tcp://1.2.3.4:80")), None);
+    }
+
+    #[test]
+    fn unix_keys() {
+        let k = unix_key(42, b"/run/x.sock").unwrap();
+        assert_eq!(k.grant, 42);
+        assert_eq!(&k.name[..11], b"/run/x.sock");
+        assert!(k.name[11..].iter().all(|b| *b == 0));
+        let k = unix_key(42, b"\0bus").unwrap();
+        assert_eq!(&k.name[..4], b"\0bus");
+        assert!(k.name[4..].iter().all(|b| *b == 0));
+
+        // Everything the parser accepts fits a key.
+        for t in [format!("unix:/{}", "p".repeat(106)), format!("unix:@{}", "n".repeat(107))] {
+            let name = unix_kernel_name(&connect(&t)).unwrap();
+            assert!(unix_key(1, &name).is_ok(), "{t}");
+        }
+
+        let msg = unix_key(1, &[b'/'; 108]).unwrap_err().to_string();
+        assert!(msg.contains("108 bytes; at most 107"), "{msg}");
+        let mut abstract_name = vec![0u8];
+        abstract_name.extend([b'n'; 108]);
+        let msg = unix_key(1, &abstract_name).unwrap_err().to_string();
+        assert!(msg.contains("109 bytes; at most 108"), "{msg}");
+        assert!(unix_key(1, b"").unwrap_err().to_string().contains("empty"));
+        assert!(unix_key(1, b"\0").unwrap_err().to_string().contains("empty"));
+    }
+}
