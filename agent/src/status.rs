@@ -13,6 +13,9 @@ fn grant_json(g: &GrantRecord, now: u64) -> Value {
         "tool": g.tool, "call_id": g.call_id,
         "exec": g.kernel.exec.iter().map(|e| json!({"path": e.path, "sha256": e.sha256})).collect::<Vec<_>>(),
         "paths": g.kernel.path_names.iter().map(|(p, b)| json!({"path": p, "read": b & 1 != 0, "write": b & 2 != 0})).collect::<Vec<_>>(),
+        // Each connect/listen target as granted, with the addresses in force (DNS names as
+        // resolved when the grant was issued).
+        "network": g.kernel.net_names.iter().map(|(t, r)| json!({"target": t, "in_force": r})).collect::<Vec<_>>(),
     })
 }
 

@@ -543,3 +543,64 @@ fn a_replaced_control_socket_is_refused_before_anything_is_sent() {
     let got = listener.join().unwrap();
     assert!(got.is_empty(), "the impostor received {:?}", String::from_utf8_lossy(&got));
 }
+
+/// A grant over the CLI names a host by DNS name and port: the daemon resolves it, the kernel
+/// lets the launched process reach that address and port only, the listener on another port
+/// receives nothing, and the audit line and status name the addresses.
+#[test]
+fn network_grant_by_name_end_to_end() {
+    let d = Daemon::start();
+    let granted = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (gp, op) = (granted.local_addr().unwrap().port(), other.local_addr().unwrap().port());
+    let helper = env!("CARGO_BIN_EXE_mcpg-helper");
+    let script = format!("read x; {helper} net tcp-connect 127.0.0.1:{gp} tcp-connect 127.0.0.1:{op}");
+    let mut child = d.launch("net", &script);
+    d.wait_session("net");
+    let out = d.cli(&[
+        "grant",
+        "--session",
+        "net",
+        "--task",
+        "fetch",
+        "--allow-exec",
+        helper,
+        "--allow-connect",
+        &format!("tcp://localhost:{gp}"),
+        "--ttl",
+        "5m",
+    ]);
+    assert!(out.status.success(), "grant failed: {}", String::from_utf8_lossy(&out.stderr));
+    go(&mut child);
+    let (st, stdout) = finish(child);
+    assert!(st.success(), "{st:?} {stdout}");
+    assert!(stdout.contains(&format!("tcp-connect 127.0.0.1:{gp} ok")), "{stdout}");
+    assert!(stdout.contains(&format!("tcp-connect 127.0.0.1:{op} errno 1")), "{stdout}");
+    other.set_nonblocking(true).unwrap();
+    assert!(other.accept().is_err(), "the ungranted listener received no connection");
+    granted.set_nonblocking(true).unwrap();
+    assert!(granted.accept().is_ok(), "the granted listener got its connection");
+
+    let line = d.wait_audit(|l| l["session"] == "net" && l["hook"] == "connect");
+    assert_eq!(
+        (&line["action"], &line["reason"], &line["task"]),
+        (&serde_json::json!("denied"), &serde_json::json!("not_granted"), &serde_json::json!("fetch"))
+    );
+    assert_eq!(line["net"], format!("tcp 127.0.0.1:{op}"));
+    let s = d.wait_session("net");
+    let net = &s["task"]["network"][0];
+    assert_eq!(net["target"], format!("tcp://localhost:{gp}"), "{s}");
+    assert!(
+        net["in_force"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == &serde_json::json!(format!("tcp connect 127.0.0.1:{gp}"))),
+        "the resolved address is shown: {s}"
+    );
+    // A target that does not parse is refused with the reason, and the daemon keeps its state.
+    let out = d.cli(&["grant", "--session", "net", "--task", "bad", "--allow-connect", "http://x:1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scheme `http`"), "{out:?}");
+    assert_eq!(d.wait_session("net")["task"]["network"][0]["target"], format!("tcp://localhost:{gp}"));
+}
