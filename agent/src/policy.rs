@@ -82,9 +82,12 @@ pub struct PathRule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VarKind {
-    /// An absolute filesystem path (the only kind for now).
+    /// An absolute filesystem path.
     #[default]
     Path,
+    /// An `http://` or `https://` URL; substituted as its `HOST:PORT` (the scheme's default port
+    /// when none is given), for connect targets only: `to = "tcp://${url}"`.
+    Url,
 }
 
 /// A declared template variable.
@@ -96,6 +99,10 @@ pub struct VarSpec {
     /// When non-empty, the value must be at or under one of these.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roots: Vec<PathBuf>,
+    /// `url` variables: when non-empty, the URL's host and port must be covered by one of these
+    /// connect targets (`tcp://127.0.0.0/8:*`, `tcp://example.com:443`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub within: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
@@ -196,6 +203,8 @@ pub enum PolicyError {
     BadVarValue { policy: String, var: String, value: String, reason: PathProblem },
     #[error("policy `{policy}`: variable `{var}` = `{value}` is outside the allowed roots [{}]", join_paths(.roots))]
     OutsideRoots { policy: String, var: String, value: String, roots: Vec<PathBuf> },
+    #[error("policy `{policy}`: variable `{var}` = `{value}`: {reason}")]
+    BadUrl { policy: String, var: String, value: String, reason: String },
     #[error("{context}: path `{path}` is invalid: {reason}")]
     BadPath { context: String, path: String, reason: PathProblem },
     #[error("{context}: sha256 `{value}` is invalid: expected 64 lowercase hex digits")]
@@ -257,6 +266,50 @@ pub fn normalize_path(p: &Path) -> Result<PathBuf, PathProblem> {
 pub fn is_valid_policy_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// `HOST:PORT` of an `http(s)://` URL (IPv6 hosts in brackets), if the URL is covered by one of
+/// `within` (connect targets; empty: any host). Parsed with the `url` crate (WHATWG rules, as
+/// HTTP clients parse): userinfo tricks (`http://127.0.0.1@evil/`) yield the real host.
+pub fn url_host_port(value: &str, within: &[String]) -> Result<String, String> {
+    let u = url::Url::parse(value).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!("scheme `{}` is not http or https", u.scheme()));
+    }
+    let port = u.port_or_known_default().ok_or("no port")?;
+    let host = match u.host() {
+        Some(url::Host::Domain(d)) => d.to_ascii_lowercase(),
+        Some(url::Host::Ipv4(a)) => a.to_string(),
+        Some(url::Host::Ipv6(a)) => format!("[{a}]"),
+        None => return Err("no host".into()),
+    };
+    let hostport = format!("{host}:{port}");
+    if within.is_empty() || within.iter().any(|w| net_covers(w, &host, port)) {
+        Ok(hostport)
+    } else {
+        Err(format!("{hostport} is not within [{}]", within.join(", ")))
+    }
+}
+
+/// Does the tcp connect target `pattern` cover `host` (an IP literal, `[v6]`, or a DNS name) and
+/// `port`? Names match names exactly; addresses match prefixes.
+fn net_covers(pattern: &str, host: &str, port: u16) -> bool {
+    use crate::net::{ConnectTarget, Host};
+    let Ok(ConnectTarget::Ip { host: want, ports, .. }) = pattern.parse::<ConnectTarget>() else { return false };
+    if !ports.contains(port) {
+        return false;
+    }
+    match want {
+        Host::Name(n) => n == host,
+        Host::Net { addr, prefix } => {
+            let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() else {
+                return false;
+            };
+            let a = u128::from(crate::net::to_v6(ip));
+            let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
+            a & mask == u128::from(addr) & mask
+        }
+    }
 }
 
 fn is_valid_var_name(name: &str) -> bool {
@@ -364,6 +417,8 @@ struct RawVar {
     #[serde(default)]
     roots: Vec<Spanned<String>>,
     #[serde(default)]
+    within: Vec<Spanned<String>>,
+    #[serde(default)]
     description: Option<String>,
 }
 
@@ -457,6 +512,23 @@ impl Policy {
                 return Err(cx.invalid(Some(spec.span()), field, msg));
             }
             let mut roots = Vec::new();
+            let mut within = Vec::new();
+            for (i, w) in spec.get_ref().within.iter().enumerate() {
+                let f = format!("{field}.within[{i}]");
+                if spec.get_ref().kind != VarKind::Url {
+                    return Err(cx.invalid(Some(w.span()), f, "`within` applies to url variables only"));
+                }
+                match w.get_ref().parse::<crate::net::ConnectTarget>() {
+                    Ok(t @ crate::net::ConnectTarget::Ip { proto: crate::net::Proto::Tcp, .. }) => {
+                        within.push(t.to_string());
+                    }
+                    Ok(_) => return Err(cx.invalid(Some(w.span()), f, "`within` entries are tcp:// targets")),
+                    Err(e) => return Err(cx.invalid(Some(w.span()), f, e.to_string())),
+                }
+            }
+            if spec.get_ref().kind == VarKind::Url && !spec.get_ref().roots.is_empty() {
+                return Err(cx.invalid(Some(spec.span()), field, "`roots` applies to path variables; use `within`"));
+            }
             for (i, root) in spec.get_ref().roots.iter().enumerate() {
                 let r = normalize_path(Path::new(root.get_ref())).map_err(|p| {
                     cx.invalid(Some(root.span()), format!("{field}.roots[{i}]"), format!("`{}`: {p}", root.get_ref()))
@@ -464,7 +536,7 @@ impl Policy {
                 roots.push(r);
             }
             let v = spec.get_ref();
-            vars.insert(var.clone(), VarSpec { kind: v.kind, roots, description: v.description.clone() });
+            vars.insert(var.clone(), VarSpec { kind: v.kind, roots, within, description: v.description.clone() });
         }
 
         let mut exec = Vec::new();
@@ -498,6 +570,10 @@ impl Policy {
                         let msg = format!("variable `{var}` is not declared (add a [vars.{var}] table)");
                         return Err(cx.invalid(Some(span), field, msg));
                     }
+                    if vars[*var].kind != VarKind::Path {
+                        let msg = format!("`{var}` is a url variable: it can fill connect targets, not paths");
+                        return Err(cx.invalid(Some(span), field, msg));
+                    }
                     used.insert(var.to_string());
                     placeholder.insert(*var, "/var".to_string());
                 }
@@ -512,19 +588,40 @@ impl Policy {
         let write = rules(&raw.write, "write")?;
         let mut connect = Vec::new();
         for (i, c) in raw.connect.iter().enumerate() {
-            let one = canonical_net(std::slice::from_ref(c.to.get_ref()), false)
-                .map_err(|(_, m)| cx.invalid(Some(c.to.span()), format!("connect[{i}].to"), m))?;
-            connect.extend(one.into_iter().filter(|x| !connect.contains(x)).collect::<Vec<_>>());
+            let (t, span, field) = (c.to.get_ref(), c.to.span(), format!("connect[{i}].to"));
+            let pieces = template_pieces(t).map_err(|m| cx.invalid(Some(span.clone()), field.clone(), m))?;
+            let mut placeholder = BTreeMap::new();
+            for (_, var) in pieces.iter().filter(|(is_var, _)| *is_var) {
+                match vars.get(*var) {
+                    Some(VarSpec { kind: VarKind::Url, .. }) => {}
+                    Some(_) => {
+                        let msg = format!("`{var}` is a path variable: connect targets take url variables");
+                        return Err(cx.invalid(Some(span), field, msg));
+                    }
+                    None => {
+                        let msg = format!("variable `{var}` is not declared (add a [vars.{var}] table)");
+                        return Err(cx.invalid(Some(span), field, msg));
+                    }
+                }
+                used.insert(var.to_string());
+                placeholder.insert(*var, "127.0.0.1:1".to_string());
+            }
+            // The shape is checked with a stand-in address; the template is kept as written.
+            let probe = substitute(t, &placeholder).unwrap_or_default();
+            let one = canonical_net(std::slice::from_ref(&probe), false)
+                .map_err(|(_, m)| cx.invalid(Some(span), field, m))?;
+            let kept = if placeholder.is_empty() { one[0].clone() } else { t.clone() };
+            push_unique(&mut connect, kept);
+        }
+        if let Some((var, spec)) = raw.vars.iter().find(|(v, _)| !used.contains(*v)) {
+            let msg = format!("variable `{var}` is declared but never used");
+            return Err(cx.invalid(Some(spec.span()), format!("vars.{var}"), msg));
         }
         let mut listen = Vec::new();
         for (i, l) in raw.listen.iter().enumerate() {
             let one = canonical_net(std::slice::from_ref(l.on.get_ref()), true)
                 .map_err(|(_, m)| cx.invalid(Some(l.on.span()), format!("listen[{i}].on"), m))?;
             listen.extend(one.into_iter().filter(|x| !listen.contains(x)).collect::<Vec<_>>());
-        }
-        if let Some((var, spec)) = raw.vars.iter().find(|(v, _)| !used.contains(*v)) {
-            let msg = format!("variable `{var}` is declared but never used");
-            return Err(cx.invalid(Some(spec.span()), format!("vars.{var}"), msg));
         }
 
         Ok(Policy {
@@ -560,6 +657,16 @@ impl Policy {
             let spec = &self.vars[name];
             let bad =
                 |reason| PolicyError::BadVarValue { policy: policy(), var: name.clone(), value: value.clone(), reason };
+            if spec.kind == VarKind::Url {
+                let hostport = url_host_port(value, &spec.within).map_err(|reason| PolicyError::BadUrl {
+                    policy: policy(),
+                    var: name.clone(),
+                    value: value.clone(),
+                    reason,
+                })?;
+                values.insert(name.as_str(), hostport);
+                continue;
+            }
             let norm = normalize_path(Path::new(value)).map_err(bad)?;
             if !spec.roots.is_empty() && !spec.roots.iter().any(|r| is_under(&norm, r)) {
                 return Err(PolicyError::OutsideRoots {
@@ -588,6 +695,17 @@ impl Policy {
         };
         let read = expand(&self.read, "read")?;
         let write = expand(&self.write, "write")?;
+        let mut connect = Vec::new();
+        for (i, c) in self.connect.iter().enumerate() {
+            let s = substitute(c, &values).map_err(|var| PolicyError::MissingVar { policy: policy(), var })?;
+            let one = canonical_net(std::slice::from_ref(&s), false).map_err(|(_, message)| PolicyError::Invalid {
+                origin: format!("policy `{}`", self.name),
+                line: None,
+                field: format!("connect[{i}]"),
+                message: format!("`{s}`: {message}"),
+            })?;
+            push_unique(&mut connect, one[0].clone());
+        }
         let mut exec = Vec::new();
         for e in &self.exec {
             push_unique(&mut exec, e.clone());
@@ -599,7 +717,7 @@ impl Policy {
             exec,
             read,
             write,
-            connect: self.connect.clone(),
+            connect,
             listen: self.listen.clone(),
         })
     }

@@ -302,3 +302,35 @@ on = "tcp://127.0.0.1:9000"
         .unwrap_err();
     assert_has(&e.to_string(), &["listen[0]", "example.com"]);
 }
+
+#[test]
+fn url_variables_fill_connect_targets_with_the_urls_host_and_port() {
+    let p = Policy::parse(
+        r#"
+name = "fetch-url"
+[vars.url]
+kind = "url"
+within = ["tcp://127.0.0.0/8:*", "tcp://example.com:443"]
+[[connect]]
+to = "tcp://${url}"
+"#,
+        "f.toml",
+    )
+    .unwrap();
+    let one = |u: &str| p.instantiate(&vars(&[("url", u)])).map(|g| g.connect);
+    assert_eq!(one("http://127.0.0.1:8080/x?y").unwrap(), vec!["tcp://127.0.0.1:8080".to_string()]);
+    assert_eq!(one("http://127.0.0.2/").unwrap(), vec!["tcp://127.0.0.2:80".to_string()]);
+    assert_eq!(one("https://EXAMPLE.com/a").unwrap(), vec!["tcp://example.com:443".to_string()]);
+    // Userinfo is not the host (WHATWG parsing, as HTTP clients do).
+    let e = one("http://127.0.0.1:80@evil.test/").unwrap_err();
+    assert_has(&e.to_string(), &["evil.test:80", "not within"]);
+    assert_has(&one("http://example.com:8443/").unwrap_err().to_string(), &["example.com:8443", "not within"]);
+    assert_has(&one("file:///etc/passwd").unwrap_err().to_string(), &["scheme `file`"]);
+    assert_has(&one("not a url").unwrap_err().to_string(), &["not a URL"]);
+    // A url variable cannot name a path, and a path variable cannot fill a connect target.
+    let e = Policy::parse("name = \"x\"\n[vars.u]\nkind = \"url\"\n[[read]]\npath = \"${u}\"\n", "x.toml").unwrap_err();
+    assert_has(&e.to_string(), &["url variable", "not paths"]);
+    let e = Policy::parse("name = \"x\"\n[vars.p]\nkind = \"path\"\n[[connect]]\nto = \"tcp://${p}\"\n", "x.toml")
+        .unwrap_err();
+    assert_has(&e.to_string(), &["path variable"]);
+}

@@ -345,3 +345,113 @@ fn non_root_proxy_governs_its_child_and_stays_outside() {
     }
     assert!(d.session("nobody1").is_null(), "session unregistered at the end");
 }
+
+/// A local HTTP server for the fetch test: `/page` is a small HTML page, `/redirect` sends the
+/// client to `redirect_to`. Counts the connections it accepted.
+fn http_server(redirect_to: String) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::Read as _;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let n = c.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let resp = if req.starts_with("GET /redirect") {
+                format!(
+                    "HTTP/1.1 302 Found\r\nLocation: {redirect_to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+            } else {
+                let body = "<html><head><title>t</title></head><body><p>mcpguard-fetched-page</p></body></html>";
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            };
+            let _ = c.write_all(resp.as_bytes());
+        }
+    });
+    (port, hits)
+}
+
+/// The official mcp-server-fetch, one grant per call filled from the call's `url`: a URL on the
+/// local HTTP server is fetched; a URL naming another port (outside the template's `within`) is
+/// refused by the proxy; a redirect to another port is stopped by the kernel (the server's
+/// connect gets EPERM, that listener receives nothing, the audit line names the address and the
+/// tool); between calls the server can reach nothing.
+#[test]
+fn fetch_server_reaches_only_the_host_and_port_of_each_call() {
+    let d = Daemon::start();
+    let root = setup();
+    let t = Scratch::new("mcpfetch");
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let op = other.local_addr().unwrap().port();
+    let (port, hits) = http_server(format!("http://127.0.0.1:{op}/elsewhere"));
+    std::fs::create_dir_all(t.path("pol")).unwrap();
+    policy_variant(
+        &t.path("pol"),
+        "mcp-fetch-url",
+        &[(r#"within = ["tcp://0.0.0.0/0:*", "tcp://[::/0]:*"]"#, &format!(r#"within = ["tcp://127.0.0.1:{port}"]"#))],
+    );
+    let tools = t.path("pol/tools.toml");
+    std::fs::write(&tools, "ttl = \"30s\"\n[tools.fetch]\ntemplate = \"mcp-fetch-url\"\nargs = { url = \"url\" }\n")
+        .unwrap();
+    let venv = root.join(".mcp-venv");
+    let args = d.exec_args(
+        "fetch1",
+        &tools,
+        "mcp-baseline-python",
+        &[format!("python_prefix={}", venv.display())],
+        &[
+            venv.join("bin/python3").to_str().unwrap(),
+            "-I",
+            "-m",
+            "mcp_server_fetch",
+            "--ignore-robots-txt",
+            "--allow-private-ips",
+        ],
+    );
+    let page = format!("http://127.0.0.1:{port}/page");
+    let report = run_client(
+        &t,
+        json!({
+            "command": bin(), "args": args, "env": env(&[]),
+            "steps": [
+                {"op": "list"},
+                {"op": "call", "name": "fetch", "arguments": {"url": page, "raw": true}},
+                {"op": "call", "name": "fetch", "arguments": {"url": format!("http://127.0.0.1:{op}/x")}},
+                {"op": "call", "name": "fetch", "arguments": {"url": format!("http://127.0.0.1:{port}/redirect")}},
+                {"op": "call", "name": "fetch", "arguments": {"url": page, "raw": true}},
+            ]
+        }),
+    );
+    let steps = report["steps"].as_array().unwrap();
+    assert!(steps[0]["tools"].as_array().unwrap().iter().any(|t| t == "fetch"), "{report}");
+    let text = |s: &Value| s["result"]["content"][0]["text"].as_str().unwrap_or_default().to_owned();
+    let decisions = || {
+        d.audit().into_iter().filter(|l| l["session"] == "fetch1").map(|l| l.to_string()).collect::<Vec<_>>().join("\n")
+    };
+    assert!(text(&steps[1]).contains("mcpguard-fetched-page"), "{report}\n{}", decisions());
+    assert_eq!(error_reason(&steps[2]), "outside_policy", "{report}");
+    assert!(steps[2]["error"]["message"].as_str().unwrap().contains("not within"), "{report}");
+    // The redirect: the server followed it and the kernel refused the connect.
+    let redirected = &steps[3];
+    assert!(
+        redirected["result"]["isError"] == true || redirected.get("error").is_some(),
+        "the redirected fetch must fail: {report}"
+    );
+    assert!(!text(redirected).contains("mcpguard-fetched-page"), "{report}");
+    other.set_nonblocking(true).unwrap();
+    assert!(other.accept().is_err(), "the redirect target received no connection");
+    let line = d.wait_audit(|l| l["session"] == "fetch1" && l["hook"] == "connect");
+    assert_eq!(line["net"], format!("tcp 127.0.0.1:{op}"), "{line}");
+    assert_eq!((line["action"].as_str(), line["reason"].as_str()), (Some("denied"), Some("not_granted")), "{line}");
+    assert_eq!(line["tool"], "fetch", "{line}");
+    // The server kept running (EPERM, not a kill) and the next call works.
+    assert!(text(&steps[4]).contains("mcpguard-fetched-page"), "{report}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 3, "page, redirect, page");
+}
