@@ -213,6 +213,47 @@ fn net_op(op: &str, target: &str) -> std::io::Result<()> {
             }
             .map(drop)
         }
+        // TARGET is GRANTED,OTHER: one thread connects 50 times (within the listener's backlog) from a sockaddr in memory that
+        // a sibling thread keeps rewriting between the two addresses. Prints how many connects
+        // succeeded; the kernel decides on its own copy of the address, so every connect that
+        // succeeds reached the address the kernel checked.
+        "race-connect" => {
+            let (g, o) = target.split_once(',').ok_or_else(|| std::io::Error::other("GRANTED,OTHER"))?;
+            let (g, o) = (
+                g.parse::<std::net::SocketAddr>().map_err(std::io::Error::other)?,
+                o.parse::<std::net::SocketAddr>().map_err(std::io::Error::other)?,
+            );
+            let (sg, len) = sockaddr_of(g);
+            let (so, _) = sockaddr_of(o);
+            let addr: &'static mut libc::sockaddr_storage = Box::leak(Box::new(sg));
+            let p = std::ptr::from_mut(addr) as usize;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let st = stop.clone();
+            let flipper = std::thread::spawn(move || {
+                let mut flip = false;
+                while !st.load(std::sync::atomic::Ordering::Relaxed) {
+                    let v = if flip { sg } else { so };
+                    // SAFETY: a racy write to plain bytes, on purpose (the connecting thread's
+                    // buffer); both values are valid sockaddrs.
+                    unsafe { std::ptr::write_volatile(p as *mut libc::sockaddr_storage, v) };
+                    flip = !flip;
+                }
+            });
+            let mut ok = 0;
+            for _ in 0..50 {
+                let s = raw_socket(libc::AF_INET, libc::SOCK_STREAM, 0)?;
+                // SAFETY: the buffer stays valid (leaked); its bytes may change under the call.
+                let r = unsafe { libc::connect(s.as_raw_fd(), (p as *const libc::sockaddr_storage).cast(), len) };
+                if r == 0 {
+                    ok += 1;
+                    let _ = (&std::fs::File::from(s)).write_all(data.as_bytes());
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = flipper.join();
+            say(&format!("race-connect ok {ok}"));
+            Ok(())
+        }
         "socketpair" => {
             let (a, b) = std::os::unix::net::UnixStream::pair()?;
             (&a).write_all(data.as_bytes())?;

@@ -146,6 +146,15 @@ fn tcp_and_udp_reach_only_granted_addresses_and_ports() {
     assert!(events.iter().all(|d| d.grant_id == task), "{events:#?}");
     assert!(nets.iter().any(|n| n.0 == "socket"), "{nets:?}");
 
+    // A sibling thread rewriting the address in user memory during the connects: the kernel
+    // decided on its own copy, so the ungranted port still gets nothing.
+    let race = format!("{g},{o}");
+    let lines = net_ops(&mut k, session, &[("race-connect", &race)]);
+    let ok: usize = lines.iter().find_map(|l| l.strip_prefix("race-connect ok ")).unwrap().parse().unwrap();
+    assert!(ok > 0, "some connects went to the granted port: {lines:?}");
+    assert!(received_tcp(&other, Duration::from_millis(300)).is_empty(), "the raced-to port received nothing");
+    assert_eq!(received_tcp(&granted, Duration::from_millis(500)).len(), ok, "every successful connect hit the grant");
+
     // Ungoverned processes (this test) connect anywhere.
     std::net::TcpStream::connect(&o).unwrap();
 }
@@ -218,6 +227,10 @@ fn unix_sockets_are_reached_only_as_granted() {
     let lb = UnixListener::bind(&b).unwrap();
     let link = dir.path("link.sock");
     std::os::unix::fs::symlink(&b, &link).unwrap();
+    // A hard link to another socket (made by this ungoverned test: governed processes cannot
+    // link) is that socket, not the granted one.
+    let hard = dir.path("hard.sock");
+    std::fs::hard_link(&b, &hard).unwrap();
     let dgram = dir.path("d.sock");
     let ld = UnixDatagram::bind(&dgram).unwrap();
     let abs_ok = format!("mcpg-ok-{}", unique_id());
@@ -238,6 +251,7 @@ fn unix_sockets_are_reached_only_as_granted() {
             ("unix-connect", &sa),
             ("unix-connect", &sb),
             ("unix-connect", &sl),
+            ("unix-connect", s(&hard)),
             ("unix-connect", &ok_name),
             ("unix-connect", &no_name),
             ("unix-send", &sd),
@@ -247,6 +261,7 @@ fn unix_sockets_are_reached_only_as_granted() {
     assert_eq!(outcome(&lines, "unix-connect", &sa), "ok", "{lines:?}");
     assert_eq!(outcome(&lines, "unix-connect", &sb), EPERM, "{lines:?}");
     assert_eq!(outcome(&lines, "unix-connect", &sl), EPERM, "a symlink to another socket: {lines:?}");
+    assert_eq!(outcome(&lines, "unix-connect", s(&hard)), EPERM, "a hard link to another socket: {lines:?}");
     assert_eq!(outcome(&lines, "unix-connect", &ok_name), "ok", "{lines:?}");
     assert_eq!(outcome(&lines, "unix-connect", &no_name), EPERM, "{lines:?}");
     assert_eq!(outcome(&lines, "unix-send", &sd), EPERM, "{lines:?}");
