@@ -61,6 +61,10 @@ pub struct Config {
     /// cgroup v2 directory the network programs attach to; default: the cgroup v2 root (every
     /// process on the host passes them; only governed ones are decided).
     pub net_cgroup: Option<PathBuf>,
+    /// How often the DNS names of the grants in force are resolved again (the addresses they
+    /// resolved to when issued are replaced by the new answer).
+    #[serde(with = "crate::duration::serde_duration")]
+    pub dns_refresh: Duration,
 }
 
 pub const DEFAULT_SOCKET: &str = "/run/mcpguard/mcpguard.sock";
@@ -84,6 +88,7 @@ impl Default for Config {
             unload_on_exit: false,
             backend: None,
             net_cgroup: None,
+            dns_refresh: Duration::from_secs(60),
         }
     }
 }
@@ -174,6 +179,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         std::thread::Builder::new().name("persist".into()).spawn(move || d.persist.run(&d.state))?
     };
     tokio::spawn(housekeeping(d.clone()));
+    tokio::spawn(dns_refresh(d.clone()));
     if let Some(addr) = cfg.metrics {
         let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics on {addr}"))?;
         log::info!("metrics on http://{addr}/metrics");
@@ -422,6 +428,16 @@ async fn housekeeping(d: Arc<Daemon>) {
         tick.tick().await;
         let d = d.clone();
         let _ = tokio::task::spawn_blocking(move || crate::handlers::housekeeping(&d)).await;
+    }
+}
+
+async fn dns_refresh(d: Arc<Daemon>) {
+    let mut tick = tokio::time::interval(d.cfg.dns_refresh.max(Duration::from_secs(1)));
+    tick.tick().await; // the first tick is immediate: grants were resolved when issued
+    loop {
+        tick.tick().await;
+        let d = d.clone();
+        let _ = tokio::task::spawn_blocking(move || crate::handlers::refresh_dns(&d)).await;
     }
 }
 

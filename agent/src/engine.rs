@@ -636,6 +636,22 @@ impl Engine {
         }
     }
 
+    /// Replaces the network entries of an installed grant `grant` (`old` -> `new`, e.g. DNS names
+    /// resolved again): the new entries go in first, then the ones no longer named go, so an
+    /// address both name is never missing.
+    pub fn update_net(&mut self, grant: u64, old: &KernelGrant, new: &KernelGrant) -> Result<(), EngineError> {
+        let new_entries = net_entries(grant, new)?;
+        for (key, ports) in &new_entries {
+            self.net.insert(&Key::new(key.prefixlen, key.data), ports, 0).map_err(map_err(c::MAP_NET))?;
+        }
+        for (key, _) in net_entries(grant, old).unwrap_or_default() {
+            if !new_entries.iter().any(|(k, _)| *k == key) {
+                let _ = self.net.remove(&Key::new(key.prefixlen, key.data));
+            }
+        }
+        Ok(())
+    }
+
     /// How each channel is stopped here: the backend's table, with the Unix-socket channel as
     /// attached (the kill backend's Unix address programs need Linux 6.7).
     #[must_use]

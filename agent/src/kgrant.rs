@@ -309,9 +309,72 @@ pub fn compile_net(
     Ok(())
 }
 
+/// The grant's network part with its DNS names resolved again: `None` when it names no DNS
+/// name or nothing changed. Targets are taken from `net_names` (what the grant was compiled
+/// from, after any composition), so a composed grant is refreshed as it was issued.
+pub fn refresh_net(
+    g: &KernelGrant,
+    resolve: &mut dyn FnMut(&str) -> std::io::Result<Vec<std::net::IpAddr>>,
+) -> Result<Option<KernelGrant>, GrantError> {
+    use crate::net::{ConnectTarget, Host};
+    let targets: Vec<(String, ConnectTarget)> = g
+        .net_names
+        .iter()
+        .filter(|(t, _)| !t.starts_with("listen "))
+        .filter_map(|(t, _)| t.parse::<ConnectTarget>().ok().map(|c| (t.clone(), c)))
+        .collect();
+    if !targets.iter().any(|(_, c)| matches!(c, ConnectTarget::Ip { host: Host::Name(_), .. })) {
+        return Ok(None);
+    }
+    let mut new = g.clone();
+    new.net.retain(|e| e.kind == mcpguard_common::NET_LISTEN_TCP || e.kind == mcpguard_common::NET_LISTEN_UDP);
+    for (name, shown) in &mut new.net_names {
+        let Some((_, target)) = targets.iter().find(|(t, _)| t == name) else { continue };
+        if !matches!(target, ConnectTarget::Ip { .. }) {
+            continue;
+        }
+        let entries = crate::net::resolve_connect(target, resolve)
+            .map_err(|e| GrantError::Net { target: name.clone(), msg: e.to_string() })?;
+        *shown = entries.iter().map(ToString::to_string).collect();
+        new.net.extend(entries);
+    }
+    crate::net::lpm_entries(0, &new.net)
+        .map_err(|e| GrantError::Net { target: "(grant)".into(), msg: e.to_string() })?;
+    let sorted = |v: &[crate::net::NetEntry]| {
+        let mut v: Vec<String> = v.iter().map(ToString::to_string).collect();
+        v.sort();
+        v
+    };
+    Ok((sorted(&new.net) != sorted(&g.net)).then_some(new))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_names_are_resolved_again_and_only_changes_are_reported() {
+        let mut answer = vec!["10.0.0.1".parse().unwrap()];
+        let mut g = KernelGrant::default();
+        let targets = ["tcp://api.test:443".to_string(), "tcp://10.9.9.9:80".to_string()];
+        compile_net(&mut g, &targets, &["tcp://127.0.0.1:9000".into()], &mut |_| Ok(answer.clone())).unwrap();
+        assert!(refresh_net(&g, &mut |_| Ok(answer.clone())).unwrap().is_none(), "same answer: no change");
+        answer = vec!["10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap()];
+        let new = refresh_net(&g, &mut |_| Ok(answer.clone())).unwrap().expect("changed");
+        let shown: Vec<String> = new.net.iter().map(ToString::to_string).collect();
+        assert!(shown.contains(&"tcp connect 10.0.0.2:443".to_string()), "{shown:?}");
+        assert!(!shown.contains(&"tcp connect 10.0.0.1:443".to_string()), "{shown:?}");
+        assert!(shown.contains(&"tcp connect 10.9.9.9:80".to_string()), "literal kept: {shown:?}");
+        assert!(shown.contains(&"tcp listen 127.0.0.1:9000".to_string()), "listen kept: {shown:?}");
+        assert_eq!(new.net_names[0].1, vec!["tcp connect 10.0.0.2:443", "tcp connect 10.0.0.3:443"]);
+        // A name that stops resolving is an error (the old addresses stay in force).
+        let err = refresh_net(&g, &mut |_| Err(std::io::Error::other("NXDOMAIN"))).unwrap_err();
+        assert!(err.to_string().contains("api.test"), "{err}");
+        // No names: nothing to refresh.
+        let mut lit = KernelGrant::default();
+        compile_net(&mut lit, &targets[1..], &[], &mut |_| Ok(Vec::new())).unwrap();
+        assert!(refresh_net(&lit, &mut |_| Ok(Vec::new())).unwrap().is_none());
+    }
 
     fn tmpdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("mcpg-kgrant-{tag}-{}", std::process::id()));

@@ -164,6 +164,9 @@ struct DaemonArgs {
     /// (governed processes outside it are then not network-confined: for tests).
     #[arg(long, value_name = "DIR")]
     net_cgroup: Option<PathBuf>,
+    /// How often DNS names in grants are resolved again (default 60s).
+    #[arg(long, value_name = "DURATION")]
+    dns_refresh: Option<String>,
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {
@@ -208,6 +211,9 @@ fn daemon_config(socket: PathBuf, a: DaemonArgs) -> anyhow::Result<Config> {
     }
     if a.net_cgroup.is_some() {
         cfg.net_cgroup = a.net_cgroup;
+    }
+    if let Some(v) = a.dns_refresh {
+        cfg.dns_refresh = mcpguard::duration::parse_duration(&v)?;
     }
     if cfg.default_ttl > cfg.max_ttl {
         bail!("default_ttl is longer than max_ttl");

@@ -44,7 +44,8 @@ pub struct Kernel {
     /// a [`SharedKernel`] is given back, so the next scenario starts from an engine that governs
     /// nothing.
     sessions: Vec<u64>,
-    grants: Vec<(u64, KernelGrant)>,
+    /// Grants to remove when the scenario ends (`remove_grant` of each).
+    pub grants: Vec<(u64, KernelGrant)>,
 }
 
 /// The engine of this test process, shared by every scenario (see [`Kernel::shared`]).

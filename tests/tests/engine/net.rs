@@ -296,3 +296,33 @@ fn unix_sockets_are_reached_only_as_granted() {
         assert!(!accepted(&lb), "the renamed socket's listener got nothing");
     }
 }
+
+/// A grant's addresses replaced in place (what the daemon does when a DNS name resolves to new
+/// addresses): the new address is reachable at once, the old one no longer.
+#[test]
+fn re_resolved_addresses_replace_the_old_ones_in_place() {
+    let mut k = Kernel::shared();
+    let one = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = one.local_addr().unwrap().port();
+    let two = TcpListener::bind(format!("127.0.0.2:{port}")).unwrap();
+    let base = k.baseline();
+    let mut answer = "127.0.0.1".parse().unwrap();
+    let target = vec![format!("tcp://svc.test:{port}")];
+    let mut g = mcpguard::kgrant::compile(&[(p(HELPER), None)], &[], &[]).unwrap();
+    mcpguard::kgrant::compile_net(&mut g, &target, &[], &mut |_| Ok(vec![answer])).unwrap();
+    let id = unique_id();
+    k.engine.install_grant(id, &g).unwrap();
+    k.grants.push((id, g.clone()));
+    let session = k.session(base, id, LONG);
+    let (a1, a2) = (format!("127.0.0.1:{port}"), format!("127.0.0.2:{port}"));
+    let lines = net_ops(&mut k, session, &[("tcp-connect", &a1), ("tcp-connect", &a2)]);
+    assert_eq!((outcome(&lines, "tcp-connect", &a1), outcome(&lines, "tcp-connect", &a2)), ("ok", EPERM), "{lines:?}");
+    answer = "127.0.0.2".parse().unwrap();
+    let new = mcpguard::kgrant::refresh_net(&g, &mut |_| Ok(vec![answer])).unwrap().expect("the answer changed");
+    k.engine.update_net(id, &g, &new).unwrap();
+    k.grants.push((id, new));
+    let lines = net_ops(&mut k, session, &[("tcp-connect", &a1), ("tcp-connect", &a2)]);
+    assert_eq!((outcome(&lines, "tcp-connect", &a1), outcome(&lines, "tcp-connect", &a2)), (EPERM, "ok"), "{lines:?}");
+    assert_eq!(received_tcp(&one, Duration::from_millis(300)).len(), 1);
+    assert_eq!(received_tcp(&two, Duration::from_millis(300)).len(), 1);
+}
