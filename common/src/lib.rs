@@ -22,6 +22,8 @@ pub const MAP_EXEC: &str = "MCPG_EXEC";
 pub const MAP_EXEC_NAMES: &str = "MCPG_EXECNAME";
 /// [`ObjKey`] -> u32 access bits ([`ACCESS_READ`] | [`ACCESS_WRITE`]): files and directory trees.
 pub const MAP_PATHS: &str = "MCPG_PATHS";
+/// pid_tgid (u64) -> `struct sock *` (u64): Unix connects awaiting the kill backend's object check.
+pub const MAP_UNIX_PENDING: &str = "MCPG_UNIXPEND";
 /// Ring buffer of [`Event`] records (variable length: see [`EVENT_HEADER_BYTES`]).
 pub const MAP_EVENTS: &str = "MCPG_EVENTS";
 /// Per-CPU single [`Event`] where the kill backend's programs build a record before copying

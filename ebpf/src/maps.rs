@@ -51,6 +51,11 @@ pub static NET: LpmTrie<NetKeyData, NetPorts> = LpmTrie::with_max_entries(MAX_NE
 #[map(name = "MCPG_UNIX")]
 pub static UNIX: HashMap<UnixKey, u32> = HashMap::with_max_entries(MAX_UNIX_ENTRIES, 0);
 
+/// pid_tgid -> `struct sock *`: a governed thread's Unix stream connect the kill backend's
+/// `connect_unix` program let through by name, checked by the peer's object at `sys_exit_connect`.
+#[map(name = "MCPG_UNIXPEND")]
+pub static UNIX_PENDING: HashMap<u64, u64> = HashMap::with_max_entries(MAX_PROCS, 0);
+
 #[map(name = "MCPG_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 

@@ -12,7 +12,8 @@
 //!   a path-bound peer is decided by its file object (a symlink, rename or bind mount cannot alias
 //!   it), an abstract one by its name. Unnamed peers (socketpair) pass.
 //! - Unix sockets, kill backend: the `connect_unix` / `sendmsg_unix` address programs (Linux 6.7+)
-//!   refuse with EPERM any name that is not a granted abstract name or a granted socket's path.
+//!   refuse with EPERM any name that is not a granted abstract name or a granted socket's path;
+//!   a path connect let through is checked by the peer's object at `sys_exit_connect` (kill).
 //!
 //! Ungoverned processes: one lookup (`governed`) per hook, before anything is read.
 use aya_ebpf::{
@@ -33,8 +34,9 @@ use crate::{
         rd_ptr,
     },
     lsm::deny_addr,
-    programs::{enforce_addr, sys_arg},
-    report::{Addr, Emitter, Report, emit},
+    maps::UNIX_PENDING,
+    programs::{enforce_addr, enforce_pos, sys_arg},
+    report::{ADDR_NAME, Addr, Emitter, Report, emit},
 };
 
 const AF_UNIX: u16 = 1;
@@ -387,7 +389,52 @@ fn on_unix_addr(ctx: *mut core::ffi::c_void, hook: u32) -> i32 {
         return refuse(&g, Verdict::deny(REASON_NO_GRANT, 0), hook, NET_UNIX_NAME, 0, Addr::NONE);
     };
     let o = unix_name_verdict(&st, ctx);
-    if o.v.allow { ALLOW } else { refuse(&g, o.v, hook, o.kind, 0, o.addr) }
+    if !o.v.allow {
+        return refuse(&g, o.v, hook, o.kind, 0, o.addr);
+    }
+    // A path connect let through by name is checked by the peer's object when it returns
+    // (`mcpg_connect_exit`): another socket renamed or mounted over the granted path is not
+    // the granted socket. Without room to remember it, refuse (fail closed).
+    if hook == HOOK_CONNECT && o.addr.kind == ADDR_NAME && !o.addr.name.is_null() {
+        let first: u8 = rd(o.addr.name, 0).unwrap_or(0);
+        if first != 0 {
+            let sk: u64 = rd(ctx as Kptr, 0).unwrap_or(0);
+            let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+            if sk == 0 || UNIX_PENDING.insert(&id, &sk, 0).is_err() {
+                return refuse(&g, Verdict::deny(REASON_UNRESOLVED, o.v.grant), hook, o.kind, 0, o.addr);
+            }
+        }
+    }
+    ALLOW
+}
+
+/// Kill backend: the object check of a Unix connect its address program let through by name.
+/// At syscall exit the connect is done and the peer known: a peer that is not the granted socket
+/// object kills the process before it runs another instruction (it has sent nothing on the
+/// socket). Everyone else: one lookup per connect, while something is governed.
+#[tracepoint(category = "syscalls", name = "sys_exit_connect")]
+pub fn mcpg_connect_exit(ctx: TracePointContext) -> u32 {
+    let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    // SAFETY: value read by value.
+    let Some(sk) = (unsafe { UNIX_PENDING.get(&id) }).copied() else { return 0 };
+    let _ = UNIX_PENDING.remove(&id);
+    let ret = sys_arg(&ctx, 0) as i64;
+    if ret != 0 {
+        return 0; // the connect failed: nothing was reached
+    }
+    let Some(g) = governed(current_tgid()) else { return 0 };
+    let Some(st) = g.state else {
+        enforce_pos(&g, Verdict::deny(REASON_NO_GRANT, 0), HOOK_CONNECT, NET_UNIX, None);
+        return 0;
+    };
+    let o = match rd_ptr(sk as Kptr, off!(unix_peer)) {
+        Ok(peer) => unix_peer_verdict(&st, peer),
+        Err(Unresolved) => Outcome::of(Verdict::deny(REASON_UNRESOLVED, grant_in_force(&st)), NET_UNIX),
+    };
+    if !o.v.allow {
+        enforce_pos(&g, o.v, HOOK_CONNECT, NET_UNIX, o.pos());
+    }
+    0
 }
 
 // Compiled in a section aya parses (`cgroup/connect4`); the agent loads them itself with the Unix

@@ -40,10 +40,15 @@ fn enforce(g: &Governed, v: Verdict, hook: u32, access: u32, report: Report) {
     );
 }
 
-/// [`enforce`] of a network channel, reporting `addr`.
+/// [`enforce`] of a network channel, reporting `addr` or the socket at `pos`.
 #[inline(always)]
 pub(crate) fn enforce_addr(g: &Governed, v: Verdict, hook: u32, access: u32, addr: Addr) {
     enforce(g, v, hook, access, Report { addr, ..blank() });
+}
+
+#[inline(always)]
+pub(crate) fn enforce_pos(g: &Governed, v: Verdict, hook: u32, access: u32, pos: Option<crate::kernel::PathPos>) {
+    enforce(g, v, hook, access, Report { pos, ..blank() });
 }
 
 /// New processes of a governed process join its session (threads share the tgid already).

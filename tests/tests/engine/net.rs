@@ -286,14 +286,26 @@ fn unix_sockets_are_reached_only_as_granted() {
     assert!(nets.iter().any(|n| n.contains(&format!("@{abs_no}"))), "{nets:?}");
     assert!(nets.iter().any(|n| n.contains(s(&b))), "the ungranted socket is named: {nets:?}");
 
-    // Decided by the object on the deny backends: another socket renamed over the granted path
-    // is not the granted socket.
+    // Decided by the object: another socket renamed over the granted path is not the granted
+    // socket. Deny backends: EPERM at the connect. Kill backend: the name matches, so the
+    // connect happens, and the object check at its return kills the process before it sends.
+    drop(la);
+    std::fs::rename(&b, &a).unwrap();
     if k.engine.backend().synchronous_deny() {
-        drop(la);
-        std::fs::rename(&b, &a).unwrap();
         let lines = net_ops(&mut k, session, &[("unix-connect", &sa)]);
         assert_eq!(outcome(&lines, "unix-connect", &sa), EPERM, "renamed over the grant: {lines:?}");
-        assert!(!accepted(&lb), "the renamed socket's listener got nothing");
+    } else {
+        let ev = expect_killed(&mut k, session, &[HELPER, "net", "unix-connect", &sa], "connect");
+        assert_eq!((ev.action, ev.reason, ev.net.as_deref()), ("killed", "not_granted", Some("unix")), "{ev:#?}");
+        assert_eq!(ev.path.as_deref(), Some(sa.as_str()), "{ev:#?}");
+    }
+    // The renamed socket's listener got no data (the kernel may have queued the connection).
+    lb.set_nonblocking(true).unwrap();
+    if let Ok((mut c, _)) = lb.accept() {
+        c.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut got = String::new();
+        let _ = c.read_to_string(&mut got);
+        assert!(got.is_empty(), "the renamed socket received {got:?}");
     }
 }
 
