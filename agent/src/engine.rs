@@ -121,7 +121,9 @@ impl Backend {
                 ("guard_syscalls", "kill"),
                 // LSM path hooks, per task, every governed process (and the ceiling besides).
                 ("path_ops", "eperm"),
-                ("metadata", "launcher"),
+                // chmod/chown per path (`metadata = true`), xattrs refused (path_chmod, path_chown,
+                // inode_*xattr); times (utimensat) are not decided.
+                ("metadata", "eperm"),
             ],
         }
     }

@@ -156,11 +156,13 @@ pub fn access_str(ev: &Event) -> &'static str {
     {
         return "";
     }
-    match (ev.access & ACCESS_READ != 0, ev.access & ACCESS_WRITE != 0) {
-        (true, true) => "rw",
-        (true, false) => "r",
-        (false, true) => "w",
-        (false, false) => "",
+    let meta = ev.access & mcpguard_common::ACCESS_METADATA != 0;
+    match (ev.access & ACCESS_READ != 0, ev.access & ACCESS_WRITE != 0, meta) {
+        (true, true, _) => "rw",
+        (true, false, _) => "r",
+        (false, true, true) => "wm",
+        (false, true, false) => "w",
+        (false, false, _) => "",
     }
 }
 

@@ -137,6 +137,8 @@ fn grant_error(e: GrantError) -> ProtoError {
 fn compile(spec: &GrantSpec) -> Result<kgrant::KernelGrant, ProtoError> {
     let exec: Vec<(PathBuf, Option<String>)> = spec.exec.iter().map(|e| (e.path.clone(), e.sha256.clone())).collect();
     let mut g = kgrant::compile(&exec, &spec.read, &spec.write).map_err(grant_error)?;
+    kgrant::add_paths(&mut g, &spec.metadata, mcpguard_common::ACCESS_WRITE | mcpguard_common::ACCESS_METADATA)
+        .map_err(grant_error)?;
     kgrant::compile_net(&mut g, &spec.connect, &spec.listen, &mut crate::net::system_resolver).map_err(grant_error)?;
     Ok(g)
 }

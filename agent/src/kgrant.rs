@@ -255,6 +255,19 @@ pub fn compile(
     Ok(g)
 }
 
+/// Adds `bits` on the objects `paths` name (e.g. `ACCESS_WRITE | ACCESS_METADATA`).
+pub fn add_paths(g: &mut KernelGrant, paths: &[PathBuf], bits: u32) -> Result<(), GrantError> {
+    for path in paths {
+        if !path.is_absolute() {
+            return Err(GrantError::NotAbsolute { path: path.clone() });
+        }
+        let md = std::fs::metadata(path).map_err(|source| GrantError::PathMissing { path: path.clone(), source })?;
+        *g.paths.entry(FileId::of(&md)).or_default() |= bits;
+        g.path_names.push((path.clone(), bits));
+    }
+    Ok(())
+}
+
 /// Adds the network part of a grant: `connect` and `listen` targets (canonical strings, see
 /// `net.rs`). DNS names are resolved now with `resolve`; a Unix path must name an existing socket,
 /// which is granted by its object (and by its resolved path, for the kill backend).

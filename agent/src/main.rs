@@ -74,7 +74,7 @@ enum Cmd {
         session: String,
         #[arg(long)]
         task: String,
-        #[arg(long, conflicts_with_all = ["allow_exec", "allow_read", "allow_write", "allow_connect", "allow_listen"])]
+        #[arg(long, conflicts_with_all = ["allow_exec", "allow_read", "allow_write", "allow_metadata", "allow_connect", "allow_listen"])]
         policy: Option<String>,
         #[arg(long)]
         allow_exec: Vec<PathBuf>,
@@ -82,6 +82,9 @@ enum Cmd {
         allow_read: Vec<PathBuf>,
         #[arg(long)]
         allow_write: Vec<PathBuf>,
+        /// Writable, and mode and owner may change (chmod/chown; deny backends decide it per path).
+        #[arg(long, value_name = "PATH")]
+        allow_metadata: Vec<PathBuf>,
         /// `tcp://HOST:PORT`, `udp://HOST:PORT` (HOST an IP, CIDR or DNS name; PORT a number, a
         /// range `LO-HI` or `*`), `unix:/path.sock`, `unix:@abstract`.
         #[arg(long, value_name = "TARGET")]
@@ -307,6 +310,7 @@ fn main() -> anyhow::Result<()> {
             allow_exec,
             allow_read,
             allow_write,
+            allow_metadata,
             allow_connect,
             allow_listen,
             vars,
@@ -317,6 +321,7 @@ fn main() -> anyhow::Result<()> {
                 exec: allow_exec.into_iter().map(|path| ExecRule { path, sha256: None }).collect(),
                 read: allow_read,
                 write: allow_write,
+                metadata: allow_metadata,
                 connect: allow_connect,
                 listen: allow_listen,
             });

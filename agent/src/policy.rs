@@ -77,6 +77,9 @@ pub struct ExecRule {
 #[serde(deny_unknown_fields)]
 pub struct PathRule {
     pub path: String,
+    /// Write rules only: mode, owner and extended attributes may change too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub metadata: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -136,6 +139,10 @@ pub struct GrantSpec {
     pub exec: Vec<ExecRule>,
     pub read: Vec<PathBuf>,
     pub write: Vec<PathBuf>,
+    /// Write paths under which mode and owner may change too (`metadata = true`; each is also
+    /// in `write`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metadata: Vec<PathBuf>,
     /// Canonical connect targets (see `net.rs`); none: no network and no Unix-socket connect.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub connect: Vec<String>,
@@ -434,6 +441,8 @@ struct RawExec {
 #[serde(deny_unknown_fields)]
 struct RawPathRule {
     path: Spanned<String>,
+    #[serde(default)]
+    metadata: Option<Spanned<bool>>,
 }
 
 /// 1-based (line, column) of a byte offset.
@@ -579,8 +588,16 @@ impl Policy {
                 }
                 // Path-kind variables are absolute, so check the shape with a stand-in value.
                 let probe = substitute(t, &placeholder).unwrap_or_default();
-                normalize_path(Path::new(&probe)).map_err(|p| cx.invalid(Some(span), field, format!("`{t}`: {p}")))?;
-                out.push(PathRule { path: t.clone() });
+                normalize_path(Path::new(&probe))
+                    .map_err(|p| cx.invalid(Some(span.clone()), field, format!("`{t}`: {p}")))?;
+                let metadata = r.metadata.as_ref().is_some_and(|m| *m.get_ref());
+                if let Some(m) = &r.metadata
+                    && kind != "write"
+                {
+                    let msg = "`metadata` applies to write rules (mode and owner changes need write access)";
+                    return Err(cx.invalid(Some(m.span()), format!("{kind}[{i}].metadata"), msg));
+                }
+                out.push(PathRule { path: t.clone(), metadata });
             }
             Ok(out)
         };
@@ -695,6 +712,8 @@ impl Policy {
         };
         let read = expand(&self.read, "read")?;
         let write = expand(&self.write, "write")?;
+        let meta_rules: Vec<PathRule> = self.write.iter().filter(|r| r.metadata).cloned().collect();
+        let metadata = expand(&meta_rules, "write")?;
         let mut connect = Vec::new();
         for (i, c) in self.connect.iter().enumerate() {
             let s = substitute(c, &values).map_err(|var| PolicyError::MissingVar { policy: policy(), var })?;
@@ -717,6 +736,7 @@ impl Policy {
             exec,
             read,
             write,
+            metadata,
             connect,
             listen: self.listen.clone(),
         })
@@ -778,9 +798,24 @@ impl GrantSpec {
             exec: out_exec,
             read,
             write,
+            metadata: Vec::new(),
             connect: Vec::new(),
             listen: Vec::new(),
         })
+    }
+
+    /// The same grant where mode and owner may change under `paths` (each also becomes writable).
+    pub fn with_metadata(mut self, paths: &[PathBuf]) -> Result<GrantSpec, PolicyError> {
+        for (i, p) in paths.iter().enumerate() {
+            let n = normalize_path(p).map_err(|reason| PolicyError::BadPath {
+                context: format!("inline grant metadata[{i}]"),
+                path: p.display().to_string(),
+                reason,
+            })?;
+            push_unique(&mut self.write, n.clone());
+            push_unique(&mut self.metadata, n);
+        }
+        Ok(self)
     }
 
     /// The same grant with network targets, validated and made canonical.
@@ -840,6 +875,7 @@ impl GrantSpec {
             exec,
             read: paths(&self.read, &other.read),
             write: paths(&self.write, &other.write),
+            metadata: paths(&self.metadata, &other.metadata),
             // Network targets both name (canonical strings): never wider than either.
             connect: self.connect.iter().filter(|c| other.connect.contains(c)).cloned().collect(),
             listen: self.listen.iter().filter(|c| other.listen.contains(c)).cloned().collect(),

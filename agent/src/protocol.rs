@@ -130,6 +130,9 @@ pub struct InlineGrant {
     pub read: Vec<PathBuf>,
     #[serde(default)]
     pub write: Vec<PathBuf>,
+    /// Paths writable with mode and owner changes (`metadata = true`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metadata: Vec<PathBuf>,
     /// Network targets: `tcp://HOST:PORT`, `udp://HOST:PORT`, `unix:/path`, `unix:@name`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub connect: Vec<String>,
@@ -525,6 +528,7 @@ mod tests {
             exec: vec![ExecRule { path: "/usr/bin/git".into(), sha256: Some("a".repeat(64)) }],
             read: vec!["/srv/r".into()],
             write: vec!["/tmp/x".into()],
+            metadata: vec!["/tmp/x".into()],
             connect: vec!["tcp://127.0.0.1:80".into()],
             listen: vec!["tcp://127.0.0.1:81".into()],
         };

@@ -124,7 +124,7 @@ pub const PROG_LSM_KILL: &str = "mcpg_lsm_kill";
 pub const PROG_FMOD_KILL: &str = "mcpg_fmod_kill";
 /// Path operations: (LSM program, LSM hook, fmod_ret program, `security_*` function, required).
 /// `file_truncate` exists from Linux 6.2 (before, `ftruncate` and `O_TRUNC` pass `path_truncate`).
-pub const PATH_HOOKS: [(&str, &str, &str, &str, bool); 9] = [
+pub const PATH_HOOKS: [(&str, &str, &str, &str, bool); 13] = [
     ("mcpg_lsm_unlink", "path_unlink", "mcpg_fmod_unlink", "security_path_unlink", true),
     ("mcpg_lsm_rmdir", "path_rmdir", "mcpg_fmod_rmdir", "security_path_rmdir", true),
     ("mcpg_lsm_mkdir", "path_mkdir", "mcpg_fmod_mkdir", "security_path_mkdir", true),
@@ -134,6 +134,10 @@ pub const PATH_HOOKS: [(&str, &str, &str, &str, bool); 9] = [
     ("mcpg_lsm_rename", "path_rename", "mcpg_fmod_rename", "security_path_rename", true),
     ("mcpg_lsm_truncate", "path_truncate", "mcpg_fmod_truncate", "security_path_truncate", true),
     ("mcpg_lsm_ftrunc", "file_truncate", "mcpg_fmod_ftrunc", "security_file_truncate", false),
+    ("mcpg_lsm_chmod", "path_chmod", "mcpg_fmod_chmod", "security_path_chmod", true),
+    ("mcpg_lsm_chown", "path_chown", "mcpg_fmod_chown", "security_path_chown", true),
+    ("mcpg_lsm_setxattr", "inode_setxattr", "mcpg_fmod_setxattr", "security_inode_setxattr", true),
+    ("mcpg_lsm_rmxattr", "inode_removexattr", "mcpg_fmod_rmxattr", "security_inode_removexattr", true),
 ];
 
 // ------------------------------------------------------------------------------------------------
@@ -168,6 +172,9 @@ pub const EXEC_NAME_LEN: usize = 48;
 // ------------------------------------------------------------------------------------------------
 pub const ACCESS_READ: u32 = 1;
 pub const ACCESS_WRITE: u32 = 2;
+/// In [`MAP_PATHS`]: mode, owner and extended attributes of the objects below may change
+/// (`metadata = true` on a write entry; always given with [`ACCESS_WRITE`]).
+pub const ACCESS_METADATA: u32 = 8;
 /// In [`MAP_PATHS`] on a Unix socket's file object: the grant may connect (or send) to it.
 /// Exact object only: a directory's bit does not extend to sockets below it.
 pub const ACCESS_CONNECT: u32 = 4;
@@ -202,7 +209,12 @@ pub const HOOK_BIND: u32 = 16;
 /// Socket creation outside what grants can name (raw, packet, other protocols): `access` is
 /// `family << 16 | type`, `ino` the protocol.
 pub const HOOK_SOCKET: u32 = 17;
-pub const HOOK_COUNT: u32 = 18;
+/// Mode or owner of an object (`chmod`, `chown` families: LSM `path_chmod`, `path_chown`).
+pub const HOOK_SETATTR: u32 = 18;
+/// Extended attributes (`setxattr`, `removexattr` families: LSM `inode_setxattr`,
+/// `inode_removexattr`).
+pub const HOOK_XATTR: u32 = 19;
+pub const HOOK_COUNT: u32 = 20;
 
 pub const ACTION_DENIED: u32 = 0;
 pub const ACTION_KILLED: u32 = 1;
@@ -271,6 +283,8 @@ pub const fn hook_name(hook: u32) -> &'static str {
         HOOK_SENDMSG => "sendmsg",
         HOOK_BIND => "bind",
         HOOK_SOCKET => "socket",
+        HOOK_SETATTR => "setattr",
+        HOOK_XATTR => "xattr",
         _ => "unknown",
     }
 }

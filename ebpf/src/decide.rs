@@ -4,9 +4,9 @@
 use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns};
 use aya_ebpf::maps::lpm_trie::Key;
 use mcpguard_common::{
-    ACCESS_CONNECT, ACCESS_READ, ACCESS_WRITE, EXEC_NAME_LEN, MAX_WALK_DEPTH, NET_KEY_FIXED_BITS, NameKey, NetKeyData,
-    ObjKey, PROC_VERIFIED, REASON_BINARY_CHANGED, REASON_GRANT_EXPIRED, REASON_NO_GRANT, REASON_NONE,
-    REASON_NOT_GRANTED, REASON_OTHER_PROCESS, REASON_UNRESOLVED, SessionState, UnixKey,
+    ACCESS_CONNECT, ACCESS_METADATA, ACCESS_READ, ACCESS_WRITE, EXEC_NAME_LEN, MAX_WALK_DEPTH, NET_KEY_FIXED_BITS,
+    NameKey, NetKeyData, ObjKey, PROC_VERIFIED, REASON_BINARY_CHANGED, REASON_GRANT_EXPIRED, REASON_NO_GRANT,
+    REASON_NONE, REASON_NOT_GRANTED, REASON_OTHER_PROCESS, REASON_UNRESOLVED, SessionState, UnixKey,
 };
 
 use crate::{
@@ -267,7 +267,7 @@ pub fn decide_open_at(session: u64, st: &SessionState, pos: PathPos, need: u32) 
 /// The grants' answer for `need` on the object at `pos`.
 #[inline(always)]
 pub fn decide_access(st: &SessionState, pos: PathPos, need: u32) -> Verdict {
-    match try_decide_open(st, pos, need & (ACCESS_READ | ACCESS_WRITE)) {
+    match try_decide_open(st, pos, need & (ACCESS_READ | ACCESS_WRITE | ACCESS_METADATA)) {
         Ok(v) => v,
         Err(Unresolved) => Verdict::deny(REASON_UNRESOLVED, grant_in_force(st)),
     }

@@ -10,8 +10,8 @@ use aya_ebpf::{
     programs::{FEntryContext, LsmContext},
 };
 use mcpguard_common::{
-    ACCESS_WRITE, HOOK_LINK, HOOK_MKDIR, HOOK_MKNOD, HOOK_RENAME, HOOK_RMDIR, HOOK_SYMLINK, HOOK_TRUNCATE, HOOK_UNLINK,
-    REASON_NO_GRANT, REASON_UNRESOLVED,
+    ACCESS_METADATA, ACCESS_WRITE, HOOK_LINK, HOOK_MKDIR, HOOK_MKNOD, HOOK_RENAME, HOOK_RMDIR, HOOK_SETATTR,
+    HOOK_SYMLINK, HOOK_TRUNCATE, HOOK_UNLINK, HOOK_XATTR, REASON_NO_GRANT, REASON_NOT_GRANTED, REASON_UNRESOLVED,
 };
 
 use crate::{
@@ -29,19 +29,41 @@ fn path_pos(path: Kptr) -> Result<PathPos, Unresolved> {
 /// Write access at `at` (a directory, or the object itself), reporting `entry` on a denial.
 #[inline(always)]
 fn needs_write(at: Result<PathPos, Unresolved>, entry: Kptr, hook: u32) -> i32 {
+    needs(at, entry, hook, ACCESS_WRITE)
+}
+
+/// `need` (access bits) at `at`, reporting `entry` (or `at`) on a denial.
+#[inline(always)]
+fn needs(at: Result<PathPos, Unresolved>, entry: Kptr, hook: u32, need: u32) -> i32 {
     let Some(g) = governed(current_tgid()) else { return 0 };
     let Some(st) = g.state else {
-        return deny(&g, Verdict::deny(REASON_NO_GRANT, 0), hook, ACCESS_WRITE, None);
+        return deny(&g, Verdict::deny(REASON_NO_GRANT, 0), hook, need, None);
     };
     let Ok(pos) = at else {
-        return deny(&g, Verdict::deny(REASON_UNRESOLVED, 0), hook, ACCESS_WRITE, None);
+        return deny(&g, Verdict::deny(REASON_UNRESOLVED, 0), hook, need, None);
     };
-    let v = decide_access(&st, pos, ACCESS_WRITE);
+    let v = decide_access(&st, pos, need);
     if v.allow {
         return 0;
     }
     let report = if entry.is_null() { pos } else { PathPos { dentry: entry, vfsmnt: pos.vfsmnt } };
-    deny(&g, v, hook, ACCESS_WRITE, Some(report))
+    deny(&g, v, hook, need, Some(report))
+}
+
+/// `chmod`/`chown` of the object at `path`: write access and `metadata = true` on it.
+#[inline(always)]
+fn on_setattr(path: Kptr) -> i32 {
+    needs(path_pos(path), core::ptr::null(), HOOK_SETATTR, ACCESS_WRITE | ACCESS_METADATA)
+}
+
+/// Extended attributes: the inode hooks give a dentry without its mount, so the grant's
+/// ancestry (which crosses mounts) cannot be walked; a governed process changes no extended
+/// attribute (security labels, capabilities, ACLs are among them).
+#[inline(always)]
+fn on_xattr() -> i32 {
+    let Some(g) = governed(current_tgid()) else { return 0 };
+    let grant = g.state.map_or(0, |s| if s.task_grant != 0 { s.task_grant } else { s.base_grant });
+    deny(&g, Verdict::deny(REASON_NOT_GRANTED, grant), HOOK_XATTR, ACCESS_WRITE | ACCESS_METADATA, None)
 }
 
 /// An entry `entry` of the directory `dir` (a `struct path *`) is created or removed.
@@ -138,4 +160,14 @@ path_hook!(mcpg_lsm_truncate, "path_truncate", mcpg_fmod_truncate, "fentry/secur
 });
 path_hook!(mcpg_lsm_ftrunc, "file_truncate", mcpg_fmod_ftrunc, "fentry/security_file_truncate", 1, |c| {
     needs_write(file_pos(c.arg(0)), core::ptr::null(), HOOK_TRUNCATE)
+});
+// path_chmod(path, mode), path_chown(path, uid, gid)
+path_hook!(mcpg_lsm_chmod, "path_chmod", mcpg_fmod_chmod, "fentry/security_path_chmod", 2, |c| on_setattr(c.arg(0)));
+path_hook!(mcpg_lsm_chown, "path_chown", mcpg_fmod_chown, "fentry/security_path_chown", 3, |c| on_setattr(c.arg(0)));
+// inode_setxattr(idmap, dentry, name, value, size, flags), inode_removexattr(idmap, dentry, name)
+path_hook!(mcpg_lsm_setxattr, "inode_setxattr", mcpg_fmod_setxattr, "fentry/security_inode_setxattr", 6, |_c| {
+    on_xattr()
+});
+path_hook!(mcpg_lsm_rmxattr, "inode_removexattr", mcpg_fmod_rmxattr, "fentry/security_inode_removexattr", 3, |_c| {
+    on_xattr()
 });

@@ -11,6 +11,7 @@ mod elf;
 mod empty;
 mod events;
 mod latency;
+mod listener;
 mod overhead;
 mod proc;
 mod profile;
@@ -47,7 +48,8 @@ pub struct Args {
     /// Also profile the daemon and the workload CPU with `perf` during one extra event probe.
     #[arg(long)]
     profile: bool,
-    /// Overhead section: only these workloads (getppid, open, mmap, forkexec; comma-separated).
+    /// Overhead section: only these workloads (getppid, open, mmap, forkexec, connect;
+    /// comma-separated).
     #[arg(long, value_delimiter = ',')]
     workload: Vec<String>,
     /// Before starting, wait up to this many seconds for a quiet machine (1-minute load average
@@ -82,6 +84,9 @@ pub struct Ctx {
     pub denied: PathBuf,
     /// The static binary of the fork+exec workload.
     pub bin: PathBuf,
+    /// The harness's loopback TCP listener (listener.rs): the connect+close workload connects
+    /// to it, and governed-allowed grants `tcp://` it.
+    pub listener: listener::Listener,
     pub harness_cpu: Option<usize>,
     pub workload_cpu: Option<usize>,
     pub quick: bool,
@@ -139,6 +144,8 @@ pub fn run(a: &Args) -> Result<()> {
         file: work.join("allowed/data"),
         denied: work.join("denied/data"),
         bin: work.join("bin/exit0"),
+        // Kept for the whole run (every connect+close block connects to it).
+        listener: listener::Listener::start()?,
         work,
         harness_cpu,
         workload_cpu,

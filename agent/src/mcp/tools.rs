@@ -258,6 +258,7 @@ impl ToolsPolicy {
                 exec,
                 read: spec.read,
                 write: spec.write,
+                metadata: spec.metadata,
                 connect: spec.connect,
                 listen: spec.listen,
             },
@@ -315,11 +316,14 @@ mod tests {
         // The template reads only: no write root.
         assert_eq!(p.write_roots().unwrap(), Vec::<PathBuf>::new());
         let rule = p.tools.get_mut("status").unwrap();
-        rule.template.write = vec![PathRule { path: "${repo}/.git".into() }, PathRule { path: "/var/cache/x".into() }];
+        rule.template.write = vec![
+            PathRule { path: "${repo}/.git".into(), metadata: false },
+            PathRule { path: "/var/cache/x".into(), metadata: false },
+        ];
         assert_eq!(p.write_roots().unwrap(), vec![dir.join("repos"), PathBuf::from("/var/cache/x")]);
         // A fixed value replaces the variable.
         let fixed = p.tools.get_mut("fixed").unwrap();
-        fixed.template.write = vec![PathRule { path: "${repo}/out".into() }];
+        fixed.template.write = vec![PathRule { path: "${repo}/out".into(), metadata: false }];
         assert!(p.write_roots().unwrap().contains(&dir.join("repos/app/out")));
         // Bounded by nothing: an error naming the tool and the fix.
         let rule = p.tools.get_mut("status").unwrap();
@@ -328,7 +332,7 @@ mod tests {
         assert!(e.contains("`status`") && e.contains("--write-ceiling"), "{e}");
         // A fixed prefix bounds it.
         let rule = p.tools.get_mut("status").unwrap();
-        rule.template.write = vec![PathRule { path: "/srv/data/${repo}".into() }];
+        rule.template.write = vec![PathRule { path: "/srv/data/${repo}".into(), metadata: false }];
         assert!(p.write_roots().unwrap().contains(&PathBuf::from("/srv/data")));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -174,6 +174,7 @@ fn intersect_takes_the_narrower_grant() {
         ],
         read: vec!["/srv/repo".into(), "/etc/gitconfig".into()],
         write: vec!["/srv/repo".into()],
+        metadata: Vec::new(),
         connect: vec!["tcp://10.0.0.1:443".into(), "unix:/run/a.sock".into()],
         listen: Vec::new(),
     };

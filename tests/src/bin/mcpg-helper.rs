@@ -276,6 +276,19 @@ fn net(args: &[String]) -> c_int {
     0
 }
 
+/// Sets `user.mcpg` on PATH; prints `setxattr ok` or `setxattr errno N`.
+fn setxattr(path: &str) -> c_int {
+    let Ok(p) = CString::new(path) else { return 64 };
+    // SAFETY: valid C strings and a 1-byte value.
+    let r = unsafe { libc::setxattr(p.as_ptr(), c"user.mcpg".as_ptr(), c"1".as_ptr().cast(), 1, 0) };
+    if r == 0 {
+        say("setxattr ok");
+    } else {
+        say(&format!("setxattr errno {}", std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)));
+    }
+    0
+}
+
 #[unsafe(no_mangle)]
 extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     let args: Vec<String> = (0..usize::try_from(argc).unwrap_or(0))
@@ -288,6 +301,7 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
         [cmd] if cmd == "io-uring" => io_uring(),
         [cmd, rest @ ..] if cmd == "raw-syscall" && !rest.is_empty() => raw_syscalls(rest),
         [cmd, rest @ ..] if cmd == "net" && !rest.is_empty() => net(rest),
+        [cmd, path] if cmd == "setxattr" => setxattr(path),
         _ => {
             eprintln!("usage: mcpg-helper thread-open PATH | memfd-exec SRC | io-uring | raw-syscall [--wait] NR...");
             64

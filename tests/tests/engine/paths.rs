@@ -57,3 +57,64 @@ fn path_operations_need_write_access_to_what_they_change() {
         assert!(ev.path.as_deref().is_some_and(|p| p.starts_with(&o.to_string())), "{ev:#?}");
     }
 }
+
+/// Mode and owner changes need write access and `metadata = true` on the object (LSM
+/// `path_chmod`, `path_chown`); extended attributes are refused to governed processes (the inode
+/// hooks give no mount to walk the grant's ancestry with). EPERM before anything changes.
+#[test]
+fn metadata_changes_need_a_metadata_grant() {
+    let mut k = Kernel::shared();
+    if !k.engine.backend().synchronous_deny() {
+        eprintln!(
+            "no path hooks on the {} backend (the launcher's seccomp filter refuses metadata)",
+            k.engine.backend().name()
+        );
+        return;
+    }
+    let dir = Scratch::new("meta");
+    std::fs::create_dir(dir.path("w")).unwrap();
+    std::fs::create_dir(dir.path("m")).unwrap();
+    let (wf, mf) = (dir.path("w/f"), dir.path("m/f"));
+    std::fs::write(&wf, "w\n").unwrap();
+    std::fs::write(&mf, "m\n").unwrap();
+    let before = snapshot(&wf);
+    let base = k.baseline();
+    let exec: Vec<&Path> = [DASH, "/usr/bin/chmod", "/usr/bin/chown", HELPER].iter().map(Path::new).collect();
+    let mut g = mcpguard::kgrant::compile(
+        &exec.iter().map(|p| (p.to_path_buf(), None)).collect::<Vec<_>>(),
+        &[dir.0.clone()],
+        &[dir.path("w"), p("/dev/null")],
+    )
+    .unwrap();
+    mcpguard::kgrant::add_paths(
+        &mut g,
+        &[dir.path("m")],
+        mcpguard_common::ACCESS_WRITE | mcpguard_common::ACCESS_METADATA,
+    )
+    .unwrap();
+    let task = unique_id();
+    k.engine.install_grant(task, &g).unwrap();
+    k.grants.push((task, g));
+    let session = unique_id();
+    k.set_mode(session, base, task, LONG, mcpguard_common::MODE_DENY);
+    let (w, m) = (wf.display(), mf.display());
+    let script = format!(
+        "/usr/bin/chmod 777 {w}; echo chmod-w $?; /usr/bin/chown 65534 {w}; echo chown-w $?; \
+         /usr/bin/chmod 600 {m}; echo chmod-m $?; /usr/bin/chown 65534 {m}; echo chown-m $?; \
+         {HELPER} setxattr {m}"
+    );
+    let (st, out, _) = run(&mut k, session, &[DASH, "-c", &script]);
+    assert!(st.success(), "{st:?} {out}");
+    for (line, want) in [("chmod-w", "1"), ("chown-w", "1"), ("chmod-m", "0"), ("chown-m", "0")] {
+        assert!(out.contains(&format!("{line} {want}")), "{line} exit {want}: {out}");
+    }
+    assert!(out.contains("setxattr errno 1"), "{out}");
+    assert_eq!(snapshot(&wf), before, "a write grant without metadata changes nothing");
+    let md = std::fs::metadata(&mf).unwrap();
+    assert_eq!((md.mode() & 0o777, md.uid()), (0o600, 65534), "inside the metadata grant");
+    let ev = k.wait_event(session, |d| d.hook == "setattr");
+    assert_eq!((ev.action, ev.reason, ev.access.as_str()), ("denied", "not_granted", "wm"), "{ev:#?}");
+    assert_eq!(ev.path.as_deref(), Some(s(&wf)), "{ev:#?}");
+    let ev = k.wait_event(session, |d| d.hook == "xattr");
+    assert_eq!((ev.action, ev.reason), ("denied", "not_granted"), "{ev:#?}");
+}

@@ -4,10 +4,18 @@
 //! Arms: `attached-ungoverned` (programs loaded and attached, the workload in no session),
 //! `governed-allowed` (a kill-mode session whose grant allows everything the workload does),
 //! `governed-stopped` (an audit-mode session whose grant allows nothing the workload does: every
-//! open/exec is decided "not granted", reported as an event and let through, so the process
-//! keeps looping and the full denial path — decision, path report, ring buffer — is timed).
+//! open/exec/connect is decided "not granted", reported as an event and let through, so the
+//! process keeps looping and the full denial path — decision, path report, ring buffer — is
+//! timed).
 //! Every block is a fresh workload process, governed before its first instruction.
+//!
+//! The network programs (cgroup socket-address programs, ebpf/src/net.rs) are attached at load to
+//! the cgroup v2 root (`EngineOptions::default()`, as the daemon does), so they see the workload
+//! processes wherever they are in the hierarchy; unlike the syscall tracepoints they are not
+//! lazy, so `attached-ungoverned` already prices them on `connect+close`. Before its
+//! governed-allowed blocks, that workload checks that the grant is enforced (`connect_check`).
 use std::{
+    net::{Ipv4Addr, SocketAddrV4, TcpListener},
     path::PathBuf,
     sync::{
         Arc,
@@ -28,6 +36,7 @@ use serde_json::{Value, json};
 use super::{
     Ctx,
     empty::Empty,
+    listener::listen_overflows,
     proc::{Gated, boot_ns, pin},
     stats::{Slot, Summary, abba, paired_ratios},
     workload,
@@ -123,6 +132,8 @@ pub struct Workload {
     pub iters: u64,
     pub warmup: u64,
     pub path: Option<PathBuf>,
+    /// Where the `connect` workload connects.
+    pub addr: Option<SocketAddrV4>,
 }
 
 impl Workload {
@@ -132,14 +143,29 @@ impl Workload {
     pub fn all(ctx: &Ctx) -> Vec<Self> {
         let s = if ctx.quick { 10 } else { 1 };
         vec![
-            Self { name: "null syscall (getppid)", kind: "getppid", iters: 2_000_000 / s, warmup: 50_000, path: None },
-            Self { name: "open+close", kind: "open", iters: 100_000 / s, warmup: 5_000, path: Some(ctx.file.clone()) },
+            Self {
+                name: "null syscall (getppid)",
+                kind: "getppid",
+                iters: 2_000_000 / s,
+                warmup: 50_000,
+                path: None,
+                addr: None,
+            },
+            Self {
+                name: "open+close",
+                kind: "open",
+                iters: 100_000 / s,
+                warmup: 5_000,
+                path: Some(ctx.file.clone()),
+                addr: None,
+            },
             Self {
                 name: "mmap(PROT_EXEC)+munmap",
                 kind: "mmap",
                 iters: 200_000 / s,
                 warmup: 5_000,
                 path: Some(ctx.file.clone()),
+                addr: None,
             },
             Self {
                 name: "fork+exec (static)",
@@ -147,6 +173,18 @@ impl Workload {
                 iters: 2_000 / s,
                 warmup: 50,
                 path: Some(ctx.bin.clone()),
+                addr: None,
+            },
+            // A TCP connection to the harness's loopback listener and its abortive close
+            // (workload.rs `connect_close`): socket (`sock_create` program), connect
+            // (`connect4`: the grant decision), close.
+            Self {
+                name: "connect+close",
+                kind: "connect",
+                iters: 20_000 / s,
+                warmup: 1_000,
+                path: None,
+                addr: Some(ctx.listener.addr),
             },
         ]
     }
@@ -196,7 +234,13 @@ impl Attached {
             .collect();
         reads.dedup();
         let base = kgrant::compile(&[(PathBuf::from(&ctx.exe), None)], &reads, &[])?;
-        let task = kgrant::compile(&[(ctx.bin.clone(), None)], &[ctx.file.parent().context("file dir")?.into()], &[])?;
+        let mut task =
+            kgrant::compile(&[(ctx.bin.clone(), None)], &[ctx.file.parent().context("file dir")?.into()], &[])?;
+        // The connect+close workload's listener, as `--allow-connect tcp://127.0.0.1:PORT` would
+        // grant it: in the task grant, like the open workload's file (so an allowed connect costs
+        // a miss in the base grant's trie and a hit in the task grant's).
+        let connect = [format!("tcp://{}", ctx.listener.addr)];
+        kgrant::compile_net(&mut task, &connect, &[], &mut mcpguard::net::system_resolver)?;
         let (base_id, task_id) = (unique_id(), unique_id());
         engine.install_grant(base_id, &base)?;
         engine.install_grant(task_id, &task)?;
@@ -310,6 +354,9 @@ pub fn run_block(ctx: &Ctx, w: &Workload, arm: Arm, att: Option<&mut Attached>) 
     if let Some(mode) = arm.seccomp() {
         argv.extend(["--seccomp".into(), mode.into()]);
     }
+    if let Some(addr) = w.addr {
+        argv.extend(["--addr".into(), addr.to_string()]);
+    }
     let mut child = Gated::spawn(&argv)?;
     if let Some(cpu) = ctx.workload_cpu {
         pin(child.pid, cpu)?;
@@ -358,6 +405,48 @@ pub fn run_block(ctx: &Ctx, w: &Workload, arm: Arm, att: Option<&mut Attached>) 
         _ => 0,
     };
     Ok(Block { ns_per_op: ns / it, events, ops })
+}
+
+/// One `connect-once` probe to `addr`, in `session` (`None`: ungoverned); its outcome (`ok`,
+/// `refused`, `error: ...`).
+fn connect_probe(ctx: &Ctx, att: &mut Attached, session: Option<u64>, addr: SocketAddrV4) -> Result<String> {
+    let mut argv = workload::argv(&ctx.exe, "connect-once", 0, 0, None);
+    argv.extend(["--addr".into(), addr.to_string()]);
+    let mut child = Gated::spawn(&argv)?;
+    if let Some(s) = session {
+        att.engine.add_process(u32::try_from(child.pid)?, s)?;
+    }
+    child.release()?;
+    let line = child.read_line()?;
+    child.wait_ok()?;
+    Ok(line.strip_prefix("connect ").unwrap_or(&line).to_owned())
+}
+
+/// Before connect+close governed-allowed is timed: the network programs see the workload and
+/// decide by its grant. In the governed-allowed session a connect to the granted listener
+/// passes and one to another loopback listener (bound here, never accepted: the handshake
+/// completes in its queue) is refused with EPERM; the same connect from an ungoverned process
+/// passes, so the refusal is the grant's.
+fn connect_check(ctx: &Ctx, att: &mut Attached) -> Result<Value> {
+    let other = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding the not-granted listener")?;
+    let std::net::SocketAddr::V4(other) = other.local_addr()? else { bail!("listener is not IPv4") };
+    let session = att.allowed;
+    let granted = connect_probe(ctx, att, Some(session), ctx.listener.addr)?;
+    let not_granted = connect_probe(ctx, att, Some(session), other)?;
+    let ungoverned = connect_probe(ctx, att, None, other)?;
+    let j = json!({
+        "granted": {"addr": ctx.listener.addr.to_string(), "governed": granted},
+        "not_granted": {"addr": other.to_string(), "governed": not_granted, "ungoverned": ungoverned},
+    });
+    eprintln!(
+        "bench: connect check: governed to granted {} {granted}; to not granted {other} {not_granted} \
+         (ungoverned: {ungoverned})",
+        ctx.listener.addr
+    );
+    if (granted.as_str(), not_granted.as_str(), ungoverned.as_str()) != ("ok", "refused", "ok") {
+        bail!("connect check failed: {j}; latest decisions: {:?}", att.recent());
+    }
+    Ok(j)
 }
 
 /// Attaches or detaches so that what is attached matches `want` (dropping a state detaches
@@ -420,14 +509,20 @@ pub fn run(ctx: &Ctx) -> Result<(Vec<PairResult>, Value)> {
     let mut out = Vec::new();
     let mut st = State::Detached;
     let mut loads = Vec::new();
+    let mut check = Value::Null;
+    // Listen-queue overflows during connect+close blocks (0 unless the listener fell behind).
+    let mut overflows = 0;
     for w in Workload::all(ctx) {
         if !ctx.workloads.is_empty() && !ctx.workloads.iter().any(|k| k == w.kind) {
             continue;
         }
         for arm in Arm::MEASURED {
             // The reference arms matter where every syscall pays (null syscall) or the hooked one
-            // does; the open supervisor only for opens.
-            if (arm.reference() && w.kind == "forkexec") || (arm == Arm::SeccompNotif && w.kind != "open") {
+            // does; the open supervisor only for opens. Not for connect+close: its hook is a
+            // cgroup program, not a syscall tracepoint, and the seccomp design leaves it alone.
+            if (arm.reference() && matches!(w.kind, "forkexec" | "connect"))
+                || (arm == Arm::SeccompNotif && w.kind != "open")
+            {
                 continue;
             }
             let (mut base, mut arm_ns) = (Vec::new(), Vec::new());
@@ -435,8 +530,24 @@ pub fn run(ctx: &Ctx) -> Result<(Vec<PairResult>, Value)> {
             for slot in abba(ctx.blocks) {
                 let this = if slot == Slot::Arm { arm } else { Arm::Detached };
                 ensure(ctx, &mut st, this, &mut loads)?;
+                if this == Arm::Allowed && w.kind == "connect" && check.is_null() {
+                    check = connect_check(ctx, st.engine().context("governed arm without programs")?)?;
+                }
                 let lost0 = st.engine().map_or(0, |a| a.lost());
+                let ov0 = listen_overflows();
                 let b = run_block(ctx, &w, this, st.engine())?;
+                if w.addr.is_some() {
+                    let ov = listen_overflows().saturating_sub(ov0);
+                    if ov > 0 {
+                        eprintln!(
+                            "bench: WARNING: {} ({}): {ov} listen-queue overflow(s) during the block \
+                             (a SYN retransmitted after 1 s: the block's time is not the workload's)",
+                            w.name,
+                            this.name()
+                        );
+                    }
+                    overflows += ov;
+                }
                 match slot {
                     Slot::Base => base.push(b.ns_per_op),
                     Slot::Arm => {
@@ -474,6 +585,9 @@ pub fn run(ctx: &Ctx) -> Result<(Vec<PairResult>, Value)> {
     let json = json!({
         "blocks_per_arm": ctx.blocks,
         "engine_load_ms": Summary::of(&loads).json(),
+        "connect_check": check,
+        "listener_accepted": ctx.listener.accepted(),
+        "connect_listen_overflows": overflows,
         "results": out.iter().map(PairResult::json).collect::<Vec<_>>(),
     });
     Ok((out, json))

@@ -70,6 +70,7 @@ fn names() -> BTreeMap<u64, String> {
 pub fn run(ctx: &Ctx) -> Result<Value> {
     let wl = Workload::all(ctx);
     let (open, forkexec) = (&wl[1], &wl[2]);
+    let connect = wl.iter().find(|w| w.kind == "connect").context("connect workload")?;
     let _stats = StatsOn::enable()?;
     let mut att = Attached::load(ctx)?;
     let _empty = Empty::attach("syscalls", "sys_exit_openat")?;
@@ -87,6 +88,10 @@ pub fn run(ctx: &Ctx) -> Result<Value> {
         (forkexec, Arm::Ungoverned, false),
         (forkexec, Arm::Allowed, false),
         (forkexec, Arm::Stopped, false),
+        // `mcpg_connect4` and `mcpg_sock_create` (cgroup programs, attached whatever is governed):
+        // the `governed` lookup alone, then the grant decision.
+        (connect, Arm::UngovernedLive, false),
+        (connect, Arm::Allowed, false),
         (&short_open, Arm::Stopped, true),
         (forkexec, Arm::Stopped, true),
     ];

@@ -124,6 +124,15 @@ pub fn targets(rep: &Value) -> Value {
     at_most("open+close, governed-allowed", 1.20, ratio_of(rep, "open+close", "governed-allowed"), "x");
     at_most("fork+exec, attached-ungoverned", 1.01, ratio_of(rep, "fork+exec (static)", "attached-ungoverned"), "x");
     at_most("fork+exec, governed-allowed", 1.02, ratio_of(rep, "fork+exec (static)", "governed-allowed"), "x");
+    // The network programs are attached at the cgroup v2 root whenever the engine is loaded: the
+    // first figure is what every ungoverned connect on the host pays while a server is governed.
+    at_most(
+        "connect+close, attached-ungoverned, session live",
+        1.05,
+        ratio_of(rep, "connect+close", "attached-ungoverned, session live"),
+        "x",
+    );
+    at_most("connect+close, governed-allowed", 1.20, ratio_of(rep, "connect+close", "governed-allowed"), "x");
     for kind in ["grant", "revoke"] {
         let p99 = rep["latency"][kind]["enforced_us"]["p99"].as_f64();
         at_most(&format!("{kind} -> enforced p99"), 200.0, p99, "us");

@@ -3,12 +3,13 @@
 //! kill stops only it. Loops use raw libc calls: the loop body is the syscall and nothing else.
 //!
 //! Output (stdout, one line): `ns ELAPSED_NS ITERS` for timed loops, `paced COUNT ELAPSED_NS`
-//! for the paced event generator. `probe-parent` and `sleepers` are long-lived helpers driven
+//! for the paced event generator, `connect OUTCOME` for the one-off connect probe. `probe-parent` and `sleepers` are long-lived helpers driven
 //! line by line over stdin (see their functions).
 use std::{
     ffi::CString,
     hint::black_box,
     io::{BufRead as _, Write as _},
+    net::SocketAddrV4,
     path::PathBuf,
     time::Instant,
 };
@@ -26,6 +27,12 @@ pub enum Kind {
     /// `mmap(path, PROT_READ | PROT_EXEC)` + `munmap` of one page in a loop (the kill backend's
     /// `sys_enter_mmap` program decides every executable file mapping).
     Mmap,
+    /// `socket(AF_INET, SOCK_STREAM)` + `connect(addr)` + `close` in a loop, to the harness's
+    /// loopback listener (see `connect_close`).
+    Connect,
+    /// One `connect` to `addr`; prints `connect ok`, `connect refused` (EPERM: a grant refused
+    /// it) or `connect error: E`, and exits 0 whatever the outcome (a sanity check, not timed).
+    ConnectOnce,
     /// Opens of `path` paced at `rate` per second for `secs` seconds (denied-open events).
     Paced,
     /// Forks probe processes on request: each opens `path` in a loop until it is killed.
@@ -44,6 +51,9 @@ pub struct Args {
     pub warmup: u64,
     #[arg(long)]
     pub path: Option<PathBuf>,
+    /// IPv4 address and port (`connect`, `connect-once`).
+    #[arg(long)]
+    pub addr: Option<SocketAddrV4>,
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
     #[arg(long, default_value_t = 0.0)]
@@ -72,6 +82,7 @@ pub fn run(a: &Args) -> Result<()> {
         Some(o) => bail!("--seccomp {o}: expected filter or notif"),
     }
     let path = || -> Result<CString> { super::proc::cpath(a.path.as_deref().context("--path is required")?) };
+    let addr = || a.addr.map(sockaddr).context("--addr is required");
     let out = match a.kind {
         Kind::Getppid => {
             let body = || {
@@ -100,6 +111,11 @@ pub fn run(a: &Args) -> Result<()> {
             }
             timed(a, || map_exec(fd))?
         }
+        Kind::Connect => {
+            let sa = addr()?;
+            timed(a, || connect_close(&sa))?
+        }
+        Kind::ConnectOnce => connect_once(&addr()?),
         Kind::Paced => paced(&path()?, a.rate, a.secs)?,
         Kind::ProbeParent => return probe_parent(),
         Kind::Sleepers => return sleepers(a.iters),
@@ -145,6 +161,68 @@ fn open_close(p: &CString) -> Result<()> {
         libc::close(fd);
     }
     Ok(())
+}
+
+fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
+        sin_zero: [0; 8],
+    }
+}
+
+/// A TCP socket with an abortive close (`SO_LINGER` on, 0 s: `close` sends a RST and frees the
+/// connection at once). With an orderly close this side, closing first, would keep every
+/// connection in TIME_WAIT for 60 s and the loop would run out of ephemeral ports (28,232 by
+/// default) within a block; the extra `setsockopt` is the same in every arm.
+fn tcp_socket() -> std::io::Result<libc::c_int> {
+    // SAFETY: plain syscalls on a descriptor we own; a valid linger struct and its size.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, libc::IPPROTO_TCP);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let lg = libc::linger { l_onoff: 1, l_linger: 0 };
+        let len = size_of::<libc::linger>() as libc::socklen_t;
+        if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_LINGER, (&raw const lg).cast(), len) != 0 {
+            let e = std::io::Error::last_os_error();
+            libc::close(fd);
+            return Err(e);
+        }
+        Ok(fd)
+    }
+}
+
+/// `connect` on a fresh socket; the descriptor is closed either way.
+fn connect(sa: &libc::sockaddr_in) -> std::io::Result<()> {
+    let fd = tcp_socket()?;
+    let len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a valid sockaddr_in and its size; our own descriptor, closed once.
+    unsafe {
+        let r = if libc::connect(fd, (&raw const *sa).cast(), len) == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        };
+        libc::close(fd);
+        r
+    }
+}
+
+/// One turn of the `connect` workload: socket, connect (the loopback handshake completes inside
+/// the call), close.
+#[inline]
+fn connect_close(sa: &libc::sockaddr_in) -> Result<()> {
+    connect(sa).context("connect")
+}
+
+fn connect_once(sa: &libc::sockaddr_in) -> String {
+    match connect(sa) {
+        Ok(()) => "connect ok".into(),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => "connect refused".into(),
+        Err(e) => format!("connect error: {e}"),
+    }
 }
 
 fn fork_exec(argv: &[*const libc::c_char; 2], envp: &[*const libc::c_char; 1]) -> Result<()> {
