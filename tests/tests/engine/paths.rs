@@ -82,7 +82,7 @@ fn metadata_changes_need_a_metadata_grant() {
     let exec: Vec<&Path> = [DASH, "/usr/bin/chmod", "/usr/bin/chown", HELPER].iter().map(Path::new).collect();
     let mut g = mcpguard::kgrant::compile(
         &exec.iter().map(|p| (p.to_path_buf(), None)).collect::<Vec<_>>(),
-        &[dir.0.clone()],
+        std::slice::from_ref(&dir.0),
         &[dir.path("w"), p("/dev/null")],
     )
     .unwrap();
