@@ -69,7 +69,9 @@ fn names() -> BTreeMap<u64, String> {
 
 pub fn run(ctx: &Ctx) -> Result<Value> {
     let wl = Workload::all(ctx);
-    let (open, forkexec) = (&wl[1], &wl[2]);
+    // By kind, not position: the list has grown (mmap, connect) since the phases were written.
+    let by_kind = |k: &str| wl.iter().find(|w| w.kind == k).with_context(|| format!("{k} workload"));
+    let (open, forkexec) = (by_kind("open")?, by_kind("forkexec")?);
     let connect = wl.iter().find(|w| w.kind == "connect").context("connect workload")?;
     let _stats = StatsOn::enable()?;
     let mut att = Attached::load(ctx)?;
