@@ -4,6 +4,7 @@ pub mod btf;
 pub mod cgroup;
 pub mod client;
 pub mod daemon;
+pub mod doctor;
 pub mod duration;
 pub mod engine;
 pub mod events;

@@ -111,6 +111,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Check this host: what it can enforce (each backend loaded for real), and the fix for
+    /// every problem. Exit status 0 when some backend works, 1 when none does (root).
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
     /// Decision events (audit lines).
     Events {
         #[arg(long)]
@@ -381,6 +387,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Doctor { json } => std::process::exit(mcpguard::doctor::run(&cli.socket, json)),
         Cmd::Events { follow, json } => {
             let mut c = Client::connect(&cli.socket)?;
             c.call_ok(Op::Subscribe {})?;

