@@ -97,7 +97,11 @@ impl Backend {
                 ("listen", "kill"),
                 // By the name given (abstract names; a granted socket's path), Linux 6.7+.
                 ("unix_connect", "eperm"),
+                // inet sockets no grant can name (raw, ICMP, ...): the cgroup program.
                 ("socket_create", "eperm"),
+                // Other families (packet, netlink, ...): a kill at socket() entry (launched
+                // processes get EPERM from the launcher's seccomp filter before it).
+                ("socket_family", "kill"),
                 ("open", "kill"),
                 ("proc_other_process", "kill"),
                 // mmap of a file with PROT_EXEC; mprotect to PROT_EXEC is not checked.
@@ -114,6 +118,7 @@ impl Backend {
                 // By the peer socket's object (path sockets) or name (abstract).
                 ("unix_connect", "eperm"),
                 ("socket_create", "eperm"),
+                ("socket_family", "eperm"),
                 ("open", "eperm"),
                 ("proc_other_process", "eperm"),
                 ("mmap_exec", "eperm"),

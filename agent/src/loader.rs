@@ -19,7 +19,7 @@ pub const LIFECYCLE_PROGS: [(&str, &str); 2] =
 pub const KILL_BTF_PROGS: [(&str, &str); 1] = [(c::PROG_EXEC, "sched_process_exec")];
 /// ...and syscall tracepoints: (program, tracepoint name in category `syscalls`). Like the guard
 /// syscalls, these are attached only while something is governed (`lazy.rs`).
-pub const KILL_TP_PROGS: [(&str, &str); 8] = [
+pub const KILL_TP_PROGS: [(&str, &str); 9] = [
     (c::PROG_OPENAT, "sys_exit_openat"),
     (c::PROG_OPEN, "sys_exit_open"),
     (c::PROG_OPENAT2, "sys_exit_openat2"),
@@ -31,6 +31,8 @@ pub const KILL_TP_PROGS: [(&str, &str); 8] = [
     (c::PROG_LISTEN, "sys_enter_listen"),
     // The object check of a Unix connect let through by name.
     (c::PROG_CONNECT_EXIT, "sys_exit_connect"),
+    // Sockets of families no grant can name.
+    (c::PROG_SOCKET, "sys_enter_socket"),
 ];
 /// io_uring submissions do not pass through the open-family tracepoints: governed processes may
 /// not set it up (a guard syscall on the kill backend).

@@ -23,7 +23,10 @@
 //! launches): a governed process cannot gain privileges by executing a setuid/setgid or
 //! file-capability binary (e.g. `sudo`, `su`).
 use anyhow::{Context as _, bail};
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch, sock_filter};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+    TargetArch, sock_filter,
+};
 
 /// A guarded syscall: name, x86_64 number, number in the generic table (aarch64; `None` where
 /// the syscall does not exist there).
@@ -146,7 +149,17 @@ impl GuardFilter {
             TargetArch::aarch64 => refused.filter_map(|g| g.generic).collect(),
             other => bail!("seccomp guard filter: no syscall table for {other:?}"),
         };
-        let rules = nrs.into_iter().map(|nr| (i64::from(nr), vec![])).collect();
+        let mut rules: std::collections::BTreeMap<i64, Vec<SeccompRule>> =
+            nrs.into_iter().map(|nr| (i64::from(nr), vec![])).collect();
+        // socket() of a family no grant can name (packet, netlink, vsock, ...): EPERM. Decided
+        // on the register value, not on memory.
+        let socket_nr = match arch {
+            TargetArch::x86_64 => libc::SYS_socket,
+            _ => 198, // aarch64 (generic table)
+        };
+        let ne = |v: i32| SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, v as u64);
+        let other_family = SeccompRule::new(vec![ne(libc::AF_UNIX)?, ne(libc::AF_INET)?, ne(libc::AF_INET6)?])?;
+        rules.insert(socket_nr, vec![other_family]);
         let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch)
             .context("building the seccomp guard filter")?;
         let body: BpfProgram = filter.try_into().context("compiling the seccomp guard filter")?;

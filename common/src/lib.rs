@@ -108,8 +108,11 @@ pub const UNIX_ADDR_PROGS: [(&str, u32); 2] = [("mcpg_connect_unix", 49), ("mcpg
 /// Unix stream connect (the peer's socket file must be the granted object).
 pub const PROG_LISTEN: &str = "mcpg_listen";
 pub const PROG_CONNECT_EXIT: &str = "mcpg_connect_exit";
+/// Kill backend: `socket()` of a family no grant can name (packet, netlink, vsock, ...).
+pub const PROG_SOCKET: &str = "mcpg_socket";
 /// LSM / fmod_ret network hooks: (LSM program, LSM hook, fmod_ret program, `security_*` function).
-pub const NET_HOOKS: [(&str, &str, &str, &str); 3] = [
+pub const NET_HOOKS: [(&str, &str, &str, &str); 4] = [
+    ("mcpg_lsm_socket", "socket_create", "mcpg_fmod_socket", "security_socket_create"),
     ("mcpg_lsm_listen", "socket_listen", "mcpg_fmod_listen", "security_socket_listen"),
     ("mcpg_lsm_unix_conn", "unix_stream_connect", "mcpg_fmod_unix_conn", "security_unix_stream_connect"),
     ("mcpg_lsm_unix_send", "unix_may_send", "mcpg_fmod_unix_send", "security_unix_may_send"),

@@ -181,6 +181,44 @@ pub fn mcpg_sock_create(ctx: SockContext) -> i32 {
     )
 }
 
+// ---- socket families ------------------------------------------------------------------------
+
+/// Families a grant can name: Unix, IPv4, IPv6. Any other (packet sockets, netlink, vsock, XDP,
+/// ...) reaches past every address hook.
+#[inline(always)]
+const fn family_nameable(family: u32) -> bool {
+    family == AF_UNIX as u32 || family == AF_INET as u32 || family == AF_INET6 as u32
+}
+
+/// `socket(family, type, protocol)` of a family no grant can name: the verdict to carry out.
+#[inline(always)]
+fn family_verdict(g: &Governed) -> Verdict {
+    Verdict::deny(REASON_NOT_GRANTED, g.state.map_or(0, |s| grant_in_force(&s)))
+}
+
+/// LSM `socket_create` / `security_socket_create` (sockets the kernel makes for itself pass).
+#[inline(always)]
+fn on_socket_create(family: u32, ty: u32, protocol: u32, kern: u32) -> i32 {
+    if kern != 0 || family_nameable(family) {
+        return 0;
+    }
+    let Some(g) = governed(current_tgid()) else { return 0 };
+    deny_addr(&g, family_verdict(&g), HOOK_SOCKET, family << 16 | (ty & 0xffff), None, u64::from(protocol), Addr::NONE)
+}
+
+/// Kill backend: `socket()` of such a family kills the process at syscall entry.
+#[tracepoint(category = "syscalls", name = "sys_enter_socket")]
+pub fn mcpg_socket(ctx: TracePointContext) -> u32 {
+    let family = sys_arg(&ctx, 0) as u32;
+    if family_nameable(family) {
+        return 0;
+    }
+    let Some(g) = governed(current_tgid()) else { return 0 };
+    let access = family << 16 | (sys_arg(&ctx, 1) as u32 & 0xffff);
+    crate::programs::enforce_target(&g, family_verdict(&g), HOOK_SOCKET, access, sys_arg(&ctx, 2));
+    0
+}
+
 // ---- listen ---------------------------------------------------------------------------------
 
 /// A decision with what to report: plain fields (no `Result` of tuples: see `report::Addr`).
@@ -455,6 +493,10 @@ pub fn mcpg_sendmsg_unix(ctx: *mut core::ffi::c_void) -> i32 {
 
 crate::paths::path_hook!(mcpg_lsm_listen, "socket_listen", mcpg_fmod_listen, "fentry/security_socket_listen", 2, |c| {
     on_listen(c.arg(0))
+});
+// socket_create(family, type, protocol, kern)
+crate::paths::path_hook!(mcpg_lsm_socket, "socket_create", mcpg_fmod_socket, "fentry/security_socket_create", 4, |c| {
+    on_socket_create(c.arg(0), c.arg(1), c.arg(2), c.arg(3))
 });
 // unix_stream_connect(sock, other: struct sock *, newsk)
 crate::paths::path_hook!(

@@ -46,6 +46,12 @@ pub(crate) fn enforce_addr(g: &Governed, v: Verdict, hook: u32, access: u32, add
     enforce(g, v, hook, access, Report { addr, ..blank() });
 }
 
+/// [`enforce`] reporting `target` as the event's `ino`.
+#[inline(always)]
+pub(crate) fn enforce_target(g: &Governed, v: Verdict, hook: u32, access: u32, target: u64) {
+    enforce(g, v, hook, access, Report { target, ..blank() });
+}
+
 #[inline(always)]
 pub(crate) fn enforce_pos(g: &Governed, v: Verdict, hook: u32, access: u32, pos: Option<crate::kernel::PathPos>) {
     enforce(g, v, hook, access, Report { pos, ..blank() });

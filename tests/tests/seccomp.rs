@@ -287,3 +287,24 @@ fn mcp_server_is_started_under_the_filter() {
     wait_exit(&mut proxy, "proxy");
     assert!(d.syscall_kills(&session).is_empty(), "{:?}", d.syscall_kills(&session));
 }
+
+/// A launched process may not create sockets of families no grant can name (packet, netlink):
+/// the launcher's filter refuses `socket()` with EPERM before the kernel programs see it, and
+/// the process keeps running; Unix and inet sockets are decided by the grants as usual.
+#[test]
+fn other_socket_families_fail_with_eperm_under_the_filter() {
+    let d = Daemon::start();
+    let session = format!("sc-sock-{}", unique_id());
+    let out = d
+        .cmd()
+        .args(["exec", "--session", &session, "--baseline", "test-baseline", "--"])
+        .args([HELPER, "net", "packet-socket", "-", "netlink-socket", "-", "socketpair", "-"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?} {stdout} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    for line in ["packet-socket - errno 1", "netlink-socket - errno 1", "socketpair - ok"] {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
+    assert!(d.audit().iter().all(|l| l["session"] != session.as_str() || l["hook"] != "socket"), "no kernel event");
+}

@@ -193,6 +193,8 @@ fn net_op(op: &str, target: &str) -> std::io::Result<()> {
             cvt(unsafe { libc::listen(s.as_raw_fd(), 1) } as isize).map(drop)
         }
         "raw-socket" => raw_socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP).map(drop),
+        "packet-socket" => raw_socket(libc::AF_PACKET, libc::SOCK_RAW, 0).map(drop),
+        "netlink-socket" => raw_socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE).map(drop),
         "unix-connect" => {
             let s = match target.strip_prefix('@') {
                 Some(name) => std::os::unix::net::UnixStream::connect_addr(

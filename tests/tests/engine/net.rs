@@ -336,3 +336,29 @@ fn re_resolved_addresses_replace_the_old_ones_in_place() {
     assert_eq!(received_tcp(&one, Duration::from_millis(300)).len(), 1);
     assert_eq!(received_tcp(&two, Duration::from_millis(300)).len(), 1);
 }
+
+/// Sockets of families no grant can name (packet sockets send raw frames past every address
+/// hook; netlink reconfigures the host's network): refused with EPERM on the deny backends
+/// (`socket_create`), a kill at `socket()` entry on the kill backend (launched processes get
+/// EPERM from the launcher's seccomp filter first: tests/tests/seccomp.rs).
+#[test]
+fn sockets_of_other_families_are_refused() {
+    let mut k = Kernel::shared();
+    let base = k.baseline();
+    let (task, _) = k.grant(&[Path::new(HELPER)], &[], &[]);
+    let session = k.session(base, task, LONG);
+    for op in ["packet-socket", "netlink-socket"] {
+        if k.engine.backend().synchronous_deny() {
+            let lines = net_ops(&mut k, session, &[(op, "-")]);
+            assert_eq!(outcome(&lines, op, "-"), EPERM, "{lines:?}");
+        } else {
+            let ev = expect_killed(&mut k, session, &[HELPER, "net", op, "-"], "socket");
+            assert_eq!((ev.action, ev.reason), ("killed", "not_granted"), "{ev:#?}");
+            let family = if op == "packet-socket" { libc::AF_PACKET } else { libc::AF_NETLINK };
+            assert!(ev.net.as_deref().is_some_and(|n| n.starts_with(&format!("socket family={family} "))), "{ev:#?}");
+        }
+    }
+    // Unix and inet sockets are not affected by this rule.
+    let lines = net_ops(&mut k, session, &[("socketpair", "-")]);
+    assert_eq!(outcome(&lines, "socketpair", "-"), "ok", "{lines:?}");
+}
