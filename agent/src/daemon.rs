@@ -437,7 +437,7 @@ async fn dns_refresh(d: Arc<Daemon>) {
     loop {
         tick.tick().await;
         let d = d.clone();
-        let _ = tokio::task::spawn_blocking(move || crate::handlers::refresh_dns(&d)).await;
+        let _ = tokio::task::spawn_blocking(move || crate::dns::refresh_dns(&d)).await;
     }
 }
 

@@ -1,9 +1,11 @@
 //! mcpguard agent library: kernel engine, grants, daemon, protocol.
 pub mod audit;
+pub mod backend;
 pub mod btf;
 pub mod cgroup;
 pub mod client;
 pub mod daemon;
+pub mod dns;
 pub mod doctor;
 pub mod duration;
 pub mod engine;

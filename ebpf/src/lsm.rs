@@ -50,31 +50,12 @@ fn deny_reported(
     pos: Option<crate::kernel::PathPos>,
     target: u64,
 ) -> i32 {
-    let mode = g.state.map_or(0, |s| s.mode);
-    let (ret, action) = if mode == MODE_AUDIT {
-        (0, ACTION_AUDITED)
-    } else if mode == MODE_KILL {
-        // SAFETY: signals the current task only.
-        unsafe { aya_ebpf::helpers::bpf_send_signal(SIGKILL) };
-        (-EPERM, ACTION_KILLED)
-    } else {
-        (-EPERM, ACTION_DENIED)
-    };
-    emit(
-        &Report {
-            session: g.session,
-            grant: v.grant,
-            hook,
-            action,
-            reason: v.reason,
-            access,
-            pos,
-            target,
-            addr: Addr::NONE,
-        },
-        Emitter::Trampoline,
-    );
-    ret
+    deny_as(
+        g,
+        v,
+        Report { session: 0, grant: 0, hook, action: 0, reason: 0, access, pos, target, addr: Addr::NONE },
+        true,
+    )
 }
 
 /// A refusal of a network channel on the deny backends, reporting `addr`: EPERM in deny and kill
@@ -90,12 +71,24 @@ pub(crate) fn deny_addr(
     target: u64,
     addr: Addr,
 ) -> i32 {
-    let audit = g.state.is_some_and(|s| s.mode == MODE_AUDIT);
-    let (ret, action) = if audit { (0, ACTION_AUDITED) } else { (-EPERM, ACTION_DENIED) };
-    emit(
-        &Report { session: g.session, grant: v.grant, hook, action, reason: v.reason, access, pos, target, addr },
-        Emitter::Trampoline,
-    );
+    deny_as(g, v, Report { session: 0, grant: 0, hook, action: 0, reason: 0, access, pos, target, addr }, false)
+}
+
+/// Audit mode passes; otherwise -EPERM, plus SIGKILL in kill mode when `may_kill`. `r` carries
+/// what to report; its session, grant, action and reason are filled in here.
+#[inline(always)]
+fn deny_as(g: &Governed, v: Verdict, r: Report, may_kill: bool) -> i32 {
+    let mode = g.state.map_or(0, |s| s.mode);
+    let (ret, action) = if mode == MODE_AUDIT {
+        (0, ACTION_AUDITED)
+    } else if mode == MODE_KILL && may_kill {
+        // SAFETY: signals the current task only.
+        unsafe { aya_ebpf::helpers::bpf_send_signal(SIGKILL) };
+        (-EPERM, ACTION_KILLED)
+    } else {
+        (-EPERM, ACTION_DENIED)
+    };
+    emit(&Report { session: g.session, grant: v.grant, action, reason: v.reason, ..r }, Emitter::Trampoline);
     ret
 }
 
