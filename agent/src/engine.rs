@@ -121,6 +121,9 @@ pub struct Engine {
     /// Guard-syscall tracepoints, attached only while a governed process lacks the launcher's
     /// seccomp filter (`SESSION_SEALED`), or a cgroup is governed.
     guard_hooks: SyscallHooks,
+    /// The Unix peer-object check (kill backend, 6.7+), attached only while an installed grant
+    /// names a Unix socket path.
+    unix_hooks: SyscallHooks,
     /// Unpinned links: dropping them detaches the programs.
     _links: Vec<crate::loader::AnyLink>,
     backend: Backend,
@@ -199,6 +202,7 @@ impl Engine {
         let dirs = dirs.as_ref().map(|(a, b)| (a.as_path(), b.as_path()));
         let open_hooks = SyscallHooks::new("open", crate::loader::open_programs(backend), &mut ebpf, dirs)?;
         let guard_hooks = SyscallHooks::new("guard", crate::loader::guard_programs(backend)?, &mut ebpf, dirs)?;
+        let unix_hooks = SyscallHooks::new("unix", crate::loader::unix_programs(backend, unix_addr), &mut ebpf, dirs)?;
         let mut kept = Vec::new();
         if let Some(pin) = &opts.pin_dir {
             let dir = links_dir(pin);
@@ -240,6 +244,7 @@ impl Engine {
             ebpf: Some(ebpf),
             open_hooks,
             guard_hooks,
+            unix_hooks,
             _links: kept,
             backend,
             probes,
@@ -279,6 +284,8 @@ impl Engine {
         let (pd, ld) = (progs_dir(pin), links_dir(pin));
         let open_hooks = SyscallHooks::adopt("open", crate::loader::open_programs(backend), &pd, &ld)?;
         let guard_hooks = SyscallHooks::adopt("guard", crate::loader::guard_programs(backend)?, &pd, &ld)?;
+        let unix_addr = links_dir(pin).join(c::UNIX_ADDR_PROGS[0].0).exists();
+        let unix_hooks = SyscallHooks::adopt("unix", crate::loader::unix_programs(backend, unix_addr), &pd, &ld)?;
         let mut engine = Self {
             procs: HashMap::try_from(open(c::MAP_PROCS)?).map_err(map_err(c::MAP_PROCS))?,
             cgroups: HashMap::try_from(open(c::MAP_CGROUPS)?).map_err(map_err(c::MAP_CGROUPS))?,
@@ -288,13 +295,14 @@ impl Engine {
             paths: HashMap::try_from(open(c::MAP_PATHS)?).map_err(map_err(c::MAP_PATHS))?,
             net: LpmTrie::try_from(open(c::MAP_NET)?).map_err(map_err(c::MAP_NET))?,
             unix: HashMap::try_from(open(c::MAP_UNIX)?).map_err(map_err(c::MAP_UNIX))?,
-            unix_addr: links_dir(pin).join(c::UNIX_ADDR_PROGS[0].0).exists(),
+            unix_addr,
             counters: PerCpuArray::try_from(open(c::MAP_COUNTERS)?).map_err(map_err(c::MAP_COUNTERS))?,
             conf: Array::try_from(open(c::MAP_CONF)?).map_err(map_err(c::MAP_CONF))?,
             events: Some(RingBuf::try_from(open(c::MAP_EVENTS)?).map_err(map_err(c::MAP_EVENTS))?),
             ebpf: None,
             open_hooks,
             guard_hooks,
+            unix_hooks,
             _links: Vec::new(),
             backend,
             probes: vec![Probe { backend, result: "adopted from pinned links".into() }],
@@ -315,13 +323,21 @@ impl Engine {
     /// True when any syscall tracepoint is attached (something is governed).
     #[must_use]
     pub fn syscall_hooks_attached(&self) -> bool {
-        self.open_hooks.attached_count() + self.guard_hooks.attached_count() > 0
+        let (open, guard, unix) = self.syscall_hooks();
+        open + guard + unix > 0
     }
 
-    /// (open-family, guard) syscall tracepoints attached now (status, metrics, tests).
+    /// (open-family, guard, Unix peer check) syscall tracepoints attached now (status, metrics,
+    /// tests).
     #[must_use]
-    pub fn syscall_hooks(&self) -> (usize, usize) {
-        (self.open_hooks.attached_count(), self.guard_hooks.attached_count())
+    pub fn syscall_hooks(&self) -> (usize, usize, usize) {
+        (self.open_hooks.attached_count(), self.guard_hooks.attached_count(), self.unix_hooks.attached_count())
+    }
+
+    /// True when an installed grant names a Unix socket path (an abstract name starts with NUL):
+    /// connects to it are let through by name and checked by the peer object at exit.
+    fn unix_path_granted(&self) -> bool {
+        self.unix.keys().filter_map(Result::ok).any(|k| k.name[0] != 0)
     }
 
     fn session_sealed(&self, session: u64) -> bool {
@@ -362,7 +378,12 @@ impl Engine {
         let ebpf = self.ebpf.as_mut();
         let r1 = if any { self.open_hooks.attach(ebpf) } else { self.open_hooks.detach() };
         let r2 = if guard { self.guard_hooks.attach(self.ebpf.as_mut()) } else { self.guard_hooks.detach() };
-        r1.and(r2)
+        let r3 = self.sync_unix_hooks();
+        r1.and(r2).and(r3)
+    }
+
+    fn sync_unix_hooks(&mut self) -> Result<(), EngineError> {
+        if self.unix_path_granted() { self.unix_hooks.attach(self.ebpf.as_mut()) } else { self.unix_hooks.detach() }
     }
 
     fn after_removal(&mut self) {
@@ -513,6 +534,10 @@ impl Engine {
     }
 
     fn try_install(&mut self, grant: u64, g: &KernelGrant) -> Result<(), EngineError> {
+        // The peer-object check before any grant that lets a Unix path connect through by name.
+        if g.unix_names.iter().any(|n| n.first().is_some_and(|b| *b != 0)) {
+            self.unix_hooks.attach(self.ebpf.as_mut())?;
+        }
         for e in &g.exec {
             self.exec.insert(e.id.key(grant), Fingerprint::from(e.fingerprint), 0).map_err(map_err(c::MAP_EXEC))?;
             self.exec_names.insert(e.name_key(grant), 1, 0).map_err(map_err(c::MAP_EXEC_NAMES))?;
@@ -546,6 +571,11 @@ impl Engine {
             if let Ok(key) = crate::net::unix_key(grant, name) {
                 let _ = self.unix.remove(&key);
             }
+        }
+        if !g.unix_names.is_empty()
+            && let Err(e) = self.sync_unix_hooks()
+        {
+            log::warn!("syscall tracepoints: {e}");
         }
     }
 

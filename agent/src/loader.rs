@@ -19,7 +19,7 @@ pub const LIFECYCLE_PROGS: [(&str, &str); 2] =
 pub const KILL_BTF_PROGS: [(&str, &str); 1] = [(c::PROG_EXEC, "sched_process_exec")];
 /// ...and syscall tracepoints: (program, tracepoint name in category `syscalls`). Like the guard
 /// syscalls, these are attached only while something is governed (`lazy.rs`).
-pub const KILL_TP_PROGS: [(&str, &str); 9] = [
+pub const KILL_TP_PROGS: [(&str, &str); 7] = [
     (c::PROG_OPENAT, "sys_exit_openat"),
     (c::PROG_OPEN, "sys_exit_open"),
     (c::PROG_OPENAT2, "sys_exit_openat2"),
@@ -29,11 +29,13 @@ pub const KILL_TP_PROGS: [(&str, &str); 9] = [
     (c::PROG_MMAP, "sys_enter_mmap"),
     // A socket listening on an address no grant names.
     (c::PROG_LISTEN, "sys_enter_listen"),
-    // The object check of a Unix connect let through by name.
-    (c::PROG_CONNECT_EXIT, "sys_exit_connect"),
-    // Sockets of families no grant can name.
-    (c::PROG_SOCKET, "sys_enter_socket"),
 ];
+/// Kill backend, sockets of families no grant can name: with the guard tracepoints (the launcher's
+/// seccomp filter refuses these families in sealed sessions).
+pub const KILL_SOCKET: (&str, &str) = (c::PROG_SOCKET, "sys_enter_socket");
+/// Kill backend, the object check of a Unix path connect let through by name (`connect_unix`):
+/// attached only while an installed grant names a Unix socket path (`Engine::install_grant`).
+pub const KILL_UNIX_EXIT: (&str, &str) = (c::PROG_CONNECT_EXIT, "sys_exit_connect");
 /// io_uring submissions do not pass through the open-family tracepoints: governed processes may
 /// not set it up (a guard syscall on the kill backend).
 pub const KILL_IO_URING: (&str, &str) = (c::PROG_IO_URING, "sys_enter_io_uring_setup");
@@ -200,15 +202,22 @@ pub fn open_programs(b: Backend) -> Vec<(&'static str, &'static str)> {
     if b == Backend::Kill { KILL_TP_PROGS.to_vec() } else { Vec::new() }
 }
 
+/// The kill backend's Unix peer-object check (`sys_exit_connect`), where the Unix address programs
+/// that hand it its connects are attached (6.7+); nothing otherwise.
+#[must_use]
+pub fn unix_programs(b: Backend, unix_addr: bool) -> Vec<(&'static str, &'static str)> {
+    if b == Backend::Kill && unix_addr { vec![KILL_UNIX_EXIT] } else { Vec::new() }
+}
+
 /// The guard syscalls' `sys_enter_*` tracepoints on every backend (bpf, ptrace, mounts, modules,
-/// hard links; io_uring_setup on the kill backend): needed while a governed process does not carry
+/// hard links; io_uring_setup and socket families on the kill backend): needed while a governed process does not carry
 /// the launcher's seccomp filter, which refuses the same syscalls itself. A syscall this kernel
 /// does not have (no tracepoint) has nothing to guard.
 pub fn guard_programs(b: Backend) -> Result<Vec<(&'static str, &'static str)>, EngineError> {
     let events = syscall_events_dir()?;
     let mut v = Vec::new();
     if b == Backend::Kill {
-        v.push(KILL_IO_URING);
+        v.extend([KILL_IO_URING, KILL_SOCKET]);
     }
     for (prog, tp, _) in c::GUARD_SYSCALLS {
         if events.join(tp).exists() {
@@ -325,7 +334,9 @@ pub fn attach(ebpf: &mut Ebpf, btf: &aya::Btf, opts: &EngineOptions) -> Result<A
             Ok(l) => {
                 probes.push(Probe { backend: b, result: "attached and verified".into() });
                 links.extend(l);
-                for (prog, _) in open_programs(b).into_iter().chain(guard_programs(b)?) {
+                // The Unix peer check is loaded even where the kernel lacks the Unix address
+                // programs (it is then never attached: `unix_programs`).
+                for (prog, _) in open_programs(b).into_iter().chain(guard_programs(b)?).chain(unix_programs(b, true)) {
                     syscall_prog(ebpf, prog)?.load().map_err(perr(prog))?;
                 }
                 return Ok((b, links, probes));

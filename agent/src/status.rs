@@ -44,7 +44,7 @@ pub(crate) fn status(d: &Daemon) -> Value {
         "adopted_pinned_programs": eng.adopted(),
         "backend_probes": eng.probes(),
         // Syscall tracepoints attached now (they follow what is governed; lazy.rs).
-        "syscall_tracepoints": { "open": eng.syscall_hooks().0, "guard": eng.syscall_hooks().1 },
+        "syscall_tracepoints": { "open": eng.syscall_hooks().0, "guard": eng.syscall_hooks().1, "unix": eng.syscall_hooks().2 },
         "bpffs_dir": d.cfg.bpffs_dir,
         "sessions": sessions,
     })

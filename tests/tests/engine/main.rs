@@ -270,7 +270,7 @@ fn a_sealed_session_needs_no_guard_tracepoints() {
     k.engine.set_session(sealed, state(mcpguard_common::SESSION_SEALED)).unwrap();
     let g = Gated::spawn(&["/usr/bin/true"]);
     k.engine.add_process(g.pid(), sealed).unwrap();
-    let (open, guard) = k.engine.syscall_hooks();
+    let (open, guard, _) = k.engine.syscall_hooks();
     assert_eq!(guard, 0, "no guard tracepoint for a sealed session");
     assert_eq!(open > 0, k.engine.backend().name() == "kill", "open-family tracepoints only on the kill backend");
     // The session loses the seal while it has a process: guards first.
@@ -285,5 +285,5 @@ fn a_sealed_session_needs_no_guard_tracepoints() {
         std::thread::sleep(Duration::from_millis(10));
     }
     k.engine.remove_session(sealed);
-    assert_eq!(k.engine.syscall_hooks(), (0, 0), "nothing governed: nothing attached");
+    assert_eq!(k.engine.syscall_hooks(), (0, 0, 0), "nothing governed: nothing attached");
 }

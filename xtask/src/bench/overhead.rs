@@ -301,7 +301,7 @@ impl Attached {
             self.engine.add_process(u32::try_from(g.pid)?, session)?;
             self.idle = Some((g, sealed));
         }
-        let (open, guard) = self.engine.syscall_hooks();
+        let (open, guard, _) = self.engine.syscall_hooks();
         anyhow::ensure!(open > 0 && (guard == 0) == sealed, "syscall tracepoints attached: {open} open, {guard} guard");
         Ok(())
     }
