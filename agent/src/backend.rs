@@ -57,7 +57,9 @@ impl Backend {
                 ("proc_other_process", "kill"),
                 // mmap of a file with PROT_EXEC; mprotect to PROT_EXEC is not checked.
                 ("mmap_exec", "kill"),
-                ("signal", "none"),
+                // Decided by the daemon through the launcher's seccomp signal filter (EPERM
+                // before delivery), in the sessions mcpguard launched; not for the others.
+                ("signal", "launcher"),
                 ("guard_syscalls", "kill"),
                 ("path_ops", "ceiling"),
                 ("metadata", "launcher"),

@@ -109,9 +109,19 @@ pub struct Daemon {
     pub events: broadcast::Sender<Arc<str>>,
     /// Grants whose expiry has been counted.
     pub expired_seen: Mutex<std::collections::BTreeSet<u64>>,
+    /// The signal listeners of launched sessions (`signals.rs`).
+    pub signals: crate::signals::Supervisor,
+    /// Decisions made in the daemon (signals), written to the audit log by the event thread.
+    pub injected: Mutex<Vec<mcpguard_common::Event>>,
 }
 
 impl Daemon {
+    /// Queues a decision the daemon made itself for the audit log and the subscribers (written
+    /// within [`mcpguard_common::EVENTS_POLL_MS`]).
+    pub fn inject_event(&self, ev: mcpguard_common::Event) {
+        self.injected.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(ev);
+    }
+
     pub fn save_state(&self, st: &State) {
         if let Err(e) = st.save(&self.cfg.state_file()) {
             log::error!("{e}");
@@ -168,12 +178,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         metrics,
         events: tx,
         expired_seen: Mutex::default(),
+        signals: crate::signals::Supervisor::new().context("signal supervisor")?,
+        injected: Mutex::default(),
     });
 
     let listener = bind_socket(&cfg.socket)?;
     log::info!("control socket {}", cfg.socket.display());
     let stop = Arc::new(AtomicBool::new(false));
     let ev_thread = spawn_event_thread(d.clone(), rb, stop.clone())?;
+    let signal_thread = {
+        let (d, stop) = (d.clone(), stop.clone());
+        std::thread::Builder::new().name("signals".into()).spawn(move || crate::signals::run(&d, &stop))?
+    };
     let persist_thread = {
         let d = d.clone();
         std::thread::Builder::new().name("persist".into()).spawn(move || d.persist.run(&d.state))?
@@ -212,6 +228,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = persist_thread.join();
     d.save_state(&d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     let _ = ev_thread.join();
+    let _ = signal_thread.join();
     if cfg.unload_on_exit {
         let removed = engine::unpin(&cfg.bpffs_dir)?;
         log::info!("unpinned {} object(s); enforcement is off", removed.len());
@@ -397,7 +414,7 @@ fn spawn_event_thread(
         let mut path = String::new();
         while !stop.load(Ordering::Relaxed) {
             let clock = audit::Clock::now();
-            let n = crate::events::drain(&mut rb, BATCH, |ev| {
+            let mut write = |ev: &mcpguard_common::Event| {
                 let line = sink.push(|buf| {
                     let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     audit::format_event(buf, &mut path, &st, ev, clock.unix(ev.ts_ns));
@@ -410,7 +427,10 @@ fn spawn_event_thread(
                 if sink.pending() >= audit::FLUSH_BYTES {
                     flush(&mut sink);
                 }
-            });
+            };
+            let n = crate::events::drain(&mut rb, BATCH, &mut write);
+            let injected = std::mem::take(&mut *d.injected.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            injected.iter().for_each(&mut write);
             if n < BATCH {
                 flush(&mut sink);
                 if n == 0 {

@@ -198,6 +198,9 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
     let Some(cmd) = r.command.first() else {
         return Err(err(ErrorCode::BadRequest, "`command` must name the launched binary"));
     };
+    if r.signal_notifier.is_some() && !r.sealed {
+        return Err(err(ErrorCode::BadRequest, "`signal_notifier` needs `sealed` (a launched, filtered session)"));
+    }
     if r.sealed && r.cgroup {
         return Err(err(
             ErrorCode::BadRequest,
@@ -305,6 +308,16 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
             return Err(err(ErrorCode::BadRequest, format!("cannot govern pid {}: {e}", r.pid)));
         }
     };
+    if let Some(fd) = r.signal_notifier {
+        // Taken while the launcher waits for this answer, before the program's first instruction.
+        match crate::signals::take_listener(r.pid, fd) {
+            Ok(l) => d.signals.add(sid, l),
+            Err(e) => {
+                drop_session(&mut eng, &session);
+                return Err(err(ErrorCode::KernelError, format!("cannot take the signal listener: {e}")));
+            }
+        }
+    }
     drop(eng);
     st.sessions.insert(r.session.clone(), session);
     log::info!(

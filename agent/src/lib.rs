@@ -25,5 +25,6 @@ pub mod procs;
 pub mod protocol;
 pub mod reconcile;
 pub mod seccomp;
+pub mod signals;
 pub mod state;
 pub mod status;

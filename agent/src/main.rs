@@ -1,5 +1,5 @@
 //! `mcpguard`: the daemon and its command-line verbs.
-use std::{collections::BTreeMap, os::unix::process::CommandExt as _, path::PathBuf};
+use std::{collections::BTreeMap, os::fd::AsRawFd as _, os::unix::process::CommandExt as _, path::PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -282,6 +282,15 @@ fn main() -> anyhow::Result<()> {
             let mut argv = command.clone();
             argv[0] = bin.display().to_string();
             let mut c = Client::connect(&cli.socket)?;
+            // Where no kernel hook can refuse a signal (the kill backend), the daemon decides the
+            // session's signals through the seccomp signal filter's listener, installed now and
+            // taken by the daemon while it registers us.
+            let notifier = if !cgroup && mcpguard::mcp::spawn::daemon_decides_signals(&mut c)? {
+                let f = mcpguard::seccomp::SignalFilter::new()?;
+                Some(f.install().context("installing the seccomp signal filter; not starting the program")?)
+            } else {
+                None
+            };
             let op = Op::Register(Register {
                 session,
                 pid: std::process::id(),
@@ -294,9 +303,10 @@ fn main() -> anyhow::Result<()> {
                 sealed: !cgroup,
                 // Processes moved into a cgroup session later would carry no ruleset.
                 write_ceiling: (!cgroup && !no_write_ceiling).then_some(write_ceiling),
+                signal_notifier: notifier.as_ref().map(|f| f.as_raw_fd() as u32),
             });
             let registered = c.call_ok(op)?;
-            drop(c);
+            drop((c, notifier));
             let ceiling = mcpguard::landlock::Ceiling::from_response(&registered)?;
             let ruleset = ceiling.as_ref().map(mcpguard::landlock::Ceiling::prepare).transpose()?;
             // Governed from here on. The guard syscalls are refused from now on too (inherited

@@ -172,6 +172,6 @@ mod tests {
         );
         assert!(text.contains("mcpguard_events_lost_total 2"));
         assert!(text.contains(r#"mcpguard_backend_info{backend="kill",synchronous_deny="false"} 1"#));
-        assert!(text.contains(r#"mcpguard_channel_info{channel="signal",mechanism="none"} 1"#), "{text}");
+        assert!(text.contains(r#"mcpguard_channel_info{channel="signal",mechanism="launcher"} 1"#), "{text}");
     }
 }

@@ -168,6 +168,12 @@ pub struct Register {
     /// `None`: not confined.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_ceiling: Option<Vec<PathBuf>>,
+    /// The launcher installed mcpguard's seccomp signal filter (`seccomp::SignalFilter`) in
+    /// `pid`, whose listener is this descriptor number in `pid`: the daemon takes it and decides
+    /// the session's signals (`signals.rs`; the kill backend, `channels.signal` = `launcher`).
+    /// Needs `sealed`; the registration fails if the listener cannot be taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_notifier: Option<u32>,
 }
 
 /// `grant`: give a task of a session a grant (from a policy, or inline).
@@ -542,6 +548,7 @@ mod tests {
                 cgroup: true,
                 sealed: false,
                 write_ceiling: Some(vec!["/srv/r".into()]),
+                signal_notifier: None,
             }),
             Op::Grant(full),
             Op::Grant(grant(None, Some(inline))),

@@ -192,6 +192,115 @@ impl GuardFilter {
     }
 }
 
+/// The signal syscalls of a launched session, handed to the daemon (`SECCOMP_RET_USER_NOTIF`):
+/// on the kill backend no kernel hook can refuse a signal before it is delivered, so the daemon
+/// decides each one (`signals.rs`) and the kernel either carries it out as asked or returns the
+/// daemon's errno. (x86_64 number, generic number).
+pub const SIGNAL_SYSCALLS: &[Guarded] = &[
+    g("kill", 62, Some(129)),
+    g("tkill", 200, Some(130)),
+    g("tgkill", 234, Some(131)),
+    g("rt_sigqueueinfo", 129, Some(138)),
+    g("rt_tgsigqueueinfo", 297, Some(240)),
+];
+/// `pidfd_send_signal` names its target by a descriptor, which a sibling thread could swap between
+/// the daemon's look and the kernel's: refused with `ENOSYS`, as on a kernel before 5.1, so
+/// runtimes fall back to `kill` (Go, systemd and glibc's `pidfd_send_signal` users do).
+pub const PIDFD_SEND_SIGNAL: Guarded = g("pidfd_send_signal", 424, Some(424));
+
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+const AUDIT_ARCH_AARCH64: u32 = 0xc000_00b7;
+const BPF_JMP_JEQ_K: u16 = 0x15;
+const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
+
+/// `AUDIT_ARCH_*` of the architecture this binary runs on (seccomp_data.arch), if it has a table.
+#[must_use]
+pub fn native_audit_arch() -> Option<u32> {
+    match std::env::consts::ARCH {
+        "x86_64" => Some(AUDIT_ARCH_X86_64),
+        "aarch64" => Some(AUDIT_ARCH_AARCH64),
+        _ => None,
+    }
+}
+
+/// The signal filter (see [`SIGNAL_SYSCALLS`]), installed next to the guard filter with
+/// `SECCOMP_FILTER_FLAG_NEW_LISTENER`: the descriptor it returns is the daemon's to read.
+#[derive(Debug, Clone)]
+pub struct SignalFilter {
+    prog: Vec<sock_filter>,
+}
+
+impl SignalFilter {
+    pub fn new() -> anyhow::Result<Self> {
+        let arch =
+            TargetArch::try_from(std::env::consts::ARCH).map_err(|e| anyhow::anyhow!("seccomp signal filter: {e}"))?;
+        Self::for_arch(arch)
+    }
+
+    pub fn for_arch(arch: TargetArch) -> anyhow::Result<Self> {
+        let (audit, nrs, pidfd): (u32, Vec<u32>, u32) = match arch {
+            TargetArch::x86_64 => (AUDIT_ARCH_X86_64, SIGNAL_SYSCALLS.iter().map(|g| g.x86_64).collect(), 424),
+            TargetArch::aarch64 => {
+                (AUDIT_ARCH_AARCH64, SIGNAL_SYSCALLS.iter().filter_map(|g| g.generic).collect(), 424)
+            }
+            other => bail!("seccomp signal filter: no syscall table for {other:?}"),
+        };
+        // 0 ld arch; 1 jeq native (else allow: the guard filter kills foreign arches); 2 ld nr;
+        // 3.. jeq per signal syscall -> notif; jeq pidfd_send_signal -> enosys; allow; enosys; notif.
+        let n = nrs.len();
+        let allow = 3 + n + 1;
+        let (enosys, notif) = (allow + 1, allow + 2);
+        let rel = |from: usize, to: usize| u8::try_from(to - from - 1).expect("short filter");
+        let mut prog = vec![
+            sock_filter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: 4 },
+            sock_filter { code: BPF_JMP_JEQ_K, jt: 0, jf: rel(1, allow), k: audit },
+            sock_filter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: SECCOMP_DATA_NR },
+        ];
+        for (i, nr) in nrs.iter().enumerate() {
+            prog.push(sock_filter { code: BPF_JMP_JEQ_K, jt: rel(3 + i, notif), jf: 0, k: *nr });
+        }
+        prog.push(sock_filter { code: BPF_JMP_JEQ_K, jt: rel(3 + n, enosys), jf: 0, k: pidfd });
+        prog.extend([
+            sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: libc::SECCOMP_RET_ALLOW },
+            sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32 },
+            sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: SECCOMP_RET_USER_NOTIF },
+        ]);
+        Ok(Self { prog })
+    }
+
+    #[must_use]
+    pub fn program(&self) -> &[sock_filter] {
+        &self.prog
+    }
+
+    /// Sets `no_new_privs` and installs the filter on the calling thread; returns the listener
+    /// descriptor (close-on-exec). Raw syscalls on memory prepared before: safe between `fork`
+    /// and `execve`. On error the caller must not exec.
+    pub fn install(&self) -> Result<std::os::fd::OwnedFd, std::io::Error> {
+        use std::os::fd::FromRawFd as _;
+        let fprog = libc::sock_fprog {
+            len: u16::try_from(self.prog.len()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?,
+            filter: self.prog.as_ptr().cast_mut().cast(),
+        };
+        // SAFETY: plain prctl; `fprog` points at our program for the duration of the call.
+        unsafe {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let fd = libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                &raw const fprog,
+            );
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(std::os::fd::OwnedFd::from_raw_fd(i32::try_from(fd).unwrap_or(-1)))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +376,29 @@ mod tests {
     }
 
     #[test]
+    fn signal_syscalls_go_to_the_daemon_and_pidfd_signals_are_enosys() {
+        const NOTIF: u32 = 0x7fc0_0000;
+        const ENOSYS: u32 = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+        let f = SignalFilter::for_arch(TargetArch::x86_64).unwrap();
+        for s in SIGNAL_SYSCALLS {
+            assert_eq!(run(f.program(), AUDIT_ARCH_X86_64, s.x86_64), NOTIF, "{}", s.name);
+        }
+        assert_eq!(run(f.program(), AUDIT_ARCH_X86_64, PIDFD_SEND_SIGNAL.x86_64), ENOSYS);
+        // read, openat, getpid, rt_sigaction (13), rt_sigprocmask (14), rt_sigreturn (15): allowed.
+        for nr in [0, 257, 39, 13, 14, 15] {
+            assert_eq!(run(f.program(), AUDIT_ARCH_X86_64, nr), ALLOW, "nr {nr}");
+        }
+        // Another arch is the guard filter's (it kills); this one lets it through.
+        assert_eq!(run(f.program(), AUDIT_ARCH_I386, 37), ALLOW);
+        let a = SignalFilter::for_arch(TargetArch::aarch64).unwrap();
+        for s in SIGNAL_SYSCALLS {
+            assert_eq!(run(a.program(), AUDIT_ARCH_AARCH64, s.generic.unwrap()), NOTIF, "{}", s.name);
+        }
+        assert_eq!(run(a.program(), AUDIT_ARCH_AARCH64, 172), ALLOW);
+        assert!(SignalFilter::for_arch(TargetArch::riscv64).is_err());
+    }
+
+    #[test]
     fn x32_and_foreign_arch_syscalls_kill() {
         let p = GuardFilter::for_arch(TargetArch::x86_64).unwrap();
         let p = p.program();
@@ -334,10 +466,16 @@ mod tests {
                 "io_uring_setup" => libc::SYS_io_uring_setup,
                 "io_uring_enter" => libc::SYS_io_uring_enter,
                 "io_uring_register" => libc::SYS_io_uring_register,
+                "kill" => libc::SYS_kill,
+                "tkill" => libc::SYS_tkill,
+                "tgkill" => libc::SYS_tgkill,
+                "rt_sigqueueinfo" => libc::SYS_rt_sigqueueinfo,
+                "rt_tgsigqueueinfo" => libc::SYS_rt_tgsigqueueinfo,
+                "pidfd_send_signal" => libc::SYS_pidfd_send_signal,
                 _ => return None, // open_tree_attr (Linux 6.15) is not in libc yet
             })
         };
-        for g in GUARDED {
+        for g in GUARDED.iter().chain(SIGNAL_SYSCALLS).chain([&PIDFD_SEND_SIGNAL]) {
             if let Some(nr) = libc_nr(g.name) {
                 assert_eq!(i64::from(g.x86_64), nr, "{}", g.name);
             }

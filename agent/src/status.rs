@@ -29,7 +29,7 @@ pub(crate) fn status(d: &Daemon) -> Value {
         .map(|s| {
             json!({
                 "name": s.name, "session_id": s.id, "root_pid": s.root_pid, "command": s.command,
-                "processes": eng.session_processes(s.id), "sealed": s.sealed, "write_ceiling": s.write_ceiling,
+                "processes": eng.session_processes(s.id), "sealed": s.sealed, "signals_supervised": d.signals.serves(s.id), "write_ceiling": s.write_ceiling,
                 "baseline": s.base.as_ref().map(|g| grant_json(g, now)),
                 "task": s.task.as_ref().map(|g| grant_json(g, now)),
                 "orchestrator_task": s.orchestrator.as_ref().map(|g| grant_json(g, now)),

@@ -171,11 +171,12 @@ fn end_to_end_launch_grant_enforce_audit_metrics_status() {
     assert_eq!(d.metric(r#"mcpguard_socket_requests_total{op="grant",result="ok"}"#), 1.0);
     assert_eq!(d.metric(r#"mcpguard_backend_info{backend="kill",synchronous_deny="false"}"#), 1.0);
     assert_eq!(d.status()["backend"], "kill");
-    // Per channel, what the attached backend can do (the kill backend has no signal hook).
-    assert_eq!(d.status()["channels"]["signal"], "none");
+    // Per channel, what the attached backend can do (signals: the daemon, through the launcher's
+    // seccomp filter; tests/tests/signals.rs).
+    assert_eq!(d.status()["channels"]["signal"], "launcher");
     assert_eq!(d.status()["channels"]["proc_other_process"], "kill");
     assert_eq!(d.metric(r#"mcpguard_channel_info{channel="mmap_exec",mechanism="kill"}"#), 1.0);
-    assert_eq!(d.metric(r#"mcpguard_channel_info{channel="signal",mechanism="none"}"#), 1.0);
+    assert_eq!(d.metric(r#"mcpguard_channel_info{channel="signal",mechanism="launcher"}"#), 1.0);
 }
 
 /// A process inside a session may not use the socket even as root; other uids need allowing.

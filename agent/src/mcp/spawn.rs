@@ -75,6 +75,13 @@ fn cstring(s: &[u8]) -> anyhow::Result<CString> {
     CString::new(s).context("argument contains a NUL byte")
 }
 
+/// True when the daemon decides signals through the launcher's seccomp signal filter
+/// (`channels.signal` is `launcher`: the kill backend).
+pub fn daemon_decides_signals(c: &mut Client) -> anyhow::Result<bool> {
+    let st = c.call_ok(Op::Status {})?;
+    Ok(st["channels"]["signal"] == "launcher")
+}
+
 /// Forks the gated child, registers it, releases it. The returned pipes are the server's
 /// stdin and stdout; its stderr is the proxy's.
 pub fn spawn(l: &Launch) -> anyhow::Result<Server> {
@@ -83,6 +90,9 @@ pub fn spawn(l: &Launch) -> anyhow::Result<Server> {
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let guard = GuardFilter::with_metadata(l.allow_metadata)?;
+    let signals = daemon_decides_signals(&mut Client::connect(&l.socket)?)?
+        .then(crate::seccomp::SignalFilter::new)
+        .transpose()?;
     let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     let (gate_r, gate_w) = nix::sys::socket::socketpair(
@@ -103,6 +113,22 @@ pub fn spawn(l: &Launch) -> anyhow::Result<Server> {
             }
             // Rust ignores SIGPIPE; an ignored disposition would survive exec.
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            // The signal filter first: the parent names its listener (4 bytes, the descriptor
+            // number; -1 without) when it registers us, and the daemon takes it from us.
+            let mut listener: libc::c_int = -1;
+            if let Some(f) = &signals {
+                match f.install() {
+                    Ok(fd) => listener = std::os::fd::IntoRawFd::into_raw_fd(fd),
+                    Err(_) => {
+                        let msg = b"mcpguard: installing the seccomp signal filter failed; server not started\n";
+                        libc::write(2, msg.as_ptr().cast(), msg.len());
+                        libc::_exit(124);
+                    }
+                }
+            }
+            if libc::write(fd_gate, (&raw const listener).cast(), 4) != 4 {
+                libc::_exit(125);
+            }
             // The gate: one byte, `g` (go) or `c` (go, confined by the ruleset that comes with it).
             let (n, b, ruleset) = gate_recv(fd_gate);
             if n != 1 || (b != b'g' && b != b'c') || (b == b'c') != (ruleset >= 0) {
@@ -121,15 +147,19 @@ pub fn spawn(l: &Launch) -> anyhow::Result<Server> {
             if ruleset >= 0 {
                 libc::close(ruleset);
             }
+            if listener >= 0 {
+                libc::close(listener);
+            }
             libc::execv(bin.as_ptr(), argv.as_ptr());
             libc::_exit(127)
         },
         ForkResult::Parent { child } => {
             drop((in_r, out_w, gate_r));
-            let released = register(l, child).and_then(|ceiling| {
-                let ruleset = ceiling.as_ref().map(crate::landlock::Ceiling::prepare).transpose()?;
-                gate_send(&gate_w, ruleset.as_ref()).context("releasing the server")
-            });
+            let released =
+                read_listener(&gate_w).and_then(|listener| register(l, child, listener)).and_then(|ceiling| {
+                    let ruleset = ceiling.as_ref().map(crate::landlock::Ceiling::prepare).transpose()?;
+                    gate_send(&gate_w, ruleset.as_ref()).context("releasing the server")
+                });
             if let Err(e) = released {
                 let _ = kill(child, Signal::SIGKILL);
                 let _ = nix::sys::wait::waitpid(child, None);
@@ -190,8 +220,16 @@ unsafe fn gate_recv(fd: libc::c_int) -> (isize, u8, libc::c_int) {
     (n, b, received)
 }
 
+/// The child's signal listener descriptor number (`None`: no signal filter).
+fn read_listener(gate: &std::os::fd::OwnedFd) -> anyhow::Result<Option<u32>> {
+    let mut b = [0u8; 4];
+    let mut f = File::from(gate.try_clone().context("gate")?);
+    std::io::Read::read_exact(&mut f, &mut b).context("the server did not start (signal filter)")?;
+    Ok(u32::try_from(i32::from_ne_bytes(b)).ok())
+}
+
 /// Registers the child; returns the write ceiling to apply (`None`: not confined).
-fn register(l: &Launch, child: Pid) -> anyhow::Result<Option<crate::landlock::Ceiling>> {
+fn register(l: &Launch, child: Pid, signal_notifier: Option<u32>) -> anyhow::Result<Option<crate::landlock::Ceiling>> {
     let mut command = l.argv.clone();
     command[0] = l.bin.display().to_string();
     let op = Op::Register(Register {
@@ -204,6 +242,7 @@ fn register(l: &Launch, child: Pid) -> anyhow::Result<Option<crate::landlock::Ce
         // The child installs the guard filter after the gate opens, before `execv`.
         sealed: true,
         write_ceiling: l.write_ceiling.clone(),
+        signal_notifier,
     });
     // After a kill, processes the old server left behind may still hold the session for a
     // moment (they are being killed by `kill_leftovers`): retry briefly.

@@ -7,6 +7,7 @@
 //! - `memfd-exec SRC`: copies SRC into a new memfd, prints `ino <INO> dev <ST_DEV>` of the memfd,
 //!   then `fexecve`s it.
 //! - `io-uring`: calls io_uring_setup(2); `raw-syscall [--wait] NR...`: see [`raw_syscalls`].
+//! - `pidfd-signal`: see [`pidfd_signal`].
 //! - `net OP TARGET [OP TARGET...]`: socket operations, one line each (`OP TARGET ok` or
 //!   `OP TARGET errno N`): see [`net`].
 #![no_main]
@@ -291,6 +292,27 @@ fn setxattr(path: &str) -> c_int {
     0
 }
 
+/// `pidfd-signal`: `pidfd_send_signal(pidfd of itself, 0)`; prints `pidfd_send_signal ok` or
+/// `pidfd_send_signal errno N`.
+fn pidfd_signal() -> c_int {
+    // SAFETY: plain syscalls on our own process.
+    let r = unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0);
+        if fd < 0 {
+            say(&format!("pidfd_open errno {}", *libc::__errno_location()));
+            return 1;
+        }
+        libc::syscall(libc::SYS_pidfd_send_signal, fd, 0, std::ptr::null::<u8>(), 0)
+    };
+    if r == 0 {
+        say("pidfd_send_signal ok");
+    } else {
+        // SAFETY: errno of the call above.
+        say(&format!("pidfd_send_signal errno {}", unsafe { *libc::__errno_location() }));
+    }
+    0
+}
+
 #[unsafe(no_mangle)]
 extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     let args: Vec<String> = (0..usize::try_from(argc).unwrap_or(0))
@@ -304,6 +326,7 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
         [cmd, rest @ ..] if cmd == "raw-syscall" && !rest.is_empty() => raw_syscalls(rest),
         [cmd, rest @ ..] if cmd == "net" && !rest.is_empty() => net(rest),
         [cmd, path] if cmd == "setxattr" => setxattr(path),
+        [cmd] if cmd == "pidfd-signal" => pidfd_signal(),
         _ => {
             eprintln!("usage: mcpg-helper thread-open PATH | memfd-exec SRC | io-uring | raw-syscall [--wait] NR...");
             64

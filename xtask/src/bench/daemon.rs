@@ -117,6 +117,7 @@ impl Daemon {
             cgroup: false,
             sealed: false,
             write_ceiling: None,
+            signal_notifier: None,
         }))?;
         Ok(())
     }
