@@ -18,6 +18,7 @@ mod profile;
 mod programs;
 mod report;
 mod seccomp;
+mod signal;
 mod stats;
 mod workload;
 
@@ -206,6 +207,7 @@ pub fn run(a: &Args) -> Result<()> {
         }
         if want("latency") {
             rep["latency"] = latency::run(&ctx, &mut d)?;
+            rep["latency"]["signal"] = signal::run(&ctx, &mut d)?;
         }
         if want("events") {
             rep["events"] = events::run(&ctx, &mut d, ctx.profile)?;

@@ -257,6 +257,19 @@ pub fn render(rep: &Value, t: &Tables) -> String {
             );
         }
         s.push('\n');
+        let g = &rep["latency"]["signal"];
+        if g.is_object() {
+            let _ = writeln!(
+                s,
+                "Signal in a launched session (`kill(self, 0)`, backend {}): {} ns per call vs {} ns run directly ({}x, IQR {}-{})\n",
+                g["backend"].as_str().unwrap_or("?"),
+                f(&g["launched_ns"], 0),
+                f(&g["direct_ns"], 0),
+                f(&g["ratio"]["median"], 1),
+                f(&g["ratio"]["q1"], 1),
+                f(&g["ratio"]["q3"], 1)
+            );
+        }
     }
     if rep["events"].is_object() {
         let e = &rep["events"];

@@ -39,6 +39,9 @@ pub enum Kind {
     ProbeParent,
     /// Forks `iters` processes that block until stdin closes (sessions for the memory test).
     Sleepers,
+    /// `kill(getpid(), 0)` in a loop (signal.rs: decided by the daemon in a launched session on
+    /// the kill backend).
+    Signal,
 }
 
 #[derive(clap::Args, Debug)]
@@ -116,6 +119,17 @@ pub fn run(a: &Args) -> Result<()> {
             timed(a, || connect_close(&sa))?
         }
         Kind::ConnectOnce => connect_once(&addr()?),
+        Kind::Signal => {
+            // SAFETY: plain syscalls.
+            let me = unsafe { libc::getpid() };
+            timed(a, || {
+                // SAFETY: signal 0 to ourselves: a permission and existence probe.
+                if unsafe { libc::kill(me, 0) } != 0 {
+                    bail!("kill(self, 0): {}", std::io::Error::last_os_error());
+                }
+                Ok(())
+            })?
+        }
         Kind::Paced => paced(&path()?, a.rate, a.secs)?,
         Kind::ProbeParent => return probe_parent(),
         Kind::Sleepers => return sleepers(a.iters),
