@@ -96,7 +96,7 @@ impl std::fmt::Display for LoadTime {
     }
 }
 
-const ALL_MAPS: [&str; 11] = [
+const ALL_MAPS: [&str; 15] = [
     c::MAP_PROCS,
     c::MAP_CGROUPS,
     c::MAP_SESSIONS,
@@ -108,6 +108,10 @@ const ALL_MAPS: [&str; 11] = [
     c::MAP_EVENTS,
     c::MAP_COUNTERS,
     c::MAP_CONF,
+    c::MAP_ARGV,
+    c::MAP_ARGV_LIT,
+    c::MAP_ENV_EXEMPT,
+    c::MAP_ENV_NAMES,
 ];
 
 /// The eBPF object built by `build.rs`.
@@ -138,11 +142,24 @@ pub struct Engine {
     paths: HashMap<MapData, ObjKey, u32>,
     net: LpmTrie<MapData, NetKeyData, NetPorts>,
     unix: HashMap<MapData, UnixKey, u32>,
+    argv: HashMap<MapData, ObjKey, c::ArgvRules>,
+    argv_lit: HashMap<MapData, c::ArgKey, u32>,
+    env_exempt: HashMap<MapData, u32, u32>,
     /// The kill backend's Unix address programs are attached (Linux 6.7+).
     unix_addr: bool,
     counters: PerCpuArray<MapData, u64>,
     conf: Array<MapData, Conf>,
     events: Option<RingBuf<MapData>>,
+}
+
+/// The code-injecting variable names as the kernel compares them (`cmdline.rs`).
+fn fill_env_names(ebpf: &mut Ebpf) -> Result<(), EngineError> {
+    let map = ebpf.map_mut(c::MAP_ENV_NAMES).ok_or(EngineError::MissingMap { map: c::MAP_ENV_NAMES })?;
+    let mut names: HashMap<&mut MapData, c::EnvKey, u32> = HashMap::try_from(map).map_err(map_err(c::MAP_ENV_NAMES))?;
+    for (i, n) in c::INJECTION_ENV.iter().enumerate() {
+        names.insert(c::env_pattern(n).0, 1u32 << i, 0).map_err(map_err(c::MAP_ENV_NAMES))?;
+    }
+    Ok(())
 }
 
 fn links_dir(pin: &Path) -> PathBuf {
@@ -193,6 +210,7 @@ impl Engine {
         let mut ebpf = loader.load(OBJECT)?;
         let t_object = t0.elapsed();
 
+        fill_env_names(&mut ebpf)?;
         let (backend, mut links, probes) = crate::loader::attach(&mut ebpf, &aya_btf, opts)?;
         let net_cgroup = crate::loader::net_cgroup(opts)?;
         let (net_links, unix_addr) = crate::loader::attach_net(&mut ebpf, backend, &net_cgroup)?;
@@ -237,6 +255,9 @@ impl Engine {
             paths: HashMap::try_from(take(&mut ebpf, c::MAP_PATHS)?).map_err(map_err(c::MAP_PATHS))?,
             net: LpmTrie::try_from(take(&mut ebpf, c::MAP_NET)?).map_err(map_err(c::MAP_NET))?,
             unix: HashMap::try_from(take(&mut ebpf, c::MAP_UNIX)?).map_err(map_err(c::MAP_UNIX))?,
+            argv: HashMap::try_from(take(&mut ebpf, c::MAP_ARGV)?).map_err(map_err(c::MAP_ARGV))?,
+            argv_lit: HashMap::try_from(take(&mut ebpf, c::MAP_ARGV_LIT)?).map_err(map_err(c::MAP_ARGV_LIT))?,
+            env_exempt: HashMap::try_from(take(&mut ebpf, c::MAP_ENV_EXEMPT)?).map_err(map_err(c::MAP_ENV_EXEMPT))?,
             unix_addr,
             counters: PerCpuArray::try_from(take(&mut ebpf, c::MAP_COUNTERS)?).map_err(map_err(c::MAP_COUNTERS))?,
             conf: Array::try_from(take(&mut ebpf, c::MAP_CONF)?).map_err(map_err(c::MAP_CONF))?,
@@ -295,6 +316,9 @@ impl Engine {
             paths: HashMap::try_from(open(c::MAP_PATHS)?).map_err(map_err(c::MAP_PATHS))?,
             net: LpmTrie::try_from(open(c::MAP_NET)?).map_err(map_err(c::MAP_NET))?,
             unix: HashMap::try_from(open(c::MAP_UNIX)?).map_err(map_err(c::MAP_UNIX))?,
+            argv: HashMap::try_from(open(c::MAP_ARGV)?).map_err(map_err(c::MAP_ARGV))?,
+            argv_lit: HashMap::try_from(open(c::MAP_ARGV_LIT)?).map_err(map_err(c::MAP_ARGV_LIT))?,
+            env_exempt: HashMap::try_from(open(c::MAP_ENV_EXEMPT)?).map_err(map_err(c::MAP_ENV_EXEMPT))?,
             unix_addr,
             counters: PerCpuArray::try_from(open(c::MAP_COUNTERS)?).map_err(map_err(c::MAP_COUNTERS))?,
             conf: Array::try_from(open(c::MAP_CONF)?).map_err(map_err(c::MAP_CONF))?,
@@ -552,7 +576,20 @@ impl Engine {
             let key = crate::net::unix_key(grant, name).map_err(|e| EngineError::Grant { msg: e.to_string() })?;
             self.unix.insert(key, 1, 0).map_err(map_err(c::MAP_UNIX))?;
         }
+        for obj in &g.argv {
+            let (key, rules, lits) = crate::cmdline::kernel_form(grant, obj);
+            for (k, mask) in lits {
+                self.argv_lit.insert(k, mask, 0).map_err(map_err(c::MAP_ARGV_LIT))?;
+            }
+            self.argv.insert(key, rules, 0).map_err(map_err(c::MAP_ARGV))?;
+        }
         Ok(())
+    }
+
+    /// The next exec of `tgid` is not checked for code-injecting environment (the launched
+    /// program's own exec: its environment is the MCP client's configuration).
+    pub fn exempt_env_once(&mut self, tgid: u32) -> Result<(), EngineError> {
+        self.env_exempt.insert(tgid, 1, 0).map_err(map_err(c::MAP_ENV_EXEMPT))
     }
 
     /// Removes a grant's entries (after no session refers to it any more).
@@ -570,6 +607,13 @@ impl Engine {
         for name in &g.unix_names {
             if let Ok(key) = crate::net::unix_key(grant, name) {
                 let _ = self.unix.remove(&key);
+            }
+        }
+        for obj in &g.argv {
+            let (key, _, lits) = crate::cmdline::kernel_form(grant, obj);
+            let _ = self.argv.remove(&key);
+            for (k, _) in lits {
+                let _ = self.argv_lit.remove(&k);
             }
         }
         if !g.unix_names.is_empty()

@@ -129,7 +129,8 @@ fn grant_error(e: GrantError) -> ProtoError {
         GrantError::PathMissing { .. }
         | GrantError::NotAbsolute { .. }
         | GrantError::Net { .. }
-        | GrantError::UnixSocket { .. } => ErrorCode::PolicyError,
+        | GrantError::UnixSocket { .. }
+        | GrantError::Cmdline { .. } => ErrorCode::PolicyError,
     };
     err(code, e.to_string())
 }
@@ -137,6 +138,7 @@ fn grant_error(e: GrantError) -> ProtoError {
 fn compile(spec: &GrantSpec) -> Result<kgrant::KernelGrant, ProtoError> {
     let exec: Vec<(PathBuf, Option<String>)> = spec.exec.iter().map(|e| (e.path.clone(), e.sha256.clone())).collect();
     let mut g = kgrant::compile(&exec, &spec.read, &spec.write).map_err(grant_error)?;
+    kgrant::add_cmdline(&mut g, &spec.exec).map_err(grant_error)?;
     kgrant::add_paths(&mut g, &spec.metadata, mcpguard_common::ACCESS_WRITE | mcpguard_common::ACCESS_METADATA)
         .map_err(grant_error)?;
     kgrant::compile_net(&mut g, &spec.connect, &spec.listen, &mut crate::net::system_resolver).map_err(grant_error)?;
@@ -212,7 +214,9 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
         Some(b) => resolve_policy(b, &d.cfg.policy_dirs)?.0.instantiate(&r.vars)?,
         None => GrantSpec::inline(Vec::new(), Vec::new(), Vec::new(), Mode::Deny, None)?,
     };
-    spec.exec.push(ExecRule { path: PathBuf::from(cmd), sha256: None });
+    // Any command line: the client's configuration is the session's to give (task grants confine
+    // what the server runs later).
+    spec.exec.push(ExecRule { path: PathBuf::from(cmd), inline_code: true, ..Default::default() });
     // The ceiling covers whatever the baseline may write, whatever the launcher asked for.
     // Roots are kept resolved (symlinks), as grant paths are, so that the containment check of
     // later grants compares like with like; Landlock resolves them the same way.
@@ -308,6 +312,14 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
             return Err(err(ErrorCode::BadRequest, format!("cannot govern pid {}: {e}", r.pid)));
         }
     };
+    // The launched program's own exec carries the MCP client's environment, which is the
+    // session's to give: not checked for code-injecting variables (that one exec only).
+    if (r.sealed || (r.cgroup && peer.pid == Some(r.pid)))
+        && let Err(e) = eng.exempt_env_once(r.pid)
+    {
+        drop_session(&mut eng, &session);
+        return Err(err(ErrorCode::KernelError, e.to_string()));
+    }
     if let Some(fd) = r.signal_notifier {
         // Taken while the launcher waits for this answer, before the program's first instruction.
         match crate::signals::take_listener(r.pid, fd) {
@@ -683,7 +695,7 @@ mod tests {
 
     fn spec(name: &str, exec: &[&str], read: &[&str], mode: Mode) -> GrantSpec {
         let mut s = GrantSpec::inline(
-            exec.iter().map(|p| ExecRule { path: PathBuf::from(p), sha256: None }).collect(),
+            exec.iter().map(|p| ExecRule { path: PathBuf::from(p), sha256: None, ..Default::default() }).collect(),
             read.iter().map(PathBuf::from).collect(),
             Vec::new(),
             mode,

@@ -29,6 +29,8 @@ pub enum GrantError {
     NotAbsolute { path: PathBuf },
     #[error("network target `{target}`: {msg}")]
     Net { target: String, msg: String },
+    #[error("exec `{path}`: {msg}")]
+    Cmdline { path: PathBuf, msg: String },
     #[error("unix socket `{path}` cannot be granted: {msg}")]
     UnixSocket { path: PathBuf, msg: String },
 }
@@ -134,6 +136,10 @@ pub struct KernelGrant {
     /// For display: each connect/listen target as granted, with what it resolved to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub net_names: Vec<(String, Vec<String>)>,
+    /// Command-line rules of approved binaries (`cmdline.rs`); a binary not listed runs with
+    /// any command line and no code-injecting environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub argv: Vec<crate::cmdline::ArgvObject>,
 }
 
 /// JSON object keys must be strings: the object map is stored as a list of pairs.
@@ -253,6 +259,25 @@ pub fn compile(
         }
     }
     Ok(g)
+}
+
+/// Compiles the command-line rules of the exec entries `rules` (already resolved into `g.exec`
+/// by [`compile`], matched by requested path).
+pub fn add_cmdline(g: &mut KernelGrant, rules: &[crate::policy::ExecRule]) -> Result<(), GrantError> {
+    let mut by_obj: BTreeMap<FileId, Vec<crate::cmdline::ArgvRule>> = BTreeMap::new();
+    for r in rules {
+        let Some(obj) = g.exec.iter().find(|e| e.path == r.path) else { continue };
+        let rule = crate::cmdline::entry_rule(&obj.resolved, r.args.as_deref(), r.inline_code, &r.env)
+            .map_err(|msg| GrantError::Cmdline { path: r.path.clone(), msg })?;
+        by_obj.entry(obj.id).or_default().push(rule);
+    }
+    for (id, rules) in by_obj {
+        let path = g.exec.iter().find(|e| e.id == id).map(|e| e.path.clone()).unwrap_or_default();
+        if let Some(rules) = crate::cmdline::object_rules(rules).map_err(|msg| GrantError::Cmdline { path, msg })? {
+            g.argv.push(crate::cmdline::ArgvObject { id, rules });
+        }
+    }
+    Ok(())
 }
 
 /// Adds `bits` on the objects `paths` name (e.g. `ACCESS_WRITE | ACCESS_METADATA`).

@@ -4,6 +4,7 @@ pub mod backend;
 pub mod btf;
 pub mod cgroup;
 pub mod client;
+pub mod cmdline;
 pub mod daemon;
 pub mod dns;
 pub mod doctor;

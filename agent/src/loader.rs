@@ -16,7 +16,11 @@ use crate::engine::{Backend, EngineError, EngineOptions, Probe};
 pub const LIFECYCLE_PROGS: [(&str, &str); 2] =
     [(c::PROG_FORK, "sched_process_fork"), (c::PROG_EXIT, "sched_process_exit")];
 /// Kill backend: exec BTF tracepoint...
-pub const KILL_BTF_PROGS: [(&str, &str); 1] = [(c::PROG_EXEC, "sched_process_exec")];
+pub const KILL_BTF_PROGS: [(&str, &str); 2] =
+    [(c::PROG_EXEC, "sched_process_exec"), (c::PROG_CMDLINE, "sched_process_exec")];
+/// Deny backends: the command line of an exec their hook approved, after its point of no return
+/// (on the kill backend it is in `KILL_BTF_PROGS`).
+pub const DENY_BTF_PROGS: [(&str, &str); 1] = [(c::PROG_CMDLINE, "sched_process_exec")];
 /// ...and syscall tracepoints: (program, tracepoint name in category `syscalls`). Like the guard
 /// syscalls, these are attached only while something is governed (`lazy.rs`).
 pub const KILL_TP_PROGS: [(&str, &str); 7] = [
@@ -71,11 +75,13 @@ pub fn backend_programs(b: Backend) -> Vec<&'static str> {
     match b {
         Backend::Kill => v.extend(KILL_BTF_PROGS.iter().map(|(p, _)| *p)),
         Backend::Lsm => {
+            v.extend(DENY_BTF_PROGS.iter().map(|(p, _)| *p));
             v.extend(LSM_PROGS.iter().map(|(p, _)| *p));
             v.extend(c::PATH_HOOKS.iter().filter(|h| h.4).map(|h| h.0));
             v.extend(c::NET_HOOKS.iter().map(|h| h.0));
         }
         Backend::FmodRet => {
+            v.extend(DENY_BTF_PROGS.iter().map(|(p, _)| *p));
             v.extend(crate::fmodret::FMOD_PROGS.iter().map(|(p, _)| *p));
             v.extend(c::PATH_HOOKS.iter().filter(|h| h.4).map(|h| h.2));
             v.extend(c::NET_HOOKS.iter().map(|h| h.2));
@@ -292,6 +298,9 @@ fn try_backend(ebpf: &mut Ebpf, btf: &aya::Btf, b: Backend) -> Result<Vec<(&'sta
             for (prog, hook, _, _) in c::NET_HOOKS {
                 links.push((prog, AnyLink::Aya(lsm(ebpf, btf, prog, hook).map_err(|e| e.to_string())?)));
             }
+            for (prog, tp) in DENY_BTF_PROGS {
+                links.push((prog, AnyLink::Aya(btf_tp(ebpf, btf, prog, tp).map_err(|e| e.to_string())?)));
+            }
             lsm_self_test(ebpf)?; // on failure the links are dropped: detached
         }
         Backend::Kill => {
@@ -302,6 +311,9 @@ fn try_backend(ebpf: &mut Ebpf, btf: &aya::Btf, b: Backend) -> Result<Vec<(&'sta
         Backend::FmodRet => {
             for (prog, fd) in crate::fmodret::attach(crate::engine::OBJECT, ebpf, btf)? {
                 links.push((prog, AnyLink::Raw(fd)));
+            }
+            for (prog, tp) in DENY_BTF_PROGS {
+                links.push((prog, AnyLink::Aya(btf_tp(ebpf, btf, prog, tp).map_err(|e| e.to_string())?)));
             }
             lsm_self_test(ebpf).map_err(|_| "fmod_ret programs attached but never ran".to_string())?;
         }

@@ -334,7 +334,7 @@ fn main() -> anyhow::Result<()> {
             mode,
         } => {
             let inline = policy.is_none().then(|| InlineGrant {
-                exec: allow_exec.into_iter().map(|path| ExecRule { path, sha256: None }).collect(),
+                exec: allow_exec.into_iter().map(ExecRule::path).collect(),
                 read: allow_read,
                 write: allow_write,
                 metadata: allow_metadata,

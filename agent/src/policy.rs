@@ -64,12 +64,38 @@ impl FromStr for Mode {
 }
 
 /// A binary the task may execute, optionally pinned to a SHA-256 digest (lowercase hex).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecRule {
     pub path: PathBuf,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The command lines it may run with (`cmdline.rs`): one pattern per argument after
+    /// `argv[0]` (a literal, `*`, a final `**`); `None`: any (an interpreter: scripts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// An interpreter may run inline program text (`-c`, `-e`, ...).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inline_code: bool,
+    /// Code-injecting variables (`mcpguard_common::INJECTION_ENV`) it may be run with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+}
+
+impl ExecRule {
+    /// A binary with any command line (an interpreter: scripts only).
+    #[must_use]
+    pub fn path(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into(), ..Self::default() }
+    }
+
+    /// Checks what can be checked without the binary: patterns and variable names.
+    fn check_cmdline(&self) -> Result<(), String> {
+        if let Some(a) = &self.args {
+            crate::cmdline::parse_args(a)?;
+        }
+        crate::cmdline::env_bits(&self.env).map(drop)
+    }
 }
 
 /// A read or write rule; `path` is a template that may contain `${var}`.
@@ -311,7 +337,14 @@ fn check_exec(rule: &ExecRule, context: &str) -> Result<ExecRule, PolicyError> {
     if let Some(d) = rule.sha256.as_ref().filter(|d| !is_valid_sha256(d)) {
         return Err(PolicyError::BadDigest { context: context.to_string(), value: d.clone() });
     }
-    Ok(ExecRule { path, sha256: rule.sha256.clone() })
+    let out = ExecRule { path, ..rule.clone() };
+    out.check_cmdline().map_err(|message| PolicyError::Invalid {
+        origin: context.to_string(),
+        line: None,
+        field: "args".into(),
+        message,
+    })?;
+    Ok(out)
 }
 
 fn push_unique<T: PartialEq>(v: &mut Vec<T>, item: T) {
@@ -377,6 +410,12 @@ struct RawExec {
     path: Spanned<String>,
     #[serde(default)]
     sha256: Option<Spanned<String>>,
+    #[serde(default)]
+    args: Option<Vec<String>>,
+    #[serde(default)]
+    inline_code: bool,
+    #[serde(default)]
+    env: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -506,7 +545,24 @@ impl Policy {
                 }
                 d => d.as_ref().map(|d| d.get_ref().clone()),
             };
-            exec.push(ExecRule { path, sha256 });
+            let rule = ExecRule { path, sha256, args: e.args.clone(), inline_code: e.inline_code, env: e.env.clone() };
+            // Patterns are checked with placeholders for their variables (values come later).
+            let mut probe = rule.clone();
+            if let Some(a) = &mut probe.args {
+                for (j, x) in a.iter_mut().enumerate() {
+                    let pieces = template_pieces(x)
+                        .map_err(|m| cx.invalid(Some(e.path.span()), format!("exec[{i}].args[{j}]"), m))?;
+                    if let Some((_, v)) = pieces.iter().find(|(is_var, v)| *is_var && !vars.contains_key(*v)) {
+                        let msg = format!("`${{{v}}}` is not declared in [vars]");
+                        return Err(cx.invalid(Some(e.path.span()), format!("exec[{i}].args[{j}]"), msg));
+                    }
+                    if pieces.iter().any(|(is_var, _)| *is_var) {
+                        *x = "v".into();
+                    }
+                }
+            }
+            probe.check_cmdline().map_err(|m| cx.invalid(Some(e.path.span()), format!("exec[{i}]"), m))?;
+            exec.push(rule);
         }
 
         let mut used = BTreeSet::new();
@@ -669,7 +725,13 @@ impl Policy {
         }
         let mut exec = Vec::new();
         for e in &self.exec {
-            push_unique(&mut exec, e.clone());
+            let mut e = e.clone();
+            if let Some(a) = &mut e.args {
+                for x in a.iter_mut() {
+                    *x = substitute(x, &values).map_err(|var| PolicyError::MissingVar { policy: policy(), var })?;
+                }
+            }
+            push_unique(&mut exec, e);
         }
         Ok(GrantSpec {
             policy_name: self.name.clone(),
@@ -786,7 +848,15 @@ impl GrantSpec {
                 (Some(x), Some(y)) if x != y => continue, // conflicting pins: nothing satisfies both
                 (x, y) => x.clone().or_else(|| y.clone()),
             };
-            push_unique(&mut exec, ExecRule { path: a.path.clone(), sha256 });
+            // Command lines: the constrained side; two different constraints are not intersected
+            // (nothing runs: fail closed).
+            let args = match (&a.args, &b.args) {
+                (Some(x), Some(y)) if x != y => continue,
+                (x, y) => x.clone().or_else(|| y.clone()),
+            };
+            let env = a.env.iter().filter(|e| b.env.contains(e)).cloned().collect();
+            let inline_code = a.inline_code && b.inline_code;
+            push_unique(&mut exec, ExecRule { path: a.path.clone(), sha256, args, inline_code, env });
         }
         let paths = |xs: &[PathBuf], ys: &[PathBuf]| {
             let mut out = Vec::new();

@@ -531,7 +531,7 @@ mod tests {
         full.tool = Some("git_status".into());
         full.call_id = Some("call-1".into());
         let inline = InlineGrant {
-            exec: vec![ExecRule { path: "/usr/bin/git".into(), sha256: Some("a".repeat(64)) }],
+            exec: vec![ExecRule { path: "/usr/bin/git".into(), sha256: Some("a".repeat(64)), ..Default::default() }],
             read: vec!["/srv/r".into()],
             write: vec!["/tmp/x".into()],
             metadata: vec!["/tmp/x".into()],

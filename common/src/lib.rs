@@ -39,6 +39,16 @@ pub const MAP_NET: &str = "MCPG_NET";
 /// [`UnixKey`] -> u32 (1): abstract Unix socket names a grant may reach, and (for the kill
 /// backend's address programs, which see only the address) the paths of granted Unix sockets.
 pub const MAP_UNIX: &str = "MCPG_UNIX";
+/// Command-line rules of an approved binary in a grant: [`ObjKey`] -> [`ArgvRules`].
+pub const MAP_ARGV: &str = "MCPG_ARGV";
+/// Literal arguments of those rules: [`ArgKey`] -> mask of the rules the argument satisfies.
+pub const MAP_ARGV_LIT: &str = "MCPG_ARGVLIT";
+/// [`INJECTION_ENV`] names as the kernel compares them: [`EnvKey`] (`NAME=` masked to its
+/// length) -> the name's bit. Filled by the agent at load.
+pub const MAP_ENV_NAMES: &str = "MCPG_ENVNAMES";
+/// Processes whose next exec is not checked for injected environment (the launched program's
+/// own exec: the MCP client's environment is the session's to give): tgid -> 1.
+pub const MAP_ENV_EXEMPT: &str = "MCPG_ENVEXEMPT";
 
 /// Read-only global holding [`Offsets`] (set at load time from the running kernel's BTF).
 pub const GLOBAL_OFFSETS: &str = "MCPG_OFFSETS";
@@ -47,6 +57,8 @@ pub const GLOBAL_OFFSETS: &str = "MCPG_OFFSETS";
 pub const PROG_FORK: &str = "mcpg_fork";
 pub const PROG_EXIT: &str = "mcpg_exit";
 pub const PROG_EXEC: &str = "mcpg_exec";
+/// Deny backends: the command line and environment of an approved exec (`sched_process_exec`).
+pub const PROG_CMDLINE: &str = "mcpg_cmdline";
 pub const PROG_OPENAT: &str = "mcpg_openat";
 pub const PROG_OPEN: &str = "mcpg_open";
 pub const PROG_OPENAT2: &str = "mcpg_openat2";
@@ -238,6 +250,14 @@ pub const REASON_NONE: u32 = 6;
 pub const REASON_OTHER_PROCESS: u32 = 7;
 /// A signal to a process outside the sender's session.
 pub const REASON_SIGNAL_OUTSIDE_SESSION: u32 = 8;
+/// An exec whose command line no rule of the approving grant names.
+pub const REASON_ARGS_NOT_GRANTED: u32 = 9;
+/// An interpreter given inline program text (or options before its script) without
+/// `inline_code = true`.
+pub const REASON_INLINE_CODE: u32 = 10;
+/// An exec carrying a variable that makes the program load code chosen by its caller
+/// ([`INJECTION_ENV`]) that the rule does not allow.
+pub const REASON_ENV_INJECTION: u32 = 11;
 pub const REASON_COUNT: u32 = 16;
 
 /// Network grant kinds ([`NetKeyData::kind`], and `access` of network events).
@@ -313,9 +333,105 @@ pub const fn reason_name(reason: u32) -> &'static str {
         REASON_NONE => "none",
         REASON_OTHER_PROCESS => "other_process",
         REASON_SIGNAL_OUTSIDE_SESSION => "signal_outside_session",
+        REASON_ARGS_NOT_GRANTED => "args_not_granted",
+        REASON_INLINE_CODE => "inline_code",
+        REASON_ENV_INJECTION => "env_injection",
         _ => "unknown",
     }
 }
+
+// ------------------------------------------------------------------------------------------------
+// Command lines (exec `args`, interpreters, injected environment)
+// ------------------------------------------------------------------------------------------------
+/// Arguments after `argv[0]` a rule can name one by one; a rule ending in `**` accepts any
+/// number beyond its fixed ones. A command line longer than a rule without `**` allows fails it.
+pub const ARGV_POSITIONS: usize = 8;
+/// Rules (alternatives) per approved binary and grant.
+pub const ARGV_RULES: usize = 16;
+/// Bytes of a literal argument kept in [`ArgKey`] (one NUL always follows): longer literals are
+/// refused when the grant is compiled; a longer argument matches only `*`.
+pub const ARGV_LITERAL_LEN: usize = 128;
+/// Bytes of one argument or environment string examined; a longer one fails the exec
+/// (`unresolved`), never passes it.
+pub const ARGV_STRING_MAX: usize = 4096;
+/// Environment strings examined; an exec with more fails (`unresolved`).
+pub const ENV_STRINGS_MAX: u32 = 256;
+/// Variables that make a program load code chosen by whoever sets them, refused in a governed
+/// exec unless the rule names them (`env = [...]`). Bit `i` of [`ArgvRules::env_allow`] is
+/// entry `i`. Names are at most 15 bytes (the kernel compares `NAME=` as 16 bytes).
+pub const INJECTION_ENV: [&str; 14] = [
+    "LD_PRELOAD",
+    "LD_AUDIT",
+    "LD_LIBRARY_PATH",
+    "PYTHONPATH",
+    "PYTHONSTARTUP",
+    "PYTHONHOME",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "BASH_ENV",
+    "ENV",
+    "PERL5OPT",
+    "RUBYOPT",
+    "GIT_SSH_COMMAND",
+    "GIT_EXEC_PATH",
+];
+
+/// The first 16 bytes of an environment string (little-endian words) through its first `=`,
+/// zero after it: `NAME=` of an [`INJECTION_ENV`] entry matches exactly.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EnvKey {
+    pub w: [u64; 2],
+}
+
+/// `NAME=` of `name` as an [`EnvKey`], and the mask of its length.
+#[must_use]
+pub const fn env_pattern(name: &str) -> (EnvKey, EnvKey) {
+    let b = name.as_bytes();
+    let (mut k, mut m) = (EnvKey { w: [0; 2] }, EnvKey { w: [0; 2] });
+    let mut i = 0;
+    while i <= b.len() && i < 16 {
+        let byte = if i < b.len() { b[i] } else { b'=' };
+        k.w[i / 8] |= (byte as u64) << ((i % 8) * 8);
+        m.w[i / 8] |= 0xff << ((i % 8) * 8);
+        i += 1;
+    }
+    (k, m)
+}
+
+/// Command-line rules of one approved binary in one grant (bit `r` of each mask is rule `r`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArgvRules {
+    /// Rules present.
+    pub rules: u32,
+    /// Rules that are interpreter script-only rules (their failure is `inline_code`).
+    pub script_only: u32,
+    /// Per position: rules that accept any argument there (`*`, or past their `**`).
+    pub wild: [u32; ARGV_POSITIONS],
+    /// Per position: rules that accept any argument there not starting with `-`.
+    pub nonopt: [u32; ARGV_POSITIONS],
+    /// Index k (arguments after argv[0]): rules of exactly k arguments without `**`.
+    pub len_eq: [u32; 16],
+    /// Index k: rules with `**` and at most k fixed arguments.
+    pub rest_le: [u32; 16],
+    /// Per rule: [`INJECTION_ENV`] entries it allows.
+    pub env_allow: [u32; ARGV_RULES],
+}
+const _: () = assert!(size_of::<ArgvRules>() == 8 + 4 * (2 * ARGV_POSITIONS + 32 + ARGV_RULES));
+
+/// A literal argument at `pos` of the rules of an approved binary in a grant.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgKey {
+    pub grant: u64,
+    pub dev: u32,
+    pub pos: u32,
+    pub ino: u64,
+    /// The argument's bytes, zero-padded (so the terminating NUL is implied).
+    pub bytes: [u8; ARGV_LITERAL_LEN],
+}
+const _: () = assert!(size_of::<ArgKey>() == 24 + ARGV_LITERAL_LEN);
 
 // ------------------------------------------------------------------------------------------------
 // Map keys and values
@@ -578,9 +694,18 @@ pub struct Offsets {
     pub unix_peer: u32,
     pub unix_address_len: u32,
     pub unix_address_name: u32,
+    /// `task_struct.mm`, `mm_struct.arg_start/arg_end/env_start/env_end` (the new image's
+    /// command line and environment at `sched_process_exec`), `linux_binprm.argc/envc`.
+    pub task_mm: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub mm_env_start: u32,
+    pub mm_env_end: u32,
+    pub binprm_argc: u32,
+    pub binprm_envc: u32,
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<Offsets>() == 61 * 4);
+const _: () = assert!(size_of::<Offsets>() == 68 * 4);
 
 #[cfg(feature = "user")]
 mod user {
@@ -590,6 +715,9 @@ mod user {
     // SAFETY: all of these are #[repr(C)], Copy, contain only integers and arrays of integers,
     // and have explicit padding fields, so any bit pattern is valid.
     unsafe impl aya::Pod for ProcEntry {}
+    unsafe impl aya::Pod for super::ArgvRules {}
+    unsafe impl aya::Pod for super::ArgKey {}
+    unsafe impl aya::Pod for super::EnvKey {}
     unsafe impl aya::Pod for SessionState {}
     unsafe impl aya::Pod for ObjKey {}
     unsafe impl aya::Pod for Fingerprint {}

@@ -76,7 +76,7 @@ pub struct Verdict {
 
 impl Verdict {
     #[inline(always)]
-    const fn allow(grant: u64) -> Self {
+    pub const fn allow(grant: u64) -> Self {
         Self { allow: true, reason: REASON_NONE, grant }
     }
     #[inline(always)]
@@ -91,19 +91,19 @@ pub fn grant_in_force(st: &SessionState) -> u64 {
 }
 
 #[inline(always)]
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     // SAFETY: helper without arguments.
     unsafe { bpf_ktime_get_boot_ns() }
 }
 
-enum ExecMatch {
+pub(crate) enum ExecMatch {
     Allowed,
     Changed,
     Missing,
 }
 
 #[inline(always)]
-fn exec_lookup(grant: u64, obj: Obj, inode: Kptr) -> Result<ExecMatch, Unresolved> {
+pub(crate) fn exec_lookup(grant: u64, obj: Obj, inode: Kptr) -> Result<ExecMatch, Unresolved> {
     let key = ObjKey { grant, dev: obj.dev, _pad: 0, ino: obj.ino };
     // SAFETY: value read by value.
     let Some(approved) = (unsafe { EXEC.get(&key) }) else {

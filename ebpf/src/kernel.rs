@@ -67,6 +67,13 @@ pub static MCPG_OFFSETS: Offsets = Offsets {
     unix_peer: 0,
     unix_address_len: 0,
     unix_address_name: 0,
+    task_mm: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+    mm_env_start: 0,
+    mm_env_end: 0,
+    binprm_argc: 0,
+    binprm_envc: 0,
     _pad: 0,
 };
 

@@ -3,10 +3,13 @@
 //! Layout: `maps.rs` (every map, documented), `kernel.rs` (reads of kernel structs through the
 //! BTF-derived offsets), `decide.rs` (the decision logic shared by every backend), `report.rs`
 //! (events and counters), `programs.rs` (kill-backend entry points), `lsm.rs` (BPF-LSM and
-//! fmod_ret entry points for exec, open, mmap and signals), `paths.rs` (their path operations), `net.rs` (network and Unix sockets, every backend).
+//! fmod_ret entry points for exec, open, mmap and signals), `paths.rs` (their path operations), `net.rs` (network and Unix sockets, every backend),
+//! `cmdline.rs` (the command line and environment of a governed exec, every backend).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+#[cfg(target_arch = "bpf")]
+mod cmdline;
 #[cfg(target_arch = "bpf")]
 mod decide;
 #[cfg(target_arch = "bpf")]

@@ -14,6 +14,9 @@
 //! | MCPG_EVENTS    | ring buffer of Event                                        | agent          |
 //! | MCPG_COUNTERS  | per-CPU u64 counters, `counter_index` / COUNTER_LOST       | agent (metrics)|
 //! | MCPG_CONF      | 0          | Conf           | agent                       | every hook     |
+//! | MCPG_ARGV      | ObjKey     | ArgvRules      | agent (before the swap)     | exec (cmdline) |
+//! | MCPG_ARGVLIT   | ArgKey     | rule mask u32  | agent (before the swap)     | exec (cmdline) |
+//! | MCPG_ENVEXEMPT | tgid u32   | u32            | agent (register)            | exec (cmdline) |
 //!
 //! Lifetime: PROCS entries live from registration/fork until the thread group dies
 //! (`sched_process_exit` with `signal->live == 0`). Grant entries are keyed by grant id and are
@@ -23,8 +26,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use mcpguard_common::{
-    COUNTER_SLOTS, Conf, EVENTS_BYTES, Fingerprint, MAX_CGROUPS, MAX_EXEC_ENTRIES, MAX_NET_ENTRIES, MAX_PATH_ENTRIES,
-    MAX_PROCS, MAX_SESSIONS, MAX_UNIX_ENTRIES, NameKey, NetKeyData, NetPorts, ObjKey, ProcEntry, SessionState, UnixKey,
+    ArgKey, ArgvRules, COUNTER_SLOTS, Conf, EVENTS_BYTES, Fingerprint, MAX_CGROUPS, MAX_EXEC_ENTRIES, MAX_NET_ENTRIES,
+    MAX_PATH_ENTRIES, MAX_PROCS, MAX_SESSIONS, MAX_UNIX_ENTRIES, NameKey, NetKeyData, NetPorts, ObjKey, ProcEntry,
+    SessionState, UnixKey,
 };
 
 #[map(name = "MCPG_PROCS")]
@@ -64,3 +68,35 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 
 #[map(name = "MCPG_CONF")]
 pub static CONF: Array<Conf> = Array::with_max_entries(1, 0);
+
+#[map(name = "MCPG_ARGV")]
+pub static ARGV: HashMap<ObjKey, ArgvRules> = HashMap::with_max_entries(MAX_EXEC_ENTRIES, 0);
+
+#[map(name = "MCPG_ARGVLIT")]
+pub static ARGV_LIT: HashMap<ArgKey, u32> = HashMap::with_max_entries(MAX_EXEC_ENTRIES, 0);
+
+#[map(name = "MCPG_ENVNAMES")]
+pub static ENV_NAMES: HashMap<mcpguard_common::EnvKey, u32> = HashMap::with_max_entries(64, 0);
+
+#[map(name = "MCPG_ENVEXEMPT")]
+pub static ENV_EXEMPT: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PROCS, 0);
+
+/// Per-CPU room for one argument or environment string of the exec being decided (too large for
+/// the BPF stack).
+#[repr(C)]
+pub struct StrScratch {
+    pub bytes: [u8; mcpguard_common::ARGV_STRING_MAX],
+    pub key: ArgKey,
+    /// Loop results kept in map memory, whose contents the verifier does not track: the states
+    /// after a loop left at different iterations are then the same state.
+    pub found: u32,
+    /// 1: the environment was read to its end; 2: a string failed or was too long.
+    pub state: u32,
+    /// The user address being read, and the argument rules still alive (map memory too).
+    pub addr: u64,
+    pub alive: u32,
+    pub _pad: u32,
+}
+
+#[map(name = "MCPG_STRSCR")]
+pub static STR_SCRATCH: PerCpuArray<StrScratch> = PerCpuArray::with_max_entries(1, 0);

@@ -144,6 +144,27 @@ pub fn mcpg_exec(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Every backend: the new image's command line and environment, after the exec's point of no
+/// return (the exec itself was decided by `mcpg_exec` on the kill backend, by
+/// `bprm_check_security` with EPERM on the deny backends); a refusal kills the image before its
+/// first instruction (`cmdline.rs`). A program of its own: the verifier's budget is per program.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn mcpg_cmdline(ctx: BtfTracePointContext) -> i32 {
+    let Some(g) = governed(current_tgid()) else { return 0 };
+    let Some(st) = g.state else { return 0 }; // no grant: the exec itself was refused
+    let bprm: Kptr = ctx.arg(2);
+    // Through map memory: every way the decision went reaches the report as one state (the
+    // report's path walk is verified once, not once per reason and grant).
+    let Some(v) = crate::cmdline::settle(crate::cmdline::decide_cmdline(&st, bprm, current_tgid())) else {
+        return 0;
+    };
+    if !v.allow {
+        let pos = report_pos(rd_ptr(bprm, off!(binprm_file)).unwrap_or(core::ptr::null()));
+        enforce(&g, v, HOOK_EXEC, 0, Report { pos, ..blank() });
+    }
+    0
+}
+
 #[inline(always)]
 const fn blank() -> Report {
     Report { session: 0, grant: 0, hook: 0, action: 0, reason: 0, access: 0, pos: None, target: 0, addr: Addr::NONE }

@@ -136,6 +136,23 @@ impl Kernel {
         (id, g)
     }
 
+    /// [`Kernel::grant`] from exec rules with command lines (`args`, `inline_code`, `env`).
+    pub fn grant_rules(&mut self, exec: &[mcpguard::policy::ExecRule], read: &[PathBuf]) -> (u64, KernelGrant) {
+        let paths: Vec<(PathBuf, Option<String>)> = exec.iter().map(|e| (e.path.clone(), None)).collect();
+        let mut dedup: Vec<(PathBuf, Option<String>)> = Vec::new();
+        for p in paths {
+            if !dedup.contains(&p) {
+                dedup.push(p);
+            }
+        }
+        let mut g = kgrant::compile(&dedup, read, &[]).expect("compile grant");
+        kgrant::add_cmdline(&mut g, exec).expect("compile command lines");
+        let id = unique_id();
+        self.engine.install_grant(id, &g).expect("install grant");
+        self.grants.push((id, g.clone()));
+        (id, g)
+    }
+
     /// [`Kernel::grant`] with network targets (`connect`: `tcp://...`, `unix:...`; `listen`).
     pub fn grant_net(
         &mut self,

@@ -248,10 +248,7 @@ impl ToolsPolicy {
         let exec = spec
             .exec
             .iter()
-            .map(|e| ExecRule {
-                path: e.path.clone(),
-                sha256: e.sha256.clone().or_else(|| self.approved.get(&e.path).cloned()),
-            })
+            .map(|e| ExecRule { sha256: e.sha256.clone().or_else(|| self.approved.get(&e.path).cloned()), ..e.clone() })
             .collect();
         CallGrant {
             inline: InlineGrant {

@@ -143,7 +143,7 @@ fn instantiate_rejects_bad_values() {
 
 #[test]
 fn inline_grants_validate() {
-    let exec = vec![ExecRule { path: "/usr/bin//git".into(), sha256: None }];
+    let exec = vec![ExecRule { path: "/usr/bin//git".into(), sha256: None, ..Default::default() }];
     let g = GrantSpec::inline(exec, vec!["/srv/a/./b/".into(), "/srv/a/b".into()], vec![], Mode::Audit, None).unwrap();
     assert_eq!(g.policy_name, "inline");
     assert_eq!(g.exec[0].path, Path::new("/usr/bin/git"));
@@ -155,7 +155,7 @@ fn inline_grants_validate() {
     assert_has(&bad("/a/../b"), &["`..`"]);
     let e = GrantSpec::inline(vec![], vec![], vec!["/x\n".into()], Mode::Deny, None).unwrap_err();
     assert_has(&e.to_string(), &["inline grant write[0]", "control"]);
-    let digest = vec![ExecRule { path: "/bin/x".into(), sha256: Some("abc".into()) }];
+    let digest = vec![ExecRule { path: "/bin/x".into(), sha256: Some("abc".into()), ..Default::default() }];
     let e = GrantSpec::inline(digest, vec![], vec![], Mode::Deny, None).unwrap_err();
     assert_has(&e.to_string(), &["exec[0]", "sha256 `abc`"]);
 }
@@ -168,9 +168,9 @@ fn intersect_takes_the_narrower_grant() {
         mode: Mode::Deny,
         ttl: Some(Duration::from_secs(600)),
         exec: vec![
-            ExecRule { path: "/usr/bin/git".into(), sha256: None },
-            ExecRule { path: "/usr/bin/ls".into(), sha256: pin("a") },
-            ExecRule { path: "/usr/bin/cat".into(), sha256: None },
+            ExecRule { path: "/usr/bin/git".into(), sha256: None, ..Default::default() },
+            ExecRule { path: "/usr/bin/ls".into(), sha256: pin("a"), ..Default::default() },
+            ExecRule { path: "/usr/bin/cat".into(), sha256: None, ..Default::default() },
         ],
         read: vec!["/srv/repo".into(), "/etc/gitconfig".into()],
         write: vec!["/srv/repo".into()],
@@ -180,9 +180,9 @@ fn intersect_takes_the_narrower_grant() {
     };
     let call = GrantSpec::inline(
         vec![
-            ExecRule { path: "/usr/bin/git".into(), sha256: pin("b") },
-            ExecRule { path: "/usr/bin/ls".into(), sha256: pin("c") },
-            ExecRule { path: "/usr/bin/sh".into(), sha256: None },
+            ExecRule { path: "/usr/bin/git".into(), sha256: pin("b"), ..Default::default() },
+            ExecRule { path: "/usr/bin/ls".into(), sha256: pin("c"), ..Default::default() },
+            ExecRule { path: "/usr/bin/sh".into(), sha256: None, ..Default::default() },
         ],
         vec!["/srv/repo/src".into(), "/srv".into(), "/srv/repo2".into(), "/etc".into()],
         vec!["/srv/repo/.git".into(), "/tmp".into()],
@@ -194,7 +194,7 @@ fn intersect_takes_the_narrower_grant() {
     assert_eq!(g.policy_name, "git&inline");
     assert_eq!(g.mode, Mode::Kill);
     assert_eq!(g.ttl, Some(Duration::from_secs(30)));
-    assert_eq!(g.exec, [ExecRule { path: "/usr/bin/git".into(), sha256: pin("b") }]);
+    assert_eq!(g.exec, [ExecRule { path: "/usr/bin/git".into(), sha256: pin("b"), ..Default::default() }]);
     assert_eq!(g.read, [PathBuf::from("/srv/repo/src"), "/srv/repo".into(), "/etc/gitconfig".into()]);
     assert_eq!(g.write, [PathBuf::from("/srv/repo/.git")]);
     // Symmetric in content, idempotent, TTL falls back to the one that is set.

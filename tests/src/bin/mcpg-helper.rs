@@ -292,6 +292,57 @@ fn setxattr(path: &str) -> c_int {
     0
 }
 
+/// `race-exec PROG GOOD BAD N`: N times, forks a child in which a second thread keeps rewriting
+/// the argument buffer between GOOD and BAD while the first thread `execve`s `PROG BUFFER`; prints
+/// `exit CODE` or `signal SIG` per child. Whatever the kernel copied is what PROG runs with.
+fn race_exec(prog: &str, good: &str, bad: &str, n: u32) -> c_int {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let len = good.len().max(bad.len()) + 1;
+    let Ok(path) = CString::new(prog) else { return 2 };
+    for _ in 0..n {
+        // SAFETY: fork in a single-threaded process; the child only uses memory made here.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let buf: &'static mut [u8] = Box::leak(vec![0u8; len].into_boxed_slice());
+            buf[..good.len()].copy_from_slice(good.as_bytes());
+            let addr = buf.as_mut_ptr() as usize;
+            let (g, b) = (good.as_bytes().to_vec(), bad.as_bytes().to_vec());
+            static GO: AtomicBool = AtomicBool::new(false);
+            std::thread::spawn(move || {
+                let p = addr as *mut u8;
+                GO.store(true, Ordering::SeqCst);
+                loop {
+                    for src in [&b, &g] {
+                        // SAFETY: the leaked buffer outlives the process; races are the point.
+                        unsafe {
+                            std::ptr::write_bytes(p, 0, len);
+                            std::ptr::copy_nonoverlapping(src.as_ptr(), p, src.len());
+                        }
+                    }
+                }
+            });
+            while !GO.load(Ordering::SeqCst) {
+                std::hint::spin_loop();
+            }
+            let argv = [path.as_ptr(), addr as *const c_char, std::ptr::null()];
+            let envp = [std::ptr::null::<c_char>()];
+            // SAFETY: valid NUL-terminated arrays (the buffer always ends in NUL).
+            unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+            // SAFETY: plain exit.
+            unsafe { libc::_exit(127) };
+        }
+        let mut st = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(pid, &raw mut st, 0) };
+        if libc::WIFSIGNALED(st) {
+            say(&format!("signal {}", libc::WTERMSIG(st)));
+        } else {
+            say(&format!("exit {}", libc::WEXITSTATUS(st)));
+        }
+    }
+    0
+}
+
 /// `pidfd-signal`: `pidfd_send_signal(pidfd of itself, 0)`; prints `pidfd_send_signal ok` or
 /// `pidfd_send_signal errno N`.
 fn pidfd_signal() -> c_int {
@@ -327,6 +378,7 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
         [cmd, rest @ ..] if cmd == "net" && !rest.is_empty() => net(rest),
         [cmd, path] if cmd == "setxattr" => setxattr(path),
         [cmd] if cmd == "pidfd-signal" => pidfd_signal(),
+        [cmd, prog, good, bad, n] if cmd == "race-exec" => race_exec(prog, good, bad, n.parse().unwrap_or(1)),
         _ => {
             eprintln!("usage: mcpg-helper thread-open PATH | memfd-exec SRC | io-uring | raw-syscall [--wait] NR...");
             64

@@ -39,6 +39,7 @@ const TEE: &str = "/usr/bin/tee";
 const TRUE: &str = "/usr/bin/true";
 const SLEEP: &str = "/usr/bin/sleep";
 const SETSID: &str = "/usr/bin/setsid";
+const ECHO: &str = "/usr/bin/echo";
 /// Test helper programs (tests/src/bin/mcpg-helper.rs), built by cargo for this test.
 const HELPER: &str = env!("CARGO_BIN_EXE_mcpg-helper");
 
@@ -130,6 +131,7 @@ fn ppid_and_sid(pid: u32) -> (u32, u32) {
     (f[1].parse().unwrap(), f[3].parse().unwrap())
 }
 
+mod cmdline;
 mod contain;
 mod deny;
 mod identity;
