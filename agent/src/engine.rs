@@ -96,7 +96,7 @@ impl std::fmt::Display for LoadTime {
     }
 }
 
-const ALL_MAPS: [&str; 15] = [
+const ALL_MAPS: [&str; 16] = [
     c::MAP_PROCS,
     c::MAP_CGROUPS,
     c::MAP_SESSIONS,
@@ -112,6 +112,7 @@ const ALL_MAPS: [&str; 15] = [
     c::MAP_ARGV_LIT,
     c::MAP_ENV_EXEMPT,
     c::MAP_ENV_NAMES,
+    c::MAP_SESSION_ENV,
 ];
 
 /// The eBPF object built by `build.rs`.
@@ -145,6 +146,7 @@ pub struct Engine {
     argv: HashMap<MapData, ObjKey, c::ArgvRules>,
     argv_lit: HashMap<MapData, c::ArgKey, u32>,
     env_exempt: HashMap<MapData, u32, u32>,
+    session_env: HashMap<MapData, c::SessionEnvKey, u32>,
     /// The kill backend's Unix address programs are attached (Linux 6.7+).
     unix_addr: bool,
     counters: PerCpuArray<MapData, u64>,
@@ -258,6 +260,8 @@ impl Engine {
             argv: HashMap::try_from(take(&mut ebpf, c::MAP_ARGV)?).map_err(map_err(c::MAP_ARGV))?,
             argv_lit: HashMap::try_from(take(&mut ebpf, c::MAP_ARGV_LIT)?).map_err(map_err(c::MAP_ARGV_LIT))?,
             env_exempt: HashMap::try_from(take(&mut ebpf, c::MAP_ENV_EXEMPT)?).map_err(map_err(c::MAP_ENV_EXEMPT))?,
+            session_env: HashMap::try_from(take(&mut ebpf, c::MAP_SESSION_ENV)?)
+                .map_err(map_err(c::MAP_SESSION_ENV))?,
             unix_addr,
             counters: PerCpuArray::try_from(take(&mut ebpf, c::MAP_COUNTERS)?).map_err(map_err(c::MAP_COUNTERS))?,
             conf: Array::try_from(take(&mut ebpf, c::MAP_CONF)?).map_err(map_err(c::MAP_CONF))?,
@@ -319,6 +323,7 @@ impl Engine {
             argv: HashMap::try_from(open(c::MAP_ARGV)?).map_err(map_err(c::MAP_ARGV))?,
             argv_lit: HashMap::try_from(open(c::MAP_ARGV_LIT)?).map_err(map_err(c::MAP_ARGV_LIT))?,
             env_exempt: HashMap::try_from(open(c::MAP_ENV_EXEMPT)?).map_err(map_err(c::MAP_ENV_EXEMPT))?,
+            session_env: HashMap::try_from(open(c::MAP_SESSION_ENV)?).map_err(map_err(c::MAP_SESSION_ENV))?,
             unix_addr,
             counters: PerCpuArray::try_from(open(c::MAP_COUNTERS)?).map_err(map_err(c::MAP_COUNTERS))?,
             conf: Array::try_from(open(c::MAP_CONF)?).map_err(map_err(c::MAP_CONF))?,
@@ -540,6 +545,11 @@ impl Engine {
     /// (not once per removal: each sync walks the process map).
     pub fn end_session(&mut self, session: u64) {
         let _ = self.sessions.remove(&session);
+        let keys: Vec<c::SessionEnvKey> =
+            self.session_env.keys().filter_map(Result::ok).filter(|k| k.session == session).collect();
+        for k in keys {
+            let _ = self.session_env.remove(&k);
+        }
         for p in self.session_processes(session) {
             let _ = self.procs.remove(&p);
         }
@@ -584,6 +594,25 @@ impl Engine {
             self.argv.insert(key, rules, 0).map_err(map_err(c::MAP_ARGV))?;
         }
         Ok(())
+    }
+
+    /// The code-injecting entries (`NAME=value`) of `environ` (a process's environment, NUL
+    /// separated) are `session`'s to give: inherited unchanged they pass (`cmdline.rs`). Returns
+    /// the names remembered; an entry too long to remember is skipped (its children are checked).
+    pub fn remember_launch_env(&mut self, session: u64, environ: &[u8]) -> Result<Vec<String>, EngineError> {
+        let mut out = Vec::new();
+        for e in environ.split(|b| *b == 0).filter(|e| !e.is_empty()) {
+            let Some(eq) = e.iter().position(|b| *b == b'=') else { continue };
+            let Ok(name) = std::str::from_utf8(&e[..eq]) else { continue };
+            if !c::INJECTION_ENV.contains(&name) || e.len() >= c::SESSION_ENV_LEN {
+                continue;
+            }
+            let mut key = c::SessionEnvKey { session, bytes: [0; c::SESSION_ENV_LEN] };
+            key.bytes[..e.len()].copy_from_slice(e);
+            self.session_env.insert(key, 1, 0).map_err(map_err(c::MAP_SESSION_ENV))?;
+            out.push(name.to_owned());
+        }
+        Ok(out)
     }
 
     /// The next exec of `tgid` is not checked for code-injecting environment (the launched

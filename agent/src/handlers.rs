@@ -314,11 +314,19 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
     };
     // The launched program's own exec carries the MCP client's environment, which is the
     // session's to give: not checked for code-injecting variables (that one exec only).
-    if (r.sealed || (r.cgroup && peer.pid == Some(r.pid)))
-        && let Err(e) = eng.exempt_env_once(r.pid)
-    {
-        drop_session(&mut eng, &session);
-        return Err(err(ErrorCode::KernelError, e.to_string()));
+    // Its code-injecting variables, exactly as given, stay the session's to give in the
+    // processes that inherit them unchanged.
+    if r.sealed || (r.cgroup && peer.pid == Some(r.pid)) {
+        let environ = std::fs::read(format!("/proc/{}/environ", r.pid)).unwrap_or_default();
+        let kept = eng.exempt_env_once(r.pid).and_then(|()| eng.remember_launch_env(sid, &environ));
+        match kept {
+            Ok(names) if !names.is_empty() => log::info!("session {}: launched with {names:?}", r.session),
+            Ok(_) => {}
+            Err(e) => {
+                drop_session(&mut eng, &session);
+                return Err(err(ErrorCode::KernelError, e.to_string()));
+            }
+        }
     }
     if let Some(fd) = r.signal_notifier {
         // Taken while the launcher waits for this answer, before the program's first instruction.

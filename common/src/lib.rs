@@ -46,6 +46,9 @@ pub const MAP_ARGV_LIT: &str = "MCPG_ARGVLIT";
 /// [`INJECTION_ENV`] names as the kernel compares them: [`EnvKey`] (`NAME=` masked to its
 /// length) -> the name's bit. Filled by the agent at load.
 pub const MAP_ENV_NAMES: &str = "MCPG_ENVNAMES";
+/// Code-injecting environment entries a session was launched with, exactly (`NAME=value`):
+/// [`SessionEnvKey`] -> 1. Inherited unchanged, they are the session's to give.
+pub const MAP_SESSION_ENV: &str = "MCPG_SESSENV";
 /// Processes whose next exec is not checked for injected environment (the launched program's
 /// own exec: the MCP client's environment is the session's to give): tgid -> 1.
 pub const MAP_ENV_EXEMPT: &str = "MCPG_ENVEXEMPT";
@@ -399,6 +402,19 @@ pub const fn env_pattern(name: &str) -> (EnvKey, EnvKey) {
     (k, m)
 }
 
+/// Bytes of a launch environment entry kept in [`SessionEnvKey`] (with its NUL); a longer entry is
+/// not remembered (a child given it is refused unless the rule names the variable).
+pub const SESSION_ENV_LEN: usize = 248;
+
+/// One launch environment entry of a session, zero-padded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionEnvKey {
+    pub session: u64,
+    pub bytes: [u8; SESSION_ENV_LEN],
+}
+const _: () = assert!(size_of::<SessionEnvKey>() == 256);
+
 /// Command-line rules of one approved binary in one grant (bit `r` of each mask is rule `r`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -718,6 +734,7 @@ mod user {
     unsafe impl aya::Pod for super::ArgvRules {}
     unsafe impl aya::Pod for super::ArgKey {}
     unsafe impl aya::Pod for super::EnvKey {}
+    unsafe impl aya::Pod for super::SessionEnvKey {}
     unsafe impl aya::Pod for SessionState {}
     unsafe impl aya::Pod for ObjKey {}
     unsafe impl aya::Pod for Fingerprint {}

@@ -20,13 +20,14 @@
 use aya_ebpf::helpers::generated::bpf_probe_read_user_str;
 use mcpguard_common::{
     ARGV_LITERAL_LEN, ARGV_POSITIONS, ARGV_STRING_MAX, ArgvRules, ENV_STRINGS_MAX, EnvKey, ObjKey,
-    REASON_ARGS_NOT_GRANTED, REASON_ENV_INJECTION, REASON_INLINE_CODE, REASON_UNRESOLVED, SessionState,
+    REASON_ARGS_NOT_GRANTED, REASON_ENV_INJECTION, REASON_INLINE_CODE, REASON_UNRESOLVED, SESSION_ENV_LEN,
+    SessionState,
 };
 
 use crate::{
     decide::{ExecMatch, Verdict, exec_lookup, grant_in_force, now},
     kernel::{Kptr, Obj, Unresolved, current_task, inode_obj, off, rd, rd_ptr},
-    maps::{ARGV, ARGV_LIT, ENV_EXEMPT, ENV_NAMES, STR_SCRATCH, StrScratch},
+    maps::{ARGV, ARGV_LIT, ENV_EXEMPT, ENV_NAMES, SESSION_ENV, STR_SCRATCH, StrScratch},
 };
 
 /// All ones when `x == 0`, else 0, without a branch: the top bit of `x | -x` is set exactly when
@@ -75,7 +76,7 @@ fn user_str_len(s: &mut StrScratch, addr: u64) -> Result<u64, Unresolved> {
 /// track: every way through an iteration ends in the same state, so the verifier walks each
 /// iteration once instead of once per way the earlier ones went.
 #[inline(always)]
-fn injected_env(mm: Kptr) -> Result<u32, Unresolved> {
+fn injected_env(mm: Kptr, session: u64) -> Result<u32, Unresolved> {
     let start: u64 = rd(mm, off!(mm_env_start))?;
     let end: u64 = rd(mm, off!(mm_env_end))?;
     let s = scratch()?;
@@ -115,11 +116,13 @@ fn injected_env(mm: Kptr) -> Result<u32, Unresolved> {
             let p = s.bytes.as_ptr().cast::<u64>();
             (p.read_volatile(), p.add(1).read_volatile())
         };
-        // SAFETY: as above.
-        unsafe {
-            injected_names(found, w0, w1);
-            addr.write_volatile(a + n.max(1) as u64);
+        let bit = injected_names(w0, w1);
+        if bit != 0 && !launched_with(s, session, a) {
+            // SAFETY: as above.
+            unsafe { found.write_volatile(found.read_volatile() | bit) };
         }
+        // SAFETY: as above.
+        unsafe { addr.write_volatile(a + n.max(1) as u64) };
     }
     // SAFETY: as above.
     if unsafe { state.read_volatile() } == 1 { Ok(unsafe { found.read_volatile() }) } else { Err(Unresolved) }
@@ -138,9 +141,9 @@ const fn through_eq(w: u64) -> (u64, u64) {
 }
 
 /// [`INJECTION_ENV`] entries whose `NAME=` the 16 bytes `w0`, `w1` start with: the bytes through
-/// the first `=` as one exact key (`MCPG_ENVNAMES`), accumulated in map memory.
+/// the first `=` as one exact key (`MCPG_ENVNAMES`).
 #[inline(always)]
-fn injected_names(found: *mut u32, w0: u64, w1: u64) {
+fn injected_names(w0: u64, w1: u64) -> u32 {
     let (m0, t0) = through_eq(w0);
     let key = if t0 != 0 {
         EnvKey { w: [w0 & m0, 0] }
@@ -149,10 +152,29 @@ fn injected_names(found: *mut u32, w0: u64, w1: u64) {
         EnvKey { w: [w0, w1 & m1] }
     };
     // SAFETY: value read by value.
-    if let Some(bit) = unsafe { ENV_NAMES.get(&key) } {
-        // SAFETY: a field of our map value.
-        unsafe { found.write_volatile(found.read_volatile() | *bit) };
+    unsafe { ENV_NAMES.get(&key) }.copied().unwrap_or(0)
+}
+
+/// True when the entry at user address `a` is, byte for byte, one the session was launched with
+/// (`MCPG_SESSENV`): inherited unchanged, it is the session's to give.
+#[inline(always)]
+fn launched_with(s: &mut StrScratch, session: u64, a: u64) -> bool {
+    s.env_key.session = session;
+    let words = s.env_key.bytes.as_mut_ptr().cast::<u64>();
+    for i in 0..SESSION_ENV_LEN / 8 {
+        // SAFETY: within the key's bytes, 8-aligned.
+        unsafe { words.add(i).write_volatile(0) };
     }
+    // SAFETY: bounded copy into our map value.
+    let n = unsafe {
+        bpf_probe_read_user_str(
+            s.env_key.bytes.as_mut_ptr().cast(),
+            SESSION_ENV_LEN as u32,
+            a as *const core::ffi::c_void,
+        )
+    };
+    // SAFETY: value read by value.
+    n > 0 && n < SESSION_ENV_LEN as i64 && unsafe { SESSION_ENV.get(&s.env_key) }.is_some()
 }
 
 /// Rules of `cfg` that accept the new image's arguments (after argv[0]). Like the environment
@@ -269,15 +291,15 @@ pub fn settle(v: Verdict) -> Option<Verdict> {
 /// The command line and environment of the exec `bprm` by governed process `tgid`, under its
 /// session state. The binary itself was approved already (decided before, by the backend).
 #[inline(always)]
-pub fn decide_cmdline(st: &SessionState, bprm: Kptr, tgid: u32) -> Verdict {
-    match try_decide(st, bprm, tgid) {
+pub fn decide_cmdline(st: &SessionState, bprm: Kptr, tgid: u32, session: u64) -> Verdict {
+    match try_decide(st, bprm, tgid, session) {
         Ok(v) => v,
         Err(Unresolved) => Verdict::deny(REASON_UNRESOLVED, grant_in_force(st)),
     }
 }
 
 #[inline(always)]
-fn try_decide(st: &SessionState, bprm: Kptr, tgid: u32) -> Result<Verdict, Unresolved> {
+fn try_decide(st: &SessionState, bprm: Kptr, tgid: u32, session: u64) -> Result<Verdict, Unresolved> {
     let file = rd_ptr(bprm, off!(binprm_file))?;
     let inode = rd_ptr(file, off!(file_inode))?;
     let obj = inode_obj(inode)?;
@@ -289,7 +311,7 @@ fn try_decide(st: &SessionState, bprm: Kptr, tgid: u32) -> Result<Verdict, Unres
         let _ = ENV_EXEMPT.remove(&tgid);
         0
     } else {
-        injected_env(mm)?
+        injected_env(mm, session)?
     };
     // One state from here on, whichever way `env` was found (map memory is not tracked).
     let s = scratch()?;

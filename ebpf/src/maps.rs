@@ -78,6 +78,9 @@ pub static ARGV_LIT: HashMap<ArgKey, u32> = HashMap::with_max_entries(MAX_EXEC_E
 #[map(name = "MCPG_ENVNAMES")]
 pub static ENV_NAMES: HashMap<mcpguard_common::EnvKey, u32> = HashMap::with_max_entries(64, 0);
 
+#[map(name = "MCPG_SESSENV")]
+pub static SESSION_ENV: HashMap<mcpguard_common::SessionEnvKey, u32> = HashMap::with_max_entries(4096, 0);
+
 #[map(name = "MCPG_ENVEXEMPT")]
 pub static ENV_EXEMPT: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PROCS, 0);
 
@@ -96,6 +99,7 @@ pub struct StrScratch {
     pub addr: u64,
     pub alive: u32,
     pub _pad: u32,
+    pub env_key: mcpguard_common::SessionEnvKey,
 }
 
 #[map(name = "MCPG_STRSCR")]

@@ -155,7 +155,7 @@ pub fn mcpg_cmdline(ctx: BtfTracePointContext) -> i32 {
     let bprm: Kptr = ctx.arg(2);
     // Through map memory: every way the decision went reaches the report as one state (the
     // report's path walk is verified once, not once per reason and grant).
-    let Some(v) = crate::cmdline::settle(crate::cmdline::decide_cmdline(&st, bprm, current_tgid())) else {
+    let Some(v) = crate::cmdline::settle(crate::cmdline::decide_cmdline(&st, bprm, current_tgid(), g.session)) else {
         return 0;
     };
     if !v.allow {

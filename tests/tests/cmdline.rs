@@ -1,0 +1,75 @@
+//! Command lines through the real daemon: a policy whose `args` bind a variable, and the launch
+//! environment of a session (inherited unchanged it passes; changed, it is refused).
+use std::{
+    io::Read as _,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use mcpguard_tests::{Scratch, daemon::TestDaemon, daemon::mcpguard_bin, unique_id};
+
+fn wait_session(d: &TestDaemon, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = d.raw(br#"{"v":1,"op":"status"}"#);
+        if st["sessions"].as_array().is_some_and(|a| a.iter().any(|s| s["name"] == name)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "session {name} never appeared: {}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn policy_args_bind_variables_and_the_launch_environment_is_inherited_unchanged() {
+    let d = TestDaemon::start("cmdline", None, &[]);
+    let repo = Scratch::new("cmdline-repo");
+    let other = Scratch::new("cmdline-other");
+    let policy = "name = \"test-cmdline\"\nmode = \"deny\"\n[vars.repo]\nkind = \"path\"\n\
+        [[exec]]\npath = \"/usr/bin/true\"\nargs = [\"-C\", \"${repo}\", \"status\", \"**\"]\n\
+        [[exec]]\npath = \"/usr/bin/env\"\n[[read]]\npath = \"${repo}\"\n";
+    std::fs::write(d.dir.path("policies/test-cmdline.toml"), policy).unwrap();
+    let (r, o) = (repo.0.display(), other.0.display());
+    let script = format!(
+        "read x; /usr/bin/true -C {r} status -s; echo a=$?; /usr/bin/true -C {o} status; echo b=$?; \
+         /usr/bin/true status; echo c=$?; /usr/bin/env --version >&2; echo d=$?; \
+         PYTHONPATH=/tmp/changed /usr/bin/env --version >&2; echo e=$?; PYTHONPATH=/tmp/given /usr/bin/env --version >&2; echo f=$?; echo end"
+    );
+    let session = format!("cmdline-{}", unique_id());
+    let mut child = Command::new(mcpguard_bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["exec", "--session", &session, "--baseline", "test-baseline", "--", "/usr/bin/dash", "-c", &script])
+        .env_clear()
+        .env("PATH", "/usr/bin")
+        .env("PYTHONPATH", "/tmp/given")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_session(&d, &session);
+    let var = format!("repo={r}");
+    let out = d
+        .cmd()
+        .args(["grant", "--session", &session, "--task", "t1", "--policy", "test-cmdline", "--var", &var])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "grant: {}", String::from_utf8_lossy(&out.stderr));
+    use std::io::Write as _;
+    child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let st = child.wait().unwrap();
+    let mut stdout = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    assert!(st.success(), "{st:?} {stdout}");
+    // a: the bound repository; b: another one; c: no -C at all; d: `env` inherits PYTHONPATH as
+    // launched; e: changed, refused; f: set again to the launch value, passes.
+    for want in ["a=0", "b=137", "c=137", "d=0", "e=137", "f=0"] {
+        assert!(stdout.contains(want), "{want}: {stdout}\n{}", d.log());
+    }
+    let line = d.wait_audit(|l| l["session"] == session.as_str() && l["reason"] == "args_not_granted");
+    assert_eq!((line["hook"].as_str(), line["action"].as_str()), (Some("exec"), Some("killed")), "{line}");
+    assert_eq!(line["path"], "/usr/bin/true", "{line}");
+    let env = d.wait_audit(|l| l["session"] == session.as_str() && l["reason"] == "env_injection");
+    assert_eq!(env["path"], "/usr/bin/env", "{env}");
+}
