@@ -137,7 +137,12 @@ impl Kernel {
     }
 
     /// [`Kernel::grant`] from exec rules with command lines (`args`, `inline_code`, `env`).
-    pub fn grant_rules(&mut self, exec: &[mcpguard::policy::ExecRule], read: &[PathBuf]) -> (u64, KernelGrant) {
+    pub fn grant_rules(
+        &mut self,
+        exec: &[mcpguard::policy::ExecRule],
+        read: &[PathBuf],
+        write: &[PathBuf],
+    ) -> (u64, KernelGrant) {
         let paths: Vec<(PathBuf, Option<String>)> = exec.iter().map(|e| (e.path.clone(), None)).collect();
         let mut dedup: Vec<(PathBuf, Option<String>)> = Vec::new();
         for p in paths {
@@ -145,7 +150,7 @@ impl Kernel {
                 dedup.push(p);
             }
         }
-        let mut g = kgrant::compile(&dedup, read, &[]).expect("compile grant");
+        let mut g = kgrant::compile(&dedup, read, write).expect("compile grant");
         kgrant::add_cmdline(&mut g, exec).expect("compile command lines");
         let id = unique_id();
         self.engine.install_grant(id, &g).expect("install grant");

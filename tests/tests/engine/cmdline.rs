@@ -26,6 +26,7 @@ fn only_the_granted_command_lines_run() {
             rule(ECHO, Some(&["*"])),
         ],
         &[],
+        &[],
     );
     let session = k.session(base, task, LONG);
     let long = "x".repeat(5000);
@@ -67,7 +68,7 @@ fn only_the_granted_command_lines_run() {
 fn an_argument_rewritten_during_execve_cannot_pass() {
     let mut k = Kernel::shared();
     let base = k.baseline();
-    let (task, _) = k.grant_rules(&[ExecRule::path(HELPER), rule(ECHO, Some(&["status"]))], &[]);
+    let (task, _) = k.grant_rules(&[ExecRule::path(HELPER), rule(ECHO, Some(&["status"]))], &[], &[]);
     let session = k.session(base, task, LONG);
     let (st, out, _) = run(&mut k, session, &[HELPER, "race-exec", ECHO, "status", "push", "200"]);
     assert!(st.success(), "{st:?} {out}");
@@ -86,7 +87,7 @@ fn interpreters_run_scripts_only_unless_inline_code() {
     let script = dir.path("tool.sh");
     std::fs::write(&script, "echo from-script\n").unwrap();
     let base = k.baseline();
-    let (task, _) = k.grant_rules(&[runner(), ExecRule::path(s(&sh))], std::slice::from_ref(&dir.0));
+    let (task, _) = k.grant_rules(&[runner(), ExecRule::path(s(&sh))], std::slice::from_ref(&dir.0), &[]);
     let session = k.session(base, task, LONG);
     let (sh, sc) = (s(&sh), s(&script));
     let out = expect_runs(
@@ -109,7 +110,7 @@ fn interpreters_run_scripts_only_unless_inline_code() {
     let ev = k.wait_event(session, |d| d.hook == "exec" && d.reason == "inline_code");
     assert_eq!(ev.action, "killed", "{ev:#?}");
     // With inline_code the same interpreter runs inline text.
-    let (task2, _) = k.grant_rules(&[runner(), ExecRule { inline_code: true, ..ExecRule::path(sh) }], &[]);
+    let (task2, _) = k.grant_rules(&[runner(), ExecRule { inline_code: true, ..ExecRule::path(sh) }], &[], &[]);
     let session2 = k.session(base, task2, LONG);
     let out = expect_runs(&mut k, session2, &[DASH, "-c", &format!("{sh} -c 'echo inline'; echo b=$?")]);
     assert!(out.contains("inline\nb=0"), "{out}");
@@ -120,7 +121,7 @@ fn code_injecting_environment_is_refused_unless_named() {
     let mut k = Kernel::shared();
     let base = k.baseline();
     let allowed = ExecRule { env: vec!["PYTHONPATH".into()], ..rule(ECHO, None) };
-    let (task, _) = k.grant_rules(&[runner(), ExecRule::path(TRUE), allowed], &[]);
+    let (task, _) = k.grant_rules(&[runner(), ExecRule::path(TRUE), allowed], &[], &[]);
     let session = k.session(base, task, LONG);
     let script = format!(
         "LD_PRELOAD=/nonexistent.so {TRUE}; echo a=$?; NODE_OPTIONS='--require /tmp/x.js' {TRUE}; echo b=$?; \

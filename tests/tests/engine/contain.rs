@@ -162,8 +162,15 @@ fn preloaded_library_the_session_can_write_never_runs() {
     let mark = ws.path("mark");
     let env = "/usr/bin/env";
     let base = k.baseline();
-    let (task, _) =
-        k.grant(&[Path::new(env), Path::new(TRUE)], &[ws.0.clone(), ro.0.clone()], std::slice::from_ref(&ws.0));
+    // LD_PRELOAD is allowed for `true` (a code-injecting variable, refused unless named): what is
+    // decided here is the mapping of the library it names.
+    let preloaded =
+        mcpguard::policy::ExecRule { env: vec!["LD_PRELOAD".into()], ..mcpguard::policy::ExecRule::path(TRUE) };
+    let (task, _) = k.grant_rules(
+        &[mcpguard::policy::ExecRule::path(env), preloaded],
+        &[ws.0.clone(), ro.0.clone()],
+        std::slice::from_ref(&ws.0),
+    );
     let session = k.session(base, task, LONG);
     let mark_var = format!("MCPG_PRELOAD_MARK={}", mark.display());
 
