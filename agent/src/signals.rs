@@ -165,9 +165,21 @@ impl Host for Live<'_> {
     fn in_session(&self, tgid: u32) -> bool {
         // The same process before and after the look (a pid reused meanwhile is not a member).
         let before = crate::procs::start_ticks(tgid).ok();
-        let member = self.d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).process_session(tgid)
-            == Some(self.session);
-        member && before.is_some() && crate::procs::start_ticks(tgid).ok() == before
+        let member = |t: u32| {
+            self.d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).process_session(t)
+                == Some(self.session)
+        };
+        // An exited child not yet reaped (a zombie) has left the kernel's map; it receives
+        // nothing, and signalling it (GitPython terminates finished helpers) is the session's
+        // business when its parent is in the session.
+        let zombie_of_member = || {
+            let stat = std::fs::read_to_string(format!("/proc/{tgid}/stat")).unwrap_or_default();
+            let rest = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
+            let mut f = rest.split(' ');
+            f.next() == Some("Z") && f.next().and_then(|p| p.parse().ok()).is_some_and(member)
+        };
+        let inside = member(tgid) || zombie_of_member();
+        inside && before.is_some() && crate::procs::start_ticks(tgid).ok() == before
     }
 }
 

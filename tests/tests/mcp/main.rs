@@ -43,12 +43,16 @@ fn git_server_grant_per_call_outside_refused_binary_changed() {
     let std_roots = "roots = [\"/home\", \"/srv\", \"/tmp\", \"/work\"]";
     std::fs::create_dir_all(t.path("pol")).unwrap();
     policy_variant(&t.path("pol"), "mcp-baseline-git", &[("/usr/bin/git", gb)]);
-    policy_variant(&t.path("pol"), "mcp-git-repo", &[("/usr/bin/git", gb), (std_roots, &roots)]);
+    for tpl in ["mcp-git-status", "mcp-git-log"] {
+        policy_variant(&t.path("pol"), tpl, &[("/usr/bin/git", gb), (std_roots, &roots)]);
+    }
+    // git_diff_staged deliberately on git_status's template: its call may run `git status` only.
     let tools = t.path("pol/tools.toml");
     std::fs::write(
         &tools,
-        "ttl = \"30s\"\n[tools.git_status]\ntemplate = \"mcp-git-repo\"\nargs = { repo = \"repo_path\" }\n\
-         [tools.git_log]\ntemplate = \"mcp-git-repo\"\nargs = { repo = \"repo_path\" }\n",
+        "ttl = \"30s\"\n[tools.git_status]\ntemplate = \"mcp-git-status\"\nargs = { repo = \"repo_path\" }\n\
+         [tools.git_log]\ntemplate = \"mcp-git-log\"\nargs = { repo = \"repo_path\" }\n\
+         [tools.git_diff_staged]\ntemplate = \"mcp-git-status\"\nargs = { repo = \"repo_path\" }\n",
     )
     .unwrap();
     let venv = root.join(".mcp-venv");
@@ -73,6 +77,8 @@ fn git_server_grant_per_call_outside_refused_binary_changed() {
                 {"op": "shell", "cmd": status},
                 {"op": "call", "name": "git_status", "arguments": {"repo_path": other}},
                 {"op": "call", "name": "git_diff", "arguments": {"repo_path": app, "target": "HEAD"}},
+                {"op": "call", "name": "git_status", "arguments": {"repo_path": app}},
+                {"op": "call", "name": "git_diff_staged", "arguments": {"repo_path": app}},
                 // Replaced (rename over it): GitPython keeps `git cat-file` helpers running, so
                 // the file itself is busy.
                 {"op": "shell", "cmd": format!("cp {gb} {gb}.new && printf trojan >> {gb}.new && mv {gb}.new {gb}")},
@@ -95,15 +101,116 @@ fn git_server_grant_per_call_outside_refused_binary_changed() {
     assert!(steps[3]["error"]["message"].as_str().unwrap().contains("outside the allowed roots"));
     // A tool without a template never reaches the server.
     assert_eq!(error_reason(&steps[4]), "no_template", "{report}");
+    // Each tool runs the git command lines of its own template: git_status works; a tool whose
+    // call grant is git_status's cannot run `git diff` (the kernel ends git before it runs).
+    let text = steps[5]["result"]["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(text.contains("On branch"), "{report}");
+    assert!(
+        steps[6]["result"]["isError"] == true || steps[6].get("error").is_some(),
+        "git diff under git_status's grant must fail: {report}"
+    );
+    let refused = d.wait_audit(|l| l["session"] == "git1" && l["reason"] == "args_not_granted");
+    assert_eq!(
+        (refused["tool"].as_str(), refused["hook"].as_str()),
+        (Some("git_diff_staged"), Some("exec")),
+        "{refused}"
+    );
     // The approved git was modified after approval: the call's grant is refused.
-    assert_eq!(steps[5]["rc"], 0, "{report}");
-    assert_eq!(steps[6]["error"]["data"]["mcpguard"]["reason"], "binary_changed", "{report}");
-    assert!(steps[6]["error"]["message"].as_str().unwrap().contains(gb), "{report}");
+    assert_eq!(steps[7]["rc"], 0, "{report}");
+    assert_eq!(steps[8]["error"]["data"]["mcpguard"]["reason"], "binary_changed", "{report}");
+    assert!(steps[8]["error"]["message"].as_str().unwrap().contains(gb), "{report}");
     // Nothing the proxy refused produced a kernel decision, and git never ran unapproved.
-    assert!(d.audit().iter().all(|l| l["session"] != "git1"), "{:#?}", d.audit());
+    assert!(d.audit().iter().all(|l| l["session"] != "git1" || l["reason"] == "args_not_granted"), "{:#?}", d.audit());
     let calls: Vec<&Value> =
         report["sent"].as_array().unwrap().iter().filter(|m| m["method"] == "tools/call").collect();
-    assert_eq!(calls.len(), 4);
+    assert_eq!(calls.len(), 6);
+}
+
+/// Every mcp-server-git tool through the shipped tools file and per-tool templates (their git
+/// command lines measured from GitPython): each works on a real repository, and nothing the
+/// kernel refused.
+#[test]
+fn every_git_tool_works_with_its_shipped_template() {
+    let d = Daemon::start();
+    let root = setup();
+    let t = Scratch::new("mcpgitall");
+    let gitbin = t.copy_bin("/usr/bin/git", "git");
+    let repo = t.path("repos/app");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&["init", "-q"], &repo);
+    std::fs::write(repo.join("a.txt"), "hello\n").unwrap();
+    git(&["add", "a.txt"], &repo);
+    git(&["commit", "-qm", "first commit"], &repo);
+    std::fs::write(repo.join("b.txt"), "new\n").unwrap();
+    let gb = gitbin.to_str().unwrap();
+    let roots = format!("roots = [\"{}\"]", t.path("repos").display());
+    let std_roots = "roots = [\"/home\", \"/srv\", \"/tmp\", \"/work\"]";
+    std::fs::create_dir_all(t.path("pol/tools")).unwrap();
+    policy_variant(&t.path("pol"), "mcp-baseline-git", &[("/usr/bin/git", gb)]);
+    for e in std::fs::read_dir(root.join("policies")).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(tpl) = name.strip_prefix("mcp-git-").and_then(|n| n.strip_suffix(".toml")) {
+            policy_variant(&t.path("pol"), &format!("mcp-git-{tpl}"), &[("/usr/bin/git", gb), (std_roots, &roots)]);
+        }
+    }
+    // GitPython reads /etc/gitconfig in-process for a commit, when the host has one (see the
+    // template's comment).
+    if Path::new("/etc/gitconfig").exists() {
+        let p = t.path("pol/mcp-git-commit.toml");
+        let text = std::fs::read_to_string(&p).unwrap() + "\n[[read]]\npath = \"/etc/gitconfig\"\n";
+        std::fs::write(&p, text).unwrap();
+    }
+    let tools = t.path("pol/tools/mcp-git-tools.toml");
+    std::fs::copy(root.join("policies/tools/mcp-git-tools.toml"), &tools).unwrap();
+    let venv = root.join(".mcp-venv");
+    let args = d.exec_args(
+        "gitall",
+        &tools,
+        t.path("pol/mcp-baseline-git.toml").to_str().unwrap(),
+        &[format!("python_prefix={}", venv.display())],
+        &[venv.join("bin/python3").to_str().unwrap(), "-I", "-m", "mcp_server_git"],
+    );
+    // git_commit: GitPython chmods the objects it writes (see mcp-git-commit.toml).
+    let mut args = args;
+    args.insert(3, "--allow-metadata".into());
+    let r = repo.display().to_string();
+    let calls = [
+        ("git_status", json!({})),
+        ("git_diff_unstaged", json!({})),
+        ("git_diff_staged", json!({})),
+        ("git_diff", json!({"target": "HEAD"})),
+        ("git_log", json!({})),
+        ("git_show", json!({"revision": "HEAD"})),
+        ("git_branch", json!({"branch_type": "local"})),
+        ("git_add", json!({"files": ["b.txt"]})),
+        ("git_commit", json!({"message": "second"})),
+        ("git_reset", json!({})),
+        ("git_create_branch", json!({"branch_name": "feat"})),
+        ("git_checkout", json!({"branch_name": "feat"})),
+    ];
+    let steps: Vec<Value> = std::iter::once(json!({"op": "list"}))
+        .chain(calls.iter().map(|(name, a)| {
+            let mut a = a.clone();
+            a["repo_path"] = json!(r);
+            json!({"op": "call", "name": name, "arguments": a})
+        }))
+        .collect();
+    let report = run_client(
+        &t,
+        json!({
+            "command": bin(), "args": args,
+            "env": env(&[("GIT_PYTHON_GIT_EXECUTABLE", gb), ("GIT_CONFIG_NOSYSTEM", "1"), ("GIT_CONFIG_GLOBAL", "/dev/null"),
+                         ("GIT_AUTHOR_NAME", "t"), ("GIT_AUTHOR_EMAIL", "t@example.org"),
+                         ("GIT_COMMITTER_NAME", "t"), ("GIT_COMMITTER_EMAIL", "t@example.org")]),
+            "steps": steps,
+        }),
+    );
+    for (i, (name, _)) in calls.iter().enumerate() {
+        let s = &report["steps"][i + 1];
+        assert_eq!(s["result"]["isError"], false, "{name}: {s}\naudit {:#?}", d.audit());
+    }
+    assert!(report["steps"][9]["result"]["content"][0]["text"].as_str().unwrap_or_default().contains("committed"));
+    assert!(d.audit().iter().all(|l| l["session"] != "gitall"), "{:#?}", d.audit());
 }
 
 /// server-filesystem started with a broad allowed directory, so only the kernel stands between
