@@ -105,6 +105,13 @@ pub fn run(a: &Args) -> Result<()> {
     if let Some(Internal::Workload(w)) = &a.internal {
         return workload::run(w);
     }
+    // The governed workloads inherit this environment: a code-injecting variable (cargo sets
+    // LD_LIBRARY_PATH) would get their execs refused (`env_injection`), which is not what is
+    // measured.
+    for n in mcpguard_common::INJECTION_ENV {
+        // SAFETY: single-threaded here (nothing started yet).
+        unsafe { std::env::remove_var(n) };
+    }
     for s in &a.only {
         if !SECTIONS.contains(&s.as_str()) {
             bail!("unknown section {s:?}; sections: {}", SECTIONS.join(", "));
