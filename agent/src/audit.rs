@@ -91,6 +91,10 @@ pub fn format_event(out: &mut Vec<u8>, scratch: &mut String, state: &State, ev: 
     if let Some(net) = events::net_field(ev) {
         field(out, "net", &net);
     }
+    if let Some((argv, truncated)) = events::argv_field(ev) {
+        field(out, "argv", &argv);
+        field(out, "argv_truncated", &truncated);
+    }
     field(out, "dev", &events::object_dev(ev));
     field(out, "ino", &events::object_ino(ev));
     scratch.clear();

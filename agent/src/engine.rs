@@ -615,6 +615,11 @@ impl Engine {
         Ok(out)
     }
 
+    /// Forgets an exemption [`Engine::exempt_env_once`] left unused (the process never exec'd).
+    pub fn clear_env_exempt(&mut self, tgid: u32) {
+        let _ = self.env_exempt.remove(&tgid);
+    }
+
     /// The next exec of `tgid` is not checked for code-injecting environment (the launched
     /// program's own exec: its environment is the MCP client's configuration).
     pub fn exempt_env_once(&mut self, tgid: u32) -> Result<(), EngineError> {

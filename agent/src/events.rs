@@ -48,6 +48,11 @@ pub struct Decision {
     /// Best-effort path (for display only; decisions are made on the object).
     pub path: Option<String>,
     pub path_truncated: bool,
+    /// An argv record: the refused command line (space-separated) and whether it was cut.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argv: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argv_truncated: Option<bool>,
 }
 
 /// The bytes of a NUL-terminated field, without the NUL.
@@ -103,7 +108,28 @@ fn is_net_hook(hook: u32) -> bool {
 
 /// The event's path slots hold an address or socket name, not a path.
 fn carries_addr(ev: &Event) -> bool {
-    is_net_hook(ev.hook) && ev.access != mcpguard_common::NET_UNIX
+    (is_net_hook(ev.hook) && ev.access != mcpguard_common::NET_UNIX) || is_argv(ev)
+}
+
+/// A record carrying a refused command line (it follows the exec event it belongs to).
+fn is_argv(ev: &Event) -> bool {
+    ev.hook == mcpguard_common::HOOK_EXEC && ev.access == mcpguard_common::EXEC_ARGV
+}
+
+/// The refused command line of an argv record (arguments separated by spaces, as far as it
+/// was kept) and whether it was cut short.
+#[must_use]
+pub fn argv_field(ev: &Event) -> Option<(String, bool)> {
+    if !is_argv(ev) {
+        return None;
+    }
+    let (depth, _) = path_parts(ev);
+    let whole = ev.dev as usize;
+    let kept = whole.min(depth * EVENT_NAME_LEN).min(mcpguard_common::EXEC_ARGV_BYTES);
+    let bytes: Vec<u8> = ev.path.iter().flatten().copied().take(kept).collect();
+    let bytes = bytes.strip_suffix(&[0]).unwrap_or(&bytes);
+    let text = bytes.split(|b| *b == 0).map(String::from_utf8_lossy).collect::<Vec<_>>().join(" ");
+    Some((text, whole > kept))
 }
 
 /// For network hooks, what was reached (see [`Decision::net`]).
@@ -239,6 +265,8 @@ impl Decision {
             ino: object_ino(ev),
             path: has_path.then_some(path),
             path_truncated: path_parts(ev).1,
+            argv: argv_field(ev).map(|(a, _)| a),
+            argv_truncated: argv_field(ev).map(|(_, t)| t),
         }
     }
 

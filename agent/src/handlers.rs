@@ -354,6 +354,8 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
 /// Removes a session's kernel state (session entry, grants, process entries).
 pub(crate) fn drop_session(eng: &mut Engine, s: &Session) {
     eng.end_session(s.id);
+    // An exemption the launched program never used must not pass to a later holder of its pid.
+    eng.clear_env_exempt(s.root_pid);
     for g in [&s.base, &s.task, &s.orchestrator].into_iter().flatten() {
         eng.remove_grant(g.id, &g.kernel);
     }

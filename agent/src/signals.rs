@@ -169,16 +169,12 @@ impl Host for Live<'_> {
             self.d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).process_session(t)
                 == Some(self.session)
         };
-        // An exited child not yet reaped (a zombie) has left the kernel's map; it receives
-        // nothing, and signalling it (GitPython terminates finished helpers) is the session's
-        // business when its parent is in the session.
-        let zombie_of_member = || {
-            let stat = std::fs::read_to_string(format!("/proc/{tgid}/stat")).unwrap_or_default();
-            let rest = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
-            let mut f = rest.split(' ');
-            f.next() == Some("Z") && f.next().and_then(|p| p.parse().ok()).is_some_and(member)
-        };
-        let inside = member(tgid) || zombie_of_member();
+        // A child of a member that has left the kernel's map is one of the session's exiting or
+        // exited-but-unreaped children (every child of a governed process is governed from its
+        // fork; the exit hook removes it before it is a zombie). Signalling it reaches nothing
+        // outside the session (GitPython terminates its finished helpers).
+        let child_of_member = || crate::procs::stat(tgid).is_ok_and(|(ppid, _)| member(ppid));
+        let inside = member(tgid) || child_of_member();
         inside && before.is_some() && crate::procs::start_ticks(tgid).ok() == before
     }
 }

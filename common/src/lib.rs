@@ -415,6 +415,12 @@ pub struct SessionEnvKey {
 }
 const _: () = assert!(size_of::<SessionEnvKey>() == 256);
 
+/// `access` of an exec event that carries the refused command line in its path slots (argv[0]
+/// and the arguments, NUL-separated, at most [`EXEC_ARGV_BYTES`]; `dev` is the whole command
+/// line's length, so a reader can tell it was truncated). Follows the exec event it belongs to.
+pub const EXEC_ARGV: u32 = 1;
+pub const EXEC_ARGV_BYTES: usize = 256;
+
 /// Command-line rules of one approved binary in one grant (bit `r` of each mask is rule `r`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
