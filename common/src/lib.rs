@@ -417,7 +417,8 @@ const _: () = assert!(size_of::<SessionEnvKey>() == 256);
 
 /// `access` of an exec event that carries the refused command line in its path slots (argv[0]
 /// and the arguments, NUL-separated, at most [`EXEC_ARGV_BYTES`]; `dev` is the whole command
-/// line's length, so a reader can tell it was truncated). Follows the exec event it belongs to.
+/// line's length, so a reader can tell it was truncated). Not emitted yet: the agent decodes it
+/// (`events::argv_field`), the kernel side did not fit the 6.1 verifier's budget.
 pub const EXEC_ARGV: u32 = 1;
 pub const EXEC_ARGV_BYTES: usize = 256;
 

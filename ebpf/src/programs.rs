@@ -161,22 +161,6 @@ pub fn mcpg_cmdline(ctx: BtfTracePointContext) -> i32 {
     if !v.allow {
         let pos = report_pos(rd_ptr(bprm, off!(binprm_file)).unwrap_or(core::ptr::null()));
         enforce(&g, v, HOOK_EXEC, 0, Report { pos, ..blank() });
-        // The refused command line, as a record of its own right after (not counted again).
-        if let Some((bytes, len)) = crate::cmdline::argv_copy() {
-            let audit = g.state.is_some_and(|s| s.mode == MODE_AUDIT);
-            let action = if audit { ACTION_AUDITED } else { ACTION_KILLED };
-            let r = Report {
-                session: g.session,
-                grant: v.grant,
-                hook: HOOK_EXEC,
-                action,
-                reason: v.reason,
-                access: mcpguard_common::EXEC_ARGV,
-                addr: Addr::argv(bytes, len),
-                ..blank()
-            };
-            crate::report::emit_record(&r, Emitter::Tracepoint);
-        }
     }
     0
 }
