@@ -105,13 +105,6 @@ pub fn run(a: &Args) -> Result<()> {
     if let Some(Internal::Workload(w)) = &a.internal {
         return workload::run(w);
     }
-    // The governed workloads inherit this environment: a code-injecting variable (cargo sets
-    // LD_LIBRARY_PATH) would get their execs refused (`env_injection`), which is not what is
-    // measured.
-    for n in mcpguard_common::INJECTION_ENV {
-        // SAFETY: single-threaded here (nothing started yet).
-        unsafe { std::env::remove_var(n) };
-    }
     for s in &a.only {
         if !SECTIONS.contains(&s.as_str()) {
             bail!("unknown section {s:?}; sections: {}", SECTIONS.join(", "));
@@ -124,6 +117,13 @@ pub fn run(a: &Args) -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
     if cfg!(debug_assertions) && !a.no_rebuild {
         return reexec_release(&root);
+    }
+    // The governed workloads inherit this environment: a code-injecting variable (cargo sets
+    // LD_LIBRARY_PATH) would get their execs refused (`env_injection`), which is not what is
+    // measured. Only here, after any rebuild: the toolchain's own tools need LD_LIBRARY_PATH.
+    for n in mcpguard_common::INJECTION_ENV {
+        // SAFETY: single-threaded here (nothing started yet).
+        unsafe { std::env::remove_var(n) };
     }
     let exe = std::env::current_exe()?;
     let mcpguard = exe.with_file_name("mcpguard");
