@@ -110,6 +110,35 @@ impl TestDaemon {
         c
     }
 
+    /// The status entry of session `name`, once it is registered (bounded wait).
+    pub fn wait_session(&self, name: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let st = self.raw(br#"{"v":1,"op":"status"}"#);
+            if let Some(s) = st["sessions"].as_array().and_then(|a| a.iter().find(|s| s["name"] == name)) {
+                return s.clone();
+            }
+            assert!(Instant::now() < deadline, "session {name} never appeared: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `mcpguard exec` of a dash script under `test-baseline` (environment: PATH, LC_ALL and
+    /// `env`); stdin, stdout and stderr piped (scripts typically `read` a line before running).
+    pub fn launch(&self, session: &str, script: &str, env: &[(&str, &str)]) -> Child {
+        self.cmd()
+            .args(["exec", "--session", session, "--baseline", "test-baseline", "--", "/usr/bin/dash", "-c", script])
+            .env_clear()
+            .env("PATH", "/usr/bin")
+            .env("LC_ALL", "C")
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// Raw protocol exchange: one line out, one line back.
     pub fn raw(&self, line: &[u8]) -> Value {
         let mut s = UnixStream::connect(&self.socket).unwrap();

@@ -1,24 +1,8 @@
 //! Command lines through the real daemon: a policy whose `args` bind a variable, and the launch
 //! environment of a session (inherited unchanged it passes; changed, it is refused).
-use std::{
-    io::Read as _,
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::io::Read as _;
 
-use mcpguard_tests::{Scratch, daemon::TestDaemon, daemon::mcpguard_bin, unique_id};
-
-fn wait_session(d: &TestDaemon, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = d.raw(br#"{"v":1,"op":"status"}"#);
-        if st["sessions"].as_array().is_some_and(|a| a.iter().any(|s| s["name"] == name)) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "session {name} never appeared: {}", d.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use mcpguard_tests::{Scratch, daemon::TestDaemon, unique_id};
 
 #[test]
 fn policy_args_bind_variables_and_the_launch_environment_is_inherited_unchanged() {
@@ -36,19 +20,8 @@ fn policy_args_bind_variables_and_the_launch_environment_is_inherited_unchanged(
          PYTHONPATH=/tmp/changed /usr/bin/env --version >&2; echo e=$?; PYTHONPATH=/tmp/given /usr/bin/env --version >&2; echo f=$?; echo end"
     );
     let session = format!("cmdline-{}", unique_id());
-    let mut child = Command::new(mcpguard_bin())
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(["exec", "--session", &session, "--baseline", "test-baseline", "--", "/usr/bin/dash", "-c", &script])
-        .env_clear()
-        .env("PATH", "/usr/bin")
-        .env("PYTHONPATH", "/tmp/given")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_session(&d, &session);
+    let mut child = d.launch(&session, &script, &[("PYTHONPATH", "/tmp/given")]);
+    d.wait_session(&session);
     let var = format!("repo={r}");
     let out = d
         .cmd()

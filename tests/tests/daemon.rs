@@ -52,18 +52,6 @@ impl Daemon {
         v
     }
 
-    fn wait_session(&self, name: &str) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let st = self.status();
-            if let Some(s) = st["sessions"].as_array().unwrap().iter().find(|s| s["name"] == name) {
-                return s.clone();
-            }
-            assert!(Instant::now() < deadline, "session {name} never appeared: {}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
     /// Scrapes /metrics with curl (a real HTTP client) and parses the Prometheus text format.
     fn metrics(&self) -> Vec<(String, f64)> {
         let out = Command::new("curl").args(["-sf", &format!("http://{}/metrics", self.metrics)]).output().unwrap();
@@ -82,22 +70,6 @@ impl Daemon {
 
     fn metric(&self, series: &str) -> f64 {
         self.metrics().into_iter().find(|(s, _)| s == series).map_or(0.0, |(_, v)| v)
-    }
-
-    /// `mcpguard exec` a dash script that waits for a line on stdin before running.
-    fn launch(&self, session: &str, script: &str) -> Child {
-        Command::new(bin())
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(["exec", "--session", session, "--baseline", "test-baseline", "--", "/usr/bin/dash", "-c", script])
-            .env_clear()
-            .env("PATH", "/usr/bin")
-            .env("LC_ALL", "C")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
     }
 }
 
@@ -132,7 +104,7 @@ fn end_to_end_launch_grant_enforce_audit_metrics_status() {
         a = ws.path("a.txt").display(),
         s = outside.path("secret.txt").display()
     );
-    let mut child = d.launch("e2e", &script);
+    let mut child = d.launch("e2e", &script, &[]);
     let s = d.wait_session("e2e");
     assert_eq!(s["processes"].as_array().unwrap().len(), 1, "{s}");
     let out = d.cli(&[
@@ -241,7 +213,7 @@ fn governed_peers_and_unauthorised_uids_are_refused() {
 #[test]
 fn bad_input_is_refused_precisely_and_state_survives() {
     let d = Daemon::start();
-    let mut child = d.launch("bad", "read x; echo ok");
+    let mut child = d.launch("bad", "read x; echo ok", &[]);
     d.wait_session("bad");
     let ok = d.raw(br#"{"v":1,"op":"grant","session":"bad","task":"t","inline":{"read":["/tmp"]},"ttl":"5m"}"#);
     assert_eq!(ok["ok"], true, "{ok}");
@@ -290,7 +262,7 @@ fn restart_keeps_enforcement_state_and_counters() {
         "while read x; do /usr/bin/cat {a}; /usr/bin/cat /etc/hostname; echo round; done",
         a = ws.path("a.txt").display()
     );
-    let mut child = d.launch("rs", &script);
+    let mut child = d.launch("rs", &script, &[]);
     d.wait_session("rs");
     let out = d.cli(&[
         "grant",
@@ -456,7 +428,7 @@ fn restart_after_an_unsaved_change_follows_the_kernel() {
     let ws = Scratch::new("cws");
     std::fs::write(ws.path("a.txt"), "granted\n").unwrap();
     let script = format!("while read x; do /usr/bin/cat {}; echo round; done", ws.path("a.txt").display());
-    let mut child = d.launch("cs", &script);
+    let mut child = d.launch("cs", &script, &[]);
     d.wait_session("cs");
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut round = |child: &mut Child| -> bool {
@@ -556,7 +528,7 @@ fn network_grant_by_name_end_to_end() {
     let (gp, op) = (granted.local_addr().unwrap().port(), other.local_addr().unwrap().port());
     let helper = env!("CARGO_BIN_EXE_mcpg-helper");
     let script = format!("read x; {helper} net tcp-connect 127.0.0.1:{gp} tcp-connect 127.0.0.1:{op}");
-    let mut child = d.launch("net", &script);
+    let mut child = d.launch("net", &script, &[]);
     d.wait_session("net");
     let out = d.cli(&[
         "grant",

@@ -18,32 +18,6 @@ fn state(pid: u32) -> Option<char> {
     s[s.rfind(')')? + 2..].chars().next()
 }
 
-fn launch(d: &TestDaemon, session: &str, script: &str) -> Child {
-    Command::new(mcpguard_bin())
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(["exec", "--session", session, "--baseline", "test-baseline", "--", "/usr/bin/dash", "-c", script])
-        .env_clear()
-        .env("PATH", "/usr/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn wait_session(d: &TestDaemon, name: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = d.raw(br#"{"v":1,"op":"status"}"#);
-        if let Some(s) = st["sessions"].as_array().and_then(|a| a.iter().find(|s| s["name"] == name)) {
-            return s.clone();
-        }
-        assert!(Instant::now() < deadline, "session {name} never appeared: {}", d.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn finish(mut child: Child) -> (std::process::ExitStatus, String, String) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -75,8 +49,8 @@ fn a_launched_session_signals_only_its_own_processes() {
          kill -TERM -{o}; echo group=$?; kill -0 $$; echo self=$?; \
          /usr/bin/sleep 30 & c=$!; kill -TERM $c; wait $c; echo in=$?"
     );
-    let mut child = launch(&d, "sig", &script);
-    let s = wait_session(&d, "sig");
+    let mut child = d.launch("sig", &script, &[]);
+    let s = d.wait_session("sig");
     assert_eq!(s["signals_supervised"], true, "{s}");
     let out = d
         .cmd()
