@@ -46,7 +46,7 @@ pub enum EngineError {
     Grant { msg: String },
 }
 
-fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> EngineError {
+pub(crate) fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> EngineError {
     move |source| EngineError::Map { map, source }
 }
 
@@ -96,7 +96,7 @@ impl std::fmt::Display for LoadTime {
     }
 }
 
-const ALL_MAPS: [&str; 16] = [
+const ALL_MAPS: [&str; 17] = [
     c::MAP_PROCS,
     c::MAP_CGROUPS,
     c::MAP_SESSIONS,
@@ -113,6 +113,7 @@ const ALL_MAPS: [&str; 16] = [
     c::MAP_ENV_EXEMPT,
     c::MAP_ENV_NAMES,
     c::MAP_SESSION_ENV,
+    c::MAP_ARGV_PROG,
 ];
 
 /// The eBPF object built by `build.rs`.
@@ -213,6 +214,7 @@ impl Engine {
         let t_object = t0.elapsed();
 
         fill_env_names(&mut ebpf)?;
+        crate::loader::load_argv_tail(&mut ebpf, &aya_btf)?;
         let (backend, mut links, probes) = crate::loader::attach(&mut ebpf, &aya_btf, opts)?;
         let net_cgroup = crate::loader::net_cgroup(opts)?;
         let (net_links, unix_addr) = crate::loader::attach_net(&mut ebpf, backend, &net_cgroup)?;

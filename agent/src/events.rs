@@ -111,7 +111,7 @@ fn carries_addr(ev: &Event) -> bool {
     (is_net_hook(ev.hook) && ev.access != mcpguard_common::NET_UNIX) || is_argv(ev)
 }
 
-/// A record carrying a refused command line (it precedes the exec event it belongs to).
+/// A record carrying a refused command line (it follows the exec event it belongs to).
 fn is_argv(ev: &Event) -> bool {
     ev.hook == mcpguard_common::HOOK_EXEC && ev.access == mcpguard_common::EXEC_ARGV
 }

@@ -33,9 +33,12 @@ fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> std::io::Result<RawFd> {
 
 fn map_fd(map: &Map) -> Option<RawFd> {
     match map {
-        Map::HashMap(m) | Map::Array(m) | Map::PerCpuArray(m) | Map::RingBuf(m) | Map::LpmTrie(m) => {
-            Some(m.fd().as_fd().as_raw_fd())
-        }
+        Map::HashMap(m)
+        | Map::Array(m)
+        | Map::PerCpuArray(m)
+        | Map::RingBuf(m)
+        | Map::LpmTrie(m)
+        | Map::ProgramArray(m) => Some(m.fd().as_fd().as_raw_fd()),
         _ => None,
     }
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use aya::{
     Ebpf,
-    maps::{Array, PerCpuArray},
+    maps::{Array, PerCpuArray, ProgramArray},
     programs::{BtfTracePoint, Lsm, TracePoint, links::FdLink},
 };
 use mcpguard_common as c;
@@ -50,6 +50,23 @@ pub const LSM_PROGS: [(&str, &str); 4] = [
     (c::PROG_LSM_MMAP, "mmap_file"),
     (c::PROG_LSM_KILL, "task_kill"),
 ];
+
+/// Loads the refused-command-line reporter and puts it in slot 0 of the program array that
+/// `mcpg_cmdline` tail-calls (every backend). Without it a refusal still kills; only the
+/// record with the command line is missing, so a failure here fails the load.
+pub fn load_argv_tail(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), EngineError> {
+    let prog = c::PROG_CMDLINE_ARGV;
+    let p: &mut BtfTracePoint = ebpf.program_mut(prog).ok_or_else(|| missing(prog))?.try_into().map_err(perr(prog))?;
+    p.load("sched_process_exec", btf).map_err(perr(prog))?;
+    let fd = p.fd().map_err(perr(prog))?.try_clone().map_err(|source| EngineError::Pin {
+        what: format!("a copy of program {prog}'s fd"),
+        path: Path::new("(object)").into(),
+        source,
+    })?;
+    let map = ebpf.map_mut(c::MAP_ARGV_PROG).ok_or(EngineError::MissingMap { map: c::MAP_ARGV_PROG })?;
+    let mut slots: ProgramArray<_> = ProgramArray::try_from(map).map_err(crate::engine::map_err(c::MAP_ARGV_PROG))?;
+    slots.set(0, &fd, 0).map_err(crate::engine::map_err(c::MAP_ARGV_PROG))
+}
 
 /// A link to keep (dropping it detaches) or pin.
 pub enum AnyLink {

@@ -52,6 +52,8 @@ pub const MAP_SESSION_ENV: &str = "MCPG_SESSENV";
 /// Processes whose next exec is not checked for injected environment (the launched program's
 /// own exec: the MCP client's environment is the session's to give): tgid -> 1.
 pub const MAP_ENV_EXEMPT: &str = "MCPG_ENVEXEMPT";
+/// Program array: slot 0 holds [`PROG_CMDLINE_ARGV`] (set by the agent at load).
+pub const MAP_ARGV_PROG: &str = "MCPG_ARGVPROG";
 
 /// Read-only global holding [`Offsets`] (set at load time from the running kernel's BTF).
 pub const GLOBAL_OFFSETS: &str = "MCPG_OFFSETS";
@@ -62,6 +64,9 @@ pub const PROG_EXIT: &str = "mcpg_exit";
 pub const PROG_EXEC: &str = "mcpg_exec";
 /// Deny backends: the command line and environment of an approved exec (`sched_process_exec`).
 pub const PROG_CMDLINE: &str = "mcpg_cmdline";
+/// Tail-called by [`PROG_CMDLINE`] after a refusal (loaded, never attached): the refused
+/// command line as a record of its own.
+pub const PROG_CMDLINE_ARGV: &str = "mcpg_cmdline_argv";
 pub const PROG_OPENAT: &str = "mcpg_openat";
 pub const PROG_OPEN: &str = "mcpg_open";
 pub const PROG_OPENAT2: &str = "mcpg_openat2";
@@ -417,8 +422,8 @@ const _: () = assert!(size_of::<SessionEnvKey>() == 256);
 
 /// `access` of an exec event that carries the refused command line in its path slots (argv[0]
 /// and the arguments, NUL-separated, at most [`EXEC_ARGV_BYTES`]; `dev` is the whole command
-/// line's length, so a reader can tell it was truncated). Not emitted yet: the agent decodes it
-/// (`events::argv_field`), the kernel side did not fit the 6.1 verifier's budget.
+/// line's length, so a reader can tell it was truncated). Emitted right after the exec event of a
+/// refused command line by the tail-called [`PROG_CMDLINE_ARGV`]; decoded by `events::argv_field`.
 pub const EXEC_ARGV: u32 = 1;
 pub const EXEC_ARGV_BYTES: usize = 256;
 

@@ -278,6 +278,52 @@ fn by_grant(grant: u64, obj: Obj, inode: Kptr, mm: Kptr, argc: u32, env: u32) ->
     Ok(Some(if pass != 0 { Verdict::allow(grant) } else { Verdict::deny(REASON_ENV_INJECTION, grant) }))
 }
 
+/// The new image's command line (argv[0] and the arguments, NUL-separated) copied into the
+/// scratch, zeroed after its end: (kernel address, whole length). At most
+/// [`mcpguard_common::EXEC_ARGV_BYTES`] are copied; nothing of the environment after it.
+#[inline(always)]
+pub fn argv_copy() -> Option<(Kptr, u32)> {
+    const MAX: usize = mcpguard_common::EXEC_ARGV_BYTES;
+    let s = scratch().ok()?;
+    let mm = rd_ptr(current_task(), off!(task_mm)).ok()?;
+    let start: u64 = rd(mm, off!(mm_arg_start)).ok()?;
+    let end: u64 = rd(mm, off!(mm_arg_end)).ok()?;
+    let total = end.saturating_sub(start);
+    let words = s.bytes.as_mut_ptr().cast::<u64>();
+    for i in 0..MAX / 8 {
+        // SAFETY: within the scratch, 8-aligned.
+        unsafe { words.add(i).write_volatile(0) };
+    }
+    let n = total.min(MAX as u64) as u32;
+    // SAFETY: at most MAX bytes into our map value.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            s.bytes.as_mut_ptr().cast(),
+            n,
+            start as *const core::ffi::c_void,
+        )
+    };
+    Some((s.bytes.as_ptr(), u32::try_from(total).unwrap_or(u32::MAX)))
+}
+
+/// Leaves what the argv record of a refusal needs for the tail-called program.
+#[inline(always)]
+pub fn argv_pending(session: u64, grant: u64, reason: u32, action: u32) -> bool {
+    let Ok(s) = scratch() else { return false };
+    s.pend_session = session;
+    s.pend_grant = grant;
+    s.pend_reason = reason;
+    s.pend_action = action;
+    true
+}
+
+/// What [`argv_pending`] left: (session, grant, reason, action).
+#[inline(always)]
+pub fn argv_pended() -> Option<(u64, u64, u32, u32)> {
+    let s = scratch().ok()?;
+    Some((s.pend_session, s.pend_grant, s.pend_reason, s.pend_action))
+}
+
 /// `v`, written to and read back from map memory, whose contents the verifier does not track.
 #[inline(always)]
 pub fn settle(v: Verdict) -> Option<Verdict> {

@@ -17,13 +17,14 @@
 //! | MCPG_ARGV      | ObjKey     | ArgvRules      | agent (before the swap)     | exec (cmdline) |
 //! | MCPG_ARGVLIT   | ArgKey     | rule mask u32  | agent (before the swap)     | exec (cmdline) |
 //! | MCPG_ENVEXEMPT | tgid u32   | u32            | agent (register)            | exec (cmdline) |
+//! | MCPG_ARGVPROG  | 0          | program        | agent (load)                | exec (cmdline) |
 //!
 //! Lifetime: PROCS entries live from registration/fork until the thread group dies
 //! (`sched_process_exit` with `signal->live == 0`). Grant entries are keyed by grant id and are
 //! removed by the agent only after the session stopped referencing that grant.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, ProgramArray, RingBuf},
 };
 use mcpguard_common::{
     ArgKey, ArgvRules, COUNTER_SLOTS, Conf, EVENTS_BYTES, Fingerprint, MAX_CGROUPS, MAX_EXEC_ENTRIES, MAX_NET_ENTRIES,
@@ -100,7 +101,19 @@ pub struct StrScratch {
     pub alive: u32,
     pub _pad: u32,
     pub env_key: mcpguard_common::SessionEnvKey,
+    /// A refusal whose command line the tail-called `mcpg_cmdline_argv` reports (same CPU, same
+    /// run): session, grant, reason, action.
+    pub pend_session: u64,
+    pub pend_grant: u64,
+    pub pend_reason: u32,
+    pub pend_action: u32,
 }
 
 #[map(name = "MCPG_STRSCR")]
 pub static STR_SCRATCH: PerCpuArray<StrScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Slot 0: `mcpg_cmdline_argv`, tail-called by `mcpg_cmdline` after a refusal to report the
+/// refused command line (a program of its own: the copy does not count against the decision's
+/// verifier budget). Pinned with the other maps: a pinned program array keeps its entry.
+#[map(name = "MCPG_ARGVPROG")]
+pub static ARGV_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);

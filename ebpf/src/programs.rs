@@ -161,7 +161,35 @@ pub fn mcpg_cmdline(ctx: BtfTracePointContext) -> i32 {
     if !v.allow {
         let pos = report_pos(rd_ptr(bprm, off!(binprm_file)).unwrap_or(core::ptr::null()));
         enforce(&g, v, HOOK_EXEC, 0, Report { pos, ..blank() });
+        let audit = g.state.is_some_and(|s| s.mode == MODE_AUDIT);
+        let action = if audit { ACTION_AUDITED } else { ACTION_KILLED };
+        if crate::cmdline::argv_pending(g.session, v.grant, v.reason, action) {
+            // SAFETY: slot 0 holds `mcpg_cmdline_argv`, a program of this same type and hook;
+            // when the call fails (slot empty) this program just ends.
+            unsafe { crate::maps::ARGV_PROG.tail_call(&ctx, 0) };
+        }
     }
+    0
+}
+
+/// Tail-called by [`mcpg_cmdline`] after a refusal, never attached: the refused command line
+/// (the new image's `arg_start..arg_end`, at most [`mcpguard_common::EXEC_ARGV_BYTES`]) as a
+/// record right after the exec event (not counted again).
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn mcpg_cmdline_argv(_ctx: BtfTracePointContext) -> i32 {
+    let Some((session, grant, reason, action)) = crate::cmdline::argv_pended() else { return 0 };
+    let Some((bytes, len)) = crate::cmdline::argv_copy() else { return 0 };
+    let r = Report {
+        session,
+        grant,
+        hook: HOOK_EXEC,
+        action,
+        reason,
+        access: mcpguard_common::EXEC_ARGV,
+        addr: Addr::argv(bytes, len),
+        ..blank()
+    };
+    crate::report::emit_record(&r, Emitter::Tracepoint);
     0
 }
 

@@ -72,6 +72,9 @@ pub struct Addr {
 }
 pub const ADDR_IP: u32 = 1;
 pub const ADDR_NAME: u32 = 2;
+/// `len` bytes (the whole command line's length; at most [`mcpguard_common::EXEC_ARGV_BYTES`]
+/// are copied) of a command line copied to the kernel address `name`.
+pub const ADDR_ARGV: u32 = 3;
 
 impl Addr {
     pub const NONE: Self =
@@ -83,6 +86,10 @@ impl Addr {
     #[inline(always)]
     pub const fn name(name: Kptr, len: u32) -> Self {
         Self { kind: ADDR_NAME, len, name, ..Self::NONE }
+    }
+    #[inline(always)]
+    pub const fn argv(bytes: Kptr, len: u32) -> Self {
+        Self { kind: ADDR_ARGV, len, name: bytes, ..Self::NONE }
     }
 }
 
@@ -116,6 +123,13 @@ fn wake_flags(action: u32, len: u64) -> u64 {
 #[inline(always)]
 pub fn emit(r: &Report, by: Emitter) {
     count(counter_index(r.hook, r.action, r.reason));
+    emit_record(r, by);
+}
+
+/// A record that belongs to the decision just counted (e.g. the refused command line after its
+/// exec event): not counted again.
+#[inline(always)]
+pub fn emit_record(r: &Report, by: Emitter) {
     if by == Emitter::Tracepoint {
         if let Some(ev) = SCRATCH.get_ptr_mut(0) {
             // SAFETY: this CPU's slot; tracepoint programs run with preemption disabled, so no
@@ -170,7 +184,27 @@ fn fill(ev: &mut Event, r: &Report) {
         ev.path_depth = 1;
     } else if r.addr.kind == ADDR_NAME {
         ev.path_depth = fill_name(ev, r.addr.name, r.addr.len);
+    } else if r.addr.kind == ADDR_ARGV {
+        ev.path_depth = fill_argv(ev, r.addr.name, r.addr.len);
     }
+}
+
+/// Command-line bytes (a kernel copy) into the path slots; `dev` keeps the whole length.
+#[inline(always)]
+fn fill_argv(ev: &mut Event, p: Kptr, len: u32) -> u32 {
+    const MAX: usize = mcpguard_common::EXEC_ARGV_BYTES;
+    ev.dev = len;
+    let slots = len.min(MAX as u32).div_ceil(EVENT_NAME_LEN as u32);
+    for n in 0..MAX / EVENT_NAME_LEN {
+        if n as u32 >= slots {
+            break;
+        }
+        // SAFETY: the helper fails instead of faulting; the slot is written whole.
+        ev.path[n] =
+            unsafe { bpf_probe_read_kernel(p.wrapping_add(n * EVENT_NAME_LEN).cast::<[u8; EVENT_NAME_LEN]>()) }
+                .unwrap_or([0; EVENT_NAME_LEN]);
+    }
+    slots
 }
 
 /// Socket name bytes into the path slots (whole slots: the reader keeps `dev` bytes).

@@ -1,12 +1,13 @@
 //! Command lines through the real daemon: a policy whose `args` bind a variable, and the launch
-//! environment of a session (inherited unchanged it passes; changed, it is refused).
+//! environment of a session (inherited unchanged it passes; changed, it is refused), and the
+//! refused command line in the audit log after a daemon restart.
 use std::io::Read as _;
 
 use mcpguard_tests::{Scratch, daemon::TestDaemon, unique_id};
 
 #[test]
 fn policy_args_bind_variables_and_the_launch_environment_is_inherited_unchanged() {
-    let d = TestDaemon::start("cmdline", None, &[]);
+    let mut d = TestDaemon::start("cmdline", None, &[]);
     let repo = Scratch::new("cmdline-repo");
     let other = Scratch::new("cmdline-other");
     let policy = "name = \"test-cmdline\"\nmode = \"deny\"\n[vars.repo]\nkind = \"path\"\n\
@@ -29,6 +30,10 @@ fn policy_args_bind_variables_and_the_launch_environment_is_inherited_unchanged(
         .output()
         .unwrap();
     assert!(out.status.success(), "grant: {}", String::from_utf8_lossy(&out.stderr));
+    // The refusals happen under a daemon that adopted the pins of the one that loaded the
+    // programs: the pinned program array still holds the command-line reporter.
+    d.kill9();
+    d.spawn();
     use std::io::Write as _;
     child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     let st = child.wait().unwrap();
@@ -44,6 +49,9 @@ fn policy_args_bind_variables_and_the_launch_environment_is_inherited_unchanged(
         d.wait_audit(|l| l["session"] == session.as_str() && l["reason"] == "args_not_granted" && l["argv"].is_null());
     assert_eq!((line["hook"].as_str(), line["action"].as_str()), (Some("exec"), Some("killed")), "{line}");
     assert_eq!(line["path"], "/usr/bin/true", "{line}");
+    let argv = d.wait_audit(|l| l["session"] == session.as_str() && l["argv"].is_string());
+    assert_eq!(argv["argv"], format!("/usr/bin/true -C {o} status"), "the refused command line: {argv}");
+    assert_eq!((argv["argv_truncated"].as_bool(), argv["reason"].as_str()), (Some(false), Some("args_not_granted")));
     let env =
         d.wait_audit(|l| l["session"] == session.as_str() && l["reason"] == "env_injection" && l["argv"].is_null());
     assert_eq!(env["path"], "/usr/bin/env", "{env}");

@@ -58,6 +58,12 @@ fn only_the_granted_command_lines_run() {
         evs.iter().filter(|d| d.hook == "exec" && d.tgid != pid && d.argv.is_none()).map(|d| d.reason).collect();
     assert_eq!(refused.iter().filter(|r| **r == "args_not_granted").count(), 4, "{evs:#?}");
     assert!(refused.contains(&"unresolved"), "an argument past the bound fails closed: {evs:#?}");
+    // Each refusal is followed by a record with the refused command line (cut at 256 bytes).
+    let argvs: Vec<(&str, bool)> =
+        evs.iter().filter_map(|d| d.argv.as_deref().map(|a| (a, d.argv_truncated == Some(true)))).collect();
+    assert!(argvs.contains(&(&format!("{TRUE} push")[..], false)), "{argvs:?}");
+    assert!(argvs.contains(&(&format!("{TRUE} -c x=y status")[..], false)), "{argvs:?}");
+    assert!(argvs.iter().any(|(a, t)| a.starts_with(&format!("{TRUE} status xxx")) && *t), "{argvs:?}");
     let ev = evs.iter().find(|d| d.reason == "args_not_granted" && d.argv.is_none()).unwrap();
     assert_eq!((ev.action, ev.grant_id), ("killed", task), "{ev:#?}");
     assert_object(ev, Path::new(TRUE));
