@@ -55,7 +55,7 @@ impl Backend {
                 ("socket_family", "kill"),
                 ("open", "kill"),
                 ("proc_other_process", "kill"),
-                // mmap of a file with PROT_EXEC; mprotect to PROT_EXEC is not checked.
+                // mmap of a file with PROT_EXEC, and mprotect making a file mapping executable.
                 ("mmap_exec", "kill"),
                 // Decided by the daemon through the launcher's seccomp signal filter (EPERM
                 // before delivery), in the sessions mcpguard launched; not for the others.

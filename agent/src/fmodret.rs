@@ -17,10 +17,11 @@ use aya_obj::{
 };
 
 /// (program in the object, kernel function whose return value it decides).
-pub const FMOD_PROGS: [(&str, &str); 4] = [
+pub const FMOD_PROGS: [(&str, &str); 5] = [
     (mcpguard_common::PROG_FMOD_EXEC, "security_bprm_check"),
     (mcpguard_common::PROG_FMOD_OPEN, "security_file_open"),
     (mcpguard_common::PROG_FMOD_MMAP, "security_mmap_file"),
+    (mcpguard_common::PROG_FMOD_MPROTECT, "security_file_mprotect"),
     (mcpguard_common::PROG_FMOD_KILL, "security_task_kill"),
 ];
 

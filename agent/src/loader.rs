@@ -23,7 +23,7 @@ pub const KILL_BTF_PROGS: [(&str, &str); 2] =
 pub const DENY_BTF_PROGS: [(&str, &str); 1] = [(c::PROG_CMDLINE, "sched_process_exec")];
 /// ...and syscall tracepoints: (program, tracepoint name in category `syscalls`). Like the guard
 /// syscalls, these are attached only while something is governed (`lazy.rs`).
-pub const KILL_TP_PROGS: [(&str, &str); 7] = [
+pub const KILL_TP_PROGS: [(&str, &str); 9] = [
     (c::PROG_OPENAT, "sys_exit_openat"),
     (c::PROG_OPEN, "sys_exit_open"),
     (c::PROG_OPENAT2, "sys_exit_openat2"),
@@ -31,6 +31,8 @@ pub const KILL_TP_PROGS: [(&str, &str); 7] = [
     (c::PROG_OPEN_BY_HANDLE, "sys_exit_open_by_handle_at"),
     // Executable file mappings (W^X for grants), decided at entry.
     (c::PROG_MMAP, "sys_enter_mmap"),
+    (c::PROG_MPROTECT, "sys_enter_mprotect"),
+    (c::PROG_PKEY_MPROTECT, "sys_enter_pkey_mprotect"),
     // A socket listening on an address no grant names.
     (c::PROG_LISTEN, "sys_enter_listen"),
 ];
@@ -44,10 +46,11 @@ pub const KILL_UNIX_EXIT: (&str, &str) = (c::PROG_CONNECT_EXIT, "sys_exit_connec
 /// not set it up (a guard syscall on the kill backend).
 pub const KILL_IO_URING: (&str, &str) = (c::PROG_IO_URING, "sys_enter_io_uring_setup");
 /// LSM backend: (program, LSM hook).
-pub const LSM_PROGS: [(&str, &str); 4] = [
+pub const LSM_PROGS: [(&str, &str); 5] = [
     (c::PROG_LSM_EXEC, "bprm_check_security"),
     (c::PROG_LSM_OPEN, "file_open"),
     (c::PROG_LSM_MMAP, "mmap_file"),
+    (c::PROG_LSM_MPROTECT, "file_mprotect"),
     (c::PROG_LSM_KILL, "task_kill"),
 ];
 

@@ -77,6 +77,8 @@ pub fn from_btf(btf: &Btf) -> Result<Offsets, BtfError> {
         mm_env_end: m("mm_struct", "env_end")?,
         binprm_argc: m("linux_binprm", "argc")?,
         binprm_envc: m("linux_binprm", "envc")?,
+        vma_file: m("vm_area_struct", "vm_file")?,
+        vma_end: m("vm_area_struct", "vm_end")?,
         ns_per_tick: 1_000_000_000 / user_hz,
         sb_magic: m("super_block", "s_magic")?,
         proc_inode_pid: m("proc_inode", "pid")?,

@@ -75,6 +75,10 @@ pub const PROG_OPEN_BY_HANDLE: &str = "mcpg_open_handle";
 pub const PROG_IO_URING: &str = "mcpg_io_uring";
 /// Kill backend, executable file mappings (W^X for grants): `sys_enter_mmap` with `PROT_EXEC`.
 pub const PROG_MMAP: &str = "mcpg_mmap";
+/// Kill backend, a mapping made executable: `sys_enter_mprotect` / `sys_enter_pkey_mprotect`
+/// with `PROT_EXEC`, each mapping in the range by its file (`bpf_find_vma`).
+pub const PROG_MPROTECT: &str = "mcpg_mprotect";
+pub const PROG_PKEY_MPROTECT: &str = "mcpg_pkey_mprotect";
 /// Guard syscalls: (program, `syscalls:sys_enter_*` tracepoint, x86_64 syscall number).
 pub const GUARD_SYSCALLS: [(&str, &str, u32); 16] = [
     // Hard links: a link planted inside a granted tree would expose an object from elsewhere.
@@ -140,9 +144,11 @@ pub const NET_HOOKS: [(&str, &str, &str, &str); 4] = [
 pub const PROG_LSM_EXEC: &str = "mcpg_lsm_exec";
 pub const PROG_LSM_OPEN: &str = "mcpg_lsm_open";
 pub const PROG_LSM_MMAP: &str = "mcpg_lsm_mmap";
+pub const PROG_LSM_MPROTECT: &str = "mcpg_lsm_mprotect";
 pub const PROG_FMOD_EXEC: &str = "mcpg_fmod_exec";
 pub const PROG_FMOD_OPEN: &str = "mcpg_fmod_open";
 pub const PROG_FMOD_MMAP: &str = "mcpg_fmod_mmap";
+pub const PROG_FMOD_MPROTECT: &str = "mcpg_fmod_mprotect";
 pub const PROG_LSM_KILL: &str = "mcpg_lsm_kill";
 pub const PROG_FMOD_KILL: &str = "mcpg_fmod_kill";
 /// Path operations: (LSM program, LSM hook, fmod_ret program, `security_*` function, required).
@@ -237,7 +243,9 @@ pub const HOOK_SETATTR: u32 = 18;
 /// Extended attributes (`setxattr`, `removexattr` families: LSM `inode_setxattr`,
 /// `inode_removexattr`).
 pub const HOOK_XATTR: u32 = 19;
-pub const HOOK_COUNT: u32 = 20;
+/// `mprotect`/`pkey_mprotect` making a file mapping executable (W^X for grants, as `mmap`).
+pub const HOOK_MPROTECT: u32 = 20;
+pub const HOOK_COUNT: u32 = 21;
 
 pub const ACTION_DENIED: u32 = 0;
 pub const ACTION_KILLED: u32 = 1;
@@ -316,6 +324,7 @@ pub const fn hook_name(hook: u32) -> &'static str {
         HOOK_SOCKET => "socket",
         HOOK_SETATTR => "setattr",
         HOOK_XATTR => "xattr",
+        HOOK_MPROTECT => "mprotect",
         _ => "unknown",
     }
 }
@@ -731,9 +740,12 @@ pub struct Offsets {
     pub mm_env_end: u32,
     pub binprm_argc: u32,
     pub binprm_envc: u32,
+    /// `vm_area_struct.vm_file` and `.vm_end` (a mapping made executable by `mprotect`).
+    pub vma_file: u32,
+    pub vma_end: u32,
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<Offsets>() == 68 * 4);
+const _: () = assert!(size_of::<Offsets>() == 70 * 4);
 
 #[cfg(feature = "user")]
 mod user {

@@ -74,6 +74,8 @@ pub static MCPG_OFFSETS: Offsets = Offsets {
     mm_env_end: 0,
     binprm_argc: 0,
     binprm_envc: 0,
+    vma_file: 0,
+    vma_end: 0,
     _pad: 0,
 };
 

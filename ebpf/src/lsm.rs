@@ -7,8 +7,8 @@ use aya_ebpf::{
     programs::{FEntryContext, LsmContext},
 };
 use mcpguard_common::{
-    ACCESS_READ, ACTION_AUDITED, ACTION_DENIED, ACTION_KILLED, COUNTER_LSM_PROBE, HOOK_EXEC, HOOK_MMAP, HOOK_OPEN,
-    HOOK_SIGNAL, MODE_AUDIT, MODE_KILL, REASON_NO_GRANT, REASON_SIGNAL_OUTSIDE_SESSION, REASON_UNRESOLVED,
+    ACCESS_READ, ACTION_AUDITED, ACTION_DENIED, ACTION_KILLED, COUNTER_LSM_PROBE, HOOK_EXEC, HOOK_MMAP, HOOK_MPROTECT,
+    HOOK_OPEN, HOOK_SIGNAL, MODE_AUDIT, MODE_KILL, REASON_NO_GRANT, REASON_SIGNAL_OUTSIDE_SESSION, REASON_UNRESOLVED,
 };
 
 use crate::{
@@ -161,6 +161,28 @@ fn on_mmap(file: Kptr, prot: u64) -> i32 {
     if v.allow { 0 } else { deny(&g, v, HOOK_MMAP, ACCESS_READ, report_pos(file)) }
 }
 
+/// `security_file_mprotect` / LSM `file_mprotect`, once per mapping an `mprotect` changes: a
+/// file mapping made executable is decided as [`on_mmap`] decides it (W^X for grants).
+#[inline(always)]
+fn on_mprotect(vma: Kptr, prot: u64) -> i32 {
+    if prot & PROT_EXEC == 0 {
+        return 0;
+    }
+    let Some(g) = governed(current_tgid()) else { return 0 };
+    let Ok(file) = rd::<u64>(vma, off!(vma_file)) else {
+        return deny(&g, Verdict::deny(REASON_UNRESOLVED, 0), HOOK_MPROTECT, ACCESS_READ, None);
+    };
+    if file == 0 {
+        return 0; // anonymous memory (a JIT's code) is not a file object
+    }
+    let file = file as Kptr;
+    let Some(st) = g.state else {
+        return deny(&g, Verdict::deny(REASON_NO_GRANT, 0), HOOK_MPROTECT, ACCESS_READ, report_pos(file));
+    };
+    let v = decide_mmap_exec(&st, file);
+    if v.allow { 0 } else { deny(&g, v, HOOK_MPROTECT, ACCESS_READ, report_pos(file)) }
+}
+
 /// `security_task_kill` / LSM `task_kill`: a governed process signals only processes of its own
 /// session (every target of a process-group or `-1` kill passes here one by one). Signals the
 /// kernel sends itself (SIGCHLD to a parent, SIGPIPE) do not come through this hook.
@@ -205,6 +227,13 @@ pub fn mcpg_lsm_mmap(ctx: LsmContext) -> i32 {
     if prev != 0 { prev } else { on_mmap(ctx.arg(0), ctx.arg(2)) }
 }
 
+#[lsm(hook = "file_mprotect")]
+pub fn mcpg_lsm_mprotect(ctx: LsmContext) -> i32 {
+    // file_mprotect(vma, reqprot, prot, previous verdict)
+    let prev: i32 = ctx.arg(3);
+    if prev != 0 { prev } else { on_mprotect(ctx.arg(0), ctx.arg(2)) }
+}
+
 // ---- fmod_ret entry points on the security_* functions, for kernels where trampolines work but
 // `bpf` is not in the active LSM list. Compiled as `fentry/` sections (aya 0.14 cannot parse
 // `fmod_ret/`); the agent loads them itself with expected_attach_type BPF_MODIFY_RETURN
@@ -236,6 +265,15 @@ pub fn mcpg_fmod_mmap(ctx: *mut core::ffi::c_void) -> i32 {
     let ctx = FEntryContext::new(ctx);
     let prev: i32 = ctx.arg(3);
     if prev != 0 { prev } else { on_mmap(ctx.arg(0), ctx.arg(1)) }
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "fentry/security_file_mprotect")]
+pub fn mcpg_fmod_mprotect(ctx: *mut core::ffi::c_void) -> i32 {
+    // security_file_mprotect(vma, reqprot, prot, return value so far)
+    let ctx = FEntryContext::new(ctx);
+    let prev: i32 = ctx.arg(3);
+    if prev != 0 { prev } else { on_mprotect(ctx.arg(0), ctx.arg(2)) }
 }
 
 #[unsafe(no_mangle)]

@@ -9,8 +9,9 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use mcpguard_common::{
-    ACCESS_READ, ACTION_AUDITED, ACTION_KILLED, COUNTER_PROCS_FULL, HOOK_EXEC, HOOK_IO_URING, HOOK_MMAP, HOOK_OPEN,
-    HOOK_SYSCALL, MODE_AUDIT, PROC_VERIFIED, ProcEntry, REASON_NO_GRANT, REASON_NOT_GRANTED, REASON_UNRESOLVED,
+    ACCESS_READ, ACTION_AUDITED, ACTION_KILLED, COUNTER_PROCS_FULL, HOOK_EXEC, HOOK_IO_URING, HOOK_MMAP, HOOK_MPROTECT,
+    HOOK_OPEN, HOOK_SYSCALL, MODE_AUDIT, PROC_VERIFIED, ProcEntry, REASON_NO_GRANT, REASON_NOT_GRANTED,
+    REASON_UNRESOLVED,
 };
 
 use crate::{
@@ -270,6 +271,46 @@ pub fn mcpg_mmap(ctx: TracePointContext) -> u32 {
     let v = decide_mmap_exec(&st, file);
     if !v.allow {
         enforce(&g, v, HOOK_MMAP, ACCESS_READ, Report { pos: report_pos(file), ..blank() });
+    }
+    0
+}
+
+/// W^X for grants on the kill backend, the other way to an executable file mapping: `mprotect`
+/// (and `pkey_mprotect`) with `PROT_EXEC` of a range whose mapping is a file is decided as
+/// [`mcpg_mmap`] decides the file, at syscall entry (the SIGKILL is queued for the whole process
+/// before the mapping becomes executable). Anonymous memory (a JIT's code) passes; the range's
+/// mappings are found with `bpf_find_vma` (`vma.rs`, its bounds fail closed). Ungoverned
+/// processes: one argument load, then one lookup for `PROT_EXEC`.
+#[tracepoint(category = "syscalls", name = "sys_enter_mprotect")]
+pub fn mcpg_mprotect(ctx: TracePointContext) -> u32 {
+    on_mprotect_enter(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_pkey_mprotect")]
+pub fn mcpg_pkey_mprotect(ctx: TracePointContext) -> u32 {
+    on_mprotect_enter(&ctx)
+}
+
+#[inline(always)]
+fn on_mprotect_enter(ctx: &TracePointContext) -> u32 {
+    let (start, len, prot) = (sys_arg(ctx, 0), sys_arg(ctx, 1), sys_arg(ctx, 2));
+    if prot & PROT_EXEC == 0 || len == 0 {
+        return 0;
+    }
+    let Some(g) = governed(current_tgid()) else { return 0 };
+    let Some(st) = g.state else {
+        enforce(&g, Verdict::deny(REASON_NO_GRANT, 0), HOOK_MPROTECT, ACCESS_READ, blank());
+        return 0;
+    };
+    match crate::vma::exec_file(start, len) {
+        Err(_) => enforce(&g, Verdict::deny(REASON_UNRESOLVED, 0), HOOK_MPROTECT, ACCESS_READ, blank()),
+        Ok(file) if file.is_null() => {}
+        Ok(file) => {
+            let v = decide_mmap_exec(&st, file);
+            if !v.allow {
+                enforce(&g, v, HOOK_MPROTECT, ACCESS_READ, Report { pos: report_pos(file), ..blank() });
+            }
+        }
     }
     0
 }

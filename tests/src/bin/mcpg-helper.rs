@@ -343,6 +343,47 @@ fn race_exec(prog: &str, good: &str, bad: &str, n: u32) -> c_int {
     0
 }
 
+/// `mprotect-exec SRC MARK`: maps SRC (a file, or `anon` for anonymous memory) readable, then
+/// `mprotect`s it (`pkey_mprotect` with `pkey` as a third argument) to read+exec; prints
+/// `mprotect ok` and writes MARK (what running code from it would do), or `mprotect errno N`.
+fn mprotect_exec(src: &str, mark: &str, pkey: bool) -> c_int {
+    const LEN: usize = 4096;
+    let (fd, flags) = if src == "anon" {
+        (-1, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS)
+    } else {
+        let Ok(p) = CString::new(src) else { return 64 };
+        // SAFETY: valid C string.
+        let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            say(&format!("open errno {}", std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)));
+            return 1;
+        }
+        (fd, libc::MAP_PRIVATE)
+    };
+    // SAFETY: a fresh private mapping of our own.
+    let addr = unsafe { libc::mmap(std::ptr::null_mut(), LEN, libc::PROT_READ, flags, fd, 0) };
+    if addr == libc::MAP_FAILED {
+        say(&format!("mmap errno {}", std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)));
+        return 1;
+    }
+    let prot = libc::PROT_READ | libc::PROT_EXEC;
+    // SAFETY: changes the protection of the mapping made above only.
+    let r = unsafe {
+        if pkey {
+            libc::syscall(libc::SYS_pkey_mprotect, addr, LEN, prot, -1) as c_int
+        } else {
+            libc::mprotect(addr, LEN, prot)
+        }
+    };
+    if r == 0 {
+        say("mprotect ok");
+        let _ = std::fs::write(mark, "ran\n");
+    } else {
+        say(&format!("mprotect errno {}", std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)));
+    }
+    0
+}
+
 /// `pidfd-signal`: `pidfd_send_signal(pidfd of itself, 0)`; prints `pidfd_send_signal ok` or
 /// `pidfd_send_signal errno N`.
 fn pidfd_signal() -> c_int {
@@ -378,6 +419,8 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
         [cmd, rest @ ..] if cmd == "net" && !rest.is_empty() => net(rest),
         [cmd, path] if cmd == "setxattr" => setxattr(path),
         [cmd] if cmd == "pidfd-signal" => pidfd_signal(),
+        [cmd, src, mark] if cmd == "mprotect-exec" => mprotect_exec(src, mark, false),
+        [cmd, src, mark, k] if cmd == "mprotect-exec" && k == "pkey" => mprotect_exec(src, mark, true),
         [cmd, prog, good, bad, n] if cmd == "race-exec" => race_exec(prog, good, bad, n.parse().unwrap_or(1)),
         _ => {
             eprintln!("usage: mcpg-helper thread-open PATH | memfd-exec SRC | io-uring | raw-syscall [--wait] NR...");

@@ -146,6 +146,39 @@ fn events_stay_intact_under_concurrent_denials() {
     assert_eq!(seen.len(), PROCS, "{seen:?}");
 }
 
+/// W^X for grants through `mprotect` too (the kill backend's `sys_enter_mprotect` and
+/// `sys_enter_pkey_mprotect` programs, the LSM backends' `file_mprotect`): a readable mapping of a
+/// file the session can write, made executable, stops the process before the call returns
+/// (asserted on the mark it would write next); a read-only granted file and anonymous memory (a
+/// JIT's code) pass.
+#[test]
+fn a_file_mapping_made_executable_is_decided_by_its_file() {
+    let mut k = Kernel::shared();
+    let ws = Scratch::new("mprot-ws");
+    let ro = Scratch::new("mprot-ro");
+    let so = include_bytes!(env!("MCPG_PRELOAD_SO"));
+    let (writable, readonly) = (ws.path("libmark.so"), ro.path("libmark.so"));
+    std::fs::write(&writable, so).unwrap();
+    std::fs::write(&readonly, so).unwrap();
+    let base = k.baseline();
+    let (task, _) = k.grant(&[Path::new(HELPER)], &[ws.0.clone(), ro.0.clone()], std::slice::from_ref(&ws.0));
+    let session = k.session(base, task, LONG);
+    for (src, name) in [("anon", "anon"), (s(&readonly), "ro")] {
+        let mark = ws.path(&format!("mark-{name}"));
+        let out = expect_runs(&mut k, session, &[HELPER, "mprotect-exec", src, s(&mark)]);
+        assert!(out.contains("mprotect ok") && mark.exists(), "{name}: {out}");
+    }
+    for extra in [&[][..], &["pkey"][..]] {
+        let mark = ws.path("mark-writable");
+        let mut argv = vec![HELPER, "mprotect-exec", s(&writable), s(&mark)];
+        argv.extend_from_slice(extra);
+        let ev = expect_killed(&mut k, session, &argv, "mprotect");
+        assert_kill(&ev, "mprotect", "not_granted", task);
+        assert_object(&ev, &writable);
+        assert!(!mark.exists(), "{argv:?}: nothing may run after a session-writable file became executable");
+    }
+}
+
 /// W^X for grants, on every backend (the kill backend's `sys_enter_mmap` program, the LSM
 /// backends' `mmap_file`): a library the session can write is never mapped executable, so
 /// `LD_PRELOAD` of it into an approved binary is stopped before its constructor runs (asserted
