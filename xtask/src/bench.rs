@@ -49,7 +49,7 @@ pub struct Args {
     /// Also profile the daemon and the workload CPU with `perf` during one extra event probe.
     #[arg(long)]
     profile: bool,
-    /// Overhead section: only these workloads (getppid, open, mmap, forkexec, connect;
+    /// Overhead section: only these workloads (getppid, open, mmap, mprotect, forkexec, connect;
     /// comma-separated).
     #[arg(long, value_delimiter = ',')]
     workload: Vec<String>,

@@ -168,6 +168,14 @@ impl Workload {
                 addr: None,
             },
             Self {
+                name: "mprotect(PROT_EXEC) and back",
+                kind: "mprotect",
+                iters: 200_000 / s,
+                warmup: 5_000,
+                path: Some(ctx.file.clone()),
+                addr: None,
+            },
+            Self {
                 name: "fork+exec (static)",
                 kind: "forkexec",
                 iters: 2_000 / s,

@@ -73,6 +73,7 @@ pub fn run(ctx: &Ctx) -> Result<Value> {
     let by_kind = |k: &str| wl.iter().find(|w| w.kind == k).with_context(|| format!("{k} workload"));
     let (open, forkexec) = (by_kind("open")?, by_kind("forkexec")?);
     let connect = wl.iter().find(|w| w.kind == "connect").context("connect workload")?;
+    let mprotect = by_kind("mprotect")?;
     let _stats = StatsOn::enable()?;
     let mut att = Attached::load(ctx)?;
     let _empty = Empty::attach("syscalls", "sys_exit_openat")?;
@@ -94,6 +95,10 @@ pub fn run(ctx: &Ctx) -> Result<Value> {
         // the `governed` lookup alone, then the grant decision.
         (connect, Arm::UngovernedLive, false),
         (connect, Arm::Allowed, false),
+        // `mcpg_mprotect`: the `governed` lookup of a PROT_EXEC call, then `bpf_find_vma` and
+        // the W^X decision of the page's file.
+        (mprotect, Arm::UngovernedLive, false),
+        (mprotect, Arm::Allowed, false),
         (&short_open, Arm::Stopped, true),
         (forkexec, Arm::Stopped, true),
     ];

@@ -27,6 +27,10 @@ pub enum Kind {
     /// `mmap(path, PROT_READ | PROT_EXEC)` + `munmap` of one page in a loop (the kill backend's
     /// `sys_enter_mmap` program decides every executable file mapping).
     Mmap,
+    /// `mprotect(PROT_READ | PROT_EXEC)` and back to `PROT_READ` of one page of `path`, mapped
+    /// once, in a loop (the kill backend's `sys_enter_mprotect` program finds the page's file
+    /// with `bpf_find_vma` and decides it; the way back has no `PROT_EXEC` and is not looked at).
+    Mprotect,
     /// `socket(AF_INET, SOCK_STREAM)` + `connect(addr)` + `close` in a loop, to the harness's
     /// loopback listener (see `connect_close`).
     Connect,
@@ -114,6 +118,22 @@ pub fn run(a: &Args) -> Result<()> {
             }
             timed(a, || map_exec(fd))?
         }
+        Kind::Mprotect => {
+            let p = path()?;
+            // SAFETY: valid C string; one private read-only page of our own, never unmapped.
+            let page = unsafe {
+                let fd = libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    bail!("open {}: {}", p.to_string_lossy(), std::io::Error::last_os_error());
+                }
+                let m = libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_PRIVATE, fd, 0);
+                if m == libc::MAP_FAILED {
+                    bail!("mmap: {}", std::io::Error::last_os_error());
+                }
+                m
+            };
+            timed(a, || protect_exec(page))?
+        }
         Kind::Connect => {
             let sa = addr()?;
             timed(a, || connect_close(&sa))?
@@ -149,6 +169,20 @@ fn timed(a: &Args, mut body: impl FnMut() -> Result<()>) -> Result<String> {
         body()?;
     }
     Ok(format!("ns {} {}", t.elapsed().as_nanos(), a.iters))
+}
+
+#[inline]
+fn protect_exec(page: *mut libc::c_void) -> Result<()> {
+    // SAFETY: the page mapped by the caller; only its protection changes, it is never touched.
+    unsafe {
+        if libc::mprotect(page, 4096, libc::PROT_READ | libc::PROT_EXEC) != 0 {
+            bail!("mprotect(PROT_EXEC): {}", std::io::Error::last_os_error());
+        }
+        if libc::mprotect(page, 4096, libc::PROT_READ) != 0 {
+            bail!("mprotect(PROT_READ): {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 #[inline]
