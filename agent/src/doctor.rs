@@ -20,7 +20,7 @@ use std::{
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::engine::{Backend, Engine, EngineError, EngineOptions};
+use crate::kernel::engine::{Backend, Engine, EngineError, EngineOptions};
 
 /// Outcome of one check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -320,11 +320,10 @@ fn root() -> (Check, bool) {
 fn btf_and_offsets() -> Vec<Check> {
     // The file `Btf::from_sys_fs` reads.
     let path = "/sys/kernel/btf/vmlinux";
-    let btf = match crate::btf::Btf::from_sys_fs() {
+    let btf = match crate::kernel::btf::Btf::from_sys_fs() {
         Ok(b) => b,
         Err(e) => {
-            let absent =
-                matches!(&e, crate::btf::BtfError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
+            let absent = matches!(&e, crate::kernel::btf::BtfError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
             let (v, fix) = if absent {
                 (Verdict::Missing, "boot a kernel built with CONFIG_DEBUG_INFO_BTF=y")
             } else {
@@ -336,7 +335,7 @@ fn btf_and_offsets() -> Vec<Check> {
     };
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let btf_check = Check::ok("btf", format!("{path} parsed ({size} bytes)"));
-    let off = match crate::offsets::from_btf(&btf) {
+    let off = match crate::kernel::offsets::from_btf(&btf) {
         Ok(_) => Check::ok("offsets", "every struct member the programs read resolved"),
         Err(e) => Check::bad(
             "offsets",
@@ -441,7 +440,7 @@ fn tracefs() -> Check {
 }
 
 fn cgroup2() -> Check {
-    match crate::cgroup::root() {
+    match crate::kernel::cgroup::root() {
         Some(r) => Check::ok("cgroup2", format!("cgroup v2 mounted at {}", r.display())),
         None => Check::bad(
             "cgroup2",
@@ -520,7 +519,7 @@ struct ProbeCgroup(PathBuf);
 
 impl ProbeCgroup {
     fn create() -> Result<Self, String> {
-        let root = crate::cgroup::root().ok_or("cgroup v2 is not mounted")?;
+        let root = crate::kernel::cgroup::root().ok_or("cgroup v2 is not mounted")?;
         let dir = root.join(format!("mcpguard-doctor-{}", std::process::id()));
         std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         Ok(Self(dir))
@@ -653,8 +652,8 @@ fn daemon(socket: &Path) -> Check {
     let path = socket.to_path_buf();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let r = crate::client::Client::connect(&path)
-            .and_then(|mut c| c.call_ok(crate::protocol::Op::Status {}))
+        let r = crate::launcher::client::Client::connect(&path)
+            .and_then(|mut c| c.call_ok(crate::daemon::protocol::Op::Status {}))
             .map(|m| m.get("backend").and_then(Value::as_str).unwrap_or("?").to_owned());
         let _ = tx.send(r.map_err(|e| format!("{e:#}")));
     });

@@ -1,31 +1,21 @@
-//! mcpguard agent library: kernel engine, grants, daemon, protocol.
-pub mod audit;
-pub mod backend;
-pub mod btf;
-pub mod cgroup;
-pub mod client;
-pub mod cmdline;
+//! mcpguard agent library, in four rooms by concern (each folder's `mod.rs` says what is in it):
+//!
+//! - [`kernel`]: the eBPF programs from userspace — loading and attaching them, their maps, the
+//!   syscall tracepoints attached while needed, the fmod_ret loader, BTF offsets, process and
+//!   cgroup facts, decoding the ring buffer.
+//! - [`grant`]: what a task may do — policies (TOML), their vocabulary (exec rules and command
+//!   lines, paths, network targets, DNS names, durations), compiled to kernel entries.
+//! - [`daemon`]: the host daemon — control socket server, its operations and protocol, the
+//!   session table and its reconciliation with the pinned maps, audit log, metrics, status,
+//!   the signal supervisor.
+//! - [`launcher`]: what runs beside the governed program — the daemon client, `exec`'s seccomp
+//!   filters and Landlock ceiling, the MCP proxy.
+//!
+//! `doctor` (what this host can enforce) sits beside them. Dependencies point one way:
+//! `launcher` → `daemon::protocol`, `grant`; `daemon` → `kernel`, `grant`; `kernel` → `grant`
+//! (the compiled entries it installs).
 pub mod daemon;
-pub mod dns;
 pub mod doctor;
-pub mod duration;
-pub mod engine;
-pub mod events;
-pub mod fmodret;
-pub mod handlers;
-pub mod kgrant;
-pub mod landlock;
-pub mod lazy;
-pub mod loader;
-pub mod mcp;
-pub mod metrics;
-pub mod net;
-pub mod offsets;
-pub mod policy;
-pub mod procs;
-pub mod protocol;
-pub mod reconcile;
-pub mod seccomp;
-pub mod signals;
-pub mod state;
-pub mod status;
+pub mod grant;
+pub mod kernel;
+pub mod launcher;

@@ -4,10 +4,10 @@ use std::{collections::BTreeMap, os::fd::AsRawFd as _, os::unix::process::Comman
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use mcpguard::{
-    client::Client,
-    daemon::{self, Config},
-    policy::{ExecRule, Mode, Policy},
-    protocol::{Grant, InlineGrant, Op, Register, Revoke},
+    daemon::protocol::{Grant, InlineGrant, Op, Register, Revoke},
+    daemon::server::{self as daemon, Config},
+    grant::policy::{ExecRule, Mode, Policy},
+    launcher::client::Client,
 };
 
 #[derive(Parser)]
@@ -168,7 +168,7 @@ struct DaemonArgs {
     unload_on_exit: bool,
     /// Force the enforcement backend (kill, lsm) instead of the strongest verified one.
     #[arg(long)]
-    backend: Option<mcpguard::engine::Backend>,
+    backend: Option<mcpguard::kernel::engine::Backend>,
     /// Attach the network programs to this cgroup v2 directory instead of the cgroup v2 root
     /// (governed processes outside it are then not network-confined: for tests).
     #[arg(long, value_name = "DIR")]
@@ -209,10 +209,10 @@ fn daemon_config(socket: PathBuf, a: DaemonArgs) -> anyhow::Result<Config> {
         cfg.policy_dirs = a.policy_dir;
     }
     if let Some(v) = a.default_ttl {
-        cfg.default_ttl = mcpguard::duration::parse_duration(&v)?;
+        cfg.default_ttl = mcpguard::grant::duration::parse_duration(&v)?;
     }
     if let Some(v) = a.max_ttl {
-        cfg.max_ttl = mcpguard::duration::parse_duration(&v)?;
+        cfg.max_ttl = mcpguard::grant::duration::parse_duration(&v)?;
     }
     cfg.unload_on_exit |= a.unload_on_exit;
     if a.backend.is_some() {
@@ -222,7 +222,7 @@ fn daemon_config(socket: PathBuf, a: DaemonArgs) -> anyhow::Result<Config> {
         cfg.net_cgroup = a.net_cgroup;
     }
     if let Some(v) = a.dns_refresh {
-        cfg.dns_refresh = mcpguard::duration::parse_duration(&v)?;
+        cfg.dns_refresh = mcpguard::grant::duration::parse_duration(&v)?;
     }
     if cfg.default_ttl > cfg.max_ttl {
         bail!("default_ttl is longer than max_ttl");
@@ -243,8 +243,8 @@ fn main() -> anyhow::Result<()> {
                 .block_on(daemon::run(cfg))
         }
         Cmd::Unpin { bpffs_dir } => {
-            let removed =
-                mcpguard::engine::unpin(&bpffs_dir).with_context(|| format!("unpinning {}", bpffs_dir.display()))?;
+            let removed = mcpguard::kernel::engine::unpin(&bpffs_dir)
+                .with_context(|| format!("unpinning {}", bpffs_dir.display()))?;
             println!("removed {} pinned object(s) under {}; enforcement is off", removed.len(), bpffs_dir.display());
             Ok(())
         }
@@ -261,7 +261,7 @@ fn main() -> anyhow::Result<()> {
             allow_metadata,
             ..
         } => {
-            let opts = mcpguard::mcp::ProxyOptions {
+            let opts = mcpguard::launcher::mcp::ProxyOptions {
                 socket: cli.socket,
                 session,
                 baseline,
@@ -272,21 +272,21 @@ fn main() -> anyhow::Result<()> {
                 write_ceiling: (!no_write_ceiling).then_some(write_ceiling),
                 allow_metadata,
             };
-            std::process::exit(mcpguard::mcp::run(opts)?);
+            std::process::exit(mcpguard::launcher::mcp::run(opts)?);
         }
         Cmd::Exec {
             session, baseline, vars, cgroup, command, write_ceiling, no_write_ceiling, allow_metadata, ..
         } => {
-            let bin = mcpguard::mcp::spawn::which(&command[0])?;
-            let guard = mcpguard::seccomp::GuardFilter::with_metadata(allow_metadata)?;
+            let bin = mcpguard::launcher::mcp::spawn::which(&command[0])?;
+            let guard = mcpguard::launcher::seccomp::GuardFilter::with_metadata(allow_metadata)?;
             let mut argv = command.clone();
             argv[0] = bin.display().to_string();
             let mut c = Client::connect(&cli.socket)?;
             // Where no kernel hook can refuse a signal (the kill backend), the daemon decides the
             // session's signals through the seccomp signal filter's listener, installed now and
             // taken by the daemon while it registers us.
-            let notifier = if !cgroup && mcpguard::mcp::spawn::daemon_decides_signals(&mut c)? {
-                let f = mcpguard::seccomp::SignalFilter::new()?;
+            let notifier = if !cgroup && mcpguard::launcher::mcp::spawn::daemon_decides_signals(&mut c)? {
+                let f = mcpguard::launcher::seccomp::SignalFilter::new()?;
                 Some(f.install().context("installing the seccomp signal filter; not starting the program")?)
             } else {
                 None
@@ -307,8 +307,8 @@ fn main() -> anyhow::Result<()> {
             });
             let registered = c.call_ok(op)?;
             drop((c, notifier));
-            let ceiling = mcpguard::landlock::Ceiling::from_response(&registered)?;
-            let ruleset = ceiling.as_ref().map(mcpguard::landlock::Ceiling::prepare).transpose()?;
+            let ceiling = mcpguard::launcher::landlock::Ceiling::from_response(&registered)?;
+            let ruleset = ceiling.as_ref().map(mcpguard::launcher::landlock::Ceiling::prepare).transpose()?;
             // Governed from here on. The guard syscalls are refused from now on too (inherited
             // by every descendant); without the filter the program is not started (fail closed).
             guard.install().context("installing the seccomp guard filter; not starting the program")?;

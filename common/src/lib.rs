@@ -55,6 +55,21 @@ pub const MAP_ENV_EXEMPT: &str = "MCPG_ENVEXEMPT";
 /// Program array: slot 0 holds [`PROG_CMDLINE_ARGV`] (set by the agent at load).
 pub const MAP_ARGV_PROG: &str = "MCPG_ARGVPROG";
 
+/// `seccomp_data.arch` of the architectures the launcher's filters have syscall tables for,
+/// and of the one this binary runs on (the daemon checks each signal notification against it).
+pub const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+pub const AUDIT_ARCH_AARCH64: u32 = 0xc000_00b7;
+#[must_use]
+pub const fn native_audit_arch() -> Option<u32> {
+    if cfg!(target_arch = "x86_64") {
+        Some(AUDIT_ARCH_X86_64)
+    } else if cfg!(target_arch = "aarch64") {
+        Some(AUDIT_ARCH_AARCH64)
+    } else {
+        None
+    }
+}
+
 /// Read-only global holding [`Offsets`] (set at load time from the running kernel's BTF).
 pub const GLOBAL_OFFSETS: &str = "MCPG_OFFSETS";
 

@@ -161,8 +161,8 @@ impl TestDaemon {
             .unwrap_or_default()
             .lines()
             .map(|l| {
-                let m = mcpguard::audit::parse_strict(l).unwrap_or_else(|e| panic!("audit line: {e}: {l}"));
-                assert_eq!(m["v"], mcpguard::audit::AUDIT_FORMAT, "{l}");
+                let m = mcpguard::daemon::audit::parse_strict(l).unwrap_or_else(|e| panic!("audit line: {e}: {l}"));
+                assert_eq!(m["v"], mcpguard::daemon::audit::AUDIT_FORMAT, "{l}");
                 Value::Object(m)
             })
             .collect()

@@ -15,9 +15,9 @@ use std::{
 };
 
 use mcpguard::{
-    engine::{Engine, EngineOptions},
-    events::Decision,
-    kgrant::{self, KernelGrant},
+    grant::kgrant::{self, KernelGrant},
+    kernel::engine::{Engine, EngineOptions},
+    kernel::events::Decision,
 };
 use mcpguard_common::{MODE_KILL, SessionState};
 
@@ -87,7 +87,7 @@ impl Drop for SharedKernel {
 pub fn test_cgroup() -> &'static Path {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
-        let root = mcpguard::cgroup::root().expect("cgroup v2 mounted");
+        let root = mcpguard::kernel::cgroup::root().expect("cgroup v2 mounted");
         let dir = root.join("mcpguard-tests");
         std::fs::create_dir_all(&dir).expect("create the tests' cgroup");
         std::fs::write(dir.join("cgroup.procs"), "0").expect("move the test process into its cgroup");
@@ -139,7 +139,7 @@ impl Kernel {
     /// [`Kernel::grant`] from exec rules with command lines (`args`, `inline_code`, `env`).
     pub fn grant_rules(
         &mut self,
-        exec: &[mcpguard::policy::ExecRule],
+        exec: &[mcpguard::grant::policy::ExecRule],
         read: &[PathBuf],
         write: &[PathBuf],
     ) -> (u64, KernelGrant) {
@@ -170,7 +170,8 @@ impl Kernel {
         let mut g = kgrant::compile(&exec, read, &[]).expect("compile grant");
         let connect: Vec<String> = connect.iter().map(ToString::to_string).collect();
         let listen: Vec<String> = listen.iter().map(ToString::to_string).collect();
-        kgrant::compile_net(&mut g, &connect, &listen, &mut mcpguard::net::system_resolver).expect("compile network");
+        kgrant::compile_net(&mut g, &connect, &listen, &mut mcpguard::grant::net::system_resolver)
+            .expect("compile network");
         let id = unique_id();
         self.engine.install_grant(id, &g).expect("install grant");
         self.grants.push((id, g.clone()));

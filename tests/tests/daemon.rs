@@ -384,7 +384,7 @@ fn cgroup_session_governs_processes_moved_in_later() {
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let rel = cg.lines().find_map(|l| l.strip_prefix("0::")).unwrap().to_owned();
     assert!(rel.contains("/mcpguard/cgs-"), "{cg}");
-    let root = mcpguard::procs::cgroup2_root().expect("cgroup v2 must be mounted on this machine kind");
+    let root = mcpguard::kernel::procs::cgroup2_root().expect("cgroup v2 must be mounted on this machine kind");
     let dir = root.join(rel.trim_start_matches('/'));
 
     // An ungoverned shell of the test's, moved into the session's cgroup before it runs cat.

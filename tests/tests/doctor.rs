@@ -60,7 +60,7 @@ fn bpffs_entries() -> Vec<PathBuf> {
 }
 
 fn doctor_cgroups() -> Vec<PathBuf> {
-    let root = mcpguard::cgroup::root().expect("cgroup v2 mounted");
+    let root = mcpguard::kernel::cgroup::root().expect("cgroup v2 mounted");
     std::fs::read_dir(root)
         .unwrap()
         .flatten()

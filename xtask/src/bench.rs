@@ -93,7 +93,7 @@ pub struct Ctx {
     pub quick: bool,
     pub blocks: usize,
     /// The backend the strongest-that-works probe found; later loads ask for it directly.
-    pub backend: Option<mcpguard::engine::Backend>,
+    pub backend: Option<mcpguard::kernel::engine::Backend>,
     pub profile: bool,
     /// Overhead workloads to run (empty: all).
     pub workloads: Vec<String>,
@@ -185,7 +185,7 @@ pub fn run(a: &Args) -> Result<()> {
         );
     }
     let (backend, probes) = {
-        let e = mcpguard::engine::Engine::load(&mcpguard::engine::EngineOptions::default())
+        let e = mcpguard::kernel::engine::Engine::load(&mcpguard::kernel::engine::EngineOptions::default())
             .context("loading the eBPF programs")?;
         (e.backend(), serde_json::to_value(e.probes())?)
     };

@@ -3,7 +3,7 @@
 //! new image before its first instruction.
 #[allow(clippy::wildcard_imports, reason = "shared fixtures and imports of the engine target")]
 use super::*;
-use mcpguard::policy::ExecRule;
+use mcpguard::grant::policy::ExecRule;
 
 fn rule(path: &str, args: Option<&[&str]>) -> ExecRule {
     ExecRule { args: args.map(|a| a.iter().map(|x| (*x).to_owned()).collect()), ..ExecRule::path(path) }

@@ -197,10 +197,12 @@ fn preloaded_library_the_session_can_write_never_runs() {
     let base = k.baseline();
     // LD_PRELOAD is allowed for `true` (a code-injecting variable, refused unless named): what is
     // decided here is the mapping of the library it names.
-    let preloaded =
-        mcpguard::policy::ExecRule { env: vec!["LD_PRELOAD".into()], ..mcpguard::policy::ExecRule::path(TRUE) };
+    let preloaded = mcpguard::grant::policy::ExecRule {
+        env: vec!["LD_PRELOAD".into()],
+        ..mcpguard::grant::policy::ExecRule::path(TRUE)
+    };
     let (task, _) = k.grant_rules(
-        &[mcpguard::policy::ExecRule::path(env), preloaded],
+        &[mcpguard::grant::policy::ExecRule::path(env), preloaded],
         &[ws.0.clone(), ro.0.clone()],
         std::slice::from_ref(&ws.0),
     );

@@ -27,7 +27,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mcpguard::{events::Decision, kgrant::kernel_dev};
+use mcpguard::{grant::kgrant::kernel_dev, kernel::events::Decision};
 use mcpguard_tests::{
     Cgroup, Gated, Kernel, Scratch, boot_ns, killed, object_id, read_line_from, runtime_read_paths, unique_id,
 };
@@ -169,7 +169,7 @@ fn granted_exec_runs_ungranted_is_killed_ungoverned_untouched() {
     assert_eq!(ev.grant_id, task);
     let md = std::fs::metadata(&other).unwrap();
     assert_eq!(ev.ino, std::os::unix::fs::MetadataExt::ino(&md));
-    assert_eq!(ev.dev, mcpguard::kgrant::kernel_dev(std::os::unix::fs::MetadataExt::dev(&md)));
+    assert_eq!(ev.dev, mcpguard::grant::kgrant::kernel_dev(std::os::unix::fs::MetadataExt::dev(&md)));
     assert_eq!(ev.path.as_deref(), other.to_str());
 
     // Ungoverned: same binary, no registration.

@@ -322,8 +322,8 @@ fn re_resolved_addresses_replace_the_old_ones_in_place() {
     let base = k.baseline();
     let mut answer = "127.0.0.1".parse().unwrap();
     let target = vec![format!("tcp://svc.test:{port}")];
-    let mut g = mcpguard::kgrant::compile(&[(p(HELPER), None)], &[], &[]).unwrap();
-    mcpguard::kgrant::compile_net(&mut g, &target, &[], &mut |_| Ok(vec![answer])).unwrap();
+    let mut g = mcpguard::grant::kgrant::compile(&[(p(HELPER), None)], &[], &[]).unwrap();
+    mcpguard::grant::kgrant::compile_net(&mut g, &target, &[], &mut |_| Ok(vec![answer])).unwrap();
     let id = unique_id();
     k.engine.install_grant(id, &g).unwrap();
     k.grants.push((id, g.clone()));
@@ -332,7 +332,7 @@ fn re_resolved_addresses_replace_the_old_ones_in_place() {
     let lines = net_ops(&mut k, session, &[("tcp-connect", &a1), ("tcp-connect", &a2)]);
     assert_eq!((outcome(&lines, "tcp-connect", &a1), outcome(&lines, "tcp-connect", &a2)), ("ok", EPERM), "{lines:?}");
     answer = "127.0.0.2".parse().unwrap();
-    let new = mcpguard::kgrant::refresh_net(&g, &mut |_| Ok(vec![answer])).unwrap().expect("the answer changed");
+    let new = mcpguard::grant::kgrant::refresh_net(&g, &mut |_| Ok(vec![answer])).unwrap().expect("the answer changed");
     k.engine.update_net(id, &g, &new).unwrap();
     k.grants.push((id, new));
     let lines = net_ops(&mut k, session, &[("tcp-connect", &a1), ("tcp-connect", &a2)]);

@@ -80,13 +80,13 @@ fn metadata_changes_need_a_metadata_grant() {
     let before = snapshot(&wf);
     let base = k.baseline();
     let exec: Vec<&Path> = [DASH, "/usr/bin/chmod", "/usr/bin/chown", HELPER].iter().map(Path::new).collect();
-    let mut g = mcpguard::kgrant::compile(
+    let mut g = mcpguard::grant::kgrant::compile(
         &exec.iter().map(|p| (p.to_path_buf(), None)).collect::<Vec<_>>(),
         std::slice::from_ref(&dir.0),
         &[dir.path("w"), p("/dev/null")],
     )
     .unwrap();
-    mcpguard::kgrant::add_paths(
+    mcpguard::grant::kgrant::add_paths(
         &mut g,
         &[dir.path("m")],
         mcpguard_common::ACCESS_WRITE | mcpguard_common::ACCESS_METADATA,

@@ -10,9 +10,9 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use mcpguard::{
-    client::Client,
-    policy::Mode,
-    protocol::{Grant, InlineGrant, Op, Register},
+    daemon::protocol::{Grant, InlineGrant, Op, Register},
+    grant::policy::Mode,
+    launcher::client::Client,
 };
 use serde_json::{Value, json};
 
@@ -125,7 +125,7 @@ impl Daemon {
     /// One request as sent on the wire (a JSON line with a fresh id).
     pub fn line(&mut self, op: Op) -> String {
         let id = self.id();
-        mcpguard::protocol::Request::new(Some(id), op).to_line()
+        mcpguard::daemon::protocol::Request::new(Some(id), op).to_line()
     }
 
     pub fn grant(&mut self, session: &str, task: &str, read: &[PathBuf], mode: Mode) -> Result<()> {

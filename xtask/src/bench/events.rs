@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use mcpguard::{
-    engine::{Engine, EngineOptions},
-    policy::Mode,
+    grant::policy::Mode,
+    kernel::engine::{Engine, EngineOptions},
 };
 use mcpguard_common::COUNTER_LOST;
 use serde_json::{Value, json};

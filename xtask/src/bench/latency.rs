@@ -27,8 +27,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use mcpguard::{
-    policy::Mode,
-    protocol::{Op, Revoke},
+    daemon::protocol::{Op, Revoke},
+    grant::policy::Mode,
 };
 use serde_json::{Value, json};
 

@@ -27,8 +27,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use mcpguard::{
-    engine::{self, Engine, EngineOptions},
-    kgrant,
+    grant::kgrant,
+    kernel::engine::{self, Engine, EngineOptions},
 };
 use mcpguard_common::{COUNTER_LOST, MODE_AUDIT, MODE_KILL, SESSION_SEALED, SessionState};
 use serde_json::{Value, json};
@@ -248,7 +248,7 @@ impl Attached {
         // grant it: in the task grant, like the open workload's file (so an allowed connect costs
         // a miss in the base grant's trie and a hit in the task grant's).
         let connect = [format!("tcp://{}", ctx.listener.addr)];
-        kgrant::compile_net(&mut task, &connect, &[], &mut mcpguard::net::system_resolver)?;
+        kgrant::compile_net(&mut task, &connect, &[], &mut mcpguard::grant::net::system_resolver)?;
         let (base_id, task_id) = (unique_id(), unique_id());
         engine.install_grant(base_id, &base)?;
         engine.install_grant(task_id, &task)?;

@@ -1,0 +1,732 @@
+//! Control-socket operations. Each holds the state lock across the kernel update, so the table
+//! and the kernel never disagree while the daemon runs. Short operations ([`quick`]) run on the
+//! connection's task itself (no hop to a blocking thread and back before the kernel update); the
+//! table is saved afterwards by the group-committing writer (`state::Persister`), and the
+//! connection answers once that save is on disk (see `state` for why that order is crash safe).
+use std::{path::PathBuf, time::Instant};
+
+use mcpguard_common::{MODE_AUDIT, MODE_DENY, MODE_KILL, SessionState};
+use serde_json::{Value, json};
+
+use crate::{
+    daemon::protocol::{ErrorCode, Grant, Op, ProtoError, Register, Request, Response, Revoke},
+    daemon::server::Daemon,
+    daemon::state::{GrantRecord, Session},
+    grant::kgrant::{self, GrantError},
+    grant::policy::{ExecRule, GrantSpec, Mode, resolve_policy},
+    kernel::engine::Engine,
+};
+
+/// Credentials of the connected peer (SO_PEERCRED).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<u32>,
+}
+
+fn err(code: ErrorCode, msg: impl Into<String>) -> ProtoError {
+    ProtoError::new(code, msg)
+}
+
+pub fn boot_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).expect("CLOCK_BOOTTIME");
+    u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec()).unwrap_or(0)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A process inside any governed session may do nothing here, whatever its uid: the MCP server
+/// must not be able to approve itself. Other peers need root or a configured uid/gid.
+pub fn authorize(d: &Daemon, peer: &Peer, _mutating: bool) -> Result<(), ProtoError> {
+    let Some(pid) = peer.pid else {
+        return Err(err(ErrorCode::Unauthorized, "peer pid unknown; refusing"));
+    };
+    // Read from /proc before taking the engine lock (the cgroup v2 mount point is cached).
+    let cgroup = crate::kernel::cgroup::process_cgroup_id(pid);
+    {
+        let eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = eng.process_session(pid) {
+            return Err(err(
+                ErrorCode::Unauthorized,
+                format!(
+                    "peer pid {pid} is inside governed session {s}: governed processes cannot use the control socket"
+                ),
+            ));
+        }
+        if let Some(cg) = cgroup
+            && let Some(s) = eng.cgroup_session(cg)
+        {
+            return Err(err(
+                ErrorCode::Unauthorized,
+                format!(
+                    "peer pid {pid} is in the cgroup of governed session {s}: governed processes cannot use the control socket"
+                ),
+            ));
+        }
+    }
+    if peer.uid == 0 || d.cfg.allow_uids.contains(&peer.uid) || d.cfg.allow_gids.contains(&peer.gid) {
+        Ok(())
+    } else {
+        Err(err(
+            ErrorCode::Unauthorized,
+            format!("uid {} is not allowed to use this daemon (allow_uids/allow_gids)", peer.uid),
+        ))
+    }
+}
+
+/// True for requests short enough to run on the connection's task: no binary to hash, no
+/// policy file to read, no /proc scan, no tracepoint to attach or detach. Everything else goes
+/// to the blocking pool.
+#[must_use]
+pub fn quick(req: &Request) -> bool {
+    match &req.op {
+        Op::Revoke(_) | Op::Status {} | Op::List {} => true,
+        Op::Grant(g) => g.policy.is_none() && g.inline.as_ref().is_none_or(|i| i.exec.is_empty()),
+        Op::Register(_) | Op::Unregister(_) | Op::Subscribe {} => false,
+    }
+}
+
+/// True when a successful `op` changed the session table (it must be saved before the answer).
+#[must_use]
+pub fn mutates(op: &Op) -> bool {
+    matches!(op, Op::Register(_) | Op::Grant(_) | Op::Revoke(_) | Op::Unregister(_))
+}
+
+pub fn handle(d: &Daemon, peer: &Peer, req: Request) -> Response {
+    let id = req.id;
+    let r = authorize(d, peer, true).and_then(|()| {
+        req.op.validate()?;
+        match req.op {
+            Op::Register(r) => register(d, peer, r),
+            Op::Grant(g) => grant(d, g),
+            Op::Revoke(r) => revoke(d, r),
+            Op::Status {} | Op::List {} => Ok(crate::daemon::status::status(d)),
+            Op::Unregister(u) => unregister(d, &u.session),
+            Op::Subscribe {} => Err(err(ErrorCode::BadRequest, "subscribe is handled by the connection")),
+        }
+    });
+    match r {
+        Ok(v) => Response::ok(id, v),
+        Err(e) => e.with_id(id).to_response(),
+    }
+}
+
+fn kernel_mode(m: Mode) -> u32 {
+    match m {
+        Mode::Deny => MODE_DENY,
+        Mode::Kill => MODE_KILL,
+        Mode::Audit => MODE_AUDIT,
+    }
+}
+
+fn grant_error(e: GrantError) -> ProtoError {
+    let code = match &e {
+        GrantError::BinaryMissing { .. } | GrantError::NotARegularFile { .. } => ErrorCode::BinaryMissing,
+        GrantError::DigestMismatch { .. } | GrantError::ChangedWhileHashing { .. } => ErrorCode::DigestMismatch,
+        GrantError::PathMissing { .. }
+        | GrantError::NotAbsolute { .. }
+        | GrantError::Net { .. }
+        | GrantError::UnixSocket { .. }
+        | GrantError::Cmdline { .. } => ErrorCode::PolicyError,
+    };
+    err(code, e.to_string())
+}
+
+fn compile(spec: &GrantSpec) -> Result<kgrant::KernelGrant, ProtoError> {
+    let exec: Vec<(PathBuf, Option<String>)> = spec.exec.iter().map(|e| (e.path.clone(), e.sha256.clone())).collect();
+    let mut g = kgrant::compile(&exec, &spec.read, &spec.write).map_err(grant_error)?;
+    kgrant::add_cmdline(&mut g, &spec.exec).map_err(grant_error)?;
+    kgrant::add_paths(&mut g, &spec.metadata, mcpguard_common::ACCESS_WRITE | mcpguard_common::ACCESS_METADATA)
+        .map_err(grant_error)?;
+    kgrant::compile_net(&mut g, &spec.connect, &spec.listen, &mut crate::grant::net::system_resolver)
+        .map_err(grant_error)?;
+    Ok(g)
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+pub(crate) fn session_state(s: &Session) -> SessionState {
+    let mode = s.task.as_ref().or(s.base.as_ref()).map_or(MODE_DENY, |g| kernel_mode(g.mode));
+    SessionState {
+        base_grant: s.base.as_ref().map_or(0, |g| g.id),
+        task_grant: s.task.as_ref().map_or(0, |g| g.id),
+        task_expires_ns: s.task.as_ref().map_or(0, |g| g.expires_boot_ns),
+        mode,
+        // Sealed: the launcher's seccomp filter refuses the guard syscalls in every process of
+        // the session, so the kernel need not attach the guard tracepoints for it.
+        flags: if s.sealed && s.cgroup.is_none() { mcpguard_common::SESSION_SEALED } else { 0 },
+    }
+}
+
+/// `pid`'s parent and real uid, from `/proc/<pid>/status`.
+fn parent_and_uid(pid: u32) -> Option<(u32, u32)> {
+    parse_parent_and_uid(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+fn parse_parent_and_uid(status: &str) -> Option<(u32, u32)> {
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+    };
+    Some((field("PPid:")?, field("Uid:")?))
+}
+
+/// A non-root peer may register its own direct child of its own uid (the MCP proxy governs the
+/// server it forks, while itself staying outside the session). The child cannot be recycled
+/// under us: its parent (the peer) has not reaped it.
+fn own_child(peer: &Peer, pid: u32) -> bool {
+    peer.pid.is_some_and(|me| parent_and_uid(pid) == Some((me, peer.uid)))
+}
+
+fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
+    if !valid_name(&r.session) {
+        return Err(err(ErrorCode::BadRequest, format!("session name `{}` must be 1-64 of [A-Za-z0-9._-]", r.session)));
+    }
+    if peer.uid != 0 && peer.pid != Some(r.pid) && !own_child(peer, r.pid) {
+        return Err(err(
+            ErrorCode::Unauthorized,
+            format!(
+                "only root may register another process (pid {} is neither the caller nor its direct child of the same uid)",
+                r.pid
+            ),
+        ));
+    }
+    if let Some(s) = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).process_session(r.pid) {
+        return Err(err(ErrorCode::BadRequest, format!("pid {} is already governed by session {s}", r.pid)));
+    }
+    let Some(cmd) = r.command.first() else {
+        return Err(err(ErrorCode::BadRequest, "`command` must name the launched binary"));
+    };
+    if r.signal_notifier.is_some() && !r.sealed {
+        return Err(err(ErrorCode::BadRequest, "`signal_notifier` needs `sealed` (a launched, filtered session)"));
+    }
+    if r.sealed && r.cgroup {
+        return Err(err(
+            ErrorCode::BadRequest,
+            "`sealed` and `cgroup` exclude each other: a process moved into the cgroup later carries no seccomp filter",
+        ));
+    }
+    // The launched binary is approved by fingerprint now; the baseline covers its runtime.
+    let mut spec = match &r.baseline {
+        Some(b) => resolve_policy(b, &d.cfg.policy_dirs)?.0.instantiate(&r.vars)?,
+        None => GrantSpec::inline(Vec::new(), Vec::new(), Vec::new(), Mode::Deny, None)?,
+    };
+    // Any command line: the client's configuration is the session's to give (task grants confine
+    // what the server runs later).
+    spec.exec.push(ExecRule { path: PathBuf::from(cmd), inline_code: true, ..Default::default() });
+    // The ceiling covers whatever the baseline may write, whatever the launcher asked for.
+    // Roots are kept resolved (symlinks), as grant paths are, so that the containment check of
+    // later grants compares like with like; Landlock resolves them the same way.
+    let write_ceiling = r.write_ceiling.as_ref().map(|extra| {
+        let mut c: Vec<PathBuf> = Vec::new();
+        for p in spec.write.iter().chain(extra) {
+            let p = if p.is_absolute() { std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()) } else { p.clone() };
+            if !c.contains(&p) {
+                c.push(p);
+            }
+        }
+        c
+    });
+    if let Some(c) = &write_ceiling
+        && let Some(bad) =
+            c.iter().find(|p| !p.is_absolute() || p.components().any(|x| x == std::path::Component::ParentDir))
+    {
+        return Err(err(
+            ErrorCode::BadRequest,
+            format!("write ceiling `{}` must be an absolute path without `..`", bad.display()),
+        ));
+    }
+    let kg = compile(&spec)?;
+
+    let mut st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(old) = st.sessions.get(&r.session) {
+        if session_alive(&eng, old) {
+            return Err(err(
+                ErrorCode::SessionExists,
+                format!("session `{}` exists and has live processes", r.session),
+            ));
+        }
+        let old = st.sessions.remove(&r.session).expect("present");
+        drop_session(&mut eng, &old);
+    }
+    let sid = st.alloc_id();
+    let gid = st.alloc_id();
+    let base = GrantRecord {
+        id: gid,
+        task: None,
+        policy: spec.policy_name.clone(),
+        mode: spec.mode,
+        expires_boot_ns: 0,
+        tool: None,
+        call_id: None,
+        kernel: kg,
+        spec: None,
+    };
+    let session = Session {
+        name: r.session.clone(),
+        id: sid,
+        root_pid: r.pid,
+        command: r.command.clone(),
+        uid: peer.uid,
+        created_unix: unix_now(),
+        cgroup: None,
+        sealed: r.sealed,
+        write_ceiling: write_ceiling.clone(),
+        base: Some(base),
+        task: None,
+        orchestrator: None,
+    };
+    let kerr = |e: crate::kernel::engine::EngineError| err(ErrorCode::KernelError, e.to_string());
+    eng.install_grant(gid, &session.base.as_ref().expect("base").kernel).map_err(kerr)?;
+    if let Err(e) = eng.set_session(sid, session_state(&session)) {
+        drop_session(&mut eng, &session);
+        return Err(kerr(e));
+    }
+    let mut session = session;
+    if r.cgroup {
+        // The cgroup is governed before the process moves in: no instant without a session.
+        let cg = crate::kernel::cgroup::create(&r.session, sid)
+            .and_then(|(dir, id)| {
+                eng.add_cgroup(id, sid).map(|()| (dir, id)).map_err(|e| crate::kernel::cgroup::CgroupError::Io {
+                    path: PathBuf::from("(kernel)"),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })
+            .and_then(|(dir, id)| crate::kernel::cgroup::move_in(&dir, r.pid).map(|()| id));
+        match cg {
+            Ok(id) => session.cgroup = Some(id),
+            Err(e) => {
+                drop_session(&mut eng, &session);
+                return Err(err(ErrorCode::BadRequest, format!("cannot make session `{}` a cgroup: {e}", r.session)));
+            }
+        }
+    }
+    let governed = match eng.govern_tree(r.pid, sid) {
+        Ok(p) => p,
+        Err(e) => {
+            drop_session(&mut eng, &session);
+            return Err(err(ErrorCode::BadRequest, format!("cannot govern pid {}: {e}", r.pid)));
+        }
+    };
+    // The launched program's own exec carries the MCP client's environment, which is the
+    // session's to give: not checked for code-injecting variables (that one exec only).
+    // Its code-injecting variables, exactly as given, stay the session's to give in the
+    // processes that inherit them unchanged.
+    if r.sealed || (r.cgroup && peer.pid == Some(r.pid)) {
+        let environ = std::fs::read(format!("/proc/{}/environ", r.pid)).unwrap_or_default();
+        let kept = eng.exempt_env_once(r.pid).and_then(|()| eng.remember_launch_env(sid, &environ));
+        match kept {
+            Ok(names) if !names.is_empty() => log::info!("session {}: launched with {names:?}", r.session),
+            Ok(_) => {}
+            Err(e) => {
+                drop_session(&mut eng, &session);
+                return Err(err(ErrorCode::KernelError, e.to_string()));
+            }
+        }
+    }
+    if let Some(fd) = r.signal_notifier {
+        // Taken while the launcher waits for this answer, before the program's first instruction.
+        match crate::daemon::signals::take_listener(r.pid, fd) {
+            Ok(l) => d.signals.add(sid, l),
+            Err(e) => {
+                drop_session(&mut eng, &session);
+                return Err(err(ErrorCode::KernelError, format!("cannot take the signal listener: {e}")));
+            }
+        }
+    }
+    drop(eng);
+    st.sessions.insert(r.session.clone(), session);
+    log::info!(
+        "session {} registered: pid {} ({} process(es)), command {:?}",
+        r.session,
+        r.pid,
+        governed.len(),
+        r.command
+    );
+    Ok(json!({"session": r.session, "session_id": sid, "baseline_grant_id": gid, "processes": governed,
+              "write_ceiling": write_ceiling}))
+}
+
+/// Removes a session's kernel state (session entry, grants, process entries).
+pub(crate) fn drop_session(eng: &mut Engine, s: &Session) {
+    eng.end_session(s.id);
+    // An exemption the launched program never used must not pass to a later holder of its pid.
+    eng.clear_env_exempt(s.root_pid);
+    for g in [&s.base, &s.task, &s.orchestrator].into_iter().flatten() {
+        eng.remove_grant(g.id, &g.kernel);
+    }
+    if let Some(id) = s.cgroup {
+        let _ = eng.remove_cgroup(id);
+        if let Ok(dir) = crate::kernel::cgroup::session_dir(&s.name, s.id) {
+            crate::kernel::cgroup::remove(&dir);
+        }
+    }
+}
+
+/// A session is over when none of its processes is left (tree and, if any, cgroup).
+fn session_alive(eng: &Engine, s: &Session) -> bool {
+    !eng.session_processes(s.id).is_empty()
+        || (s.cgroup.is_some()
+            && crate::kernel::cgroup::session_dir(&s.name, s.id).is_ok_and(|d| !crate::kernel::cgroup::is_empty(&d)))
+}
+
+/// What a session runs under when a per-call grant (`call`) is composed with an orchestrator's
+/// task grant (`task`): the intersection, so a call never exceeds the task it runs in.
+pub fn compose(task: Option<&GrantSpec>, call: &GrantSpec) -> GrantSpec {
+    task.map_or_else(|| call.clone(), |t| t.intersect(call))
+}
+
+/// The spec of a held record, needed for composition (absent only in state files written
+/// before composition existed).
+fn held_spec(r: &GrantRecord) -> Result<&GrantSpec, ProtoError> {
+    r.spec.as_ref().ok_or_else(|| {
+        err(ErrorCode::BadRequest, format!("grant {} predates per-call composition; re-issue the task grant", r.id))
+    })
+}
+
+/// What a new grant composes with (the orchestrator's task grant for a call; the call in force
+/// for a task grant), with its expiry, and the ids of the session's grants (to detect changes).
+type Snapshot = (Option<(GrantSpec, u64)>, (Option<u64>, Option<u64>));
+
+fn composition_snapshot(d: &Daemon, session: &str, per_call: bool) -> Result<Snapshot, ProtoError> {
+    let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(s) = st.sessions.get(session) else {
+        return Err(err(ErrorCode::UnknownSession, format!("no session named `{session}`")));
+    };
+    let other = if per_call {
+        s.orchestrator.as_ref().or(s.task.as_ref().filter(|t| t.call_id.is_none()))
+    } else {
+        s.task.as_ref().filter(|t| t.call_id.is_some())
+    };
+    let other = match other {
+        Some(r) => Some((held_spec(r)?.clone(), r.expires_boot_ns)),
+        None => None,
+    };
+    Ok((other, (s.task.as_ref().map(|r| r.id), s.orchestrator.as_ref().map(|r| r.id))))
+}
+
+/// A record for `g` (id assigned at install) enforcing `effective`, remembering `own` (the grant as
+/// requested) for later composition.
+fn record(g: &Grant, own: &GrantSpec, kernel: kgrant::KernelGrant, expires: u64, effective: &GrantSpec) -> GrantRecord {
+    GrantRecord {
+        id: 0,
+        task: Some(g.task.clone()),
+        policy: effective.policy_name.clone(),
+        mode: effective.mode,
+        expires_boot_ns: expires,
+        tool: g.tool.clone(),
+        call_id: g.call_id.clone(),
+        kernel,
+        spec: Some(own.clone()),
+    }
+}
+
+fn grant(d: &Daemon, g: Grant) -> Result<Value, ProtoError> {
+    let started = Instant::now();
+    if !d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).sessions.contains_key(&g.session) {
+        return Err(err(ErrorCode::UnknownSession, format!("no session named `{}`", g.session)));
+    }
+    let spec = if let Some(p) = &g.policy {
+        resolve_policy(p, &d.cfg.policy_dirs)?.0.instantiate(&g.vars)?
+    } else {
+        let i = g.inline.clone().unwrap_or_default();
+        GrantSpec::inline(i.exec, i.read, i.write, g.mode.unwrap_or_default(), None)?.with_net(&i.connect, &i.listen)?
+    };
+    let ttl = g.ttl()?.or(spec.ttl).unwrap_or(d.cfg.default_ttl);
+    if ttl > d.cfg.max_ttl {
+        return Err(err(
+            ErrorCode::TtlTooLong,
+            format!(
+                "ttl {} exceeds the maximum {}",
+                crate::grant::duration::format_duration(ttl),
+                crate::grant::duration::format_duration(d.cfg.max_ttl)
+            ),
+        ));
+    }
+    let mode = g.mode.unwrap_or(spec.mode);
+    let mut spec = spec;
+    spec.mode = mode;
+    // A write outside the ceiling the launcher applied could open existing files but never
+    // create, remove or rename there: refuse it now, with the fix, rather than let the task fail.
+    if let Some(ceiling) = d
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .sessions
+        .get(&g.session)
+        .and_then(|s| s.write_ceiling.clone())
+        && let Some(w) = spec.write.iter().find(|w| !ceiling.iter().any(|c| w.starts_with(c)))
+    {
+        return Err(err(
+            ErrorCode::OutsideCeiling,
+            format!(
+                "session `{}` was launched with the write ceiling [{}]; `{}` is outside it (relaunch with --write-ceiling covering it)",
+                g.session,
+                ceiling.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", "),
+                w.display()
+            ),
+        ));
+    }
+    let per_call = g.call_id.is_some();
+    let ttl_ns = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
+    // Composition: a per-call grant (`call_id` set) runs inside the orchestrator's task grant,
+    // and a task grant issued while a call is in force narrows that call. Either way what goes
+    // into the kernel is the intersection; it is computed and compiled (binaries hashed)
+    // without the locks, then installed only if the grants it was built from are unchanged.
+    let mut attempts = 0;
+    let (mut st, rec, held, effective_policy) = loop {
+        attempts += 1;
+        let (other, ids) = composition_snapshot(d, &g.session, per_call)?;
+        let now = boot_ns();
+        let own_expires = now.saturating_add(ttl_ns);
+        let (rec, held, policy) = match &other {
+            // Plain grant: nothing to compose with.
+            None => {
+                let kg = compile(&spec)?;
+                (record(&g, &spec, kg, own_expires, &spec), None, spec.policy_name.clone())
+            }
+            // A call inside the orchestrator's task: call ∩ task, expiring with the earlier.
+            Some((task, task_expires)) if per_call => {
+                let eff = compose(Some(task), &spec);
+                let kg = compile(&eff)?;
+                let rec = record(&g, &spec, kg, own_expires.min(*task_expires), &eff);
+                (rec, None, eff.policy_name)
+            }
+            // A task grant while a call is in force: held aside; the call narrows (never widens).
+            Some((call, call_expires)) => {
+                let eff = compose(Some(&spec), call);
+                let narrowed = (compile(&eff)?, own_expires.min(*call_expires), eff.clone());
+                let rec = record(&g, &spec, compile(&spec)?, own_expires, &spec);
+                (rec, Some(narrowed), eff.policy_name)
+            }
+        };
+        // Install only if the grants this was composed from are still the ones in force.
+        let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now_ids =
+            st.sessions.get(&g.session).map(|s| (s.task.as_ref().map(|r| r.id), s.orchestrator.as_ref().map(|r| r.id)));
+        if now_ids == Some(ids) {
+            break (st, rec, held, policy);
+        }
+        drop(st);
+        if attempts >= 3 {
+            return Err(err(ErrorCode::Internal, "the session's grants kept changing during the request; retry"));
+        }
+    };
+    let mut eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let id = st.alloc_id();
+    let call_rebuild_id = held.as_ref().map(|_| st.alloc_id());
+    let Some(session) = st.sessions.get_mut(&g.session) else {
+        return Err(err(ErrorCode::UnknownSession, format!("no session named `{}`", g.session)));
+    };
+    let mut rec = rec;
+    rec.id = id;
+    let kerr = |e: crate::kernel::engine::EngineError| err(ErrorCode::KernelError, e.to_string());
+    eng.install_grant(id, &rec.kernel).map_err(kerr)?;
+    // Records that stop being referenced once the new state is in force.
+    let (old_task, old_orch) = (session.task.clone(), session.orchestrator.clone());
+    if let (Some((kg, expires, eff)), Some(cid)) = (held, call_rebuild_id) {
+        // Task grant while a call is in force: the call continues under call ∩ new task.
+        let call = session.task.clone().expect("a call grant is in force");
+        let narrowed = GrantRecord {
+            id: cid,
+            policy: eff.policy_name,
+            mode: eff.mode,
+            expires_boot_ns: expires,
+            kernel: kg,
+            ..call
+        };
+        if let Err(e) = eng.install_grant(cid, &narrowed.kernel) {
+            eng.remove_grant(id, &rec.kernel);
+            return Err(kerr(e));
+        }
+        session.task = Some(narrowed);
+        session.orchestrator = Some(rec.clone());
+    } else if per_call {
+        // Hold the orchestrator's task grant aside (still installed) while the call runs.
+        if session.orchestrator.is_none() {
+            session.orchestrator = session.task.take().filter(|t| t.call_id.is_none());
+        }
+        session.task = Some(rec.clone());
+    } else {
+        session.task = Some(rec.clone());
+        session.orchestrator = None;
+    }
+    // One map update: the old grant stops and the new one starts at the same instant.
+    if let Err(e) = eng.set_session(session.id, session_state(session)) {
+        let new_task = std::mem::replace(&mut session.task, old_task);
+        let new_orch = std::mem::replace(&mut session.orchestrator, old_orch);
+        for r in [new_task, new_orch].into_iter().flatten() {
+            if r.id == id || Some(r.id) == call_rebuild_id {
+                eng.remove_grant(r.id, &r.kernel);
+            }
+        }
+        return Err(kerr(e));
+    }
+    d.metrics.grant_apply.observe(started.elapsed().as_secs_f64());
+    let live: Vec<u64> = [&session.task, &session.orchestrator].into_iter().flatten().map(|r| r.id).collect();
+    for old in [old_task, old_orch].into_iter().flatten() {
+        if !live.contains(&old.id) {
+            eng.remove_grant(old.id, &old.kernel);
+        }
+    }
+    let composed = session.orchestrator.as_ref().map(|o| o.task.clone());
+    drop(eng);
+    drop(st);
+    let out = json!({
+        "session": g.session, "task": g.task, "grant_id": id, "policy": effective_policy,
+        "mode": rec.mode, "ttl_ms": u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+        "expires_unix": unix_now() + ttl.as_secs(),
+        "composed_with_task": composed,
+    });
+    log::info!("grant {id}: session {} task {} policy {} ttl {:?}", g.session, g.task, effective_policy, ttl);
+    Ok(out)
+}
+
+fn revoke(d: &Daemon, r: Revoke) -> Result<Value, ProtoError> {
+    let mut st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(session) = st.sessions.get_mut(&r.session) else {
+        return Err(err(ErrorCode::UnknownSession, format!("no session named `{}`", r.session)));
+    };
+    let names = |g: &Option<GrantRecord>, t: &str| g.as_ref().is_some_and(|g| g.task.as_deref() == Some(t));
+    let (old_task, old_orch) = (session.task.clone(), session.orchestrator.clone());
+    match &r.task {
+        // The call in force ends: the orchestrator's task grant (if any) is back in force.
+        Some(t) if names(&session.task, t) => session.task = session.orchestrator.take(),
+        // The orchestrator ends its task while a call runs in it: the call loses it too.
+        Some(t) if names(&session.orchestrator, t) => {
+            session.task = None;
+            session.orchestrator = None;
+        }
+        Some(t) => {
+            return Err(err(ErrorCode::BadRequest, format!("session `{}` has no grant for task `{t}`", r.session)));
+        }
+        None if session.task.is_none() => {
+            return Err(err(ErrorCode::BadRequest, format!("session `{}` has no task grant", r.session)));
+        }
+        None => {
+            session.task = None;
+            session.orchestrator = None;
+        }
+    }
+    let mut eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Err(e) = eng.set_session(session.id, session_state(session)) {
+        session.task = old_task;
+        session.orchestrator = old_orch;
+        return Err(err(ErrorCode::KernelError, e.to_string()));
+    }
+    let live = session.task.as_ref().map(|g| g.id);
+    let mut revoked = None;
+    for old in [old_task, old_orch].into_iter().flatten() {
+        if Some(old.id) != live {
+            eng.remove_grant(old.id, &old.kernel);
+            revoked.get_or_insert((old.id, old.task.clone()));
+        }
+    }
+    let restored = session.task.as_ref().and_then(|g| g.task.clone());
+    drop(eng);
+    drop(st);
+    let (id, task) = revoked.unwrap_or((0, None));
+    Ok(json!({"session": r.session, "revoked_grant_id": id, "task": task, "restored_task": restored}))
+}
+
+fn unregister(d: &Daemon, name: &str) -> Result<Value, ProtoError> {
+    let mut st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(s) = st.sessions.remove(name) else {
+        return Err(err(ErrorCode::UnknownSession, format!("no session named `{name}`")));
+    };
+    drop_session(&mut d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner), &s);
+    Ok(json!({"session": name, "session_id": s.id}))
+}
+
+/// Periodic: kernel counters into metrics, grant expirations, sessions whose processes are gone.
+pub fn housekeeping(d: &Daemon) {
+    let now = boot_ns();
+    let mut st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Ok(c) = eng.counters() {
+        d.metrics.sync_kernel(&c);
+    }
+    let mut active = 0;
+    let mut seen = d.expired_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for s in st.sessions.values() {
+        if let Some(t) = &s.task {
+            if now >= t.expires_boot_ns {
+                if seen.insert(t.id) {
+                    d.metrics.grant_expirations.inc();
+                    log::info!("grant {} (session {}, task {:?}) expired", t.id, s.name, t.task);
+                }
+            } else {
+                active += 1;
+            }
+        }
+    }
+    d.metrics.active_grants.set(active);
+    let dead: Vec<String> = st
+        .sessions
+        .values()
+        .filter(|s| s.created_unix + 2 <= unix_now() && !session_alive(&eng, s))
+        .map(|s| s.name.clone())
+        .collect();
+    for name in &dead {
+        if let Some(s) = st.sessions.remove(name) {
+            drop_session(&mut eng, &s);
+            log::info!("session {name} ended: no processes left");
+        }
+    }
+    d.metrics.active_sessions.set(i64::try_from(st.sessions.len()).unwrap_or(i64::MAX));
+    if !dead.is_empty() {
+        d.persist.request();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_status_parent_and_uid() {
+        let st = "Name:\tcat\nPid:\t12\nPPid:\t7\nTracerPid:\t0\nUid:\t1000\t1000\t1000\t1000\n";
+        assert_eq!(parse_parent_and_uid(st), Some((7, 1000)));
+        assert_eq!(parse_parent_and_uid("Name:\tx\n"), None);
+        let me = std::process::id();
+        let child = std::process::Command::new("/bin/sleep").arg("5").spawn().unwrap();
+        let uid = nix::unistd::getuid().as_raw();
+        let peer = Peer { uid, gid: 0, pid: Some(me) };
+        assert!(own_child(&peer, child.id()));
+        assert!(!own_child(&Peer { uid: uid + 1, ..peer }, child.id()), "different uid");
+        assert!(!own_child(&peer, me), "not its own child");
+        let mut child = child;
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn spec(name: &str, exec: &[&str], read: &[&str], mode: Mode) -> GrantSpec {
+        let mut s = GrantSpec::inline(
+            exec.iter().map(|p| ExecRule { path: PathBuf::from(p), sha256: None, ..Default::default() }).collect(),
+            read.iter().map(PathBuf::from).collect(),
+            Vec::new(),
+            mode,
+            None,
+        )
+        .unwrap();
+        s.policy_name = name.into();
+        s
+    }
+
+    #[test]
+    fn a_call_never_exceeds_its_task() {
+        let task = spec("task", &["/usr/bin/git", "/usr/bin/cat"], &["/srv/repos", "/etc/gitconfig"], Mode::Deny);
+        let call = spec("call", &["/usr/bin/git", "/usr/bin/curl"], &["/srv/repos/app", "/home/u"], Mode::Kill);
+        let eff = compose(Some(&task), &call);
+        assert_eq!(eff.exec.iter().map(|e| e.path.to_str().unwrap()).collect::<Vec<_>>(), ["/usr/bin/git"]);
+        assert_eq!(eff.read, [PathBuf::from("/srv/repos/app")]);
+        assert_eq!(eff.mode, Mode::Kill);
+        assert_eq!(eff.policy_name, "task&call");
+        assert_eq!(compose(None, &call), call);
+    }
+}

@@ -1,0 +1,16 @@
+//! The host daemon: `server` owns the kernel engine and serves the control socket; `handlers`
+//! are its operations (register, grant, revoke, ...) over the wire format in `protocol`;
+//! `state` is the session table (persisted) and `reconcile` squares it with the pinned kernel
+//! maps after a restart; `audit`, `metrics` and `status` report; `signals` decides the
+//! signals of launched sessions where no kernel hook can; `dns` re-resolves the names of the
+//! grants in force.
+pub mod audit;
+pub mod dns;
+pub mod handlers;
+pub mod metrics;
+pub mod protocol;
+pub mod reconcile;
+pub mod server;
+pub mod signals;
+pub mod state;
+pub mod status;

@@ -1,0 +1,681 @@
+//! Control-socket protocol, version 1: newline-delimited JSON over a Unix socket.
+//!
+//! Each request is one JSON object on one line and gets exactly one response line:
+//!
+//! ```text
+//! → {"v":1,"id":7,"op":"grant","session":"s1","task":"t1","policy":"git","vars":{"repo":"/srv/r"}}
+//! ← {"v":1,"id":7,"ok":true, ...payload}
+//! ← {"v":1,"id":7,"ok":false,"error":{"code":"policy_error","message":"..."}}
+//! ```
+//!
+//! Unknown fields are rejected at every level (`unknown_field`). After a successful
+//! `subscribe` the connection streams event lines instead of further responses.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+use crate::grant::duration::{DurationError, parse_duration};
+use crate::grant::policy::{ExecRule, Mode, PolicyError};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Longest accepted request line in bytes, excluding the trailing newline.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Stable, machine-readable error codes (serialised in snake_case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadJson,
+    UnknownField,
+    BadRequest,
+    UnsupportedVersion,
+    TooLarge,
+    Unauthorized,
+    UnknownSession,
+    SessionExists,
+    PolicyError,
+    BinaryMissing,
+    DigestMismatch,
+    BadDuration,
+    TtlTooLong,
+    /// A grant writes where the session's launcher-applied write ceiling forbids changes.
+    OutsideCeiling,
+    KernelError,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnknownField => "unknown_field",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::UnknownSession => "unknown_session",
+            ErrorCode::SessionExists => "session_exists",
+            ErrorCode::PolicyError => "policy_error",
+            ErrorCode::BinaryMissing => "binary_missing",
+            ErrorCode::DigestMismatch => "digest_mismatch",
+            ErrorCode::BadDuration => "bad_duration",
+            ErrorCode::TtlTooLong => "ttl_too_long",
+            ErrorCode::OutsideCeiling => "outside_ceiling",
+            ErrorCode::KernelError => "kernel_error",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A request that could not be accepted. `id` is the client's correlation id when it
+/// could be recovered from the request, so the error response can echo it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{code}: {message}")]
+pub struct ProtoError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub id: Option<u64>,
+}
+
+/// Alias used by [`Op::validate`].
+pub type ProtocolError = ProtoError;
+
+impl ProtoError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ProtoError { code, message: message.into(), id: None }
+    }
+
+    pub fn with_id(mut self, id: Option<u64>) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// The error response line for this error.
+    pub fn to_response(&self) -> Response {
+        Response::err(self.id, self.code, self.message.clone())
+    }
+}
+
+impl From<PolicyError> for ProtoError {
+    fn from(e: PolicyError) -> Self {
+        ProtoError::new(ErrorCode::PolicyError, e.to_string())
+    }
+}
+
+impl From<DurationError> for ProtoError {
+    fn from(e: DurationError) -> Self {
+        ProtoError::new(ErrorCode::BadDuration, e.to_string())
+    }
+}
+
+/// An ad-hoc grant sent instead of a policy name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InlineGrant {
+    #[serde(default)]
+    pub exec: Vec<ExecRule>,
+    #[serde(default)]
+    pub read: Vec<PathBuf>,
+    #[serde(default)]
+    pub write: Vec<PathBuf>,
+    /// Paths writable with mode and owner changes (`metadata = true`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metadata: Vec<PathBuf>,
+    /// Network targets: `tcp://HOST:PORT`, `udp://HOST:PORT`, `unix:/path`, `unix:@name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connect: Vec<String>,
+    /// Listen addresses: `tcp://ADDR:PORT`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listen: Vec<String>,
+}
+
+/// `register`: a wrapper announces an MCP server process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Register {
+    pub session: String,
+    pub pid: u32,
+    pub command: Vec<String>,
+    /// Baseline policy (name or file) always granted to the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
+    /// Track the session by cgroup rather than by process tree.
+    #[serde(default)]
+    pub cgroup: bool,
+    /// The launcher installs mcpguard's seccomp guard filter (`seccomp.rs`) in `pid` before it
+    /// executes anything: every process of the session refuses the guard syscalls itself, and
+    /// the kernel's guard-syscall tracepoints are not needed for it (`SESSION_SEALED`). Refused
+    /// with `cgroup` (a process moved into the cgroup later carries no filter).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sealed: bool,
+    /// The launcher confines the session's path operations (create, remove, rename, truncate)
+    /// with a Landlock write ceiling (`landlock.rs`): these roots, plus the baseline's write
+    /// paths, which the daemon adds; the response's `write_ceiling` is the ceiling to apply.
+    /// `None`: not confined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_ceiling: Option<Vec<PathBuf>>,
+    /// The launcher installed mcpguard's seccomp signal filter (`seccomp::SignalFilter`) in
+    /// `pid`, whose listener is this descriptor number in `pid`: the daemon takes it and decides
+    /// the session's signals (`signals.rs`; the kill backend, `channels.signal` = `launcher`).
+    /// Needs `sealed`; the registration fails if the listener cannot be taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_notifier: Option<u32>,
+}
+
+/// `grant`: give a task of a session a grant (from a policy, or inline).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    pub session: String,
+    pub task: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<InlineGrant>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+}
+
+impl Grant {
+    /// The parsed `ttl`, if any.
+    pub fn ttl(&self) -> Result<Option<std::time::Duration>, ProtoError> {
+        Ok(self.ttl.as_deref().map(parse_duration).transpose()?)
+    }
+}
+
+/// `revoke`: drop one task's grant, or all of a session's task grants when `task` is absent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revoke {
+    pub session: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+}
+
+/// `unregister`: forget a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unregister {
+    pub session: String,
+}
+
+/// The operation of a request, tagged by `"op"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Op {
+    Register(Register),
+    Grant(Grant),
+    Revoke(Revoke),
+    Status {},
+    List {},
+    Subscribe {},
+    Unregister(Unregister),
+}
+
+fn check_ident(field: &str, value: &str) -> Result<(), ProtoError> {
+    let ok =
+        (1..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ProtoError::new(
+            ErrorCode::BadRequest,
+            format!("invalid `{field}` {value:?}: use 1-128 characters from A-Z a-z 0-9 - _ . : @"),
+        ))
+    }
+}
+
+fn check_text(field: &str, value: Option<&str>) -> Result<(), ProtoError> {
+    match value {
+        Some(v) if v.is_empty() || v.len() > 4096 || v.chars().any(char::is_control) => Err(ProtoError::new(
+            ErrorCode::BadRequest,
+            format!("invalid `{field}` {v:?}: must be 1-4096 bytes without control characters"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl Op {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Register(_) => "register",
+            Op::Grant(_) => "grant",
+            Op::Revoke(_) => "revoke",
+            Op::Status {} => "status",
+            Op::List {} => "list",
+            Op::Subscribe {} => "subscribe",
+            Op::Unregister(_) => "unregister",
+        }
+    }
+
+    /// Semantic checks beyond the JSON shape.
+    pub fn validate(&self) -> Result<(), ProtocolError> {
+        match self {
+            Op::Register(r) => {
+                check_ident("session", &r.session)?;
+                if r.pid == 0 {
+                    return Err(ProtoError::new(ErrorCode::BadRequest, "`pid` must be a positive process id"));
+                }
+                if r.command.is_empty() {
+                    return Err(ProtoError::new(ErrorCode::BadRequest, "`command` must not be empty"));
+                }
+                check_text("baseline", r.baseline.as_deref())
+            }
+            Op::Grant(g) => {
+                check_ident("session", &g.session)?;
+                check_ident("task", &g.task)?;
+                match (&g.policy, &g.inline) {
+                    (Some(_), Some(_)) => {
+                        return Err(ProtoError::new(
+                            ErrorCode::BadRequest,
+                            "`policy` and `inline` are mutually exclusive; set exactly one",
+                        ));
+                    }
+                    (None, None) => {
+                        return Err(ProtoError::new(ErrorCode::BadRequest, "one of `policy` or `inline` is required"));
+                    }
+                    _ => {}
+                }
+                if g.inline.is_some() && !g.vars.is_empty() {
+                    return Err(ProtoError::new(ErrorCode::BadRequest, "`vars` only applies to `policy` grants"));
+                }
+                check_text("policy", g.policy.as_deref())?;
+                check_text("tool", g.tool.as_deref())?;
+                check_text("call_id", g.call_id.as_deref())?;
+                g.ttl().map(|_| ())
+            }
+            Op::Revoke(r) => {
+                check_ident("session", &r.session)?;
+                r.task.as_deref().map_or(Ok(()), |t| check_ident("task", t))
+            }
+            Op::Unregister(u) => check_ident("session", &u.session),
+            Op::Status {} | Op::List {} | Op::Subscribe {} => Ok(()),
+        }
+    }
+}
+
+/// A request envelope: version, optional correlation id, operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub v: u32,
+    pub id: Option<u64>,
+    pub op: Op,
+}
+
+impl Request {
+    pub fn new(id: Option<u64>, op: Op) -> Self {
+        Request { v: PROTOCOL_VERSION, id, op }
+    }
+
+    pub fn to_value(&self) -> Value {
+        let mut map = match serde_json::to_value(&self.op) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(), // Op always serialises to an object
+        };
+        map.insert("v".into(), self.v.into());
+        if let Some(id) = self.id {
+            map.insert("id".into(), id.into());
+        }
+        Value::Object(map)
+    }
+
+    /// The request as one JSON line, newline included.
+    pub fn to_line(&self) -> String {
+        let mut s = self.to_value().to_string();
+        s.push('\n');
+        s
+    }
+}
+
+/// Parse and validate one request line (a trailing `\n` or `\r\n` is ignored).
+pub fn parse_request(line: &[u8]) -> Result<Request, ProtoError> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.len() > MAX_LINE {
+        return Err(ProtoError::new(
+            ErrorCode::TooLarge,
+            format!("request line is {} bytes; the limit is {MAX_LINE}", line.len()),
+        ));
+    }
+    let text = std::str::from_utf8(line).map_err(|e| {
+        ProtoError::new(
+            ErrorCode::BadJson,
+            format!("request is not valid UTF-8 (bad byte at offset {})", e.valid_up_to()),
+        )
+    })?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| ProtoError::new(ErrorCode::BadJson, format!("malformed JSON: {e}")))?;
+    let Value::Object(mut map) = value else {
+        return Err(ProtoError::new(ErrorCode::BadRequest, "request must be a JSON object"));
+    };
+    let id = match map.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| {
+            ProtoError::new(ErrorCode::BadRequest, format!("`id` must be a non-negative integer, got {v}"))
+        })?),
+    };
+    let fail = |code, msg: String| ProtoError::new(code, msg).with_id(id);
+    match map.remove("v") {
+        Some(v) if v.as_u64() == Some(u64::from(PROTOCOL_VERSION)) => {}
+        Some(v) => {
+            return Err(fail(
+                ErrorCode::UnsupportedVersion,
+                format!("unsupported protocol version {v}; this daemon speaks version {PROTOCOL_VERSION}"),
+            ));
+        }
+        None => {
+            return Err(fail(
+                ErrorCode::UnsupportedVersion,
+                format!("missing protocol version field `v` (expected \"v\":{PROTOCOL_VERSION})"),
+            ));
+        }
+    }
+    let op_name = match map.get("op") {
+        None => return Err(fail(ErrorCode::BadRequest, "missing field `op`".into())),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(fail(ErrorCode::BadRequest, format!("`op` must be a string, got {other}")));
+        }
+    };
+    let op: Op = serde_json::from_value(Value::Object(map)).map_err(|e| {
+        let msg = e.to_string();
+        let code = if msg.starts_with("unknown field") { ErrorCode::UnknownField } else { ErrorCode::BadRequest };
+        fail(code, format!("invalid `{op_name}` request: {msg}"))
+    })?;
+    op.validate().map_err(|e| e.with_id(id))?;
+    Ok(Request { v: PROTOCOL_VERSION, id, op })
+}
+
+/// The `error` object of a failed response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// A response line. Success payload fields sit at the top level next to `v`, `id`, `ok`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub id: Option<u64>,
+    pub result: Result<Map<String, Value>, ErrorBody>,
+}
+
+const RESERVED: [&str; 4] = ["v", "id", "ok", "error"];
+
+impl Response {
+    /// Success. An object payload is merged into the top level (reserved keys `v`, `id`,
+    /// `ok`, `error` are dropped); `null` adds nothing; any other value goes under `data`.
+    pub fn ok(id: Option<u64>, payload: Value) -> Response {
+        let map = match payload {
+            Value::Object(mut m) => {
+                m.retain(|k, _| !RESERVED.contains(&k.as_str()));
+                m
+            }
+            Value::Null => Map::new(),
+            other => Map::from_iter([("data".to_string(), other)]),
+        };
+        Response { id, result: Ok(map) }
+    }
+
+    pub fn err(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Response {
+        Response { id, result: Err(ErrorBody { code, message: message.into() }) }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.result.is_ok()
+    }
+
+    /// The response as one JSON line, newline included.
+    pub fn to_line(&self) -> String {
+        let mut s = serde_json::to_string(self).unwrap_or_else(|e| {
+            format!(r#"{{"v":1,"ok":false,"error":{{"code":"internal","message":{}}}}}"#, Value::from(e.to_string()))
+        });
+        s.push('\n');
+        s
+    }
+
+    /// Parse a response line (client side).
+    pub fn parse(line: &[u8]) -> Result<Response, ProtoError> {
+        let bad = |m: String| ProtoError::new(ErrorCode::BadJson, m);
+        let mut map: Map<String, Value> =
+            serde_json::from_slice(line).map_err(|e| bad(format!("malformed response: {e}")))?;
+        if map.remove("v").and_then(|v| v.as_u64()) != Some(u64::from(PROTOCOL_VERSION)) {
+            return Err(ProtoError::new(ErrorCode::UnsupportedVersion, "response has a missing or unsupported `v`"));
+        }
+        let id = map.remove("id").and_then(|v| v.as_u64());
+        let result = match map.remove("ok") {
+            Some(Value::Bool(true)) => Ok(map),
+            Some(Value::Bool(false)) => {
+                let err = map.remove("error").ok_or_else(|| bad("error response without `error`".into()))?;
+                Err(serde_json::from_value(err).map_err(|e| bad(format!("bad `error` object: {e}")))?)
+            }
+            _ => return Err(bad("response without boolean `ok`".into())),
+        };
+        Ok(Response { id, result })
+    }
+}
+
+impl Serialize for Response {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("v", &PROTOCOL_VERSION)?;
+        m.serialize_entry("id", &self.id)?;
+        match &self.result {
+            Ok(payload) => {
+                m.serialize_entry("ok", &true)?;
+                for (k, v) in payload {
+                    m.serialize_entry(k, v)?;
+                }
+            }
+            Err(body) => {
+                m.serialize_entry("ok", &false)?;
+                m.serialize_entry("error", body)?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// Where the daemon serving `socket` records its pid (clients check the socket's peer against it).
+#[must_use]
+pub fn pid_file(socket: &std::path::Path) -> std::path::PathBuf {
+    let mut p = socket.as_os_str().to_owned();
+    p.push(".pid");
+    std::path::PathBuf::from(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse_str(s: &str) -> Result<Request, ProtoError> {
+        parse_request(s.as_bytes())
+    }
+
+    fn grant(policy: Option<&str>, inline: Option<InlineGrant>) -> Grant {
+        Grant {
+            session: "s1".into(),
+            task: "t1".into(),
+            policy: policy.map(Into::into),
+            inline,
+            vars: BTreeMap::new(),
+            ttl: None,
+            mode: None,
+            tool: None,
+            call_id: None,
+        }
+    }
+
+    #[test]
+    fn every_op_round_trips() {
+        let mut full = grant(Some("git"), None);
+        full.vars.insert("repo".into(), "/srv/r".into());
+        full.ttl = Some("10m".into());
+        full.mode = Some(Mode::Kill);
+        full.tool = Some("git_status".into());
+        full.call_id = Some("call-1".into());
+        let inline = InlineGrant {
+            exec: vec![ExecRule { path: "/usr/bin/git".into(), sha256: Some("a".repeat(64)), ..Default::default() }],
+            read: vec!["/srv/r".into()],
+            write: vec!["/tmp/x".into()],
+            metadata: vec!["/tmp/x".into()],
+            connect: vec!["tcp://127.0.0.1:80".into()],
+            listen: vec!["tcp://127.0.0.1:81".into()],
+        };
+        let ops = vec![
+            Op::Register(Register {
+                session: "s1".into(),
+                pid: 42,
+                command: vec!["uvx".into(), "mcp-server-git".into()],
+                baseline: Some("baseline-python".into()),
+                vars: BTreeMap::from([("python_prefix".into(), "/opt/py".into())]),
+                cgroup: true,
+                sealed: false,
+                write_ceiling: Some(vec!["/srv/r".into()]),
+                signal_notifier: None,
+            }),
+            Op::Grant(full),
+            Op::Grant(grant(None, Some(inline))),
+            Op::Revoke(Revoke { session: "s1".into(), task: Some("t1".into()) }),
+            Op::Revoke(Revoke { session: "s1".into(), task: None }),
+            Op::Status {},
+            Op::List {},
+            Op::Subscribe {},
+            Op::Unregister(Unregister { session: "s1".into() }),
+        ];
+        for (i, op) in ops.into_iter().enumerate() {
+            for id in [None, Some(i as u64)] {
+                let req = Request::new(id, op.clone());
+                let line = req.to_line();
+                assert!(line.ends_with('\n') && !line.trim_end().contains('\n'));
+                assert_eq!(parse_request(line.as_bytes()).unwrap(), req, "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn wire_format() {
+        let r = parse_str(r#"{"v":1,"id":3,"op":"register","session":"s","pid":7,"command":["x"]}"#).unwrap();
+        assert_eq!(r.id, Some(3));
+        let Op::Register(reg) = r.op else { panic!() };
+        assert!(reg.vars.is_empty() && !reg.cgroup && reg.baseline.is_none());
+        assert_eq!(parse_str("{\"v\":1,\"op\":\"status\"}\r\n").unwrap().op, Op::Status {});
+        let v = Request::new(Some(1), Op::List {}).to_value();
+        assert_eq!(v, json!({"v":1,"id":1,"op":"list"}));
+    }
+
+    fn expect(s: &[u8], code: ErrorCode, needle: &str) -> ProtoError {
+        let e = parse_request(s).unwrap_err();
+        assert_eq!(e.code, code, "{e}");
+        assert!(e.message.contains(needle), "{needle:?} not in {:?}", e.message);
+        e
+    }
+
+    #[test]
+    fn unknown_fields_rejected_at_every_level() {
+        let e = expect(br#"{"v":1,"id":9,"op":"status","bogus":1}"#, ErrorCode::UnknownField, "`bogus`");
+        assert_eq!(e.id, Some(9));
+        expect(br#"{"v":1,"op":"unregister","session":"s","sesion":"x"}"#, ErrorCode::UnknownField, "`sesion`");
+        expect(
+            br#"{"v":1,"op":"grant","session":"s","task":"t","policy":"git","polcy":"x"}"#,
+            ErrorCode::UnknownField,
+            "`polcy`",
+        );
+        expect(
+            br#"{"v":1,"op":"grant","session":"s","task":"t","inline":{"reed":["/a"]}}"#,
+            ErrorCode::UnknownField,
+            "`reed`",
+        );
+        expect(
+            br#"{"v":1,"op":"grant","session":"s","task":"t","inline":{"exec":[{"path":"/bin/x","sha":"1"}]}}"#,
+            ErrorCode::UnknownField,
+            "`sha`",
+        );
+    }
+
+    #[test]
+    fn envelope_errors() {
+        expect(br#"{"v":1,"session":"s"}"#, ErrorCode::BadRequest, "missing field `op`");
+        expect(br#"{"v":1,"op":"frobnicate"}"#, ErrorCode::BadRequest, "frobnicate");
+        expect(br#"{"v":1,"op":"unregister"}"#, ErrorCode::BadRequest, "missing field `session`");
+        expect(
+            br#"{"v":1,"op":"register","session":"s","pid":"x","command":["a"]}"#,
+            ErrorCode::BadRequest,
+            "invalid type",
+        );
+        let e = expect(br#"{"v":2,"id":4,"op":"status"}"#, ErrorCode::UnsupportedVersion, "version 2");
+        assert_eq!(e.id, Some(4));
+        expect(br#"{"op":"status"}"#, ErrorCode::UnsupportedVersion, "`v`");
+        expect(br#"{"v":"1","op":"status"}"#, ErrorCode::UnsupportedVersion, "\"1\"");
+        expect(br#"{"v":1,"id":-1,"op":"status"}"#, ErrorCode::BadRequest, "`id`");
+        expect(br#"{"v":1,"op":"status""#, ErrorCode::BadJson, "malformed JSON");
+        expect(b"", ErrorCode::BadJson, "malformed JSON");
+        expect(b"[1]", ErrorCode::BadRequest, "JSON object");
+        expect(b"{\"v\":1,\"op\":\"st\xffatus\"}", ErrorCode::BadJson, "UTF-8");
+        let mut big = br#"{"v":1,"op":"status","pad":""#.to_vec();
+        big.resize(MAX_LINE + 1, b'a');
+        expect(&big, ErrorCode::TooLarge, "limit");
+    }
+
+    #[test]
+    fn grant_validation() {
+        let both = Op::Grant(grant(Some("git"), Some(InlineGrant::default())));
+        let line = Request::new(None, both).to_line();
+        expect(line.as_bytes(), ErrorCode::BadRequest, "mutually exclusive");
+        let neither = Request::new(None, Op::Grant(grant(None, None))).to_line();
+        expect(neither.as_bytes(), ErrorCode::BadRequest, "required");
+        let mut g = grant(Some("git"), None);
+        g.ttl = Some("10".into());
+        let line = Request::new(None, Op::Grant(g)).to_line();
+        expect(line.as_bytes(), ErrorCode::BadDuration, "`10`");
+        expect(br#"{"v":1,"op":"revoke","session":"a b"}"#, ErrorCode::BadRequest, "`session`");
+        expect(br#"{"v":1,"op":"register","session":"s","pid":0,"command":["a"]}"#, ErrorCode::BadRequest, "`pid`");
+        let mut g = grant(Some("git"), None);
+        g.ttl = Some("1h30m".into());
+        assert_eq!(g.ttl().unwrap(), Some(std::time::Duration::from_secs(5400)));
+    }
+
+    #[test]
+    fn responses() {
+        let ok = Response::ok(Some(5), json!({"sessions": 2, "ok": "ignored"}));
+        assert_eq!(ok.to_line(), "{\"v\":1,\"id\":5,\"ok\":true,\"sessions\":2}\n");
+        assert_eq!(Response::ok(None, Value::Null).to_line(), "{\"v\":1,\"id\":null,\"ok\":true}\n");
+        assert_eq!(Response::ok(None, json!([1])).to_line(), "{\"v\":1,\"id\":null,\"ok\":true,\"data\":[1]}\n");
+        let err = Response::err(Some(1), ErrorCode::UnknownSession, "no session `s`");
+        assert_eq!(
+            err.to_line(),
+            "{\"v\":1,\"id\":1,\"ok\":false,\"error\":{\"code\":\"unknown_session\",\"message\":\"no session `s`\"}}\n"
+        );
+        for r in [ok, err] {
+            assert_eq!(Response::parse(r.to_line().as_bytes()).unwrap(), r);
+        }
+        let pe = parse_request(b"{}").unwrap_err().to_response();
+        assert_eq!(pe.result.unwrap_err().code, ErrorCode::UnsupportedVersion);
+        assert_eq!(serde_json::to_value(ErrorCode::TtlTooLong).unwrap(), json!("ttl_too_long"));
+        assert_eq!(ErrorCode::KernelError.to_string(), "kernel_error");
+    }
+}

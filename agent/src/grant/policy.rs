@@ -1,0 +1,902 @@
+//! Grant templates ("policies"): TOML files naming the binaries a task may exec and the
+//! paths it may read or write, with `${var}` placeholders filled in per task.
+//! See `policies/README.md` for the file format.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use toml::Spanned;
+
+/// Enforcement mode, ordered by strictness: `Audit < Deny < Kill`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Log violations, allow them.
+    Audit,
+    /// Refuse violating operations with EACCES/EPERM.
+    #[default]
+    Deny,
+    /// Refuse and kill the offending process.
+    Kill,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Audit => "audit",
+            Mode::Deny => "deny",
+            Mode::Kill => "kill",
+        }
+    }
+
+    /// The stricter of two modes (`kill > deny > audit`).
+    pub fn stricter(self, other: Mode) -> Mode {
+        self.max(other)
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("unknown mode `{0}` (expected deny, kill or audit)")]
+pub struct ParseModeError(pub String);
+
+impl FromStr for Mode {
+    type Err = ParseModeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "audit" => Ok(Mode::Audit),
+            "deny" => Ok(Mode::Deny),
+            "kill" => Ok(Mode::Kill),
+            other => Err(ParseModeError(other.to_string())),
+        }
+    }
+}
+
+/// A binary the task may execute, optionally pinned to a SHA-256 digest (lowercase hex).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRule {
+    pub path: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The command lines it may run with (`cmdline.rs`): one pattern per argument after
+    /// `argv[0]` (a literal, `*`, a final `**`); `None`: any (an interpreter: scripts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// An interpreter may run inline program text (`-c`, `-e`, ...).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inline_code: bool,
+    /// Code-injecting variables (`mcpguard_common::INJECTION_ENV`) it may be run with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+}
+
+impl ExecRule {
+    /// A binary with any command line (an interpreter: scripts only).
+    #[must_use]
+    pub fn path(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into(), ..Self::default() }
+    }
+
+    /// Checks what can be checked without the binary: patterns and variable names.
+    fn check_cmdline(&self) -> Result<(), String> {
+        if let Some(a) = &self.args {
+            crate::grant::cmdline::parse_args(a)?;
+        }
+        crate::grant::cmdline::env_bits(&self.env).map(drop)
+    }
+}
+
+/// A read or write rule; `path` is a template that may contain `${var}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathRule {
+    pub path: String,
+    /// Write rules only: mode, owner and extended attributes may change too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub metadata: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VarKind {
+    /// An absolute filesystem path.
+    #[default]
+    Path,
+    /// An `http://` or `https://` URL; substituted as its `HOST:PORT` (the scheme's default port
+    /// when none is given), for connect targets only: `to = "tcp://${url}"`.
+    Url,
+}
+
+/// A declared template variable.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VarSpec {
+    #[serde(default)]
+    pub kind: VarKind,
+    /// When non-empty, the value must be at or under one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roots: Vec<PathBuf>,
+    /// `url` variables: when non-empty, the URL's host and port must be covered by one of these
+    /// connect targets (`tcp://127.0.0.0/8:*`, `tcp://example.com:443`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub within: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A validated grant template. Build it with [`Policy::parse`] / [`Policy::load`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    pub name: String,
+    pub description: Option<String>,
+    pub mode: Mode,
+    #[serde(with = "crate::grant::duration::serde_duration::option")]
+    pub ttl: Option<Duration>,
+    pub vars: BTreeMap<String, VarSpec>,
+    pub exec: Vec<ExecRule>,
+    pub read: Vec<PathRule>,
+    pub write: Vec<PathRule>,
+    /// Network targets (`tcp://HOST:PORT`, `udp://...`, `unix:/path`, `unix:@name`), canonical.
+    pub connect: Vec<String>,
+    /// Addresses a server may listen on (`tcp://ADDR:PORT`), canonical.
+    pub listen: Vec<String>,
+}
+
+/// A fully instantiated, variable-free grant: normalised absolute paths only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantSpec {
+    pub policy_name: String,
+    pub mode: Mode,
+    #[serde(default, with = "crate::grant::duration::serde_duration::option")]
+    pub ttl: Option<Duration>,
+    pub exec: Vec<ExecRule>,
+    pub read: Vec<PathBuf>,
+    pub write: Vec<PathBuf>,
+    /// Write paths under which mode and owner may change too (`metadata = true`; each is also
+    /// in `write`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metadata: Vec<PathBuf>,
+    /// Canonical connect targets (see `net.rs`); none: no network and no Unix-socket connect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connect: Vec<String>,
+    /// Canonical listen targets; none: no inet socket may listen or bind a port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listen: Vec<String>,
+}
+
+/// Why a path was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum PathProblem {
+    #[error("path is empty")]
+    Empty,
+    #[error("path is not absolute")]
+    NotAbsolute,
+    #[error("path contains a `..` component")]
+    ParentDir,
+    #[error("path is `/` (granting the whole filesystem is not allowed)")]
+    Root,
+    #[error("path contains a NUL byte")]
+    Nul,
+    #[error("path contains a control character (e.g. newline)")]
+    Control,
+    #[error("path is longer than 4095 bytes")]
+    TooLong,
+}
+
+#[derive(Debug, Error)]
+pub enum PolicyError {
+    #[error("cannot read policy file {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax or schema error (unknown field, wrong type, missing field, …).
+    #[error("{origin}:{line}:{column}: {message}{}", in_field(.field))]
+    Syntax { origin: String, line: usize, column: usize, field: Option<String>, message: String },
+    /// A semantic validation failure in a policy file.
+    #[error("{origin}{}: field `{field}`: {message}", at_line(.line))]
+    Invalid { origin: String, line: Option<usize>, field: String, message: String },
+    #[error("policy `{name}` not found; looked for {}", join_paths(.searched))]
+    NotFound { name: String, searched: Vec<PathBuf> },
+    #[error("invalid policy name `{name}`: use 1-64 characters from a-z, 0-9, `_`, `-`")]
+    BadName { name: String },
+    #[error("policy `{policy}`: variable `{var}` is required but was not supplied")]
+    MissingVar { policy: String, var: String },
+    #[error("policy `{policy}`: unknown variable `{var}` supplied (declared: [{}])", .declared.join(", "))]
+    UnknownVar { policy: String, var: String, declared: Vec<String> },
+    #[error("policy `{policy}`: variable `{var}` = `{value}` is invalid: {reason}")]
+    BadVarValue { policy: String, var: String, value: String, reason: PathProblem },
+    #[error("policy `{policy}`: variable `{var}` = `{value}` is outside the allowed roots [{}]", join_paths(.roots))]
+    OutsideRoots { policy: String, var: String, value: String, roots: Vec<PathBuf> },
+    #[error("policy `{policy}`: variable `{var}` = `{value}`: {reason}")]
+    BadUrl { policy: String, var: String, value: String, reason: String },
+    #[error("{context}: path `{path}` is invalid: {reason}")]
+    BadPath { context: String, path: String, reason: PathProblem },
+    #[error("{context}: sha256 `{value}` is invalid: expected 64 lowercase hex digits")]
+    BadDigest { context: String, value: String },
+}
+
+fn in_field(field: &Option<String>) -> String {
+    field.as_ref().map(|f| format!(" (in field `{f}`)")).unwrap_or_default()
+}
+
+fn at_line(line: &Option<usize>) -> String {
+    line.map(|l| format!(":{l}")).unwrap_or_default()
+}
+
+fn join_paths(paths: &[PathBuf]) -> String {
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// `true` if `path` is `root` or lies below it, compared component-wise (`/home2` is not
+/// under `/home`). Paths containing `..` are never considered under anything.
+pub fn is_under(path: &Path, root: &Path) -> bool {
+    !path.components().any(|c| c == Component::ParentDir) && path.starts_with(root)
+}
+
+/// Lexically normalise an absolute path: collapse `.` and `//`, drop a trailing `/`.
+/// Rejects relative paths, any `..`, `/` itself, NUL and other control characters.
+pub fn normalize_path(p: &Path) -> Result<PathBuf, PathProblem> {
+    let bytes = p.as_os_str().as_bytes();
+    if bytes.is_empty() {
+        return Err(PathProblem::Empty);
+    }
+    if bytes.contains(&0) {
+        return Err(PathProblem::Nul);
+    }
+    if bytes.iter().any(|b| *b < 0x20 || *b == 0x7f) {
+        return Err(PathProblem::Control);
+    }
+    if bytes.len() > 4095 {
+        return Err(PathProblem::TooLong);
+    }
+    if bytes[0] != b'/' {
+        return Err(PathProblem::NotAbsolute);
+    }
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => return Err(PathProblem::ParentDir),
+            Component::Normal(n) => out.push(n),
+            Component::Prefix(_) => return Err(PathProblem::NotAbsolute),
+        }
+    }
+    if out.as_os_str().len() == 1 {
+        return Err(PathProblem::Root);
+    }
+    Ok(out)
+}
+
+pub fn is_valid_policy_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn is_valid_var_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn is_valid_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Split a template into literal and variable pieces. A `$` not followed by `{` is literal.
+fn template_pieces(t: &str) -> Result<Vec<(bool, &str)>, String> {
+    let mut pieces = Vec::new();
+    let mut rest = t;
+    while let Some(start) = rest.find("${") {
+        pieces.push((false, &rest[..start]));
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| format!("unterminated `${{` in `{t}`"))?;
+        let name = &after[..end];
+        if !is_valid_var_name(name) {
+            return Err(format!("invalid variable name `{name}` in `{t}`"));
+        }
+        pieces.push((true, name));
+        rest = &after[end + 1..];
+    }
+    pieces.push((false, rest));
+    Ok(pieces)
+}
+
+fn substitute(t: &str, values: &BTreeMap<&str, String>) -> Result<String, String> {
+    let mut out = String::new();
+    for (is_var, s) in template_pieces(t)? {
+        match (is_var, values.get(s)) {
+            (false, _) => out.push_str(s),
+            (true, Some(v)) => out.push_str(v),
+            (true, None) => return Err(s.to_string()),
+        }
+    }
+    Ok(out)
+}
+
+fn check_exec(rule: &ExecRule, context: &str) -> Result<ExecRule, PolicyError> {
+    let path = normalize_path(&rule.path).map_err(|reason| PolicyError::BadPath {
+        context: context.to_string(),
+        path: rule.path.display().to_string(),
+        reason,
+    })?;
+    if let Some(d) = rule.sha256.as_ref().filter(|d| !is_valid_sha256(d)) {
+        return Err(PolicyError::BadDigest { context: context.to_string(), value: d.clone() });
+    }
+    let out = ExecRule { path, ..rule.clone() };
+    out.check_cmdline().map_err(|message| PolicyError::Invalid {
+        origin: context.to_string(),
+        line: None,
+        field: "args".into(),
+        message,
+    })?;
+    Ok(out)
+}
+
+fn push_unique<T: PartialEq>(v: &mut Vec<T>, item: T) {
+    if !v.contains(&item) {
+        v.push(item);
+    }
+}
+
+// ---- raw (spanned) TOML form ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default, with = "crate::grant::duration::serde_duration::option")]
+    ttl: Option<Duration>,
+    #[serde(default)]
+    vars: BTreeMap<String, Spanned<RawVar>>,
+    #[serde(default)]
+    exec: Vec<RawExec>,
+    #[serde(default)]
+    read: Vec<RawPathRule>,
+    #[serde(default)]
+    write: Vec<RawPathRule>,
+    #[serde(default)]
+    connect: Vec<RawConnect>,
+    #[serde(default)]
+    listen: Vec<RawListen>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConnect {
+    to: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    on: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVar {
+    #[serde(default)]
+    kind: VarKind,
+    #[serde(default)]
+    roots: Vec<Spanned<String>>,
+    #[serde(default)]
+    within: Vec<Spanned<String>>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExec {
+    path: Spanned<String>,
+    #[serde(default)]
+    sha256: Option<Spanned<String>>,
+    #[serde(default)]
+    args: Option<Vec<String>>,
+    #[serde(default)]
+    inline_code: bool,
+    #[serde(default)]
+    env: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPathRule {
+    path: Spanned<String>,
+    #[serde(default)]
+    metadata: Option<Spanned<bool>>,
+}
+
+/// 1-based (line, column) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (before.matches('\n').count() + 1, before[line_start..].chars().count() + 1)
+}
+
+/// Best-effort dotted field name (`exec.path`) for the value at `offset`.
+fn field_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let before = text[line_start..offset].trim_start();
+    let key = before
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .filter(|k| !k.is_empty() && !before.starts_with('['));
+    let header = text[..line_start].lines().rev().map(str::trim).find(|l| l.starts_with('[')).and_then(|l| {
+        let inner = l.trim_start_matches('[');
+        inner.find(']').map(|end| inner[..end].trim().to_string())
+    });
+    match (header, key) {
+        (Some(h), Some(k)) => Some(format!("{h}.{k}")),
+        (None, Some(k)) => Some(k),
+        (h, None) if !before.starts_with('[') => h,
+        _ => None,
+    }
+}
+
+struct Ctx<'a> {
+    origin: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn invalid(&self, span: Option<std::ops::Range<usize>>, field: String, message: impl Into<String>) -> PolicyError {
+        let line = span.map(|s| line_col(self.text, s.start).0);
+        PolicyError::Invalid { origin: self.origin.to_string(), line, field, message: message.into() }
+    }
+}
+
+impl Policy {
+    /// Parse and validate a policy. `origin` (usually the file name) prefixes every error.
+    pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+            let (line, column, field) = match e.span() {
+                Some(s) => {
+                    let (l, c) = line_col(text, s.start);
+                    (l, c, field_at(text, s.start))
+                }
+                None => (0, 0, None),
+            };
+            PolicyError::Syntax {
+                origin: origin.to_string(),
+                line,
+                column,
+                field,
+                message: e.message().trim_end().to_string(),
+            }
+        })?;
+        let cx = Ctx { origin, text };
+
+        let name = raw.name.get_ref();
+        if !is_valid_policy_name(name) {
+            let msg = format!("invalid policy name `{name}`: use 1-64 characters from a-z, 0-9, `_`, `-`");
+            return Err(cx.invalid(Some(raw.name.span()), "name".into(), msg));
+        }
+
+        let mut vars = BTreeMap::new();
+        for (var, spec) in &raw.vars {
+            let field = format!("vars.{var}");
+            if !is_valid_var_name(var) {
+                let msg = format!("invalid variable name `{var}` (use letters, digits and `_`)");
+                return Err(cx.invalid(Some(spec.span()), field, msg));
+            }
+            let mut roots = Vec::new();
+            let mut within = Vec::new();
+            for (i, w) in spec.get_ref().within.iter().enumerate() {
+                let f = format!("{field}.within[{i}]");
+                if spec.get_ref().kind != VarKind::Url {
+                    return Err(cx.invalid(Some(w.span()), f, "`within` applies to url variables only"));
+                }
+                match w.get_ref().parse::<crate::grant::net::ConnectTarget>() {
+                    Ok(t @ crate::grant::net::ConnectTarget::Ip { proto: crate::grant::net::Proto::Tcp, .. }) => {
+                        within.push(t.to_string());
+                    }
+                    Ok(_) => return Err(cx.invalid(Some(w.span()), f, "`within` entries are tcp:// targets")),
+                    Err(e) => return Err(cx.invalid(Some(w.span()), f, e.to_string())),
+                }
+            }
+            if spec.get_ref().kind == VarKind::Url && !spec.get_ref().roots.is_empty() {
+                return Err(cx.invalid(Some(spec.span()), field, "`roots` applies to path variables; use `within`"));
+            }
+            for (i, root) in spec.get_ref().roots.iter().enumerate() {
+                let r = normalize_path(Path::new(root.get_ref())).map_err(|p| {
+                    cx.invalid(Some(root.span()), format!("{field}.roots[{i}]"), format!("`{}`: {p}", root.get_ref()))
+                })?;
+                roots.push(r);
+            }
+            let v = spec.get_ref();
+            vars.insert(var.clone(), VarSpec { kind: v.kind, roots, within, description: v.description.clone() });
+        }
+
+        let mut exec = Vec::new();
+        for (i, e) in raw.exec.iter().enumerate() {
+            let path = e.path.get_ref();
+            if path.contains('$') {
+                let msg = format!("`{path}`: exec paths must name a concrete binary; variables are not allowed");
+                return Err(cx.invalid(Some(e.path.span()), format!("exec[{i}].path"), msg));
+            }
+            let path = normalize_path(Path::new(path))
+                .map_err(|p| cx.invalid(Some(e.path.span()), format!("exec[{i}].path"), format!("`{path}`: {p}")))?;
+            let sha256 = match &e.sha256 {
+                Some(d) if !is_valid_sha256(d.get_ref()) => {
+                    let msg = format!("`{}` is not 64 lowercase hex digits", d.get_ref());
+                    return Err(cx.invalid(Some(d.span()), format!("exec[{i}].sha256"), msg));
+                }
+                d => d.as_ref().map(|d| d.get_ref().clone()),
+            };
+            let rule = ExecRule { path, sha256, args: e.args.clone(), inline_code: e.inline_code, env: e.env.clone() };
+            // Patterns are checked with placeholders for their variables (values come later).
+            let mut probe = rule.clone();
+            if let Some(a) = &mut probe.args {
+                for (j, x) in a.iter_mut().enumerate() {
+                    let pieces = template_pieces(x)
+                        .map_err(|m| cx.invalid(Some(e.path.span()), format!("exec[{i}].args[{j}]"), m))?;
+                    if let Some((_, v)) = pieces.iter().find(|(is_var, v)| *is_var && !vars.contains_key(*v)) {
+                        let msg = format!("`${{{v}}}` is not declared in [vars]");
+                        return Err(cx.invalid(Some(e.path.span()), format!("exec[{i}].args[{j}]"), msg));
+                    }
+                    if pieces.iter().any(|(is_var, _)| *is_var) {
+                        *x = "v".into();
+                    }
+                }
+            }
+            probe.check_cmdline().map_err(|m| cx.invalid(Some(e.path.span()), format!("exec[{i}]"), m))?;
+            exec.push(rule);
+        }
+
+        let mut used = BTreeSet::new();
+        let mut rules = |list: &[RawPathRule], kind: &str| -> Result<Vec<PathRule>, PolicyError> {
+            let mut out = Vec::new();
+            for (i, r) in list.iter().enumerate() {
+                let (t, span, field) = (r.path.get_ref(), r.path.span(), format!("{kind}[{i}].path"));
+                let pieces = template_pieces(t).map_err(|m| cx.invalid(Some(span.clone()), field.clone(), m))?;
+                let mut placeholder = BTreeMap::new();
+                for (_, var) in pieces.iter().filter(|(is_var, _)| *is_var) {
+                    if !vars.contains_key(*var) {
+                        let msg = format!("variable `{var}` is not declared (add a [vars.{var}] table)");
+                        return Err(cx.invalid(Some(span), field, msg));
+                    }
+                    if vars[*var].kind != VarKind::Path {
+                        let msg = format!("`{var}` is a url variable: it can fill connect targets, not paths");
+                        return Err(cx.invalid(Some(span), field, msg));
+                    }
+                    used.insert(var.to_string());
+                    placeholder.insert(*var, "/var".to_string());
+                }
+                // Path-kind variables are absolute, so check the shape with a stand-in value.
+                let probe = substitute(t, &placeholder).unwrap_or_default();
+                normalize_path(Path::new(&probe))
+                    .map_err(|p| cx.invalid(Some(span.clone()), field, format!("`{t}`: {p}")))?;
+                let metadata = r.metadata.as_ref().is_some_and(|m| *m.get_ref());
+                if let Some(m) = &r.metadata
+                    && kind != "write"
+                {
+                    let msg = "`metadata` applies to write rules (mode and owner changes need write access)";
+                    return Err(cx.invalid(Some(m.span()), format!("{kind}[{i}].metadata"), msg));
+                }
+                out.push(PathRule { path: t.clone(), metadata });
+            }
+            Ok(out)
+        };
+        let read = rules(&raw.read, "read")?;
+        let write = rules(&raw.write, "write")?;
+        let mut connect = Vec::new();
+        for (i, c) in raw.connect.iter().enumerate() {
+            let (t, span, field) = (c.to.get_ref(), c.to.span(), format!("connect[{i}].to"));
+            let pieces = template_pieces(t).map_err(|m| cx.invalid(Some(span.clone()), field.clone(), m))?;
+            let mut placeholder = BTreeMap::new();
+            for (_, var) in pieces.iter().filter(|(is_var, _)| *is_var) {
+                match vars.get(*var) {
+                    Some(VarSpec { kind: VarKind::Url, .. }) => {}
+                    Some(_) => {
+                        let msg = format!("`{var}` is a path variable: connect targets take url variables");
+                        return Err(cx.invalid(Some(span), field, msg));
+                    }
+                    None => {
+                        let msg = format!("variable `{var}` is not declared (add a [vars.{var}] table)");
+                        return Err(cx.invalid(Some(span), field, msg));
+                    }
+                }
+                used.insert(var.to_string());
+                placeholder.insert(*var, "127.0.0.1:1".to_string());
+            }
+            // The shape is checked with a stand-in address; the template is kept as written.
+            let probe = substitute(t, &placeholder).unwrap_or_default();
+            let one = canonical_net(std::slice::from_ref(&probe), false)
+                .map_err(|(_, m)| cx.invalid(Some(span), field, m))?;
+            let kept = if placeholder.is_empty() { one[0].clone() } else { t.clone() };
+            push_unique(&mut connect, kept);
+        }
+        if let Some((var, spec)) = raw.vars.iter().find(|(v, _)| !used.contains(*v)) {
+            let msg = format!("variable `{var}` is declared but never used");
+            return Err(cx.invalid(Some(spec.span()), format!("vars.{var}"), msg));
+        }
+        let mut listen = Vec::new();
+        for (i, l) in raw.listen.iter().enumerate() {
+            let one = canonical_net(std::slice::from_ref(l.on.get_ref()), true)
+                .map_err(|(_, m)| cx.invalid(Some(l.on.span()), format!("listen[{i}].on"), m))?;
+            listen.extend(one.into_iter().filter(|x| !listen.contains(x)).collect::<Vec<_>>());
+        }
+
+        Ok(Policy {
+            name: name.clone(),
+            description: raw.description,
+            mode: raw.mode,
+            ttl: raw.ttl,
+            vars,
+            exec,
+            read,
+            write,
+            connect,
+            listen,
+        })
+    }
+
+    /// Read and parse a policy file; errors name the file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| PolicyError::Io { path: path.to_path_buf(), source })?;
+        Policy::parse(&text, &path.display().to_string())
+    }
+
+    /// Substitute `vars` into the template, producing a variable-free grant.
+    pub fn instantiate(&self, vars: &BTreeMap<String, String>) -> Result<GrantSpec, PolicyError> {
+        let policy = || self.name.clone();
+        if let Some(var) = vars.keys().find(|k| !self.vars.contains_key(*k)) {
+            let declared = self.vars.keys().cloned().collect();
+            return Err(PolicyError::UnknownVar { policy: policy(), var: var.clone(), declared });
+        }
+        let mut values = BTreeMap::new();
+        for (name, value) in vars {
+            let spec = &self.vars[name];
+            let bad =
+                |reason| PolicyError::BadVarValue { policy: policy(), var: name.clone(), value: value.clone(), reason };
+            if spec.kind == VarKind::Url {
+                let hostport = url_host_port(value, &spec.within).map_err(|reason| PolicyError::BadUrl {
+                    policy: policy(),
+                    var: name.clone(),
+                    value: value.clone(),
+                    reason,
+                })?;
+                values.insert(name.as_str(), hostport);
+                continue;
+            }
+            let norm = normalize_path(Path::new(value)).map_err(bad)?;
+            if !spec.roots.is_empty() && !spec.roots.iter().any(|r| is_under(&norm, r)) {
+                return Err(PolicyError::OutsideRoots {
+                    policy: policy(),
+                    var: name.clone(),
+                    value: value.clone(),
+                    roots: spec.roots.clone(),
+                });
+            }
+            // Normalised paths built from valid UTF-8 remain valid UTF-8.
+            values.insert(name.as_str(), norm.to_string_lossy().into_owned());
+        }
+        let expand = |rules: &[PathRule], kind: &str| -> Result<Vec<PathBuf>, PolicyError> {
+            let mut out = Vec::new();
+            for (i, r) in rules.iter().enumerate() {
+                let s =
+                    substitute(&r.path, &values).map_err(|var| PolicyError::MissingVar { policy: policy(), var })?;
+                let p = normalize_path(Path::new(&s)).map_err(|reason| PolicyError::BadPath {
+                    context: format!("policy `{}` {kind}[{i}]", self.name),
+                    path: s.clone(),
+                    reason,
+                })?;
+                push_unique(&mut out, p);
+            }
+            Ok(out)
+        };
+        let read = expand(&self.read, "read")?;
+        let write = expand(&self.write, "write")?;
+        let meta_rules: Vec<PathRule> = self.write.iter().filter(|r| r.metadata).cloned().collect();
+        let metadata = expand(&meta_rules, "write")?;
+        let mut connect = Vec::new();
+        for (i, c) in self.connect.iter().enumerate() {
+            let s = substitute(c, &values).map_err(|var| PolicyError::MissingVar { policy: policy(), var })?;
+            let one = canonical_net(std::slice::from_ref(&s), false).map_err(|(_, message)| PolicyError::Invalid {
+                origin: format!("policy `{}`", self.name),
+                line: None,
+                field: format!("connect[{i}]"),
+                message: format!("`{s}`: {message}"),
+            })?;
+            push_unique(&mut connect, one[0].clone());
+        }
+        let mut exec = Vec::new();
+        for e in &self.exec {
+            let mut e = e.clone();
+            if let Some(a) = &mut e.args {
+                for x in a.iter_mut() {
+                    *x = substitute(x, &values).map_err(|var| PolicyError::MissingVar { policy: policy(), var })?;
+                }
+            }
+            push_unique(&mut exec, e);
+        }
+        Ok(GrantSpec {
+            policy_name: self.name.clone(),
+            mode: self.mode,
+            ttl: self.ttl,
+            exec,
+            read,
+            write,
+            metadata,
+            connect,
+            listen: self.listen.clone(),
+        })
+    }
+}
+
+/// Find a policy by name in `search_dirs` (`<dir>/<name>.toml`), or load it directly when
+/// `name_or_file` contains `/` or ends in `.toml`. Returns the policy and the file used.
+pub fn resolve_policy(name_or_file: &str, search_dirs: &[PathBuf]) -> Result<(Policy, PathBuf), PolicyError> {
+    if name_or_file.contains('/') || name_or_file.ends_with(".toml") {
+        let path = PathBuf::from(name_or_file);
+        return Policy::load(&path).map(|p| (p, path));
+    }
+    if !is_valid_policy_name(name_or_file) {
+        return Err(PolicyError::BadName { name: name_or_file.to_string() });
+    }
+    let mut searched = Vec::new();
+    for dir in search_dirs {
+        let path = dir.join(format!("{name_or_file}.toml"));
+        if path.is_file() {
+            return Policy::load(&path).map(|p| (p, path));
+        }
+        searched.push(path);
+    }
+    Err(PolicyError::NotFound { name: name_or_file.to_string(), searched })
+}
+
+impl GrantSpec {
+    /// An ad-hoc grant (equivalent to a policy named `inline`), validated like a policy.
+    pub fn inline(
+        exec: Vec<ExecRule>,
+        read: Vec<PathBuf>,
+        write: Vec<PathBuf>,
+        mode: Mode,
+        ttl: Option<Duration>,
+    ) -> Result<GrantSpec, PolicyError> {
+        let mut out_exec = Vec::new();
+        for (i, e) in exec.iter().enumerate() {
+            push_unique(&mut out_exec, check_exec(e, &format!("inline grant exec[{i}]"))?);
+        }
+        let paths = |list: &[PathBuf], kind: &str| -> Result<Vec<PathBuf>, PolicyError> {
+            let mut out = Vec::new();
+            for (i, p) in list.iter().enumerate() {
+                let n = normalize_path(p).map_err(|reason| PolicyError::BadPath {
+                    context: format!("inline grant {kind}[{i}]"),
+                    path: p.display().to_string(),
+                    reason,
+                })?;
+                push_unique(&mut out, n);
+            }
+            Ok(out)
+        };
+        let read = paths(&read, "read")?;
+        let write = paths(&write, "write")?;
+        Ok(GrantSpec {
+            policy_name: "inline".into(),
+            mode,
+            ttl,
+            exec: out_exec,
+            read,
+            write,
+            metadata: Vec::new(),
+            connect: Vec::new(),
+            listen: Vec::new(),
+        })
+    }
+
+    /// The same grant where mode and owner may change under `paths` (each also becomes writable).
+    pub fn with_metadata(mut self, paths: &[PathBuf]) -> Result<GrantSpec, PolicyError> {
+        for (i, p) in paths.iter().enumerate() {
+            let n = normalize_path(p).map_err(|reason| PolicyError::BadPath {
+                context: format!("inline grant metadata[{i}]"),
+                path: p.display().to_string(),
+                reason,
+            })?;
+            push_unique(&mut self.write, n.clone());
+            push_unique(&mut self.metadata, n);
+        }
+        Ok(self)
+    }
+
+    /// The same grant with network targets, validated and made canonical.
+    pub fn with_net(mut self, connect: &[String], listen: &[String]) -> Result<GrantSpec, PolicyError> {
+        let bad = |kind: &str, list: &[String], (i, message): (usize, String)| PolicyError::Invalid {
+            origin: "inline grant".into(),
+            line: None,
+            field: format!("{kind}[{i}]"),
+            message: format!("`{}`: {message}", list[i]),
+        };
+        self.connect = canonical_net(connect, false).map_err(|e| bad("connect", connect, e))?;
+        self.listen = canonical_net(listen, true).map_err(|e| bad("listen", listen, e))?;
+        Ok(self)
+    }
+
+    /// The grant allowed by both `self` and `other` (e.g. a per-call grant inside a task
+    /// grant): common exec paths, the narrower of each overlapping read/write pair, the
+    /// stricter mode and the shorter TTL.
+    pub fn intersect(&self, other: &GrantSpec) -> GrantSpec {
+        let mut exec = Vec::new();
+        for a in &self.exec {
+            let Some(b) = other.exec.iter().find(|b| b.path == a.path) else {
+                continue;
+            };
+            let sha256 = match (&a.sha256, &b.sha256) {
+                (Some(x), Some(y)) if x != y => continue, // conflicting pins: nothing satisfies both
+                (x, y) => x.clone().or_else(|| y.clone()),
+            };
+            // Command lines: the constrained side; two different constraints are not intersected
+            // (nothing runs: fail closed).
+            let args = match (&a.args, &b.args) {
+                (Some(x), Some(y)) if x != y => continue,
+                (x, y) => x.clone().or_else(|| y.clone()),
+            };
+            let env = a.env.iter().filter(|e| b.env.contains(e)).cloned().collect();
+            let inline_code = a.inline_code && b.inline_code;
+            push_unique(&mut exec, ExecRule { path: a.path.clone(), sha256, args, inline_code, env });
+        }
+        let paths = |xs: &[PathBuf], ys: &[PathBuf]| {
+            let mut out = Vec::new();
+            for x in xs {
+                for y in ys {
+                    if is_under(x, y) {
+                        push_unique(&mut out, x.clone());
+                    } else if is_under(y, x) {
+                        push_unique(&mut out, y.clone());
+                    }
+                }
+            }
+            out
+        };
+        let policy_name = if self.policy_name == other.policy_name {
+            self.policy_name.clone()
+        } else {
+            format!("{}&{}", self.policy_name, other.policy_name)
+        };
+        let ttl = match (self.ttl, other.ttl) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        GrantSpec {
+            policy_name,
+            mode: self.mode.stricter(other.mode),
+            ttl,
+            exec,
+            read: paths(&self.read, &other.read),
+            write: paths(&self.write, &other.write),
+            metadata: paths(&self.metadata, &other.metadata),
+            // Network targets both name (canonical strings): never wider than either.
+            connect: self.connect.iter().filter(|c| other.connect.contains(c)).cloned().collect(),
+            listen: self.listen.iter().filter(|c| other.listen.contains(c)).cloned().collect(),
+        }
+    }
+}
+
+mod targets;
+pub use targets::{canonical_net, url_host_port};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,757 @@
+//! Loads the kernel programs, owns their maps, and exposes the operations the daemon and the
+//! tests need: govern processes/cgroups, install grants, swap a session's grants, read counters
+//! and events.
+//!
+//! Two lifetimes: `EngineOptions { pin_dir: None }` (tests, tools) keeps links only as long as the
+//! `Engine` lives; with a `pin_dir` the maps and links are pinned under it so enforcement outlives
+//! the daemon, and a later `Engine::load` with the same directory adopts them.
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf, lpm_trie::Key, lpm_trie::LpmTrie},
+    programs::links::PinnedLink,
+};
+use mcpguard_common as c;
+use mcpguard_common::{Conf, Fingerprint, NameKey, NetKeyData, NetPorts, ObjKey, ProcEntry, SessionState, UnixKey};
+
+use crate::{
+    grant::kgrant::KernelGrant, kernel::btf::Btf, kernel::events::Decision, kernel::lazy::SyscallHooks, kernel::procs,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("reading kernel BTF: {0}")]
+    Btf(#[from] crate::kernel::btf::BtfError),
+    #[error("reading kernel BTF for the loader: {0}")]
+    AyaBtf(#[from] aya::BtfError),
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program `{prog}`: {source}")]
+    Program { prog: &'static str, source: aya::programs::ProgramError },
+    #[error("map `{map}`: {source}")]
+    Map { map: &'static str, source: aya::maps::MapError },
+    #[error("map `{map}` is missing from the object")]
+    MissingMap { map: &'static str },
+    #[error("pinning `{what}` at {path}: {source}")]
+    Pin { what: String, path: PathBuf, source: std::io::Error },
+    #[error("adopting pinned state at {path}: {msg}")]
+    Adopt { path: PathBuf, msg: String },
+    #[error("{0}")]
+    Proc(#[from] procs::ProcError),
+    #[error("no enforcement backend could be attached ({tried})")]
+    NoBackend { tried: String },
+    #[error("grant cannot be installed: {msg}")]
+    Grant { msg: String },
+}
+
+pub(crate) fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> EngineError {
+    move |source| EngineError::Map { map, source }
+}
+
+pub use crate::kernel::backend::Backend;
+
+#[derive(Clone, Debug, Default)]
+pub struct EngineOptions {
+    /// Pin maps and links under this bpffs directory (daemon). `None`: nothing is pinned.
+    pub pin_dir: Option<PathBuf>,
+    /// Use exactly this backend (fail if it does not work). `None`: the strongest that works.
+    pub backend: Option<Backend>,
+    /// Attach the network programs to this cgroup v2 directory (they see its processes and its
+    /// descendants'). `None`: the cgroup v2 root, every process on the host. Tests use a cgroup
+    /// of their own.
+    pub net_cgroup: Option<PathBuf>,
+}
+
+/// Outcome of trying one backend at start-up (reported in `status`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Probe {
+    pub backend: Backend,
+    pub result: String,
+}
+
+/// Where a fresh load spent its time (zero when adopted): BTF parsing (ours and aya's), creating
+/// the maps and loading the object's programs (the verifier runs here for aya's programs), and
+/// attaching the backends tried (the fmod_ret programs are verified there).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadTime {
+    pub btf: Duration,
+    pub object: Duration,
+    pub attach: Duration,
+    pub total: Duration,
+}
+
+impl std::fmt::Display for LoadTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_millis();
+        write!(
+            f,
+            "{} ms (BTF {} ms, object {} ms, attach {} ms)",
+            ms(self.total),
+            ms(self.btf),
+            ms(self.object),
+            ms(self.attach)
+        )
+    }
+}
+
+const ALL_MAPS: [&str; 17] = [
+    c::MAP_PROCS,
+    c::MAP_CGROUPS,
+    c::MAP_SESSIONS,
+    c::MAP_EXEC,
+    c::MAP_EXEC_NAMES,
+    c::MAP_PATHS,
+    c::MAP_NET,
+    c::MAP_UNIX,
+    c::MAP_EVENTS,
+    c::MAP_COUNTERS,
+    c::MAP_CONF,
+    c::MAP_ARGV,
+    c::MAP_ARGV_LIT,
+    c::MAP_ENV_EXEMPT,
+    c::MAP_ENV_NAMES,
+    c::MAP_SESSION_ENV,
+    c::MAP_ARGV_PROG,
+];
+
+/// The eBPF object built by `build.rs`.
+pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpguard-ebpf"));
+
+pub struct Engine {
+    /// Keeps unpinned programs alive; `None` once adopted from pins.
+    ebpf: Option<Ebpf>,
+    /// Open-family syscall tracepoints (kill backend), attached only while something is governed.
+    open_hooks: SyscallHooks,
+    /// Guard-syscall tracepoints, attached only while a governed process lacks the launcher's
+    /// seccomp filter (`SESSION_SEALED`), or a cgroup is governed.
+    guard_hooks: SyscallHooks,
+    /// The Unix peer-object check (kill backend, 6.7+), attached only while an installed grant
+    /// names a Unix socket path.
+    unix_hooks: SyscallHooks,
+    /// Unpinned links: dropping them detaches the programs.
+    _links: Vec<crate::kernel::loader::AnyLink>,
+    backend: Backend,
+    probes: Vec<Probe>,
+    adopted: bool,
+    load_time: LoadTime,
+    procs: HashMap<MapData, u32, ProcEntry>,
+    cgroups: HashMap<MapData, u64, u64>,
+    sessions: HashMap<MapData, u64, SessionState>,
+    exec: HashMap<MapData, ObjKey, Fingerprint>,
+    exec_names: HashMap<MapData, NameKey, u32>,
+    paths: HashMap<MapData, ObjKey, u32>,
+    net: LpmTrie<MapData, NetKeyData, NetPorts>,
+    unix: HashMap<MapData, UnixKey, u32>,
+    argv: HashMap<MapData, ObjKey, c::ArgvRules>,
+    argv_lit: HashMap<MapData, c::ArgKey, u32>,
+    env_exempt: HashMap<MapData, u32, u32>,
+    session_env: HashMap<MapData, c::SessionEnvKey, u32>,
+    /// The kill backend's Unix address programs are attached (Linux 6.7+).
+    unix_addr: bool,
+    counters: PerCpuArray<MapData, u64>,
+    conf: Array<MapData, Conf>,
+    events: Option<RingBuf<MapData>>,
+}
+
+/// The code-injecting variable names as the kernel compares them (`cmdline.rs`).
+fn fill_env_names(ebpf: &mut Ebpf) -> Result<(), EngineError> {
+    let map = ebpf.map_mut(c::MAP_ENV_NAMES).ok_or(EngineError::MissingMap { map: c::MAP_ENV_NAMES })?;
+    let mut names: HashMap<&mut MapData, c::EnvKey, u32> = HashMap::try_from(map).map_err(map_err(c::MAP_ENV_NAMES))?;
+    for (i, n) in c::INJECTION_ENV.iter().enumerate() {
+        names.insert(c::env_pattern(n).0, 1u32 << i, 0).map_err(map_err(c::MAP_ENV_NAMES))?;
+    }
+    Ok(())
+}
+
+fn links_dir(pin: &Path) -> PathBuf {
+    pin.join("links")
+}
+fn maps_dir(pin: &Path) -> PathBuf {
+    pin.join("maps")
+}
+fn progs_dir(pin: &Path) -> PathBuf {
+    pin.join("progs")
+}
+
+impl Engine {
+    /// Loads and attaches the programs, or adopts them from `pin_dir` when they are pinned there.
+    pub fn load(opts: &EngineOptions) -> Result<Self, EngineError> {
+        if let Some(pin) = &opts.pin_dir
+            && links_dir(pin).join(c::PROG_FORK).exists()
+        {
+            return Self::adopt(pin);
+        }
+        Self::load_fresh(opts)
+    }
+
+    fn load_fresh(opts: &EngineOptions) -> Result<Self, EngineError> {
+        let t0 = std::time::Instant::now();
+        let btf = Btf::from_sys_fs()?;
+        let offsets = crate::kernel::offsets::from_btf(&btf)?;
+        let aya_btf = aya::Btf::from_sys_fs()?;
+        let t_btf = t0.elapsed();
+        let mut loader = EbpfLoader::new();
+        loader.btf(Some(&aya_btf)).override_global(c::GLOBAL_OFFSETS, &offsets, true);
+        let map_paths: Vec<(&str, PathBuf)> = match &opts.pin_dir {
+            Some(pin) => {
+                let dir = maps_dir(pin);
+                std::fs::create_dir_all(&dir).map_err(|source| EngineError::Pin {
+                    what: "map directory".into(),
+                    path: dir.clone(),
+                    source,
+                })?;
+                ALL_MAPS.iter().map(|m| (*m, dir.join(m))).collect()
+            }
+            None => Vec::new(),
+        };
+        for (name, path) in &map_paths {
+            // Re-uses a map already pinned there (grants survive a reload), or creates and pins it.
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(OBJECT)?;
+        let t_object = t0.elapsed();
+
+        fill_env_names(&mut ebpf)?;
+        crate::kernel::loader::load_argv_tail(&mut ebpf, &aya_btf)?;
+        let (backend, mut links, probes) = crate::kernel::loader::attach(&mut ebpf, &aya_btf, opts)?;
+        let net_cgroup = crate::kernel::loader::net_cgroup(opts)?;
+        let (net_links, unix_addr) = crate::kernel::loader::attach_net(&mut ebpf, backend, &net_cgroup)?;
+        links.extend(net_links);
+        let t_attach = t0.elapsed();
+        let dirs = opts.pin_dir.as_ref().map(|p| (progs_dir(p), links_dir(p)));
+        let dirs = dirs.as_ref().map(|(a, b)| (a.as_path(), b.as_path()));
+        let open_hooks = SyscallHooks::new("open", crate::kernel::loader::open_programs(backend), &mut ebpf, dirs)?;
+        let guard_hooks = SyscallHooks::new("guard", crate::kernel::loader::guard_programs(backend)?, &mut ebpf, dirs)?;
+        let unix_hooks =
+            SyscallHooks::new("unix", crate::kernel::loader::unix_programs(backend, unix_addr), &mut ebpf, dirs)?;
+        let mut kept = Vec::new();
+        if let Some(pin) = &opts.pin_dir {
+            let dir = links_dir(pin);
+            std::fs::create_dir_all(&dir).map_err(|source| EngineError::Pin {
+                what: "link directory".into(),
+                path: dir.clone(),
+                source,
+            })?;
+            // The fork link is pinned last: its presence marks a complete pinned set.
+            let mut links = links;
+            links.sort_by_key(|(p, _)| *p == c::PROG_FORK);
+            for (prog, link) in links {
+                let path = dir.join(prog);
+                link.pin(&path).map_err(|source| EngineError::Pin {
+                    what: format!("link {prog}"),
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+        } else {
+            kept = links.into_iter().map(|(_, l)| l).collect();
+        }
+        let take = |ebpf: &mut Ebpf, name: &'static str| -> Result<Map, EngineError> {
+            ebpf.take_map(name).ok_or(EngineError::MissingMap { map: name })
+        };
+        let mut engine = Self {
+            procs: HashMap::try_from(take(&mut ebpf, c::MAP_PROCS)?).map_err(map_err(c::MAP_PROCS))?,
+            cgroups: HashMap::try_from(take(&mut ebpf, c::MAP_CGROUPS)?).map_err(map_err(c::MAP_CGROUPS))?,
+            sessions: HashMap::try_from(take(&mut ebpf, c::MAP_SESSIONS)?).map_err(map_err(c::MAP_SESSIONS))?,
+            exec: HashMap::try_from(take(&mut ebpf, c::MAP_EXEC)?).map_err(map_err(c::MAP_EXEC))?,
+            exec_names: HashMap::try_from(take(&mut ebpf, c::MAP_EXEC_NAMES)?).map_err(map_err(c::MAP_EXEC_NAMES))?,
+            paths: HashMap::try_from(take(&mut ebpf, c::MAP_PATHS)?).map_err(map_err(c::MAP_PATHS))?,
+            net: LpmTrie::try_from(take(&mut ebpf, c::MAP_NET)?).map_err(map_err(c::MAP_NET))?,
+            unix: HashMap::try_from(take(&mut ebpf, c::MAP_UNIX)?).map_err(map_err(c::MAP_UNIX))?,
+            argv: HashMap::try_from(take(&mut ebpf, c::MAP_ARGV)?).map_err(map_err(c::MAP_ARGV))?,
+            argv_lit: HashMap::try_from(take(&mut ebpf, c::MAP_ARGV_LIT)?).map_err(map_err(c::MAP_ARGV_LIT))?,
+            env_exempt: HashMap::try_from(take(&mut ebpf, c::MAP_ENV_EXEMPT)?).map_err(map_err(c::MAP_ENV_EXEMPT))?,
+            session_env: HashMap::try_from(take(&mut ebpf, c::MAP_SESSION_ENV)?)
+                .map_err(map_err(c::MAP_SESSION_ENV))?,
+            unix_addr,
+            counters: PerCpuArray::try_from(take(&mut ebpf, c::MAP_COUNTERS)?).map_err(map_err(c::MAP_COUNTERS))?,
+            conf: Array::try_from(take(&mut ebpf, c::MAP_CONF)?).map_err(map_err(c::MAP_CONF))?,
+            events: Some(RingBuf::try_from(take(&mut ebpf, c::MAP_EVENTS)?).map_err(map_err(c::MAP_EVENTS))?),
+            ebpf: Some(ebpf),
+            open_hooks,
+            guard_hooks,
+            unix_hooks,
+            _links: kept,
+            backend,
+            probes,
+            adopted: false,
+            load_time: LoadTime::default(),
+        };
+        engine.refresh_conf()?;
+        // Maps re-used from pins may already govern processes (a load after a partial unpin).
+        engine.sync_syscall_hooks()?;
+        engine.load_time =
+            LoadTime { btf: t_btf, object: t_object - t_btf, attach: t_attach - t_object, total: t0.elapsed() };
+        log::info!("engine loaded: {}", engine.load_time);
+        Ok(engine)
+    }
+
+    /// Re-opens pinned maps; the pinned links keep the programs attached.
+    fn adopt(pin: &Path) -> Result<Self, EngineError> {
+        let backend = if links_dir(pin).join(c::PROG_LSM_EXEC).exists() {
+            Backend::Lsm
+        } else if links_dir(pin).join(c::PROG_FMOD_EXEC).exists() {
+            Backend::FmodRet
+        } else {
+            Backend::Kill
+        };
+        for prog in crate::kernel::loader::backend_programs(backend) {
+            let p = links_dir(pin).join(prog);
+            PinnedLink::from_pin(&p).map_err(|e| EngineError::Adopt {
+                path: p.clone(),
+                msg: format!("pinned link {prog} is not usable: {e}"),
+            })?;
+        }
+        let open = |name: &'static str| -> Result<Map, EngineError> {
+            let p = maps_dir(pin).join(name);
+            let md = MapData::from_pin(&p).map_err(map_err(name))?;
+            Map::from_map_data(md).map_err(map_err(name))
+        };
+        let (pd, ld) = (progs_dir(pin), links_dir(pin));
+        let open_hooks = SyscallHooks::adopt("open", crate::kernel::loader::open_programs(backend), &pd, &ld)?;
+        let guard_hooks = SyscallHooks::adopt("guard", crate::kernel::loader::guard_programs(backend)?, &pd, &ld)?;
+        let unix_addr = links_dir(pin).join(c::UNIX_ADDR_PROGS[0].0).exists();
+        let unix_hooks =
+            SyscallHooks::adopt("unix", crate::kernel::loader::unix_programs(backend, unix_addr), &pd, &ld)?;
+        let mut engine = Self {
+            procs: HashMap::try_from(open(c::MAP_PROCS)?).map_err(map_err(c::MAP_PROCS))?,
+            cgroups: HashMap::try_from(open(c::MAP_CGROUPS)?).map_err(map_err(c::MAP_CGROUPS))?,
+            sessions: HashMap::try_from(open(c::MAP_SESSIONS)?).map_err(map_err(c::MAP_SESSIONS))?,
+            exec: HashMap::try_from(open(c::MAP_EXEC)?).map_err(map_err(c::MAP_EXEC))?,
+            exec_names: HashMap::try_from(open(c::MAP_EXEC_NAMES)?).map_err(map_err(c::MAP_EXEC_NAMES))?,
+            paths: HashMap::try_from(open(c::MAP_PATHS)?).map_err(map_err(c::MAP_PATHS))?,
+            net: LpmTrie::try_from(open(c::MAP_NET)?).map_err(map_err(c::MAP_NET))?,
+            unix: HashMap::try_from(open(c::MAP_UNIX)?).map_err(map_err(c::MAP_UNIX))?,
+            argv: HashMap::try_from(open(c::MAP_ARGV)?).map_err(map_err(c::MAP_ARGV))?,
+            argv_lit: HashMap::try_from(open(c::MAP_ARGV_LIT)?).map_err(map_err(c::MAP_ARGV_LIT))?,
+            env_exempt: HashMap::try_from(open(c::MAP_ENV_EXEMPT)?).map_err(map_err(c::MAP_ENV_EXEMPT))?,
+            session_env: HashMap::try_from(open(c::MAP_SESSION_ENV)?).map_err(map_err(c::MAP_SESSION_ENV))?,
+            unix_addr,
+            counters: PerCpuArray::try_from(open(c::MAP_COUNTERS)?).map_err(map_err(c::MAP_COUNTERS))?,
+            conf: Array::try_from(open(c::MAP_CONF)?).map_err(map_err(c::MAP_CONF))?,
+            events: Some(RingBuf::try_from(open(c::MAP_EVENTS)?).map_err(map_err(c::MAP_EVENTS))?),
+            ebpf: None,
+            open_hooks,
+            guard_hooks,
+            unix_hooks,
+            _links: Vec::new(),
+            backend,
+            probes: vec![Probe { backend, result: "adopted from pinned links".into() }],
+            adopted: true,
+            load_time: LoadTime::default(),
+        };
+        // Processes may have come and gone while no daemon ran.
+        engine.sync_syscall_hooks()?;
+        Ok(engine)
+    }
+
+    /// Where the load spent its time (zero when adopted from pins).
+    #[must_use]
+    pub fn load_time(&self) -> LoadTime {
+        self.load_time
+    }
+
+    /// True when any syscall tracepoint is attached (something is governed).
+    #[must_use]
+    pub fn syscall_hooks_attached(&self) -> bool {
+        let (open, guard, unix) = self.syscall_hooks();
+        open + guard + unix > 0
+    }
+
+    /// (open-family, guard, Unix peer check) syscall tracepoints attached now (status, metrics,
+    /// tests).
+    #[must_use]
+    pub fn syscall_hooks(&self) -> (usize, usize, usize) {
+        (self.open_hooks.attached_count(), self.guard_hooks.attached_count(), self.unix_hooks.attached_count())
+    }
+
+    /// True when an installed grant names a Unix socket path (an abstract name starts with NUL):
+    /// connects to it are let through by name and checked by the peer object at exit.
+    fn unix_path_granted(&self) -> bool {
+        self.unix.keys().filter_map(Result::ok).any(|k| k.name[0] != 0)
+    }
+
+    fn session_sealed(&self, session: u64) -> bool {
+        self.sessions.get(&session, 0).is_ok_and(|s| s.flags & c::SESSION_SEALED != 0)
+    }
+
+    /// (anything governed, a governed process or cgroup that needs the guard tracepoints).
+    fn hook_needs(&self) -> (bool, bool) {
+        let cgroup = self.cgroups.keys().any(|k| k.is_ok());
+        let (mut any, mut guard) = (cgroup, cgroup);
+        // One SESSIONS lookup per session, not per process.
+        let mut sealed = std::collections::BTreeMap::new();
+        for (_, e) in self.procs.iter().filter_map(Result::ok) {
+            any = true;
+            if !*sealed.entry(e.session).or_insert_with(|| self.session_sealed(e.session)) {
+                guard = true;
+                break;
+            }
+        }
+        (any, guard)
+    }
+
+    /// Attaches what governing a process of `session` (`None`: a cgroup) needs, before it is
+    /// governed (fail closed: on error nothing may be governed).
+    fn need_syscall_hooks(&mut self, session: Option<u64>) -> Result<(), EngineError> {
+        self.open_hooks.attach(self.ebpf.as_mut())?;
+        if !session.is_some_and(|s| self.session_sealed(s)) {
+            self.guard_hooks.attach(self.ebpf.as_mut())?;
+        }
+        Ok(())
+    }
+
+    /// Attaches or detaches the syscall tracepoints to match what is governed. The kernel removes
+    /// exited processes from the map by itself; this runs whenever the engine is told to forget a
+    /// process, cgroup or session, and at load.
+    pub fn sync_syscall_hooks(&mut self) -> Result<(), EngineError> {
+        let (any, guard) = self.hook_needs();
+        let ebpf = self.ebpf.as_mut();
+        let r1 = if any { self.open_hooks.attach(ebpf) } else { self.open_hooks.detach() };
+        let r2 = if guard { self.guard_hooks.attach(self.ebpf.as_mut()) } else { self.guard_hooks.detach() };
+        let r3 = self.sync_unix_hooks();
+        r1.and(r2).and(r3)
+    }
+
+    fn sync_unix_hooks(&mut self) -> Result<(), EngineError> {
+        if self.unix_path_granted() { self.unix_hooks.attach(self.ebpf.as_mut()) } else { self.unix_hooks.detach() }
+    }
+
+    fn after_removal(&mut self) {
+        if let Err(e) = self.sync_syscall_hooks() {
+            log::warn!("syscall tracepoints: {e}");
+        }
+    }
+
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+    /// Every backend tried at start-up and what happened.
+    #[must_use]
+    pub fn probes(&self) -> &[Probe] {
+        &self.probes
+    }
+    /// True when this engine took over programs pinned by an earlier daemon.
+    #[must_use]
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    // ---- processes and cgroups ---------------------------------------------------------------
+
+    /// Governs one process (by tgid), keyed by its start time.
+    pub fn add_process(&mut self, tgid: u32, session: u64) -> Result<(), EngineError> {
+        self.need_syscall_hooks(Some(session))?;
+        let start_ticks = procs::start_ticks(tgid)?;
+        self.procs.insert(tgid, ProcEntry { session, start_ticks }, 0).map_err(map_err(c::MAP_PROCS))
+    }
+
+    /// Governs `root` and every descendant it already has. New children are picked up by the
+    /// fork hook from the moment the parent is in the map; the scan repeats until it finds no
+    /// new process, so a child forked during the scan by a not-yet-added descendant is caught.
+    pub fn govern_tree(&mut self, root: u32, session: u64) -> Result<Vec<u32>, EngineError> {
+        self.add_process(root, session)?;
+        let mut governed = vec![root];
+        loop {
+            let parents = procs::all_parents();
+            let mut added = false;
+            for pid in procs::descendants_in(&parents, root) {
+                if !governed.contains(&pid) {
+                    match self.add_process(pid, session) {
+                        Ok(()) => {}
+                        Err(EngineError::Proc(_)) => continue, // exited meanwhile
+                        Err(e) => return Err(e),
+                    }
+                    governed.push(pid);
+                    added = true;
+                }
+            }
+            if !added {
+                return Ok(governed);
+            }
+        }
+    }
+
+    pub fn remove_process(&mut self, tgid: u32) {
+        let _ = self.procs.remove(&tgid);
+        self.after_removal();
+    }
+
+    /// Processes currently governed by `session`.
+    #[must_use]
+    pub fn session_processes(&self, session: u64) -> Vec<u32> {
+        self.procs.iter().filter_map(Result::ok).filter(|(_, e)| e.session == session).map(|(k, _)| k).collect()
+    }
+
+    /// Session of a process (`None` when ungoverned).
+    #[must_use]
+    pub fn process_session(&self, tgid: u32) -> Option<u64> {
+        self.procs.get(&tgid, 0).ok().map(|e| e.session)
+    }
+
+    pub fn add_cgroup(&mut self, cgroup_id: u64, session: u64) -> Result<(), EngineError> {
+        self.need_syscall_hooks(None)?;
+        self.cgroups.insert(cgroup_id, session, 0).map_err(map_err(c::MAP_CGROUPS))?;
+        self.refresh_conf()
+    }
+
+    pub fn remove_cgroup(&mut self, cgroup_id: u64) -> Result<(), EngineError> {
+        let _ = self.cgroups.remove(&cgroup_id);
+        self.after_removal();
+        self.refresh_conf()
+    }
+
+    /// Session governing a cgroup, if any.
+    #[must_use]
+    pub fn cgroup_session(&self, cgroup_id: u64) -> Option<u64> {
+        self.cgroups.get(&cgroup_id, 0).ok()
+    }
+
+    fn refresh_conf(&mut self) -> Result<(), EngineError> {
+        let n = self.cgroups.keys().filter(Result::is_ok).count();
+        let mut conf = self.conf.get(&0, 0).unwrap_or_default();
+        conf.cgroup_sessions = u32::try_from(n).unwrap_or(u32::MAX);
+        self.conf.set(0, conf, 0).map_err(map_err(c::MAP_CONF))
+    }
+
+    // ---- sessions and grants -----------------------------------------------------------------
+
+    /// Replaces a session's grant state in one map update: the kernel sees either the old or the
+    /// new state, never a mix, and never none.
+    pub fn set_session(&mut self, session: u64, state: SessionState) -> Result<(), EngineError> {
+        // A session losing `SESSION_SEALED` while it has processes needs the guard tracepoints
+        // first (not on the grant path otherwise: only when the guards are detached).
+        if state.flags & c::SESSION_SEALED == 0
+            && !self.guard_hooks.attached()
+            && self.procs.iter().filter_map(Result::ok).any(|(_, e)| e.session == session)
+        {
+            self.guard_hooks.attach(self.ebpf.as_mut())?;
+        }
+        self.sessions.insert(session, state, 0).map_err(map_err(c::MAP_SESSIONS))
+    }
+
+    #[must_use]
+    pub fn session_state(&self, session: u64) -> Option<SessionState> {
+        self.sessions.get(&session, 0).ok()
+    }
+
+    /// Removes a session's state; its processes then get `no_grant` on everything.
+    pub fn remove_session(&mut self, session: u64) {
+        let _ = self.sessions.remove(&session);
+        self.after_removal();
+    }
+
+    /// Ends a session in the kernel: its state (so its processes get `no_grant` from here on),
+    /// then every process of it; the syscall tracepoints are brought in line once, at the end
+    /// (not once per removal: each sync walks the process map).
+    pub fn end_session(&mut self, session: u64) {
+        let _ = self.sessions.remove(&session);
+        let keys: Vec<c::SessionEnvKey> =
+            self.session_env.keys().filter_map(Result::ok).filter(|k| k.session == session).collect();
+        for k in keys {
+            let _ = self.session_env.remove(&k);
+        }
+        for p in self.session_processes(session) {
+            let _ = self.procs.remove(&p);
+        }
+        self.after_removal();
+    }
+
+    /// Writes a grant's entries under `grant` id. Nothing refers to them until a session state
+    /// names the id, so this is invisible to running processes. On error, what was written is
+    /// removed again.
+    pub fn install_grant(&mut self, grant: u64, g: &KernelGrant) -> Result<(), EngineError> {
+        let r = self.try_install(grant, g);
+        if r.is_err() {
+            self.remove_grant(grant, g);
+        }
+        r
+    }
+
+    fn try_install(&mut self, grant: u64, g: &KernelGrant) -> Result<(), EngineError> {
+        // The peer-object check before any grant that lets a Unix path connect through by name.
+        if g.unix_names.iter().any(|n| n.first().is_some_and(|b| *b != 0)) {
+            self.unix_hooks.attach(self.ebpf.as_mut())?;
+        }
+        for e in &g.exec {
+            self.exec.insert(e.id.key(grant), Fingerprint::from(e.fingerprint), 0).map_err(map_err(c::MAP_EXEC))?;
+            self.exec_names.insert(e.name_key(grant), 1, 0).map_err(map_err(c::MAP_EXEC_NAMES))?;
+        }
+        for (id, bits) in &g.paths {
+            self.paths.insert(id.key(grant), *bits, 0).map_err(map_err(c::MAP_PATHS))?;
+        }
+        for (key, ports) in net_entries(grant, g)? {
+            self.net.insert(&Key::new(key.prefixlen, key.data), ports, 0).map_err(map_err(c::MAP_NET))?;
+        }
+        for name in &g.unix_names {
+            let key =
+                crate::grant::net::unix_key(grant, name).map_err(|e| EngineError::Grant { msg: e.to_string() })?;
+            self.unix.insert(key, 1, 0).map_err(map_err(c::MAP_UNIX))?;
+        }
+        for obj in &g.argv {
+            let (key, rules, lits) = crate::grant::cmdline::kernel_form(grant, obj);
+            for (k, mask) in lits {
+                self.argv_lit.insert(k, mask, 0).map_err(map_err(c::MAP_ARGV_LIT))?;
+            }
+            self.argv.insert(key, rules, 0).map_err(map_err(c::MAP_ARGV))?;
+        }
+        Ok(())
+    }
+
+    /// The code-injecting entries (`NAME=value`) of `environ` (a process's environment, NUL
+    /// separated) are `session`'s to give: inherited unchanged they pass (`cmdline.rs`). Returns
+    /// the names remembered; an entry too long to remember is skipped (its children are checked).
+    pub fn remember_launch_env(&mut self, session: u64, environ: &[u8]) -> Result<Vec<String>, EngineError> {
+        let mut out = Vec::new();
+        for e in environ.split(|b| *b == 0).filter(|e| !e.is_empty()) {
+            let Some(eq) = e.iter().position(|b| *b == b'=') else { continue };
+            let Ok(name) = std::str::from_utf8(&e[..eq]) else { continue };
+            if !c::INJECTION_ENV.contains(&name) || e.len() >= c::SESSION_ENV_LEN {
+                continue;
+            }
+            let mut key = c::SessionEnvKey { session, bytes: [0; c::SESSION_ENV_LEN] };
+            key.bytes[..e.len()].copy_from_slice(e);
+            self.session_env.insert(key, 1, 0).map_err(map_err(c::MAP_SESSION_ENV))?;
+            out.push(name.to_owned());
+        }
+        Ok(out)
+    }
+
+    /// Forgets an exemption [`Engine::exempt_env_once`] left unused (the process never exec'd).
+    pub fn clear_env_exempt(&mut self, tgid: u32) {
+        let _ = self.env_exempt.remove(&tgid);
+    }
+
+    /// The next exec of `tgid` is not checked for code-injecting environment (the launched
+    /// program's own exec: its environment is the MCP client's configuration).
+    pub fn exempt_env_once(&mut self, tgid: u32) -> Result<(), EngineError> {
+        self.env_exempt.insert(tgid, 1, 0).map_err(map_err(c::MAP_ENV_EXEMPT))
+    }
+
+    /// Removes a grant's entries (after no session refers to it any more).
+    pub fn remove_grant(&mut self, grant: u64, g: &KernelGrant) {
+        for e in &g.exec {
+            let _ = self.exec.remove(&e.id.key(grant));
+            let _ = self.exec_names.remove(&e.name_key(grant));
+        }
+        for id in g.paths.keys() {
+            let _ = self.paths.remove(&id.key(grant));
+        }
+        for (key, _) in net_entries(grant, g).unwrap_or_default() {
+            let _ = self.net.remove(&Key::new(key.prefixlen, key.data));
+        }
+        for name in &g.unix_names {
+            if let Ok(key) = crate::grant::net::unix_key(grant, name) {
+                let _ = self.unix.remove(&key);
+            }
+        }
+        for obj in &g.argv {
+            let (key, _, lits) = crate::grant::cmdline::kernel_form(grant, obj);
+            let _ = self.argv.remove(&key);
+            for (k, _) in lits {
+                let _ = self.argv_lit.remove(&k);
+            }
+        }
+        if !g.unix_names.is_empty()
+            && let Err(e) = self.sync_unix_hooks()
+        {
+            log::warn!("syscall tracepoints: {e}");
+        }
+    }
+
+    /// Replaces the network entries of an installed grant `grant` (`old` -> `new`, e.g. DNS names
+    /// resolved again): the new entries go in first, then the ones no longer named go, so an
+    /// address both name is never missing.
+    pub fn update_net(&mut self, grant: u64, old: &KernelGrant, new: &KernelGrant) -> Result<(), EngineError> {
+        let new_entries = net_entries(grant, new)?;
+        for (key, ports) in &new_entries {
+            self.net.insert(&Key::new(key.prefixlen, key.data), ports, 0).map_err(map_err(c::MAP_NET))?;
+        }
+        for (key, _) in net_entries(grant, old).unwrap_or_default() {
+            if !new_entries.iter().any(|(k, _)| *k == key) {
+                let _ = self.net.remove(&Key::new(key.prefixlen, key.data));
+            }
+        }
+        Ok(())
+    }
+
+    /// How each channel is stopped here: the backend's table, with the Unix-socket channel as
+    /// attached (the kill backend's Unix address programs need Linux 6.7).
+    #[must_use]
+    pub fn channels(&self) -> Vec<(&'static str, &'static str)> {
+        let mut v = self.backend.channels().to_vec();
+        if self.backend == Backend::Kill && !self.unix_addr {
+            for (ch, m) in &mut v {
+                if *ch == "unix_connect" {
+                    *m = "none";
+                }
+            }
+        }
+        v
+    }
+
+    // ---- counters and events -----------------------------------------------------------------
+
+    /// All counters, summed over CPUs, indexed as in `mcpguard_common::counter_index`.
+    pub fn counters(&self) -> Result<Vec<u64>, EngineError> {
+        let mut out = Vec::with_capacity(c::COUNTER_SLOTS as usize);
+        for i in 0..c::COUNTER_SLOTS {
+            let v = self.counters.get(&i, 0).map_err(map_err(c::MAP_COUNTERS))?;
+            out.push(v.iter().sum());
+        }
+        Ok(out)
+    }
+
+    /// Hands the ring buffer to a consumer (the daemon's event task). Once taken, `next_events`
+    /// returns nothing.
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    /// Waits up to `timeout` for events and returns what arrived (for tools and tests).
+    pub fn next_events(&mut self, timeout: Duration) -> Vec<Decision> {
+        let Some(rb) = self.events.as_mut() else { return Vec::new() };
+        read_ring(rb, timeout)
+    }
+}
+
+/// Polls a ring buffer fd for up to `timeout` and decodes what is there.
+pub fn read_ring(rb: &mut RingBuf<MapData>, timeout: Duration) -> Vec<Decision> {
+    let mut out = Vec::new();
+    crate::kernel::events::drain(rb, usize::MAX, |ev| out.push(Decision::from_event(ev)));
+    if out.is_empty() {
+        crate::kernel::events::wait(rb, timeout);
+        crate::kernel::events::drain(rb, usize::MAX, |ev| out.push(Decision::from_event(ev)));
+    }
+    out
+}
+
+/// Removes everything pinned under `pin_dir` (links first, so enforcement stops cleanly, then
+/// maps). Returns the paths removed.
+/// The trie entries of a grant's network part.
+fn net_entries(grant: u64, g: &KernelGrant) -> Result<Vec<(c::NetKey, NetPorts)>, EngineError> {
+    crate::grant::net::lpm_entries(grant, &g.net).map_err(|e| EngineError::Grant { msg: e.to_string() })
+}
+
+pub fn unpin(pin_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for sub in [links_dir(pin_dir), progs_dir(pin_dir), maps_dir(pin_dir)] {
+        if let Ok(rd) = std::fs::read_dir(&sub) {
+            for e in rd.flatten() {
+                std::fs::remove_file(e.path())?;
+                removed.push(e.path());
+            }
+            std::fs::remove_dir(&sub)?;
+        }
+    }
+    if pin_dir.exists() {
+        // Only our own (now empty) directory; anything else left there is reported as an error.
+        std::fs::remove_dir(pin_dir)?;
+    }
+    Ok(removed)
+}
