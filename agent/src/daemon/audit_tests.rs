@@ -50,23 +50,20 @@ fn grant(id: u64, task: Option<&str>, tool: Option<&str>, call_id: Option<&str>)
 
 fn state() -> State {
     let mut st = State::default();
-    st.sessions.insert(
-        "s\u{e9}ss\\1".into(),
-        Session {
-            write_ceiling: None,
-            name: "s\u{e9}ss\\1".into(),
-            id: 7,
-            root_pid: 1,
-            command: vec!["/bin/srv".into(), "--x=\"\t\u{1}\"".into()],
-            uid: 0,
-            created_unix: 0,
-            cgroup: None,
-            sealed: true,
-            base: Some(grant(70, None, None, None)),
-            task: Some(grant(71, Some("T-1"), Some("read_file"), Some("42"))),
-            orchestrator: None,
-        },
-    );
+    st.insert_session(Session {
+        write_ceiling: None,
+        name: "s\u{e9}ss\\1".into(),
+        id: 7,
+        root_pid: 1,
+        command: vec!["/bin/srv".into(), "--x=\"\t\u{1}\"".into()],
+        uid: 0,
+        created_unix: 0,
+        cgroup: None,
+        sealed: true,
+        base: Some(grant(70, None, None, None)),
+        task: Some(grant(71, Some("T-1"), Some("read_file"), Some("42"))),
+        orchestrator: None,
+    });
     st
 }
 

@@ -10,7 +10,7 @@ pub fn refresh_dns(d: &Daemon) {
     type Slot = (String, &'static str, u64, kgrant::KernelGrant);
     let held: Vec<Slot> = {
         let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        st.sessions
+        st.sessions()
             .values()
             .flat_map(|s| {
                 [("base", &s.base), ("task", &s.task), ("orchestrator", &s.orchestrator)]
@@ -29,7 +29,7 @@ pub fn refresh_dns(d: &Daemon) {
             }
         };
         let mut st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(s) = st.sessions.get_mut(&session) else { continue };
+        let Some(s) = st.session_mut(&session) else { continue };
         let rec = match slot {
             "base" => s.base.as_mut(),
             "task" => s.task.as_mut(),

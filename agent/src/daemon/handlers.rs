@@ -5,13 +5,13 @@
 //! connection answers once that save is on disk (see `state` for why that order is crash safe).
 use std::{path::PathBuf, time::Instant};
 
-use mcpguard_common::{MODE_AUDIT, MODE_DENY, MODE_KILL, SessionState};
 use serde_json::{Value, json};
 
 use crate::{
     daemon::protocol::{ErrorCode, Grant, Op, ProtoError, Register, Request, Response, Revoke},
     daemon::server::Daemon,
-    daemon::state::{GrantRecord, Session},
+    daemon::session::{self, Grants, RevokeError},
+    daemon::state::{GrantRecord, Session, State},
     grant::kgrant::{self, GrantError},
     grant::policy::{ExecRule, GrantSpec, Mode, resolve_policy},
     kernel::engine::Engine,
@@ -114,14 +114,6 @@ pub fn handle(d: &Daemon, peer: &Peer, req: Request) -> Response {
     }
 }
 
-fn kernel_mode(m: Mode) -> u32 {
-    match m {
-        Mode::Deny => MODE_DENY,
-        Mode::Kill => MODE_KILL,
-        Mode::Audit => MODE_AUDIT,
-    }
-}
-
 fn grant_error(e: GrantError) -> ProtoError {
     let code = match &e {
         GrantError::BinaryMissing { .. } | GrantError::NotARegularFile { .. } => ErrorCode::BinaryMissing,
@@ -150,19 +142,6 @@ fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
-pub(crate) fn session_state(s: &Session) -> SessionState {
-    let mode = s.task.as_ref().or(s.base.as_ref()).map_or(MODE_DENY, |g| kernel_mode(g.mode));
-    SessionState {
-        base_grant: s.base.as_ref().map_or(0, |g| g.id),
-        task_grant: s.task.as_ref().map_or(0, |g| g.id),
-        task_expires_ns: s.task.as_ref().map_or(0, |g| g.expires_boot_ns),
-        mode,
-        // Sealed: the launcher's seccomp filter refuses the guard syscalls in every process of
-        // the session, so the kernel need not attach the guard tracepoints for it.
-        flags: if s.sealed && s.cgroup.is_none() { mcpguard_common::SESSION_SEALED } else { 0 },
-    }
-}
-
 /// `pid`'s parent and real uid, from `/proc/<pid>/status`.
 fn parent_and_uid(pid: u32) -> Option<(u32, u32)> {
     parse_parent_and_uid(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
@@ -182,7 +161,9 @@ fn own_child(peer: &Peer, pid: u32) -> bool {
     peer.pid.is_some_and(|me| parent_and_uid(pid) == Some((me, peer.uid)))
 }
 
-fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
+/// What a registration must satisfy before anything changes: a valid name, a caller allowed
+/// to register that process, a process not governed yet, and consistent launcher options.
+fn check_register(d: &Daemon, peer: &Peer, r: &Register) -> Result<(), ProtoError> {
     if !valid_name(&r.session) {
         return Err(err(ErrorCode::BadRequest, format!("session name `{}` must be 1-64 of [A-Za-z0-9._-]", r.session)));
     }
@@ -198,9 +179,9 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
     if let Some(s) = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).process_session(r.pid) {
         return Err(err(ErrorCode::BadRequest, format!("pid {} is already governed by session {s}", r.pid)));
     }
-    let Some(cmd) = r.command.first() else {
+    if r.command.is_empty() {
         return Err(err(ErrorCode::BadRequest, "`command` must name the launched binary"));
-    };
+    }
     if r.signal_notifier.is_some() && !r.sealed {
         return Err(err(ErrorCode::BadRequest, "`signal_notifier` needs `sealed` (a launched, filtered session)"));
     }
@@ -210,6 +191,12 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
             "`sealed` and `cgroup` exclude each other: a process moved into the cgroup later carries no seccomp filter",
         ));
     }
+    Ok(())
+}
+
+/// The session's baseline (the policy named, plus the launched binary with any command line)
+/// and its write ceiling (the baseline's write paths and what the launcher asked for).
+fn baseline_and_ceiling(d: &Daemon, r: &Register) -> Result<(GrantSpec, Option<Vec<PathBuf>>), ProtoError> {
     // The launched binary is approved by fingerprint now; the baseline covers its runtime.
     let mut spec = match &r.baseline {
         Some(b) => resolve_policy(b, &d.cfg.policy_dirs)?.0.instantiate(&r.vars)?,
@@ -217,7 +204,7 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
     };
     // Any command line: the client's configuration is the session's to give (task grants confine
     // what the server runs later).
-    spec.exec.push(ExecRule { path: PathBuf::from(cmd), inline_code: true, ..Default::default() });
+    spec.exec.push(ExecRule { path: PathBuf::from(&r.command[0]), inline_code: true, ..Default::default() });
     // The ceiling covers whatever the baseline may write, whatever the launcher asked for.
     // Roots are kept resolved (symlinks), as grant paths are, so that the containment check of
     // later grants compares like with like; Landlock resolves them the same way.
@@ -240,19 +227,88 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
             format!("write ceiling `{}` must be an absolute path without `..`", bad.display()),
         ));
     }
+    Ok((spec, write_ceiling))
+}
+
+/// Makes `session` a cgroup session and moves `pid` in; the cgroup is governed before the
+/// process moves in (no instant without a session). On failure the session is ended.
+fn join_cgroup(eng: &mut Engine, session: &mut Session, pid: u32) -> Result<(), ProtoError> {
+    // The cgroup is governed before the process moves in: no instant without a session.
+    let cg = crate::kernel::cgroup::create(&session.name, session.id)
+        .and_then(|(dir, id)| {
+            eng.add_cgroup(id, session.id).map(|()| (dir, id)).map_err(|e| crate::kernel::cgroup::CgroupError::Io {
+                path: PathBuf::from("(kernel)"),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })
+        .and_then(|(dir, id)| crate::kernel::cgroup::move_in(&dir, pid).map(|()| id));
+    match cg {
+        Ok(id) => {
+            session.cgroup = Some(id);
+            Ok(())
+        }
+        Err(e) => {
+            session::end(eng, session);
+            Err(err(ErrorCode::BadRequest, format!("cannot make session `{}` a cgroup: {e}", session.name)))
+        }
+    }
+}
+
+/// What a launcher hands over at registration: the launched program's environment (its own
+/// exec exempt, its code-injecting variables remembered) and the signal filter's listener.
+/// On failure the session is ended.
+fn launcher_extras(
+    d: &Daemon,
+    eng: &mut Engine,
+    session: &Session,
+    peer: &Peer,
+    r: &Register,
+) -> Result<(), ProtoError> {
+    // The launched program's own exec carries the MCP client's environment, which is the
+    // session's to give: not checked for code-injecting variables (that one exec only).
+    // Its code-injecting variables, exactly as given, stay the session's to give in the
+    // processes that inherit them unchanged.
+    if r.sealed || (r.cgroup && peer.pid == Some(r.pid)) {
+        let environ = std::fs::read(format!("/proc/{}/environ", r.pid)).unwrap_or_default();
+        let kept = eng.exempt_env_once(r.pid).and_then(|()| eng.remember_launch_env(session.id, &environ));
+        match kept {
+            Ok(names) if !names.is_empty() => log::info!("session {}: launched with {names:?}", r.session),
+            Ok(_) => {}
+            Err(e) => {
+                session::end(eng, session);
+                return Err(err(ErrorCode::KernelError, e.to_string()));
+            }
+        }
+    }
+    if let Some(fd) = r.signal_notifier {
+        // Taken while the launcher waits for this answer, before the program's first instruction.
+        match crate::daemon::signals::take_listener(r.pid, fd) {
+            Ok(l) => d.signals.add(session.id, l),
+            Err(e) => {
+                session::end(eng, session);
+                return Err(err(ErrorCode::KernelError, format!("cannot take the signal listener: {e}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
+    check_register(d, peer, &r)?;
+    let (spec, write_ceiling) = baseline_and_ceiling(d, &r)?;
     let kg = compile(&spec)?;
 
     let mut st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(old) = st.sessions.get(&r.session) {
+    if let Some(old) = st.session(&r.session) {
         if session_alive(&eng, old) {
             return Err(err(
                 ErrorCode::SessionExists,
                 format!("session `{}` exists and has live processes", r.session),
             ));
         }
-        let old = st.sessions.remove(&r.session).expect("present");
-        drop_session(&mut eng, &old);
+        let old = st.remove_session(&r.session).expect("present");
+        session::end(&mut eng, &old);
     }
     let sid = st.alloc_id();
     let gid = st.alloc_id();
@@ -281,66 +337,21 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
         task: None,
         orchestrator: None,
     };
-    let kerr = |e: crate::kernel::engine::EngineError| err(ErrorCode::KernelError, e.to_string());
-    eng.install_grant(gid, &session.base.as_ref().expect("base").kernel).map_err(kerr)?;
-    if let Err(e) = eng.set_session(sid, session_state(&session)) {
-        drop_session(&mut eng, &session);
-        return Err(kerr(e));
-    }
+    session::begin(&mut eng, &session).map_err(|e| err(ErrorCode::KernelError, e.to_string()))?;
     let mut session = session;
     if r.cgroup {
-        // The cgroup is governed before the process moves in: no instant without a session.
-        let cg = crate::kernel::cgroup::create(&r.session, sid)
-            .and_then(|(dir, id)| {
-                eng.add_cgroup(id, sid).map(|()| (dir, id)).map_err(|e| crate::kernel::cgroup::CgroupError::Io {
-                    path: PathBuf::from("(kernel)"),
-                    source: std::io::Error::other(e.to_string()),
-                })
-            })
-            .and_then(|(dir, id)| crate::kernel::cgroup::move_in(&dir, r.pid).map(|()| id));
-        match cg {
-            Ok(id) => session.cgroup = Some(id),
-            Err(e) => {
-                drop_session(&mut eng, &session);
-                return Err(err(ErrorCode::BadRequest, format!("cannot make session `{}` a cgroup: {e}", r.session)));
-            }
-        }
+        join_cgroup(&mut eng, &mut session, r.pid)?;
     }
     let governed = match eng.govern_tree(r.pid, sid) {
         Ok(p) => p,
         Err(e) => {
-            drop_session(&mut eng, &session);
+            session::end(&mut eng, &session);
             return Err(err(ErrorCode::BadRequest, format!("cannot govern pid {}: {e}", r.pid)));
         }
     };
-    // The launched program's own exec carries the MCP client's environment, which is the
-    // session's to give: not checked for code-injecting variables (that one exec only).
-    // Its code-injecting variables, exactly as given, stay the session's to give in the
-    // processes that inherit them unchanged.
-    if r.sealed || (r.cgroup && peer.pid == Some(r.pid)) {
-        let environ = std::fs::read(format!("/proc/{}/environ", r.pid)).unwrap_or_default();
-        let kept = eng.exempt_env_once(r.pid).and_then(|()| eng.remember_launch_env(sid, &environ));
-        match kept {
-            Ok(names) if !names.is_empty() => log::info!("session {}: launched with {names:?}", r.session),
-            Ok(_) => {}
-            Err(e) => {
-                drop_session(&mut eng, &session);
-                return Err(err(ErrorCode::KernelError, e.to_string()));
-            }
-        }
-    }
-    if let Some(fd) = r.signal_notifier {
-        // Taken while the launcher waits for this answer, before the program's first instruction.
-        match crate::daemon::signals::take_listener(r.pid, fd) {
-            Ok(l) => d.signals.add(sid, l),
-            Err(e) => {
-                drop_session(&mut eng, &session);
-                return Err(err(ErrorCode::KernelError, format!("cannot take the signal listener: {e}")));
-            }
-        }
-    }
+    launcher_extras(d, &mut eng, &session, peer, &r)?;
     drop(eng);
-    st.sessions.insert(r.session.clone(), session);
+    st.insert_session(session);
     log::info!(
         "session {} registered: pid {} ({} process(es)), command {:?}",
         r.session,
@@ -350,22 +361,6 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
     );
     Ok(json!({"session": r.session, "session_id": sid, "baseline_grant_id": gid, "processes": governed,
               "write_ceiling": write_ceiling}))
-}
-
-/// Removes a session's kernel state (session entry, grants, process entries).
-pub(crate) fn drop_session(eng: &mut Engine, s: &Session) {
-    eng.end_session(s.id);
-    // An exemption the launched program never used must not pass to a later holder of its pid.
-    eng.clear_env_exempt(s.root_pid);
-    for g in [&s.base, &s.task, &s.orchestrator].into_iter().flatten() {
-        eng.remove_grant(g.id, &g.kernel);
-    }
-    if let Some(id) = s.cgroup {
-        let _ = eng.remove_cgroup(id);
-        if let Ok(dir) = crate::kernel::cgroup::session_dir(&s.name, s.id) {
-            crate::kernel::cgroup::remove(&dir);
-        }
-    }
 }
 
 /// A session is over when none of its processes is left (tree and, if any, cgroup).
@@ -389,25 +384,22 @@ fn held_spec(r: &GrantRecord) -> Result<&GrantSpec, ProtoError> {
     })
 }
 
-/// What a new grant composes with (the orchestrator's task grant for a call; the call in force
-/// for a task grant), with its expiry, and the ids of the session's grants (to detect changes).
-type Snapshot = (Option<(GrantSpec, u64)>, (Option<u64>, Option<u64>));
-
-fn composition_snapshot(d: &Daemon, session: &str, per_call: bool) -> Result<Snapshot, ProtoError> {
+/// The session's grants now (a copy, composed with and compiled without the locks).
+fn current_grants(d: &Daemon, session: &str) -> Result<Grants, ProtoError> {
     let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some(s) = st.sessions.get(session) else {
-        return Err(err(ErrorCode::UnknownSession, format!("no session named `{session}`")));
-    };
-    let other = if per_call {
-        s.orchestrator.as_ref().or(s.task.as_ref().filter(|t| t.call_id.is_none()))
-    } else {
-        s.task.as_ref().filter(|t| t.call_id.is_some())
-    };
-    let other = match other {
-        Some(r) => Some((held_spec(r)?.clone(), r.expires_boot_ns)),
-        None => None,
-    };
-    Ok((other, (s.task.as_ref().map(|r| r.id), s.orchestrator.as_ref().map(|r| r.id))))
+    st.sessions()
+        .get(session)
+        .map(Grants::of)
+        .ok_or_else(|| err(ErrorCode::UnknownSession, format!("no session named `{session}`")))
+}
+
+/// A grant compiled and ready to go in: its record, for a task grant issued while a call is in
+/// force the narrowed call (that call's compiled intersection with the task, its expiry, its
+/// spec), and the policy name it is reported under.
+struct Prepared {
+    rec: GrantRecord,
+    narrowed: Option<(kgrant::KernelGrant, u64, GrantSpec)>,
+    policy: String,
 }
 
 /// A record for `g` (id assigned at install) enforcing `effective`, remembering `own` (the grant as
@@ -426,9 +418,61 @@ fn record(g: &Grant, own: &GrantSpec, kernel: kgrant::KernelGrant, expires: u64,
     }
 }
 
-fn grant(d: &Daemon, g: Grant) -> Result<Value, ProtoError> {
-    let started = Instant::now();
-    if !d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).sessions.contains_key(&g.session) {
+/// Composition: a per-call grant (`call_id` set) runs inside the orchestrator's task grant,
+/// and a task grant issued while a call is in force narrows that call. Either way what goes
+/// into the kernel is the intersection; it is computed and compiled (binaries hashed) without
+/// the locks, and returned with the state lock held only if the grants it was built from are
+/// still the ones in force (else computed again, three times at most).
+fn prepare_grant<'a>(
+    d: &'a Daemon,
+    g: &Grant,
+    spec: &GrantSpec,
+    ttl_ns: u64,
+) -> Result<(std::sync::MutexGuard<'a, State>, Prepared), ProtoError> {
+    let per_call = g.call_id.is_some();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let cur = current_grants(d, &g.session)?;
+        let own_expires = boot_ns().saturating_add(ttl_ns);
+        let prepared = match (per_call, cur.task_around_calls(), cur.call_in_force()) {
+            // A call inside the orchestrator's task: call ∩ task, expiring with the earlier.
+            (true, Some(task), _) => {
+                let eff = compose(Some(held_spec(task)?), spec);
+                let kg = compile(&eff)?;
+                let rec = record(g, spec, kg, own_expires.min(task.expires_boot_ns), &eff);
+                Prepared { rec, narrowed: None, policy: eff.policy_name }
+            }
+            // A task grant while a call is in force: held aside; the call narrows (never widens).
+            (false, _, Some(call)) => {
+                let eff = compose(Some(spec), held_spec(call)?);
+                let narrowed = (compile(&eff)?, own_expires.min(call.expires_boot_ns), eff.clone());
+                let rec = record(g, spec, compile(spec)?, own_expires, spec);
+                Prepared { rec, narrowed: Some(narrowed), policy: eff.policy_name }
+            }
+            // Nothing to compose with.
+            _ => Prepared {
+                rec: record(g, spec, compile(spec)?, own_expires, spec),
+                narrowed: None,
+                policy: spec.policy_name.clone(),
+            },
+        };
+        // Install only if the grants this was composed from are still the ones in force.
+        let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if st.session(&g.session).map(|s| Grants::of(s).ids()) == Some(cur.ids()) {
+            return Ok((st, prepared));
+        }
+        drop(st);
+        if attempts >= 3 {
+            return Err(err(ErrorCode::Internal, "the session's grants kept changing during the request; retry"));
+        }
+    }
+}
+
+/// The grant `g` asks for, resolved (policy or inline, its mode and TTL) and checked against the
+/// daemon's maximum TTL and the session's write ceiling.
+fn grant_spec(d: &Daemon, g: &Grant) -> Result<(GrantSpec, std::time::Duration), ProtoError> {
+    if !d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).sessions().contains_key(&g.session) {
         return Err(err(ErrorCode::UnknownSession, format!("no session named `{}`", g.session)));
     }
     let spec = if let Some(p) = &g.policy {
@@ -457,7 +501,7 @@ fn grant(d: &Daemon, g: Grant) -> Result<Value, ProtoError> {
         .state
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .sessions
+        .sessions()
         .get(&g.session)
         .and_then(|s| s.write_ceiling.clone())
         && let Some(w) = spec.write.iter().find(|w| !ceiling.iter().any(|c| w.starts_with(c)))
@@ -472,108 +516,42 @@ fn grant(d: &Daemon, g: Grant) -> Result<Value, ProtoError> {
             ),
         ));
     }
+    Ok((spec, ttl))
+}
+
+fn grant(d: &Daemon, g: Grant) -> Result<Value, ProtoError> {
+    let started = Instant::now();
+    let (spec, ttl) = grant_spec(d, &g)?;
     let per_call = g.call_id.is_some();
     let ttl_ns = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
-    // Composition: a per-call grant (`call_id` set) runs inside the orchestrator's task grant,
-    // and a task grant issued while a call is in force narrows that call. Either way what goes
-    // into the kernel is the intersection; it is computed and compiled (binaries hashed)
-    // without the locks, then installed only if the grants it was built from are unchanged.
-    let mut attempts = 0;
-    let (mut st, rec, held, effective_policy) = loop {
-        attempts += 1;
-        let (other, ids) = composition_snapshot(d, &g.session, per_call)?;
-        let now = boot_ns();
-        let own_expires = now.saturating_add(ttl_ns);
-        let (rec, held, policy) = match &other {
-            // Plain grant: nothing to compose with.
-            None => {
-                let kg = compile(&spec)?;
-                (record(&g, &spec, kg, own_expires, &spec), None, spec.policy_name.clone())
-            }
-            // A call inside the orchestrator's task: call ∩ task, expiring with the earlier.
-            Some((task, task_expires)) if per_call => {
-                let eff = compose(Some(task), &spec);
-                let kg = compile(&eff)?;
-                let rec = record(&g, &spec, kg, own_expires.min(*task_expires), &eff);
-                (rec, None, eff.policy_name)
-            }
-            // A task grant while a call is in force: held aside; the call narrows (never widens).
-            Some((call, call_expires)) => {
-                let eff = compose(Some(&spec), call);
-                let narrowed = (compile(&eff)?, own_expires.min(*call_expires), eff.clone());
-                let rec = record(&g, &spec, compile(&spec)?, own_expires, &spec);
-                (rec, Some(narrowed), eff.policy_name)
-            }
-        };
-        // Install only if the grants this was composed from are still the ones in force.
-        let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now_ids =
-            st.sessions.get(&g.session).map(|s| (s.task.as_ref().map(|r| r.id), s.orchestrator.as_ref().map(|r| r.id)));
-        if now_ids == Some(ids) {
-            break (st, rec, held, policy);
-        }
-        drop(st);
-        if attempts >= 3 {
-            return Err(err(ErrorCode::Internal, "the session's grants kept changing during the request; retry"));
-        }
-    };
+    let (mut st, prepared) = prepare_grant(d, &g, &spec, ttl_ns)?;
     let mut eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let id = st.alloc_id();
-    let call_rebuild_id = held.as_ref().map(|_| st.alloc_id());
-    let Some(session) = st.sessions.get_mut(&g.session) else {
+    let call_rebuild_id = prepared.narrowed.as_ref().map(|_| st.alloc_id());
+    let Some(session) = st.session_mut(&g.session) else {
         return Err(err(ErrorCode::UnknownSession, format!("no session named `{}`", g.session)));
     };
-    let mut rec = rec;
-    rec.id = id;
-    let kerr = |e: crate::kernel::engine::EngineError| err(ErrorCode::KernelError, e.to_string());
-    eng.install_grant(id, &rec.kernel).map_err(kerr)?;
-    // Records that stop being referenced once the new state is in force.
-    let (old_task, old_orch) = (session.task.clone(), session.orchestrator.clone());
-    if let (Some((kg, expires, eff)), Some(cid)) = (held, call_rebuild_id) {
-        // Task grant while a call is in force: the call continues under call ∩ new task.
-        let call = session.task.clone().expect("a call grant is in force");
-        let narrowed = GrantRecord {
-            id: cid,
-            policy: eff.policy_name,
-            mode: eff.mode,
-            expires_boot_ns: expires,
-            kernel: kg,
-            ..call
-        };
-        if let Err(e) = eng.install_grant(cid, &narrowed.kernel) {
-            eng.remove_grant(id, &rec.kernel);
-            return Err(kerr(e));
-        }
-        session.task = Some(narrowed);
-        session.orchestrator = Some(rec.clone());
-    } else if per_call {
-        // Hold the orchestrator's task grant aside (still installed) while the call runs.
-        if session.orchestrator.is_none() {
-            session.orchestrator = session.task.take().filter(|t| t.call_id.is_none());
-        }
-        session.task = Some(rec.clone());
+    let rec = GrantRecord { id, ..prepared.rec };
+    let cur = Grants::of(session);
+    let next = if per_call {
+        session::after_call_grant(&cur, rec.clone())
     } else {
-        session.task = Some(rec.clone());
-        session.orchestrator = None;
-    }
-    // One map update: the old grant stops and the new one starts at the same instant.
-    if let Err(e) = eng.set_session(session.id, session_state(session)) {
-        let new_task = std::mem::replace(&mut session.task, old_task);
-        let new_orch = std::mem::replace(&mut session.orchestrator, old_orch);
-        for r in [new_task, new_orch].into_iter().flatten() {
-            if r.id == id || Some(r.id) == call_rebuild_id {
-                eng.remove_grant(r.id, &r.kernel);
-            }
-        }
-        return Err(kerr(e));
-    }
+        // The call in force continues under call ∩ new task, as a record of its own.
+        let narrowed = prepared.narrowed.zip(call_rebuild_id).zip(cur.call_in_force()).map(
+            |(((kernel, expires, eff), cid), call)| GrantRecord {
+                id: cid,
+                policy: eff.policy_name,
+                mode: eff.mode,
+                expires_boot_ns: expires,
+                kernel,
+                ..call.clone()
+            },
+        );
+        session::after_task_grant(&cur, rec.clone(), narrowed)
+    };
+    session::transition(&mut eng, session, next).map_err(|e| err(ErrorCode::KernelError, e.to_string()))?;
     d.metrics.grant_apply.observe(started.elapsed().as_secs_f64());
-    let live: Vec<u64> = [&session.task, &session.orchestrator].into_iter().flatten().map(|r| r.id).collect();
-    for old in [old_task, old_orch].into_iter().flatten() {
-        if !live.contains(&old.id) {
-            eng.remove_grant(old.id, &old.kernel);
-        }
-    }
+    let effective_policy = prepared.policy;
     let composed = session.orchestrator.as_ref().map(|o| o.task.clone());
     drop(eng);
     drop(st);
@@ -589,57 +567,30 @@ fn grant(d: &Daemon, g: Grant) -> Result<Value, ProtoError> {
 
 fn revoke(d: &Daemon, r: Revoke) -> Result<Value, ProtoError> {
     let mut st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some(session) = st.sessions.get_mut(&r.session) else {
+    let Some(session) = st.session_mut(&r.session) else {
         return Err(err(ErrorCode::UnknownSession, format!("no session named `{}`", r.session)));
     };
-    let names = |g: &Option<GrantRecord>, t: &str| g.as_ref().is_some_and(|g| g.task.as_deref() == Some(t));
-    let (old_task, old_orch) = (session.task.clone(), session.orchestrator.clone());
-    match &r.task {
-        // The call in force ends: the orchestrator's task grant (if any) is back in force.
-        Some(t) if names(&session.task, t) => session.task = session.orchestrator.take(),
-        // The orchestrator ends its task while a call runs in it: the call loses it too.
-        Some(t) if names(&session.orchestrator, t) => {
-            session.task = None;
-            session.orchestrator = None;
+    let next = session::after_revoke(&Grants::of(session), r.task.as_deref()).map_err(|e| match e {
+        RevokeError::NoGrantForTask(t) => {
+            err(ErrorCode::BadRequest, format!("session `{}` has no grant for task `{t}`", r.session))
         }
-        Some(t) => {
-            return Err(err(ErrorCode::BadRequest, format!("session `{}` has no grant for task `{t}`", r.session)));
-        }
-        None if session.task.is_none() => {
-            return Err(err(ErrorCode::BadRequest, format!("session `{}` has no task grant", r.session)));
-        }
-        None => {
-            session.task = None;
-            session.orchestrator = None;
-        }
-    }
+        RevokeError::NoTaskGrant => err(ErrorCode::BadRequest, format!("session `{}` has no task grant", r.session)),
+    })?;
     let mut eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Err(e) = eng.set_session(session.id, session_state(session)) {
-        session.task = old_task;
-        session.orchestrator = old_orch;
-        return Err(err(ErrorCode::KernelError, e.to_string()));
-    }
-    let live = session.task.as_ref().map(|g| g.id);
-    let mut revoked = None;
-    for old in [old_task, old_orch].into_iter().flatten() {
-        if Some(old.id) != live {
-            eng.remove_grant(old.id, &old.kernel);
-            revoked.get_or_insert((old.id, old.task.clone()));
-        }
-    }
+    let freed = session::transition(&mut eng, session, next).map_err(|e| err(ErrorCode::KernelError, e.to_string()))?;
     let restored = session.task.as_ref().and_then(|g| g.task.clone());
     drop(eng);
     drop(st);
-    let (id, task) = revoked.unwrap_or((0, None));
+    let (id, task) = freed.first().map_or((0, None), |g| (g.id, g.task.clone()));
     Ok(json!({"session": r.session, "revoked_grant_id": id, "task": task, "restored_task": restored}))
 }
 
 fn unregister(d: &Daemon, name: &str) -> Result<Value, ProtoError> {
     let mut st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some(s) = st.sessions.remove(name) else {
+    let Some(s) = st.remove_session(name) else {
         return Err(err(ErrorCode::UnknownSession, format!("no session named `{name}`")));
     };
-    drop_session(&mut d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner), &s);
+    session::end(&mut d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner), &s);
     Ok(json!({"session": name, "session_id": s.id}))
 }
 
@@ -653,7 +604,7 @@ pub fn housekeeping(d: &Daemon) {
     }
     let mut active = 0;
     let mut seen = d.expired_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    for s in st.sessions.values() {
+    for s in st.sessions().values() {
         if let Some(t) = &s.task {
             if now >= t.expires_boot_ns {
                 if seen.insert(t.id) {
@@ -667,18 +618,18 @@ pub fn housekeeping(d: &Daemon) {
     }
     d.metrics.active_grants.set(active);
     let dead: Vec<String> = st
-        .sessions
+        .sessions()
         .values()
         .filter(|s| s.created_unix + 2 <= unix_now() && !session_alive(&eng, s))
         .map(|s| s.name.clone())
         .collect();
     for name in &dead {
-        if let Some(s) = st.sessions.remove(name) {
-            drop_session(&mut eng, &s);
+        if let Some(s) = st.remove_session(name) {
+            session::end(&mut eng, &s);
             log::info!("session {name} ended: no processes left");
         }
     }
-    d.metrics.active_sessions.set(i64::try_from(st.sessions.len()).unwrap_or(i64::MAX));
+    d.metrics.active_sessions.set(i64::try_from(st.sessions().len()).unwrap_or(i64::MAX));
     if !dead.is_empty() {
         d.persist.request();
     }

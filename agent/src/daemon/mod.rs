@@ -1,5 +1,6 @@
 //! The host daemon: `server` owns the kernel engine and serves the control socket; `handlers`
-//! are its operations (register, grant, revoke, ...) over the wire format in `protocol`;
+//! are its operations (register, grant, revoke, ...) over the wire format in `protocol`, each
+//! moving a session to its next state through `session` (the one owner of transitions);
 //! `state` is the session table (persisted) and `reconcile` squares it with the pinned kernel
 //! maps after a restart; `audit`, `metrics` and `status` report; `signals` decides the
 //! signals of launched sessions where no kernel hook can; `dns` re-resolves the names of the
@@ -11,6 +12,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod reconcile;
 pub mod server;
+pub mod session;
 pub mod signals;
 pub mod state;
 pub mod status;

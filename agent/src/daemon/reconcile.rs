@@ -7,7 +7,7 @@
 use mcpguard_common::SessionState;
 
 use crate::{
-    daemon::handlers::{drop_session, session_state},
+    daemon::session,
     daemon::state::{GrantRecord, Session, State},
     kernel::engine::Engine,
 };
@@ -50,10 +50,10 @@ pub fn drift(s: &Session, kernel: Option<&SessionState>) -> Drift {
 /// back), a session the kernel no longer has is dropped, and a grant the table cannot describe
 /// is replaced by the baseline alone (fail closed). Returns true when the table changed.
 pub fn reconcile(eng: &mut Engine, st: &mut State) -> bool {
-    let names: Vec<String> = st.sessions.keys().cloned().collect();
+    let names: Vec<String> = st.sessions().keys().cloned().collect();
     let mut changed = false;
     for name in names {
-        let s = st.sessions.get_mut(&name).expect("listed");
+        let s = st.session_mut(&name).expect("listed");
         let d = drift(s, eng.session_state(s.id).as_ref());
         if d != Drift::Agree {
             log::warn!("session {name}: the kernel's state differs from the saved table ({d:?}); following the kernel");
@@ -62,8 +62,8 @@ pub fn reconcile(eng: &mut Engine, st: &mut State) -> bool {
         let stale: Vec<GrantRecord> = match d {
             Drift::Agree => Vec::new(),
             Drift::Gone => {
-                let s = st.sessions.remove(&name).expect("listed");
-                drop_session(eng, &s);
+                let s = st.remove_session(&name).expect("listed");
+                session::end(eng, &s);
                 continue;
             }
             Drift::CallRevoked => s.task.replace(s.orchestrator.take().expect("held")).into_iter().collect(),
@@ -78,7 +78,7 @@ pub fn reconcile(eng: &mut Engine, st: &mut State) -> bool {
                 log::error!("session {}: re-installing grant {}: {e}", s.name, g.id);
             }
         }
-        if let Err(e) = eng.set_session(s.id, session_state(s)) {
+        if let Err(e) = eng.set_session(s.id, session::kernel_state(s)) {
             log::error!("session {}: restoring state: {e}", s.name);
         }
     }

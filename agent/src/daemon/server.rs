@@ -166,7 +166,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Saved now either way: the id counter moved on (State::load), and the kernel may have won.
     crate::daemon::reconcile::reconcile(&mut engine, &mut state);
     state.save(&cfg.state_file()).context("saving the reconciled session table")?;
-    log::info!("{} session(s) restored from {}", state.sessions.len(), cfg.state_file().display());
+    log::info!("{} session(s) restored from {}", state.sessions().len(), cfg.state_file().display());
     let rb = engine.take_events().context("event ring buffer")?;
     let metrics = Metrics::new(backend.name(), backend.synchronous_deny(), &engine.channels());
     let (tx, _) = broadcast::channel(4096);

@@ -71,7 +71,12 @@ pub struct Session {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct State {
     pub next_id: u64,
-    pub sessions: BTreeMap<String, Session>,
+    /// By name; changed only through [`State::insert_session`] and [`State::remove_session`],
+    /// which keep `by_id` in step.
+    sessions: BTreeMap<String, Session>,
+    /// Session id -> name: the event path looks a session up by id, once per event.
+    #[serde(skip)]
+    by_id: BTreeMap<u64, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +103,7 @@ impl State {
             Err(source) => return Err(StateError::Read { path: path.into(), source }),
         };
         st.next_id = st.next_id.saturating_add(ID_LEAP_ON_LOAD);
+        st.by_id = st.sessions().values().map(|s| (s.id, s.name.clone())).collect();
         Ok(st)
     }
 
@@ -125,7 +131,36 @@ impl State {
 
     #[must_use]
     pub fn session_by_id(&self, id: u64) -> Option<&Session> {
-        self.sessions.values().find(|s| s.id == id)
+        self.by_id.get(&id).and_then(|name| self.sessions.get(name))
+    }
+
+    #[must_use]
+    pub fn sessions(&self) -> &BTreeMap<String, Session> {
+        &self.sessions
+    }
+
+    #[must_use]
+    pub fn session(&self, name: &str) -> Option<&Session> {
+        self.sessions.get(name)
+    }
+
+    /// The session named `name`, to change its grants (never its name or id: they are keys).
+    pub fn session_mut(&mut self, name: &str) -> Option<&mut Session> {
+        self.sessions.get_mut(name)
+    }
+
+    /// Adds `s` under its name; returns the session it replaced.
+    pub fn insert_session(&mut self, s: Session) -> Option<Session> {
+        let old = self.remove_session(&s.name);
+        self.by_id.insert(s.id, s.name.clone());
+        self.sessions.insert(s.name.clone(), s);
+        old
+    }
+
+    pub fn remove_session(&mut self, name: &str) -> Option<Session> {
+        let s = self.sessions.remove(name)?;
+        self.by_id.remove(&s.id);
+        Some(s)
     }
 }
 
@@ -241,23 +276,20 @@ mod tests {
         let a = s.alloc_id();
         let b = s.alloc_id();
         assert!(b > a);
-        s.sessions.insert(
-            "x".into(),
-            Session {
-                write_ceiling: None,
-                name: "x".into(),
-                id: a,
-                root_pid: 1,
-                command: vec!["/bin/true".into()],
-                uid: 0,
-                created_unix: 0,
-                cgroup: None,
-                sealed: true,
-                base: None,
-                task: None,
-                orchestrator: None,
-            },
-        );
+        s.insert_session(Session {
+            write_ceiling: None,
+            name: "x".into(),
+            id: a,
+            root_pid: 1,
+            command: vec!["/bin/true".into()],
+            uid: 0,
+            created_unix: 0,
+            cgroup: None,
+            sealed: true,
+            base: None,
+            task: None,
+            orchestrator: None,
+        });
         let dir = std::env::temp_dir().join(format!("mcpg-state-{}", std::process::id()));
         let p = dir.join("state.json");
         s.save(&p).unwrap();

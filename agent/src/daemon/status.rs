@@ -24,7 +24,7 @@ pub(crate) fn status(d: &Daemon) -> Value {
     let eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let now = crate::daemon::handlers::boot_ns();
     let sessions: Vec<Value> = st
-        .sessions
+        .sessions()
         .values()
         .map(|s| {
             json!({

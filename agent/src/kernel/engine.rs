@@ -138,6 +138,14 @@ pub struct Engine {
     probes: Vec<Probe>,
     adopted: bool,
     load_time: LoadTime,
+    maps: Maps,
+    /// The kill backend's Unix address programs are attached (Linux 6.7+).
+    unix_addr: bool,
+}
+
+/// The maps the engine reads and writes, opened the same way after a fresh load (taken from
+/// the object) and after adoption (opened from their pins): [`Maps::open`].
+struct Maps {
     procs: HashMap<MapData, u32, ProcEntry>,
     cgroups: HashMap<MapData, u64, u64>,
     sessions: HashMap<MapData, u64, SessionState>,
@@ -150,11 +158,39 @@ pub struct Engine {
     argv_lit: HashMap<MapData, c::ArgKey, u32>,
     env_exempt: HashMap<MapData, u32, u32>,
     session_env: HashMap<MapData, c::SessionEnvKey, u32>,
-    /// The kill backend's Unix address programs are attached (Linux 6.7+).
-    unix_addr: bool,
     counters: PerCpuArray<MapData, u64>,
     conf: Array<MapData, Conf>,
     events: Option<RingBuf<MapData>>,
+}
+
+impl Maps {
+    /// Each map by name from `get` (the loaded object's, or a pin's), typed.
+    fn open(mut get: impl FnMut(&'static str) -> Result<Map, EngineError>) -> Result<Self, EngineError> {
+        fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
+            get: &mut impl FnMut(&'static str) -> Result<Map, EngineError>,
+            name: &'static str,
+        ) -> Result<T, EngineError> {
+            T::try_from(get(name)?).map_err(map_err(name))
+        }
+        let g = &mut get;
+        Ok(Self {
+            procs: typed(g, c::MAP_PROCS)?,
+            cgroups: typed(g, c::MAP_CGROUPS)?,
+            sessions: typed(g, c::MAP_SESSIONS)?,
+            exec: typed(g, c::MAP_EXEC)?,
+            exec_names: typed(g, c::MAP_EXEC_NAMES)?,
+            paths: typed(g, c::MAP_PATHS)?,
+            net: typed(g, c::MAP_NET)?,
+            unix: typed(g, c::MAP_UNIX)?,
+            argv: typed(g, c::MAP_ARGV)?,
+            argv_lit: typed(g, c::MAP_ARGV_LIT)?,
+            env_exempt: typed(g, c::MAP_ENV_EXEMPT)?,
+            session_env: typed(g, c::MAP_SESSION_ENV)?,
+            counters: typed(g, c::MAP_COUNTERS)?,
+            conf: typed(g, c::MAP_CONF)?,
+            events: Some(typed(g, c::MAP_EVENTS)?),
+        })
+    }
 }
 
 /// The code-injecting variable names as the kernel compares them (`cmdline.rs`).
@@ -253,24 +289,10 @@ impl Engine {
         let take = |ebpf: &mut Ebpf, name: &'static str| -> Result<Map, EngineError> {
             ebpf.take_map(name).ok_or(EngineError::MissingMap { map: name })
         };
+        let maps = Maps::open(|name| take(&mut ebpf, name))?;
         let mut engine = Self {
-            procs: HashMap::try_from(take(&mut ebpf, c::MAP_PROCS)?).map_err(map_err(c::MAP_PROCS))?,
-            cgroups: HashMap::try_from(take(&mut ebpf, c::MAP_CGROUPS)?).map_err(map_err(c::MAP_CGROUPS))?,
-            sessions: HashMap::try_from(take(&mut ebpf, c::MAP_SESSIONS)?).map_err(map_err(c::MAP_SESSIONS))?,
-            exec: HashMap::try_from(take(&mut ebpf, c::MAP_EXEC)?).map_err(map_err(c::MAP_EXEC))?,
-            exec_names: HashMap::try_from(take(&mut ebpf, c::MAP_EXEC_NAMES)?).map_err(map_err(c::MAP_EXEC_NAMES))?,
-            paths: HashMap::try_from(take(&mut ebpf, c::MAP_PATHS)?).map_err(map_err(c::MAP_PATHS))?,
-            net: LpmTrie::try_from(take(&mut ebpf, c::MAP_NET)?).map_err(map_err(c::MAP_NET))?,
-            unix: HashMap::try_from(take(&mut ebpf, c::MAP_UNIX)?).map_err(map_err(c::MAP_UNIX))?,
-            argv: HashMap::try_from(take(&mut ebpf, c::MAP_ARGV)?).map_err(map_err(c::MAP_ARGV))?,
-            argv_lit: HashMap::try_from(take(&mut ebpf, c::MAP_ARGV_LIT)?).map_err(map_err(c::MAP_ARGV_LIT))?,
-            env_exempt: HashMap::try_from(take(&mut ebpf, c::MAP_ENV_EXEMPT)?).map_err(map_err(c::MAP_ENV_EXEMPT))?,
-            session_env: HashMap::try_from(take(&mut ebpf, c::MAP_SESSION_ENV)?)
-                .map_err(map_err(c::MAP_SESSION_ENV))?,
+            maps,
             unix_addr,
-            counters: PerCpuArray::try_from(take(&mut ebpf, c::MAP_COUNTERS)?).map_err(map_err(c::MAP_COUNTERS))?,
-            conf: Array::try_from(take(&mut ebpf, c::MAP_CONF)?).map_err(map_err(c::MAP_CONF))?,
-            events: Some(RingBuf::try_from(take(&mut ebpf, c::MAP_EVENTS)?).map_err(map_err(c::MAP_EVENTS))?),
             ebpf: Some(ebpf),
             open_hooks,
             guard_hooks,
@@ -318,22 +340,8 @@ impl Engine {
         let unix_hooks =
             SyscallHooks::adopt("unix", crate::kernel::loader::unix_programs(backend, unix_addr), &pd, &ld)?;
         let mut engine = Self {
-            procs: HashMap::try_from(open(c::MAP_PROCS)?).map_err(map_err(c::MAP_PROCS))?,
-            cgroups: HashMap::try_from(open(c::MAP_CGROUPS)?).map_err(map_err(c::MAP_CGROUPS))?,
-            sessions: HashMap::try_from(open(c::MAP_SESSIONS)?).map_err(map_err(c::MAP_SESSIONS))?,
-            exec: HashMap::try_from(open(c::MAP_EXEC)?).map_err(map_err(c::MAP_EXEC))?,
-            exec_names: HashMap::try_from(open(c::MAP_EXEC_NAMES)?).map_err(map_err(c::MAP_EXEC_NAMES))?,
-            paths: HashMap::try_from(open(c::MAP_PATHS)?).map_err(map_err(c::MAP_PATHS))?,
-            net: LpmTrie::try_from(open(c::MAP_NET)?).map_err(map_err(c::MAP_NET))?,
-            unix: HashMap::try_from(open(c::MAP_UNIX)?).map_err(map_err(c::MAP_UNIX))?,
-            argv: HashMap::try_from(open(c::MAP_ARGV)?).map_err(map_err(c::MAP_ARGV))?,
-            argv_lit: HashMap::try_from(open(c::MAP_ARGV_LIT)?).map_err(map_err(c::MAP_ARGV_LIT))?,
-            env_exempt: HashMap::try_from(open(c::MAP_ENV_EXEMPT)?).map_err(map_err(c::MAP_ENV_EXEMPT))?,
-            session_env: HashMap::try_from(open(c::MAP_SESSION_ENV)?).map_err(map_err(c::MAP_SESSION_ENV))?,
+            maps: Maps::open(open)?,
             unix_addr,
-            counters: PerCpuArray::try_from(open(c::MAP_COUNTERS)?).map_err(map_err(c::MAP_COUNTERS))?,
-            conf: Array::try_from(open(c::MAP_CONF)?).map_err(map_err(c::MAP_CONF))?,
-            events: Some(RingBuf::try_from(open(c::MAP_EVENTS)?).map_err(map_err(c::MAP_EVENTS))?),
             ebpf: None,
             open_hooks,
             guard_hooks,
@@ -372,20 +380,20 @@ impl Engine {
     /// True when an installed grant names a Unix socket path (an abstract name starts with NUL):
     /// connects to it are let through by name and checked by the peer object at exit.
     fn unix_path_granted(&self) -> bool {
-        self.unix.keys().filter_map(Result::ok).any(|k| k.name[0] != 0)
+        self.maps.unix.keys().filter_map(Result::ok).any(|k| k.name[0] != 0)
     }
 
     fn session_sealed(&self, session: u64) -> bool {
-        self.sessions.get(&session, 0).is_ok_and(|s| s.flags & c::SESSION_SEALED != 0)
+        self.maps.sessions.get(&session, 0).is_ok_and(|s| s.flags & c::SESSION_SEALED != 0)
     }
 
     /// (anything governed, a governed process or cgroup that needs the guard tracepoints).
     fn hook_needs(&self) -> (bool, bool) {
-        let cgroup = self.cgroups.keys().any(|k| k.is_ok());
+        let cgroup = self.maps.cgroups.keys().any(|k| k.is_ok());
         let (mut any, mut guard) = (cgroup, cgroup);
         // One SESSIONS lookup per session, not per process.
         let mut sealed = std::collections::BTreeMap::new();
-        for (_, e) in self.procs.iter().filter_map(Result::ok) {
+        for (_, e) in self.maps.procs.iter().filter_map(Result::ok) {
             any = true;
             if !*sealed.entry(e.session).or_insert_with(|| self.session_sealed(e.session)) {
                 guard = true;
@@ -448,7 +456,7 @@ impl Engine {
     pub fn add_process(&mut self, tgid: u32, session: u64) -> Result<(), EngineError> {
         self.need_syscall_hooks(Some(session))?;
         let start_ticks = procs::start_ticks(tgid)?;
-        self.procs.insert(tgid, ProcEntry { session, start_ticks }, 0).map_err(map_err(c::MAP_PROCS))
+        self.maps.procs.insert(tgid, ProcEntry { session, start_ticks }, 0).map_err(map_err(c::MAP_PROCS))
     }
 
     /// Governs `root` and every descendant it already has. New children are picked up by the
@@ -478,30 +486,30 @@ impl Engine {
     }
 
     pub fn remove_process(&mut self, tgid: u32) {
-        let _ = self.procs.remove(&tgid);
+        let _ = self.maps.procs.remove(&tgid);
         self.after_removal();
     }
 
     /// Processes currently governed by `session`.
     #[must_use]
     pub fn session_processes(&self, session: u64) -> Vec<u32> {
-        self.procs.iter().filter_map(Result::ok).filter(|(_, e)| e.session == session).map(|(k, _)| k).collect()
+        self.maps.procs.iter().filter_map(Result::ok).filter(|(_, e)| e.session == session).map(|(k, _)| k).collect()
     }
 
     /// Session of a process (`None` when ungoverned).
     #[must_use]
     pub fn process_session(&self, tgid: u32) -> Option<u64> {
-        self.procs.get(&tgid, 0).ok().map(|e| e.session)
+        self.maps.procs.get(&tgid, 0).ok().map(|e| e.session)
     }
 
     pub fn add_cgroup(&mut self, cgroup_id: u64, session: u64) -> Result<(), EngineError> {
         self.need_syscall_hooks(None)?;
-        self.cgroups.insert(cgroup_id, session, 0).map_err(map_err(c::MAP_CGROUPS))?;
+        self.maps.cgroups.insert(cgroup_id, session, 0).map_err(map_err(c::MAP_CGROUPS))?;
         self.refresh_conf()
     }
 
     pub fn remove_cgroup(&mut self, cgroup_id: u64) -> Result<(), EngineError> {
-        let _ = self.cgroups.remove(&cgroup_id);
+        let _ = self.maps.cgroups.remove(&cgroup_id);
         self.after_removal();
         self.refresh_conf()
     }
@@ -509,14 +517,14 @@ impl Engine {
     /// Session governing a cgroup, if any.
     #[must_use]
     pub fn cgroup_session(&self, cgroup_id: u64) -> Option<u64> {
-        self.cgroups.get(&cgroup_id, 0).ok()
+        self.maps.cgroups.get(&cgroup_id, 0).ok()
     }
 
     fn refresh_conf(&mut self) -> Result<(), EngineError> {
-        let n = self.cgroups.keys().filter(Result::is_ok).count();
-        let mut conf = self.conf.get(&0, 0).unwrap_or_default();
+        let n = self.maps.cgroups.keys().filter(Result::is_ok).count();
+        let mut conf = self.maps.conf.get(&0, 0).unwrap_or_default();
         conf.cgroup_sessions = u32::try_from(n).unwrap_or(u32::MAX);
-        self.conf.set(0, conf, 0).map_err(map_err(c::MAP_CONF))
+        self.maps.conf.set(0, conf, 0).map_err(map_err(c::MAP_CONF))
     }
 
     // ---- sessions and grants -----------------------------------------------------------------
@@ -528,21 +536,21 @@ impl Engine {
         // first (not on the grant path otherwise: only when the guards are detached).
         if state.flags & c::SESSION_SEALED == 0
             && !self.guard_hooks.attached()
-            && self.procs.iter().filter_map(Result::ok).any(|(_, e)| e.session == session)
+            && self.maps.procs.iter().filter_map(Result::ok).any(|(_, e)| e.session == session)
         {
             self.guard_hooks.attach(self.ebpf.as_mut())?;
         }
-        self.sessions.insert(session, state, 0).map_err(map_err(c::MAP_SESSIONS))
+        self.maps.sessions.insert(session, state, 0).map_err(map_err(c::MAP_SESSIONS))
     }
 
     #[must_use]
     pub fn session_state(&self, session: u64) -> Option<SessionState> {
-        self.sessions.get(&session, 0).ok()
+        self.maps.sessions.get(&session, 0).ok()
     }
 
     /// Removes a session's state; its processes then get `no_grant` on everything.
     pub fn remove_session(&mut self, session: u64) {
-        let _ = self.sessions.remove(&session);
+        let _ = self.maps.sessions.remove(&session);
         self.after_removal();
     }
 
@@ -550,14 +558,14 @@ impl Engine {
     /// then every process of it; the syscall tracepoints are brought in line once, at the end
     /// (not once per removal: each sync walks the process map).
     pub fn end_session(&mut self, session: u64) {
-        let _ = self.sessions.remove(&session);
+        let _ = self.maps.sessions.remove(&session);
         let keys: Vec<c::SessionEnvKey> =
-            self.session_env.keys().filter_map(Result::ok).filter(|k| k.session == session).collect();
+            self.maps.session_env.keys().filter_map(Result::ok).filter(|k| k.session == session).collect();
         for k in keys {
-            let _ = self.session_env.remove(&k);
+            let _ = self.maps.session_env.remove(&k);
         }
         for p in self.session_processes(session) {
-            let _ = self.procs.remove(&p);
+            let _ = self.maps.procs.remove(&p);
         }
         self.after_removal();
     }
@@ -579,26 +587,29 @@ impl Engine {
             self.unix_hooks.attach(self.ebpf.as_mut())?;
         }
         for e in &g.exec {
-            self.exec.insert(e.id.key(grant), Fingerprint::from(e.fingerprint), 0).map_err(map_err(c::MAP_EXEC))?;
-            self.exec_names.insert(e.name_key(grant), 1, 0).map_err(map_err(c::MAP_EXEC_NAMES))?;
+            self.maps
+                .exec
+                .insert(e.id.key(grant), Fingerprint::from(e.fingerprint), 0)
+                .map_err(map_err(c::MAP_EXEC))?;
+            self.maps.exec_names.insert(e.name_key(grant), 1, 0).map_err(map_err(c::MAP_EXEC_NAMES))?;
         }
         for (id, bits) in &g.paths {
-            self.paths.insert(id.key(grant), *bits, 0).map_err(map_err(c::MAP_PATHS))?;
+            self.maps.paths.insert(id.key(grant), *bits, 0).map_err(map_err(c::MAP_PATHS))?;
         }
         for (key, ports) in net_entries(grant, g)? {
-            self.net.insert(&Key::new(key.prefixlen, key.data), ports, 0).map_err(map_err(c::MAP_NET))?;
+            self.maps.net.insert(&Key::new(key.prefixlen, key.data), ports, 0).map_err(map_err(c::MAP_NET))?;
         }
         for name in &g.unix_names {
             let key =
                 crate::grant::net::unix_key(grant, name).map_err(|e| EngineError::Grant { msg: e.to_string() })?;
-            self.unix.insert(key, 1, 0).map_err(map_err(c::MAP_UNIX))?;
+            self.maps.unix.insert(key, 1, 0).map_err(map_err(c::MAP_UNIX))?;
         }
         for obj in &g.argv {
             let (key, rules, lits) = crate::grant::cmdline::kernel_form(grant, obj);
             for (k, mask) in lits {
-                self.argv_lit.insert(k, mask, 0).map_err(map_err(c::MAP_ARGV_LIT))?;
+                self.maps.argv_lit.insert(k, mask, 0).map_err(map_err(c::MAP_ARGV_LIT))?;
             }
-            self.argv.insert(key, rules, 0).map_err(map_err(c::MAP_ARGV))?;
+            self.maps.argv.insert(key, rules, 0).map_err(map_err(c::MAP_ARGV))?;
         }
         Ok(())
     }
@@ -616,7 +627,7 @@ impl Engine {
             }
             let mut key = c::SessionEnvKey { session, bytes: [0; c::SESSION_ENV_LEN] };
             key.bytes[..e.len()].copy_from_slice(e);
-            self.session_env.insert(key, 1, 0).map_err(map_err(c::MAP_SESSION_ENV))?;
+            self.maps.session_env.insert(key, 1, 0).map_err(map_err(c::MAP_SESSION_ENV))?;
             out.push(name.to_owned());
         }
         Ok(out)
@@ -624,37 +635,37 @@ impl Engine {
 
     /// Forgets an exemption [`Engine::exempt_env_once`] left unused (the process never exec'd).
     pub fn clear_env_exempt(&mut self, tgid: u32) {
-        let _ = self.env_exempt.remove(&tgid);
+        let _ = self.maps.env_exempt.remove(&tgid);
     }
 
     /// The next exec of `tgid` is not checked for code-injecting environment (the launched
     /// program's own exec: its environment is the MCP client's configuration).
     pub fn exempt_env_once(&mut self, tgid: u32) -> Result<(), EngineError> {
-        self.env_exempt.insert(tgid, 1, 0).map_err(map_err(c::MAP_ENV_EXEMPT))
+        self.maps.env_exempt.insert(tgid, 1, 0).map_err(map_err(c::MAP_ENV_EXEMPT))
     }
 
     /// Removes a grant's entries (after no session refers to it any more).
     pub fn remove_grant(&mut self, grant: u64, g: &KernelGrant) {
         for e in &g.exec {
-            let _ = self.exec.remove(&e.id.key(grant));
-            let _ = self.exec_names.remove(&e.name_key(grant));
+            let _ = self.maps.exec.remove(&e.id.key(grant));
+            let _ = self.maps.exec_names.remove(&e.name_key(grant));
         }
         for id in g.paths.keys() {
-            let _ = self.paths.remove(&id.key(grant));
+            let _ = self.maps.paths.remove(&id.key(grant));
         }
         for (key, _) in net_entries(grant, g).unwrap_or_default() {
-            let _ = self.net.remove(&Key::new(key.prefixlen, key.data));
+            let _ = self.maps.net.remove(&Key::new(key.prefixlen, key.data));
         }
         for name in &g.unix_names {
             if let Ok(key) = crate::grant::net::unix_key(grant, name) {
-                let _ = self.unix.remove(&key);
+                let _ = self.maps.unix.remove(&key);
             }
         }
         for obj in &g.argv {
             let (key, _, lits) = crate::grant::cmdline::kernel_form(grant, obj);
-            let _ = self.argv.remove(&key);
+            let _ = self.maps.argv.remove(&key);
             for (k, _) in lits {
-                let _ = self.argv_lit.remove(&k);
+                let _ = self.maps.argv_lit.remove(&k);
             }
         }
         if !g.unix_names.is_empty()
@@ -670,11 +681,11 @@ impl Engine {
     pub fn update_net(&mut self, grant: u64, old: &KernelGrant, new: &KernelGrant) -> Result<(), EngineError> {
         let new_entries = net_entries(grant, new)?;
         for (key, ports) in &new_entries {
-            self.net.insert(&Key::new(key.prefixlen, key.data), ports, 0).map_err(map_err(c::MAP_NET))?;
+            self.maps.net.insert(&Key::new(key.prefixlen, key.data), ports, 0).map_err(map_err(c::MAP_NET))?;
         }
         for (key, _) in net_entries(grant, old).unwrap_or_default() {
             if !new_entries.iter().any(|(k, _)| *k == key) {
-                let _ = self.net.remove(&Key::new(key.prefixlen, key.data));
+                let _ = self.maps.net.remove(&Key::new(key.prefixlen, key.data));
             }
         }
         Ok(())
@@ -701,7 +712,7 @@ impl Engine {
     pub fn counters(&self) -> Result<Vec<u64>, EngineError> {
         let mut out = Vec::with_capacity(c::COUNTER_SLOTS as usize);
         for i in 0..c::COUNTER_SLOTS {
-            let v = self.counters.get(&i, 0).map_err(map_err(c::MAP_COUNTERS))?;
+            let v = self.maps.counters.get(&i, 0).map_err(map_err(c::MAP_COUNTERS))?;
             out.push(v.iter().sum());
         }
         Ok(out)
@@ -710,12 +721,12 @@ impl Engine {
     /// Hands the ring buffer to a consumer (the daemon's event task). Once taken, `next_events`
     /// returns nothing.
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
-        self.events.take()
+        self.maps.events.take()
     }
 
     /// Waits up to `timeout` for events and returns what arrived (for tools and tests).
     pub fn next_events(&mut self, timeout: Duration) -> Vec<Decision> {
-        let Some(rb) = self.events.as_mut() else { return Vec::new() };
+        let Some(rb) = self.maps.events.as_mut() else { return Vec::new() };
         read_ring(rb, timeout)
     }
 }

@@ -279,7 +279,8 @@ fn filesystem_server_kernel_stops_reads_outside_the_call_grant() {
 }
 
 /// Orchestrated tasks: a per-call grant under an orchestrator's task grant is their intersection;
-/// revoking the call puts the task grant back.
+/// a new task grant during the call narrows the call and waits for its end; revoking the call
+/// puts the task grant back, revoking that leaves the baseline.
 #[test]
 fn per_call_grant_is_intersected_with_the_orchestrator_task() {
     let d = Daemon::start();
@@ -338,9 +339,24 @@ fn per_call_grant_is_intersected_with_the_orchestrator_task() {
     assert_eq!(round(&mut child), "in-both\n", "inside the call: only the intersection");
     let line = d.wait_audit(|l| l["session"] == "orch" && l["path"] == p("c/f.txt").as_str());
     assert_eq!((line["tool"].as_str(), line["call_id"].as_str()), (Some("read"), Some("7")), "{line}");
+    // A new task grant while the call runs: the call continues under call ∩ new task (here
+    // nothing of it: T-2 reads only b), and T-2 is held aside for after the call.
+    let t2 = d.raw(&json!({"v": 1, "op": "grant", "session": "orch", "task": "T-2", "ttl": "5m",
+        "inline": {"exec": [{"path": "/usr/bin/cat"}], "read": [p("b")]}}));
+    assert_eq!(t2["ok"], true, "{t2}");
+    let s = d.session("orch");
+    assert_eq!(
+        (s["task"]["call_id"].as_str(), s["orchestrator_task"]["task"].as_str()),
+        (Some("7"), Some("T-2")),
+        "{s}"
+    );
+    assert_eq!(round(&mut child), "", "the call narrowed by the new task: a, b and c all refused");
     let r = d.raw(&json!({"v": 1, "op": "revoke", "session": "orch", "task": "call:7"}));
-    assert_eq!(r["restored_task"], "T-1", "{r}");
-    assert_eq!(round(&mut child), "in-both\ntask-only\n", "after the call: the task grant again");
+    assert_eq!(r["restored_task"], "T-2", "{r}");
+    assert_eq!(round(&mut child), "task-only\n", "after the call: the new task grant");
+    let r = d.raw(&json!({"v": 1, "op": "revoke", "session": "orch", "task": "T-2"}));
+    assert_eq!((r["task"].as_str(), r["restored_task"].as_str()), (Some("T-2"), None), "{r}");
+    assert_eq!(round(&mut child), "", "the baseline alone reads none of them");
     let _ = child.kill();
     let _ = child.wait();
 }
