@@ -38,13 +38,14 @@ pub struct ProxyOptions {
     pub allow_metadata: bool,
 }
 
-/// The proxy's connection to the daemon (reconnects once when the connection broke).
-pub struct Daemon {
+/// The proxy's client of the daemon: typed calls for what the proxy asks (a call's grant, its
+/// revocation, the session's end); reconnects once when the connection broke.
+pub struct DaemonClient {
     socket: PathBuf,
     conn: Option<Client>,
 }
 
-impl Daemon {
+impl DaemonClient {
     pub fn new(socket: PathBuf) -> Self {
         Self { socket, conn: None }
     }
@@ -134,7 +135,7 @@ pub fn run(opts: ProxyOptions) -> anyhow::Result<i32> {
         baseline: opts.baseline.clone(),
         vars: opts.vars.clone(),
     };
-    let (mut proxy, rx) = proxy::Proxy::new(launch, tools, Daemon::new(opts.socket), opts.max_restarts);
+    let (mut proxy, rx) = proxy::Proxy::new(launch, tools, DaemonClient::new(opts.socket), opts.max_restarts);
     proxy.start_server().context("starting the MCP server")?;
     proxy.client_reader();
     Ok(proxy.run(&rx))

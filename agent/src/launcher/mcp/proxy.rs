@@ -8,7 +8,7 @@
 //! server never runs with more than one call's grant and every kernel decision is attributable
 //! to exactly one call. Other requests (tools/list, resources/*, pings) are not queued.
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     fs::File,
     io::{BufRead as _, BufReader, Write as _},
     sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel},
@@ -19,7 +19,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use serde_json::{Value, json};
 
 use super::{
-    Daemon,
+    DaemonClient,
     jsonrpc::{self, id_key},
     pins::{PinState, Pins},
     spawn::{self, Launch, Server},
@@ -47,6 +47,7 @@ pub enum Ev {
     ServerExit(u64, WaitStatus),
 }
 
+/// The `tools/call` in flight: its grant is in force until `deadline`.
 struct Inflight {
     id: Value,
     key: String,
@@ -55,53 +56,88 @@ struct Inflight {
     deadline: Instant,
 }
 
-pub struct Proxy {
-    launch: Launch,
-    tools: ToolsPolicy,
-    daemon: Daemon,
-    max_restarts: u32,
-    tx: Sender<Ev>,
-    out: std::io::Stdout,
-    server: Option<(u64, File, nix::unistd::Pid)>,
-    generation: u64,
-    pins: Pins,
+/// A client's `tools/call` waiting for the one in flight to end.
+struct QueuedCall {
+    id: Value,
+    line: Vec<u8>,
+    msg: Value,
+}
+
+/// The call queue: calls are serialised, one in flight (with its grant), the others in order.
+#[derive(Default)]
+struct CallQueue {
+    waiting: VecDeque<QueuedCall>,
     inflight: Option<Inflight>,
-    queue: VecDeque<(Value, Vec<u8>, Value)>,
-    /// Client requests forwarded to the server and not yet answered (key -> id, method).
+}
+
+/// The request ledger (JSON-RPC bookkeeping): client requests forwarded to the server and not
+/// yet answered (key -> id, method), and late responses to drop (cancelled or timed-out calls,
+/// the replayed initialize).
+#[derive(Default)]
+struct Ledger {
     outstanding: HashMap<String, (Value, String)>,
-    /// Late responses to drop (cancelled or timed-out calls, the replayed initialize).
-    dropped: HashMap<String, ()>,
+    dropped: HashSet<String>,
+}
+
+/// The server running now (its generation tells its events from a predecessor's).
+struct Running {
+    generation: u64,
+    stdin: File,
+    pid: nix::unistd::Pid,
+}
+
+/// The server's lifecycle across restarts: the one running, restarts used, and the client's
+/// handshake replayed to a restarted server (other traffic held back until it is answered).
+struct Lifecycle {
+    server: Option<Running>,
+    generation: u64,
+    restarts: u32,
+    max_restarts: u32,
     init: Option<Value>,
     initialized: Option<Vec<u8>>,
     /// Waiting for the replayed initialize's response: other traffic is held back.
     replay: Option<String>,
     held: Vec<Vec<u8>>,
-    restarts: u32,
+}
+
+/// The proxy: the launch and tools policy it was started with, its daemon client, and the three
+/// parts above, driven by one thread (`run`).
+pub struct Proxy {
+    launch: Launch,
+    tools: ToolsPolicy,
+    daemon: DaemonClient,
+    tx: Sender<Ev>,
+    out: std::io::Stdout,
+    pins: Pins,
+    calls: CallQueue,
+    ledger: Ledger,
+    life: Lifecycle,
     exit_code: Option<i32>,
 }
 
 impl Proxy {
-    pub fn new(launch: Launch, tools: ToolsPolicy, daemon: Daemon, max_restarts: u32) -> (Self, Receiver<Ev>) {
+    pub fn new(launch: Launch, tools: ToolsPolicy, daemon: DaemonClient, max_restarts: u32) -> (Self, Receiver<Ev>) {
         let (tx, rx) = channel();
-        let p = Self {
-            launch,
-            tools,
-            daemon,
-            max_restarts,
-            tx,
-            out: std::io::stdout(),
+        let life = Lifecycle {
             server: None,
             generation: 0,
-            pins: Pins::default(),
-            inflight: None,
-            queue: VecDeque::new(),
-            outstanding: HashMap::new(),
-            dropped: HashMap::new(),
+            restarts: 0,
+            max_restarts,
             init: None,
             initialized: None,
             replay: None,
             held: Vec::new(),
-            restarts: 0,
+        };
+        let p = Self {
+            launch,
+            tools,
+            daemon,
+            tx,
+            out: std::io::stdout(),
+            pins: Pins::default(),
+            calls: CallQueue::default(),
+            ledger: Ledger::default(),
+            life,
             exit_code: None,
         };
         (p, rx)
@@ -109,8 +145,8 @@ impl Proxy {
 
     pub fn start_server(&mut self) -> anyhow::Result<()> {
         let Server { pid, stdin, stdout } = spawn::spawn(&self.launch)?;
-        self.generation += 1;
-        let generation = self.generation;
+        self.life.generation += 1;
+        let generation = self.life.generation;
         let tx = self.tx.clone();
         std::thread::spawn(move || {
             if !read_lines(stdout, |l| tx.send(Ev::Server(generation, l)).is_ok()) {
@@ -127,7 +163,7 @@ impl Proxy {
             };
             let _ = tx.send(Ev::ServerExit(generation, st.unwrap_or(WaitStatus::StillAlive)));
         });
-        self.server = Some((generation, stdin, pid));
+        self.life.server = Some(Running { generation, stdin, pid });
         log::info!("session {}: server pid {pid} started (generation {generation})", self.launch.session);
         Ok(())
     }
@@ -148,7 +184,7 @@ impl Proxy {
                 self.shutdown(rx);
                 return code;
             }
-            let ev = match self.inflight.as_ref().map(|c| c.deadline) {
+            let ev = match self.calls.inflight.as_ref().map(|c| c.deadline) {
                 Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
                     Ok(ev) => ev,
                     Err(RecvTimeoutError::Timeout) => {
@@ -168,8 +204,8 @@ impl Proxy {
                     self.shutdown(rx);
                     return 0;
                 }
-                Ev::Server(g, line) if g == self.generation => self.on_server(&line),
-                Ev::ServerExit(g, st) if g == self.generation => self.server_died(st),
+                Ev::Server(g, line) if g == self.life.generation => self.on_server(&line),
+                Ev::ServerExit(g, st) if g == self.life.generation => self.server_died(st),
                 Ev::Server(..) | Ev::ServerExit(..) => {}
             }
         }
@@ -184,11 +220,11 @@ impl Proxy {
     }
 
     fn send_server(&mut self, line: &[u8]) {
-        if self.replay.is_some() {
-            self.held.push(line.to_vec());
+        if self.life.replay.is_some() {
+            self.life.held.push(line.to_vec());
             return;
         }
-        if let Some((_, stdin, _)) = &mut self.server {
+        if let Some(Running { stdin, .. }) = &mut self.life.server {
             // A failed write means the server is gone: its exit event answers what is pending.
             let _ = stdin.write_all(line).and_then(|()| stdin.write_all(b"\n")).and_then(|()| stdin.flush());
         }
@@ -218,16 +254,16 @@ impl Proxy {
         }
         match jsonrpc::method(&msg) {
             Some("tools/call") if jsonrpc::is_request(&msg) => {
-                self.queue.push_back((msg["id"].clone(), line, msg));
+                self.calls.waiting.push_back(QueuedCall { id: msg["id"].clone(), line, msg });
                 self.pump();
             }
             Some("initialize") if jsonrpc::is_request(&msg) => {
-                self.init = Some(msg.clone());
+                self.life.init = Some(msg.clone());
                 self.note_request(&msg);
                 self.send_server(&line);
             }
             Some("notifications/initialized") => {
-                self.initialized = Some(line.clone());
+                self.life.initialized = Some(line.clone());
                 self.send_server(&line);
             }
             Some("notifications/cancelled") => self.cancelled(&msg, &line),
@@ -242,19 +278,19 @@ impl Proxy {
 
     fn note_request(&mut self, m: &Value) {
         let method = jsonrpc::method(m).unwrap_or_default().to_owned();
-        self.outstanding.insert(id_key(&m["id"]), (m["id"].clone(), method));
+        self.ledger.outstanding.insert(id_key(&m["id"]), (m["id"].clone(), method));
     }
 
     fn cancelled(&mut self, msg: &Value, line: &[u8]) {
         let rid = id_key(&msg["params"]["requestId"]);
-        if let Some(pos) = self.queue.iter().position(|(id, _, _)| id_key(id) == rid) {
-            self.queue.remove(pos); // never reached the server
+        if let Some(pos) = self.calls.waiting.iter().position(|c| id_key(&c.id) == rid) {
+            self.calls.waiting.remove(pos); // never reached the server
             return;
         }
         self.send_server(line);
-        if self.inflight.as_ref().is_some_and(|c| c.key == rid) {
-            let call = self.inflight.take().expect("checked");
-            self.dropped.insert(call.key.clone(), ());
+        if self.calls.inflight.as_ref().is_some_and(|c| c.key == rid) {
+            let call = self.calls.inflight.take().expect("checked");
+            self.ledger.dropped.insert(call.key.clone());
             self.end_call(&call, "cancelled");
             self.pump();
         }
@@ -262,14 +298,14 @@ impl Proxy {
 
     /// Starts queued calls while none is in flight.
     fn pump(&mut self) {
-        while self.inflight.is_none() && self.replay.is_none() && self.server.is_some() {
-            let Some((id, line, msg)) = self.queue.pop_front() else {
+        while self.calls.inflight.is_none() && self.life.replay.is_none() && self.life.server.is_some() {
+            let Some(QueuedCall { id, line, msg }) = self.calls.waiting.pop_front() else {
                 return;
             };
             let tool = msg["params"]["name"].as_str().unwrap_or_default().to_owned();
             match self.grant_call(&id, &tool, &msg["params"]["arguments"]) {
                 Ok(call) => {
-                    self.inflight = Some(call);
+                    self.calls.inflight = Some(call);
                     self.note_request(&msg);
                     self.send_server(&line);
                 }
@@ -317,7 +353,7 @@ impl Proxy {
     }
 
     fn end_call(&mut self, call: &Inflight, why: &str) {
-        self.outstanding.remove(&call.key);
+        self.ledger.outstanding.remove(&call.key);
         if let Err(e) = self.daemon.revoke(&self.launch.session, &call.task) {
             log::debug!("revoking {} ({why}): {e}", call.task);
         }
@@ -330,8 +366,8 @@ impl Proxy {
     }
 
     fn timeout(&mut self) {
-        let Some(call) = self.inflight.take() else { return };
-        self.dropped.insert(call.key.clone(), ());
+        let Some(call) = self.calls.inflight.take() else { return };
+        self.ledger.dropped.insert(call.key.clone());
         self.end_call(&call, "timed out");
         let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
             "params": {"requestId": call.id, "reason": "mcpguard: the call's grant expired"}});
@@ -352,16 +388,16 @@ impl Proxy {
         let mut forward = true;
         for m in items.into_iter().filter(|m| jsonrpc::is_response(m)) {
             let key = id_key(&m["id"]);
-            if self.replay.as_deref() == Some(key.as_str()) {
+            if self.life.replay.as_deref() == Some(key.as_str()) {
                 forward = false;
                 self.replay_done();
                 continue;
             }
-            if self.dropped.remove(&key).is_some() {
+            if self.ledger.dropped.remove(&key) {
                 forward = false;
                 continue;
             }
-            let method = self.outstanding.remove(&key).map(|(_, m)| m);
+            let method = self.ledger.outstanding.remove(&key).map(|(_, m)| m);
             if method.as_deref() == Some("tools/list") {
                 for t in self.pins.observe(&m["result"]) {
                     log::warn!(
@@ -370,8 +406,8 @@ impl Proxy {
                     );
                 }
             }
-            if self.inflight.as_ref().is_some_and(|c| c.key == key) {
-                let call = self.inflight.take().expect("checked");
+            if self.calls.inflight.as_ref().is_some_and(|c| c.key == key) {
+                let call = self.calls.inflight.take().expect("checked");
                 self.end_call(&call, "response");
             }
         }
@@ -382,18 +418,18 @@ impl Proxy {
     }
 
     fn replay_done(&mut self) {
-        self.replay = None;
-        if let Some(n) = self.initialized.clone() {
+        self.life.replay = None;
+        if let Some(n) = self.life.initialized.clone() {
             self.send_server(&n);
         }
-        for l in std::mem::take(&mut self.held) {
+        for l in std::mem::take(&mut self.life.held) {
             self.send_server(&l);
         }
         log::info!("session {}: server re-initialised", self.launch.session);
     }
 
     fn server_died(&mut self, st: WaitStatus) {
-        self.server = None;
+        self.life.server = None;
         let killed = matches!(st, WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _));
         let how = match st {
             WaitStatus::Signaled(_, s, _) => format!("killed by {s:?}"),
@@ -402,8 +438,8 @@ impl Proxy {
         };
         log::warn!("session {}: server {how}", self.launch.session);
         spawn::kill_leftovers(&self.launch.socket, &self.launch.session);
-        let restart = self.restarts < self.max_restarts;
-        if let Some(call) = self.inflight.take() {
+        let restart = self.life.restarts < self.life.max_restarts;
+        if let Some(call) = self.calls.inflight.take() {
             self.end_call(&call, &how);
             let cause = if killed {
                 "mcpguard's kill backend stopped the server for a forbidden exec or open during this call (see the audit log)"
@@ -415,20 +451,20 @@ impl Proxy {
             let reason = if killed { "server_killed" } else { "server_exited" };
             self.reply_error(&call.id, jsonrpc::SERVER_DIED, &msg, json!({"reason": reason, "tool": call.tool}));
         }
-        for (key, (id, method)) in std::mem::take(&mut self.outstanding) {
-            if self.replay.as_deref() != Some(key.as_str()) {
+        for (key, (id, method)) in std::mem::take(&mut self.ledger.outstanding) {
+            if self.life.replay.as_deref() != Some(key.as_str()) {
                 let msg = format!("mcpguard: server {how} before answering {method}");
                 self.reply_error(&id, jsonrpc::SERVER_DIED, &msg, json!({"reason": "server_exited"}));
             }
         }
-        self.replay = None;
-        self.held.clear();
+        self.life.replay = None;
+        self.life.held.clear();
         if !restart {
             self.fail_queue("the session is over: the server ended and the restart limit is reached");
             self.exit_code = Some(1);
             return;
         }
-        self.restarts += 1;
+        self.life.restarts += 1;
         if let Err(e) = self.start_server() {
             log::error!("session {}: restarting the server: {e:#}", self.launch.session);
             self.fail_queue("the server could not be restarted");
@@ -436,29 +472,28 @@ impl Proxy {
             return;
         }
         // Replay the client's initialize (if the session used the handshake) under our own id.
-        if let Some(mut init) = self.init.clone() {
-            let key = format!("mcpguard-replay-{}", self.restarts);
+        if let Some(mut init) = self.life.init.clone() {
+            let key = format!("mcpguard-replay-{}", self.life.restarts);
             init["id"] = Value::String(key.clone());
             self.send_server(init.to_string().as_bytes());
-            self.replay = Some(format!("\"{key}\""));
+            self.life.replay = Some(format!("\"{key}\""));
         }
         self.pump();
     }
 
     fn fail_queue(&mut self, why: &str) {
-        for (id, _, _) in std::mem::take(&mut self.queue) {
+        for QueuedCall { id, .. } in std::mem::take(&mut self.calls.waiting) {
             self.reply_error(&id, jsonrpc::SERVER_DIED, &format!("mcpguard: {why}"), json!({"reason": "session_dead"}));
         }
     }
 
-    /// The client closed its end: close the server's stdin, give it a moment, then stop it.
     /// The client closed its end (or the session is over): end the call in flight, close the
     /// server's stdin, give it a moment, stop what is left, and forget the session.
     fn shutdown(mut self, rx: &Receiver<Ev>) {
-        if let Some(call) = self.inflight.take() {
+        if let Some(call) = self.calls.inflight.take() {
             self.end_call(&call, "client closed");
         }
-        if let Some((generation, stdin, pid)) = self.server.take() {
+        if let Some(Running { generation, stdin, pid }) = self.life.server.take() {
             drop(stdin);
             let deadline = Instant::now() + Duration::from_secs(3);
             loop {
