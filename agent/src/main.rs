@@ -1,5 +1,5 @@
 //! `mcpguard`: the daemon and its command-line verbs.
-use std::{collections::BTreeMap, os::fd::AsRawFd as _, os::unix::process::CommandExt as _, path::PathBuf};
+use std::{os::fd::AsRawFd as _, os::unix::process::CommandExt as _, path::PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -20,6 +20,46 @@ struct Cli {
     cmd: Cmd,
 }
 
+#[derive(clap::Args)]
+struct ExecArgs {
+    #[arg(long)]
+    session: String,
+    /// Policy (name or file) for what the program needs to run at all.
+    #[arg(long, default_value = "baseline-minimal")]
+    baseline: String,
+    #[arg(long = "var", value_parser = parse_var)]
+    vars: Vec<(String, String)>,
+    /// Also make the session a cgroup v2 (created by the daemon): every process in it is
+    /// governed by cgroup id, including ones moved in later.
+    #[arg(long, conflicts_with = "mcp")]
+    cgroup: bool,
+    /// Stay between the MCP client and the server (stdio) and grant per `tools/call`.
+    #[arg(long, requires = "tools")]
+    mcp: bool,
+    /// With --mcp: tools policy mapping tool names to grant templates.
+    #[arg(long, requires = "mcp")]
+    tools: Option<PathBuf>,
+    /// With --mcp: restarts of a server that died (e.g. was killed) before the session ends.
+    #[arg(long, default_value_t = 3, requires = "mcp")]
+    max_restarts: u32,
+    /// Besides the baseline's write paths (and with --mcp the tools templates' write roots),
+    /// where the program may create, remove, rename and truncate files (Landlock; repeatable).
+    /// Cover here whatever an orchestrator will grant writes to: outside the ceiling those
+    /// operations fail with EACCES whatever the task grant says.
+    #[arg(long = "write-ceiling", value_name = "PATH", conflicts_with = "no_write_ceiling")]
+    write_ceiling: Vec<PathBuf>,
+    /// Launch without the Landlock write ceiling (kernels without Landlock; path operations
+    /// then stay ungoverned on the kill backend).
+    #[arg(long, conflicts_with = "cgroup")]
+    no_write_ceiling: bool,
+    /// Let the program change modes, owners and extended attributes (chmod, chown, setxattr
+    /// families; refused with EPERM by default, session-wide).
+    #[arg(long)]
+    allow_metadata: bool,
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the host daemon (root).
@@ -30,44 +70,7 @@ enum Cmd {
         bpffs_dir: PathBuf,
     },
     /// Launch a program governed from its first instruction.
-    Exec {
-        #[arg(long)]
-        session: String,
-        /// Policy (name or file) for what the program needs to run at all.
-        #[arg(long, default_value = "baseline-minimal")]
-        baseline: String,
-        #[arg(long = "var", value_parser = parse_var)]
-        vars: Vec<(String, String)>,
-        /// Also make the session a cgroup v2 (created by the daemon): every process in it is
-        /// governed by cgroup id, including ones moved in later.
-        #[arg(long, conflicts_with = "mcp")]
-        cgroup: bool,
-        /// Stay between the MCP client and the server (stdio) and grant per `tools/call`.
-        #[arg(long, requires = "tools")]
-        mcp: bool,
-        /// With --mcp: tools policy mapping tool names to grant templates.
-        #[arg(long, requires = "mcp")]
-        tools: Option<PathBuf>,
-        /// With --mcp: restarts of a server that died (e.g. was killed) before the session ends.
-        #[arg(long, default_value_t = 3, requires = "mcp")]
-        max_restarts: u32,
-        /// Besides the baseline's write paths (and with --mcp the tools templates' write roots),
-        /// where the program may create, remove, rename and truncate files (Landlock; repeatable).
-        /// Cover here whatever an orchestrator will grant writes to: outside the ceiling those
-        /// operations fail with EACCES whatever the task grant says.
-        #[arg(long = "write-ceiling", value_name = "PATH", conflicts_with = "no_write_ceiling")]
-        write_ceiling: Vec<PathBuf>,
-        /// Launch without the Landlock write ceiling (kernels without Landlock; path operations
-        /// then stay ungoverned on the kill backend).
-        #[arg(long, conflicts_with = "cgroup")]
-        no_write_ceiling: bool,
-        /// Let the program change modes, owners and extended attributes (chmod, chown, setxattr
-        /// families; refused with EPERM by default, session-wide).
-        #[arg(long)]
-        allow_metadata: bool,
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
-    },
+    Exec(ExecArgs),
     /// Issue the grant for a task (replaces the session's previous task grant in one step).
     Grant {
         #[arg(long)]
@@ -248,77 +251,21 @@ fn main() -> anyhow::Result<()> {
             println!("removed {} pinned object(s) under {}; enforcement is off", removed.len(), bpffs_dir.display());
             Ok(())
         }
-        Cmd::Exec {
-            session,
-            baseline,
-            vars,
-            mcp: true,
-            tools: Some(tools),
-            max_restarts,
-            command,
-            write_ceiling,
-            no_write_ceiling,
-            allow_metadata,
-            ..
-        } => {
+        Cmd::Exec(a) if a.mcp => {
             let opts = mcpguard::launcher::mcp::ProxyOptions {
                 socket: cli.socket,
-                session,
-                baseline,
-                vars: vars.into_iter().collect(),
-                tools,
-                command,
-                max_restarts,
-                write_ceiling: (!no_write_ceiling).then_some(write_ceiling),
-                allow_metadata,
+                session: a.session,
+                baseline: a.baseline,
+                vars: a.vars.into_iter().collect(),
+                tools: a.tools.context("--mcp needs --tools")?,
+                command: a.command,
+                max_restarts: a.max_restarts,
+                write_ceiling: (!a.no_write_ceiling).then_some(a.write_ceiling),
+                allow_metadata: a.allow_metadata,
             };
             std::process::exit(mcpguard::launcher::mcp::run(opts)?);
         }
-        Cmd::Exec {
-            session, baseline, vars, cgroup, command, write_ceiling, no_write_ceiling, allow_metadata, ..
-        } => {
-            let bin = mcpguard::launcher::mcp::spawn::which(&command[0])?;
-            let guard = mcpguard::launcher::seccomp::GuardFilter::with_metadata(allow_metadata)?;
-            let mut argv = command.clone();
-            argv[0] = bin.display().to_string();
-            let mut c = Client::connect(&cli.socket)?;
-            // Where no kernel hook can refuse a signal (the kill backend), the daemon decides the
-            // session's signals through the seccomp signal filter's listener, installed now and
-            // taken by the daemon while it registers us.
-            let notifier = if !cgroup && mcpguard::launcher::mcp::spawn::daemon_decides_signals(&mut c)? {
-                let f = mcpguard::launcher::seccomp::SignalFilter::new()?;
-                Some(f.install().context("installing the seccomp signal filter; not starting the program")?)
-            } else {
-                None
-            };
-            let op = Op::Register(Register {
-                session,
-                pid: std::process::id(),
-                command: argv,
-                baseline: Some(baseline),
-                vars: vars.into_iter().collect::<BTreeMap<_, _>>(),
-                cgroup,
-                // The filter goes in below, before the program's first instruction. A cgroup
-                // session also governs processes moved in later, which carry no filter.
-                sealed: !cgroup,
-                // Processes moved into a cgroup session later would carry no ruleset.
-                write_ceiling: (!cgroup && !no_write_ceiling).then_some(write_ceiling),
-                signal_notifier: notifier.as_ref().map(|f| f.as_raw_fd() as u32),
-            });
-            let registered = c.call_ok(op)?;
-            drop((c, notifier));
-            let ceiling = mcpguard::launcher::landlock::Ceiling::from_response(&registered)?;
-            let ruleset = ceiling.as_ref().map(mcpguard::launcher::landlock::Ceiling::prepare).transpose()?;
-            // Governed from here on. The guard syscalls are refused from now on too (inherited
-            // by every descendant); without the filter the program is not started (fail closed).
-            guard.install().context("installing the seccomp guard filter; not starting the program")?;
-            if let Some(r) = &ruleset {
-                r.restrict_self().context("applying the Landlock write ceiling; not starting the program")?;
-            }
-            // Exec the approved binary (argv[0] kept as given).
-            let err = std::process::Command::new(&bin).arg0(&command[0]).args(&command[1..]).exec();
-            bail!("exec {}: {err}", bin.display())
-        }
+        Cmd::Exec(a) => exec(&cli.socket, a),
         Cmd::Grant {
             session,
             task,
@@ -369,31 +316,7 @@ fn main() -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                println!("backend: {} (deny mode effect: {})", r["backend"], r["deny_mode_effect"]);
-                let tps = &r["syscall_tracepoints"];
-                println!("syscall tracepoints attached: {} open-family, {} guard", tps["open"], tps["guard"]);
-                for s in r["sessions"].as_array().into_iter().flatten() {
-                    println!(
-                        "session {} id {} pid {} processes {}{}",
-                        s["name"],
-                        s["session_id"],
-                        s["root_pid"],
-                        s["processes"].as_array().map_or(0, Vec::len),
-                        if s["sealed"] == true { " (sealed: seccomp guard filter)" } else { "" }
-                    );
-                    if s["task"].is_object() {
-                        let t = &s["task"];
-                        println!(
-                            "  task {} grant {} policy {} mode {} remaining {} ms{}",
-                            t["task"],
-                            t["grant_id"],
-                            t["policy"],
-                            t["mode"],
-                            t["remaining_ms"],
-                            if t["expired"] == true { " (expired)" } else { "" }
-                        );
-                    }
-                }
+                print_status(&r);
             }
             Ok(())
         }
@@ -417,21 +340,96 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Policy { cmd: PolicyCmd::Check { files } } => {
-            let mut bad = 0;
-            for f in &files {
-                match Policy::load(f) {
-                    Ok(p) => println!("{}: ok (policy {})", f.display(), p.name),
-                    Err(e) => {
-                        bad += 1;
-                        eprintln!("{e}");
-                    }
-                }
-            }
-            if bad > 0 {
-                bail!("{bad} of {} policy file(s) invalid", files.len());
-            }
-            Ok(())
+        Cmd::Policy { cmd: PolicyCmd::Check { files } } => check_policies(&files),
+    }
+}
+
+/// `mcpguard exec` without `--mcp`: register this process, install the filters and the ceiling,
+/// and become the program (governed from its first instruction).
+fn exec(socket: &std::path::Path, a: ExecArgs) -> anyhow::Result<()> {
+    let ExecArgs { session, baseline, vars, cgroup, command, write_ceiling, no_write_ceiling, allow_metadata, .. } = a;
+    let bin = mcpguard::launcher::mcp::spawn::which(&command[0])?;
+    let guard = mcpguard::launcher::seccomp::GuardFilter::with_metadata(allow_metadata)?;
+    let mut argv = command.clone();
+    argv[0] = bin.display().to_string();
+    let mut c = Client::connect(socket)?;
+    // Where no kernel hook can refuse a signal (the kill backend), the daemon decides the
+    // session's signals through the seccomp signal filter's listener, installed now and
+    // taken by the daemon while it registers us.
+    let notifier = if !cgroup && mcpguard::launcher::mcp::spawn::daemon_decides_signals(&mut c)? {
+        let f = mcpguard::launcher::seccomp::SignalFilter::new()?;
+        Some(f.install().context("installing the seccomp signal filter; not starting the program")?)
+    } else {
+        None
+    };
+    let op = Op::Register(Register {
+        cgroup,
+        // The filter goes in below, before the program's first instruction. A cgroup
+        // session also governs processes moved in later, which carry no filter.
+        sealed: !cgroup,
+        // Processes moved into a cgroup session later would carry no ruleset.
+        write_ceiling: (!cgroup && !no_write_ceiling).then_some(write_ceiling),
+        signal_notifier: notifier.as_ref().map(|f| f.as_raw_fd() as u32),
+        ..Register::launched(session, std::process::id(), argv, baseline, vars.into_iter().collect())
+    });
+    let registered = c.call_ok(op)?;
+    drop((c, notifier));
+    let ceiling = mcpguard::launcher::landlock::Ceiling::from_response(&registered)?;
+    let ruleset = ceiling.as_ref().map(mcpguard::launcher::landlock::Ceiling::prepare).transpose()?;
+    // Governed from here on. The guard syscalls are refused from now on too (inherited
+    // by every descendant); without the filter the program is not started (fail closed).
+    guard.install().context("installing the seccomp guard filter; not starting the program")?;
+    if let Some(r) = &ruleset {
+        r.restrict_self().context("applying the Landlock write ceiling; not starting the program")?;
+    }
+    // Exec the approved binary (argv[0] kept as given).
+    let err = std::process::Command::new(&bin).arg0(&command[0]).args(&command[1..]).exec();
+    bail!("exec {}: {err}", bin.display())
+}
+
+/// The human form of `status`.
+fn print_status(r: &serde_json::Map<String, serde_json::Value>) {
+    println!("backend: {} (deny mode effect: {})", r["backend"], r["deny_mode_effect"]);
+    let tps = &r["syscall_tracepoints"];
+    println!("syscall tracepoints attached: {} open-family, {} guard", tps["open"], tps["guard"]);
+    for s in r["sessions"].as_array().into_iter().flatten() {
+        println!(
+            "session {} id {} pid {} processes {}{}",
+            s["name"],
+            s["session_id"],
+            s["root_pid"],
+            s["processes"].as_array().map_or(0, Vec::len),
+            if s["sealed"] == true { " (sealed: seccomp guard filter)" } else { "" }
+        );
+        if s["task"].is_object() {
+            let t = &s["task"];
+            println!(
+                "  task {} grant {} policy {} mode {} remaining {} ms{}",
+                t["task"],
+                t["grant_id"],
+                t["policy"],
+                t["mode"],
+                t["remaining_ms"],
+                if t["expired"] == true { " (expired)" } else { "" }
+            );
         }
     }
+}
+
+/// `mcpguard policy check`: each file parses and validates, or the reason.
+fn check_policies(files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut bad = 0;
+    for f in files {
+        match Policy::load(f) {
+            Ok(p) => println!("{}: ok (policy {})", f.display(), p.name),
+            Err(e) => {
+                bad += 1;
+                eprintln!("{e}");
+            }
+        }
+    }
+    if bad > 0 {
+        bail!("{bad} of {} policy file(s) invalid", files.len());
+    }
+    Ok(())
 }

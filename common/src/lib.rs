@@ -693,7 +693,6 @@ pub struct Offsets {
     pub inode_mode: u32,
     pub inode_ino: u32,
     pub inode_sb: u32,
-    pub inode_nlink: u32,
     pub inode_size: u32,
     pub inode_generation: u32,
     pub inode_mtime_sec: u32,
@@ -760,7 +759,7 @@ pub struct Offsets {
     pub vma_end: u32,
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<Offsets>() == 70 * 4);
+const _: () = assert!(size_of::<Offsets>() == 69 * 4);
 
 #[cfg(feature = "user")]
 mod user {

@@ -28,7 +28,6 @@ pub static MCPG_OFFSETS: Offsets = Offsets {
     inode_mode: 0,
     inode_ino: 0,
     inode_sb: 0,
-    inode_nlink: 0,
     inode_size: 0,
     inode_generation: 0,
     inode_mtime_sec: 0,

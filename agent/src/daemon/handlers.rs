@@ -138,10 +138,6 @@ fn compile(spec: &GrantSpec) -> Result<kgrant::KernelGrant, ProtoError> {
     Ok(g)
 }
 
-fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-}
-
 /// `pid`'s parent and real uid, from `/proc/<pid>/status`.
 fn parent_and_uid(pid: u32) -> Option<(u32, u32)> {
     parse_parent_and_uid(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
@@ -164,9 +160,6 @@ fn own_child(peer: &Peer, pid: u32) -> bool {
 /// What a registration must satisfy before anything changes: a valid name, a caller allowed
 /// to register that process, a process not governed yet, and consistent launcher options.
 fn check_register(d: &Daemon, peer: &Peer, r: &Register) -> Result<(), ProtoError> {
-    if !valid_name(&r.session) {
-        return Err(err(ErrorCode::BadRequest, format!("session name `{}` must be 1-64 of [A-Za-z0-9._-]", r.session)));
-    }
     if peer.uid != 0 && peer.pid != Some(r.pid) && !own_child(peer, r.pid) {
         return Err(err(
             ErrorCode::Unauthorized,

@@ -176,6 +176,32 @@ pub struct Register {
     pub signal_notifier: Option<u32>,
 }
 
+impl Register {
+    /// The registration of a program `mcpguard exec` launches (and of the MCP proxy's server):
+    /// a sealed session (the launcher's seccomp filter goes in before the program's first
+    /// instruction) under `baseline`, no ceiling or signal listener yet.
+    #[must_use]
+    pub fn launched(
+        session: String,
+        pid: u32,
+        command: Vec<String>,
+        baseline: String,
+        vars: BTreeMap<String, String>,
+    ) -> Self {
+        Self {
+            session,
+            pid,
+            command,
+            baseline: Some(baseline),
+            vars,
+            cgroup: false,
+            sealed: true,
+            write_ceiling: None,
+            signal_notifier: None,
+        }
+    }
+}
+
 /// `grant`: give a task of a session a grant (from a policy, or inline).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -234,6 +260,20 @@ pub enum Op {
     Unregister(Unregister),
 }
 
+/// A session name: it names a cgroup directory and appears in file names and metrics labels,
+/// so the rule is the narrow one. The one check of session names (every operation that names one).
+fn check_session(value: &str) -> Result<(), ProtoError> {
+    let ok = (1..=64).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ProtoError::new(
+            ErrorCode::BadRequest,
+            format!("invalid `session` {value:?}: use 1-64 characters from A-Z a-z 0-9 . _ -"),
+        ))
+    }
+}
+
 fn check_ident(field: &str, value: &str) -> Result<(), ProtoError> {
     let ok =
         (1..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b));
@@ -274,7 +314,7 @@ impl Op {
     pub fn validate(&self) -> Result<(), ProtocolError> {
         match self {
             Op::Register(r) => {
-                check_ident("session", &r.session)?;
+                check_session(&r.session)?;
                 if r.pid == 0 {
                     return Err(ProtoError::new(ErrorCode::BadRequest, "`pid` must be a positive process id"));
                 }
@@ -284,7 +324,7 @@ impl Op {
                 check_text("baseline", r.baseline.as_deref())
             }
             Op::Grant(g) => {
-                check_ident("session", &g.session)?;
+                check_session(&g.session)?;
                 check_ident("task", &g.task)?;
                 match (&g.policy, &g.inline) {
                     (Some(_), Some(_)) => {
@@ -307,10 +347,10 @@ impl Op {
                 g.ttl().map(|_| ())
             }
             Op::Revoke(r) => {
-                check_ident("session", &r.session)?;
+                check_session(&r.session)?;
                 r.task.as_deref().map_or(Ok(()), |t| check_ident("task", t))
             }
-            Op::Unregister(u) => check_ident("session", &u.session),
+            Op::Unregister(u) => check_session(&u.session),
             Op::Status {} | Op::List {} | Op::Subscribe {} => Ok(()),
         }
     }

@@ -485,11 +485,6 @@ impl Engine {
         }
     }
 
-    pub fn remove_process(&mut self, tgid: u32) {
-        let _ = self.maps.procs.remove(&tgid);
-        self.after_removal();
-    }
-
     /// Processes currently governed by `session`.
     #[must_use]
     pub fn session_processes(&self, session: u64) -> Vec<u32> {

@@ -56,7 +56,6 @@ pub fn from_btf(btf: &Btf) -> Result<Offsets, BtfError> {
         inode_mode: m("inode", "i_mode")?,
         inode_ino: m("inode", "i_ino")?,
         inode_sb: m("inode", "i_sb")?,
-        inode_nlink: m("inode", "i_nlink")?,
         inode_size: m("inode", "i_size")?,
         inode_generation: m("inode", "i_generation")?,
         inode_mtime_sec: mtime_sec,

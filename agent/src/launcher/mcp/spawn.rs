@@ -236,17 +236,12 @@ fn register(
 ) -> anyhow::Result<Option<crate::launcher::landlock::Ceiling>> {
     let mut command = l.argv.clone();
     command[0] = l.bin.display().to_string();
+    let pid = u32::try_from(child.as_raw()).context("pid")?;
+    // The child installs the guard filter after the gate opens, before `execv`.
     let op = Op::Register(Register {
-        session: l.session.clone(),
-        pid: u32::try_from(child.as_raw()).context("pid")?,
-        command,
-        baseline: Some(l.baseline.clone()),
-        vars: l.vars.clone(),
-        cgroup: false,
-        // The child installs the guard filter after the gate opens, before `execv`.
-        sealed: true,
         write_ceiling: l.write_ceiling.clone(),
         signal_notifier,
+        ..Register::launched(l.session.clone(), pid, command, l.baseline.clone(), l.vars.clone())
     });
     // After a kill, processes the old server left behind may still hold the session for a
     // moment (they are being killed by `kill_leftovers`): retry briefly.
