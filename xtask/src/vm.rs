@@ -136,7 +136,26 @@ pub fn run(a: &Args) -> Result<()> {
         return Ok(());
     }
     let root = workspace_root();
-    let entries: Vec<&Entry> = if a.only.is_empty() {
+    let entries = select_entries(a)?;
+    let kernels = preflight(a, &root, &entries)?;
+    // 1. Build.
+    let t = Instant::now();
+    let built = build_tests(&root, a.release)?;
+    eprintln!("vm-test: built {} in {:.0}s", built.test.display(), t.elapsed().as_secs_f64());
+    let target_dir = target_dir(&root)?;
+    let work = target_dir.join("vm-test");
+    let logs = target_dir.join("vm-logs");
+    std::fs::create_dir_all(&work)?;
+    std::fs::create_dir_all(&logs)?;
+
+    let initrd = write_initramfs(a, &built, &work)?;
+    let (rows, wall, jobs) = boot_all(a, &entries, &kernels, &initrd, &logs)?;
+    summarize(&rows, wall, jobs)
+}
+
+/// The entries `--only` names (all by default), and the other arguments checked.
+fn select_entries(a: &Args) -> Result<Vec<&'static Entry>> {
+    let entries: Vec<&'static Entry> = if a.only.is_empty() {
         MATRIX.iter().collect()
     } else {
         a.only
@@ -160,10 +179,15 @@ pub fn run(a: &Args) -> Result<()> {
         }
     }
 
-    // Everything that must exist before spending minutes on a build.
+    Ok(entries)
+}
+
+/// Everything that must exist before spending minutes on a build: each entry's cached kernel
+/// (with its version), busybox, qemu.
+fn preflight(a: &Args, root: &Path, entries: &[&Entry]) -> Result<Vec<(PathBuf, String)>> {
     let cache = a.cache.clone().unwrap_or_else(|| root.join(".vm-cache"));
     let mut kernels = Vec::new();
-    for e in &entries {
+    for e in entries {
         let k = cache.join(format!("vmlinuz-{}", e.series));
         if !k.exists() {
             bail!(
@@ -184,17 +208,14 @@ pub fn run(a: &Args) -> Result<()> {
     }
     which("qemu-system-x86_64").context("qemu-system-x86_64 missing: run scripts/setup-vm.sh")?;
 
-    // 1. Build.
-    let t = Instant::now();
-    let built = build_tests(&root, a.release)?;
-    eprintln!("vm-test: built {} in {:.0}s", built.test.display(), t.elapsed().as_secs_f64());
-    let target_dir = target_dir(&root)?;
-    let work = target_dir.join("vm-test");
-    let logs = target_dir.join("vm-logs");
-    std::fs::create_dir_all(&work)?;
-    std::fs::create_dir_all(&logs)?;
+    Ok(kernels)
+}
 
-    // 2. Initramfs.
+/// The guest's initramfs: the test binaries (stripped unless `--keep-debuginfo`), the host
+/// binaries the tests name, the arguments and environment, the init script.
+fn write_initramfs(a: &Args, built: &Built, work: &Path) -> Result<PathBuf> {
+    let root = workspace_root();
+    let busybox = Path::new("/bin/busybox");
     let t = Instant::now();
     let initrd = work.join("initramfs.cpio");
     let mut guest_bins = Vec::new();
@@ -205,7 +226,7 @@ pub fn run(a: &Args) -> Result<()> {
                 exe.display()
             );
         }
-        let src = if a.keep_debuginfo { exe.clone() } else { strip_copy(exe, &work)? };
+        let src = if a.keep_debuginfo { exe.clone() } else { strip_copy(exe, work)? };
         guest_bins.push((src, exe.clone()));
     }
     let mut host_paths: Vec<PathBuf> = initramfs::BASE_BINARIES.iter().map(PathBuf::from).collect();
@@ -262,7 +283,18 @@ pub fn run(a: &Args) -> Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    // 3. Boot the entries, `jobs` guests at a time (each single-CPU).
+    Ok(initrd)
+}
+
+/// Boots the entries, `jobs` guests at a time (each single-CPU): their rows in matrix order,
+/// the wall time, and `jobs`.
+fn boot_all<'a>(
+    a: &'a Args,
+    entries: &[&'a Entry],
+    kernels: &[(PathBuf, String)],
+    initrd: &Path,
+    logs: &Path,
+) -> Result<(Vec<Row<'a>>, Duration, usize)> {
     let jobs =
         a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)).clamp(1, entries.len());
     let t = Instant::now();
@@ -274,7 +306,7 @@ pub fn run(a: &Args) -> Result<()> {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(e) = entries.get(i) else { break };
-                    let r = boot_entry(e, &kernels[i], a, &initrd, &logs);
+                    let r = boot_entry(e, &kernels[i], a, initrd, logs);
                     done.lock().unwrap().push((i, r));
                 }
             });
@@ -288,7 +320,11 @@ pub fn run(a: &Args) -> Result<()> {
         rows.push(r?);
     }
 
-    // 4. Summary.
+    Ok((rows, wall, jobs))
+}
+
+/// The summary table (and the failures under each entry), the budget warnings, the verdict.
+fn summarize(rows: &[Row<'_>], wall: Duration, jobs: usize) -> Result<()> {
     let mut table = vec![
         [
             "entry",
@@ -307,7 +343,7 @@ pub fn run(a: &Args) -> Result<()> {
     ];
     let mut bad = 0;
     let mut slow = Vec::new();
-    for r in &rows {
+    for r in rows {
         let o = &r.outcome;
         let result = match &r.verdict {
             Ok(()) => "PASS",
