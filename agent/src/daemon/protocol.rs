@@ -176,6 +176,22 @@ pub struct Register {
     pub signal_notifier: Option<u32>,
 }
 
+/// What a launcher reads from a `status` answer (the rest of it is for operators).
+#[derive(Debug, Deserialize)]
+pub struct StatusView {
+    /// What each channel of reach gets on this host (`kernel::backend::Backend::channels`).
+    pub channels: BTreeMap<String, String>,
+    pub sessions: Vec<SessionView>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SessionView {
+    pub name: String,
+    /// The session's governed processes.
+    #[serde(default)]
+    pub processes: Vec<u32>,
+}
+
 impl Register {
     /// The registration of a program `mcpguard exec` launches (and of the MCP proxy's server):
     /// a sealed session (the launcher's seccomp filter goes in before the program's first

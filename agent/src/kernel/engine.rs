@@ -22,56 +22,8 @@ use crate::{
     grant::kgrant::KernelGrant, kernel::btf::Btf, kernel::events::Decision, kernel::lazy::SyscallHooks, kernel::procs,
 };
 
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("reading kernel BTF: {0}")]
-    Btf(#[from] crate::kernel::btf::BtfError),
-    #[error("reading kernel BTF for the loader: {0}")]
-    AyaBtf(#[from] aya::BtfError),
-    #[error("loading the eBPF object: {0}")]
-    Load(#[from] aya::EbpfError),
-    #[error("program `{prog}`: {source}")]
-    Program { prog: &'static str, source: aya::programs::ProgramError },
-    #[error("map `{map}`: {source}")]
-    Map { map: &'static str, source: aya::maps::MapError },
-    #[error("map `{map}` is missing from the object")]
-    MissingMap { map: &'static str },
-    #[error("pinning `{what}` at {path}: {source}")]
-    Pin { what: String, path: PathBuf, source: std::io::Error },
-    #[error("adopting pinned state at {path}: {msg}")]
-    Adopt { path: PathBuf, msg: String },
-    #[error("{0}")]
-    Proc(#[from] procs::ProcError),
-    #[error("no enforcement backend could be attached ({tried})")]
-    NoBackend { tried: String },
-    #[error("grant cannot be installed: {msg}")]
-    Grant { msg: String },
-}
-
-pub(crate) fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> EngineError {
-    move |source| EngineError::Map { map, source }
-}
-
-pub use crate::kernel::backend::Backend;
-
-#[derive(Clone, Debug, Default)]
-pub struct EngineOptions {
-    /// Pin maps and links under this bpffs directory (daemon). `None`: nothing is pinned.
-    pub pin_dir: Option<PathBuf>,
-    /// Use exactly this backend (fail if it does not work). `None`: the strongest that works.
-    pub backend: Option<Backend>,
-    /// Attach the network programs to this cgroup v2 directory (they see its processes and its
-    /// descendants'). `None`: the cgroup v2 root, every process on the host. Tests use a cgroup
-    /// of their own.
-    pub net_cgroup: Option<PathBuf>,
-}
-
-/// Outcome of trying one backend at start-up (reported in `status`).
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Probe {
-    pub backend: Backend,
-    pub result: String,
-}
+pub use crate::kernel::setup::{Backend, EngineError, EngineOptions, Probe};
+pub(crate) use crate::kernel::setup::{OBJECT, map_err};
 
 /// Where a fresh load spent its time (zero when adopted): BTF parsing (ours and aya's), creating
 /// the maps and loading the object's programs (the verifier runs here for aya's programs), and
@@ -117,9 +69,6 @@ const ALL_MAPS: [&str; 17] = [
     c::MAP_SESSION_ENV,
     c::MAP_ARGV_PROG,
 ];
-
-/// The eBPF object built by `build.rs`.
-pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpguard-ebpf"));
 
 pub struct Engine {
     /// Keeps unpinned programs alive; `None` once adopted from pins.

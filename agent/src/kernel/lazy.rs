@@ -22,7 +22,7 @@ use aya::{
     },
 };
 
-use crate::{kernel::engine::EngineError, kernel::loader};
+use crate::{kernel::loader, kernel::setup::EngineError};
 
 /// An attached link: dropping `Fd` detaches; `Pinned` stays attached until unpinned.
 enum Held {

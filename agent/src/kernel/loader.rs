@@ -10,7 +10,7 @@ use aya::{
 use mcpguard_common as c;
 use mcpguard_common::Conf;
 
-use crate::kernel::engine::{Backend, EngineError, EngineOptions, Probe};
+use crate::kernel::setup::{Backend, EngineError, EngineOptions, Probe};
 
 /// Lifecycle BTF tracepoints, common to every backend: (program, tracepoint).
 pub const LIFECYCLE_PROGS: [(&str, &str); 2] =
@@ -68,8 +68,8 @@ pub fn load_argv_tail(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), EngineError
     })?;
     let map = ebpf.map_mut(c::MAP_ARGV_PROG).ok_or(EngineError::MissingMap { map: c::MAP_ARGV_PROG })?;
     let mut slots: ProgramArray<_> =
-        ProgramArray::try_from(map).map_err(crate::kernel::engine::map_err(c::MAP_ARGV_PROG))?;
-    slots.set(0, &fd, 0).map_err(crate::kernel::engine::map_err(c::MAP_ARGV_PROG))
+        ProgramArray::try_from(map).map_err(crate::kernel::setup::map_err(c::MAP_ARGV_PROG))?;
+    slots.set(0, &fd, 0).map_err(crate::kernel::setup::map_err(c::MAP_ARGV_PROG))
 }
 
 /// A link to keep (dropping it detaches) or pin.
@@ -170,7 +170,7 @@ pub fn attach_net(ebpf: &mut Ebpf, backend: Backend, cgroup: &Path) -> Result<Ne
     }
     let mut unix = false;
     if backend == Backend::Kill {
-        match crate::kernel::fmodret::attach_unix_addr(crate::kernel::engine::OBJECT, ebpf, dir.as_fd()) {
+        match crate::kernel::fmodret::attach_unix_addr(crate::kernel::setup::OBJECT, ebpf, dir.as_fd()) {
             Ok(l) => {
                 links.extend(l.into_iter().map(|(p, fd)| (p, AnyLink::Raw(fd))));
                 unix = true;
@@ -330,7 +330,7 @@ fn try_backend(ebpf: &mut Ebpf, btf: &aya::Btf, b: Backend) -> Result<Vec<(&'sta
             }
         }
         Backend::FmodRet => {
-            for (prog, fd) in crate::kernel::fmodret::attach(crate::kernel::engine::OBJECT, ebpf, btf)? {
+            for (prog, fd) in crate::kernel::fmodret::attach(crate::kernel::setup::OBJECT, ebpf, btf)? {
                 links.push((prog, AnyLink::Raw(fd)));
             }
             for (prog, tp) in DENY_BTF_PROGS {

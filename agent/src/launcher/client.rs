@@ -52,6 +52,12 @@ impl Client {
     }
 
     /// Calls and turns an error response into an error naming the daemon's code and message.
+    /// The `status` answer, as far as launchers read it.
+    pub fn status(&mut self) -> anyhow::Result<crate::daemon::protocol::StatusView> {
+        let v = serde_json::Value::Object(self.call_ok(Op::Status {})?);
+        serde_json::from_value(v).context("the daemon's status answer is not what this client understands")
+    }
+
     pub fn call_ok(&mut self, op: Op) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
         match self.call(op)?.result {
             Ok(m) => Ok(m),

@@ -78,8 +78,7 @@ fn cstring(s: &[u8]) -> anyhow::Result<CString> {
 /// True when the daemon decides signals through the launcher's seccomp signal filter
 /// (`channels.signal` is `launcher`: the kill backend).
 pub fn daemon_decides_signals(c: &mut Client) -> anyhow::Result<bool> {
-    let st = c.call_ok(Op::Status {})?;
-    Ok(st["channels"]["signal"] == "launcher")
+    Ok(c.status()?.channels.get("signal").is_some_and(|m| m == "launcher"))
 }
 
 /// Forks the gated child, registers it, releases it. The returned pipes are the server's
@@ -263,10 +262,9 @@ fn register(
 /// started), by the daemon's own list: only processes governed in that session.
 pub fn kill_leftovers(socket: &Path, session: &str) {
     let Ok(mut c) = Client::connect(socket) else { return };
-    let Ok(st) = c.call_ok(Op::Status {}) else { return };
-    let sessions = st.get("sessions").and_then(|v| v.as_array()).cloned().unwrap_or_default();
-    for s in sessions.iter().filter(|s| s["name"] == session) {
-        for p in s["processes"].as_array().into_iter().flatten().filter_map(serde_json::Value::as_i64) {
+    let Ok(st) = c.status() else { return };
+    for s in st.sessions.iter().filter(|s| s.name == session) {
+        for &p in &s.processes {
             if let Ok(pid) = i32::try_from(p) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
