@@ -359,6 +359,8 @@ fn guard_syscall(nr: u32) -> u32 {
     0
 }
 
+/// One program per `mcpguard_common::GUARD_SYSCALLS` entry (same program, tracepoint and
+/// number; the agent attaches them by that table, so a missing one fails the attach).
 macro_rules! guard {
     ($fn:ident, $tp:literal, $nr:literal) => {
         #[tracepoint(category = "syscalls", name = $tp)]
@@ -384,3 +386,10 @@ guard!(mcpg_sc_fsmount, "sys_enter_fsmount", 432);
 guard!(mcpg_sc_mnt_setattr, "sys_enter_mount_setattr", 442);
 guard!(mcpg_sc_init_mod, "sys_enter_init_module", 175);
 guard!(mcpg_sc_finit_mod, "sys_enter_finit_module", 313);
+guard!(mcpg_sc_pidfd_getfd, "sys_enter_pidfd_getfd", 438);
+guard!(mcpg_sc_fsconfig, "sys_enter_fsconfig", 431);
+guard!(mcpg_sc_fspick, "sys_enter_fspick", 433);
+guard!(mcpg_sc_tree_attr, "sys_enter_open_tree_attr", 467);
+guard!(mcpg_sc_delete_mod, "sys_enter_delete_module", 176);
+guard!(mcpg_sc_kexec, "sys_enter_kexec_load", 246);
+guard!(mcpg_sc_kexec_file, "sys_enter_kexec_file_load", 320);

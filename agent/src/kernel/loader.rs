@@ -246,11 +246,11 @@ pub fn guard_programs(b: Backend) -> Result<Vec<(&'static str, &'static str)>, E
     if b == Backend::Kill {
         v.extend([KILL_IO_URING, KILL_SOCKET]);
     }
-    for (prog, tp, _) in c::GUARD_SYSCALLS {
-        if events.join(tp).exists() {
-            v.push((prog, tp));
+    for g in c::GUARD_SYSCALLS {
+        if events.join(g.tracepoint).exists() {
+            v.push((g.prog, g.tracepoint));
         } else {
-            log::debug!("no tracepoint {tp}: syscall not in this kernel");
+            log::debug!("no tracepoint {}: syscall not in this kernel", g.tracepoint);
         }
     }
     Ok(v)

@@ -5,7 +5,7 @@
 //! they do it from `sys_enter_*` tracepoints with SIGKILL, so the syscall itself still runs (a
 //! mount or a hard link exists before the kill lands). For the processes mcpguard starts itself
 //! (`mcpguard exec`, the MCP proxy's server) this filter refuses the same syscalls (and their
-//! siblings, [`GUARDED`]) synchronously with `EPERM`: the process keeps running and sees an
+//! siblings, [`guarded`]) synchronously with `EPERM`: the process keeps running and sees an
 //! error, on every kernel. A seccomp filter is inherited by every descendant across fork and
 //! execve and can never be removed, only made stricter. The in-kernel guards stay: they also
 //! cover processes mcpguard did not launch (cgroup sessions, registered pids). A syscall refused
@@ -41,50 +41,35 @@ const fn g(name: &'static str, x86_64: u32, generic: Option<u32>) -> Guarded {
     Guarded { name, x86_64, generic }
 }
 
-/// The syscalls refused with `EPERM`. Superset of `mcpguard_common::GUARD_SYSCALLS` plus
-/// `io_uring_setup` (both checked by the unit tests), and the siblings that reach the same
-/// effect another way:
-/// - `fsconfig`, `fspick`, `open_tree_attr`: the rest of the new mount API (`fspick` reconfigures
-///   an existing mount, e.g. read-only to read-write);
-/// - `delete_module`, `kexec_load`, `kexec_file_load`: the kernel itself;
-/// - `io_uring_enter`/`io_uring_register`: a ring received from elsewhere (SCM_RIGHTS);
-/// - `pidfd_getfd`: another process's descriptors (the daemon's map fds), like ptrace;
+/// Refused with `EPERM` besides [`mcpguard_common::GUARD_SYSCALLS`] (the table the kernel's
+/// guard tracepoints come from too):
 /// - `open_by_handle_at`: opens by file handle, not by path (the classic container escape;
-///   needs `CAP_DAC_READ_SEARCH`). The open hooks check its result too; this is depth.
+///   needs `CAP_DAC_READ_SEARCH`). The open hooks check its result too; this is depth;
+/// - `io_uring_*`: the kernel refuses `io_uring_setup` to governed processes on the kill backend
+///   (its opens pass no open-family tracepoint); `io_uring_enter`/`io_uring_register` also stop
+///   a ring received from elsewhere (SCM_RIGHTS).
 ///
 /// Deliberately allowed: `name_to_handle_at` (only reads a handle; used to identify mounts),
 /// `symlink*` (a symlink is resolved to its real object by the open check), `rename*` (decided
 /// by the path hooks on the deny backends, bounded by the Landlock write ceiling otherwise), `unshare`/`clone` namespaces (a new user namespace gives
 /// capabilities, but the mount family stays refused in it), `chroot`, `perf_event_open`.
-pub const GUARDED: &[Guarded] = &[
-    g("link", 86, None),
-    g("linkat", 265, Some(37)),
-    g("bpf", 321, Some(280)),
-    g("ptrace", 101, Some(117)),
-    g("process_vm_readv", 310, Some(270)),
-    g("process_vm_writev", 311, Some(271)),
-    g("pidfd_getfd", 438, Some(438)),
-    g("mount", 165, Some(40)),
-    g("umount2", 166, Some(39)),
-    g("pivot_root", 155, Some(41)),
-    g("open_tree", 428, Some(428)),
-    g("move_mount", 429, Some(429)),
-    g("fsopen", 430, Some(430)),
-    g("fsconfig", 431, Some(431)),
-    g("fsmount", 432, Some(432)),
-    g("fspick", 433, Some(433)),
-    g("mount_setattr", 442, Some(442)),
-    g("open_tree_attr", 467, Some(467)),
-    g("init_module", 175, Some(105)),
-    g("finit_module", 313, Some(273)),
-    g("delete_module", 176, Some(106)),
-    g("kexec_load", 246, Some(104)),
-    g("kexec_file_load", 320, Some(294)),
+pub const GUARDED_EXTRA: &[Guarded] = &[
     g("open_by_handle_at", 304, Some(265)),
     g("io_uring_setup", 425, Some(425)),
     g("io_uring_enter", 426, Some(426)),
     g("io_uring_register", 427, Some(427)),
 ];
+
+/// Every syscall the guard filter refuses with `EPERM` (besides [`METADATA`]): the kernel's guard
+/// table and [`GUARDED_EXTRA`].
+#[must_use]
+pub fn guarded() -> Vec<Guarded> {
+    mcpguard_common::GUARD_SYSCALLS
+        .iter()
+        .map(|c| g(c.name, c.x86_64, c.generic))
+        .chain(GUARDED_EXTRA.iter().copied())
+        .collect()
+}
 
 /// Metadata changes (mode, owner, extended attributes), refused with `EPERM` too unless the
 /// launch allows them (`--allow-metadata`): an MCP server rarely needs them, and they are how
@@ -143,7 +128,8 @@ impl GuardFilter {
     }
 
     pub fn for_arch_with(arch: TargetArch, allow_metadata: bool) -> anyhow::Result<Self> {
-        let refused = GUARDED.iter().chain(if allow_metadata { &[][..] } else { METADATA });
+        let all = guarded();
+        let refused = all.iter().chain(if allow_metadata { &[][..] } else { METADATA });
         let nrs: Vec<u32> = match arch {
             TargetArch::x86_64 => refused.map(|g| g.x86_64).collect(),
             TargetArch::aarch64 => refused.filter_map(|g| g.generic).collect(),
@@ -338,7 +324,7 @@ mod tests {
         // Every syscall of a launched process runs the filter: keep it short (the guard and
         // metadata lists are ~4 instructions per syscall).
         assert!(p.len() < 240, "{} instructions", p.len());
-        for g in GUARDED {
+        for g in guarded() {
             assert_eq!(run(p, AUDIT_ARCH_X86_64, g.x86_64), EPERM, "{}", g.name);
         }
         // read, openat, execve, clone3, getpid, name_to_handle_at, symlinkat, renameat2: allowed.
@@ -355,7 +341,7 @@ mod tests {
             assert_eq!(run(refuse.program(), AUDIT_ARCH_X86_64, m.x86_64), EPERM, "{}", m.name);
             assert_eq!(run(allow.program(), AUDIT_ARCH_X86_64, m.x86_64), ALLOW, "{}", m.name);
         }
-        for g in GUARDED {
+        for g in guarded() {
             assert_eq!(run(allow.program(), AUDIT_ARCH_X86_64, g.x86_64), EPERM, "{}", g.name);
         }
         // utimensat stays allowed (times need write access, decided per path elsewhere).
@@ -401,7 +387,7 @@ mod tests {
     #[test]
     fn aarch64_table() {
         let f = GuardFilter::for_arch(TargetArch::aarch64).unwrap();
-        for g in GUARDED.iter().filter(|g| g.generic.is_some()) {
+        for g in guarded().iter().filter(|g| g.generic.is_some()) {
             assert_eq!(run(f.program(), AUDIT_ARCH_AARCH64, g.generic.unwrap()), EPERM, "{}", g.name);
         }
         // read (63), openat (56), execve (221), getpid (172), renameat2 (276): allowed.
@@ -412,14 +398,13 @@ mod tests {
     }
 
     #[test]
-    fn covers_every_kernel_guard_syscall_and_io_uring() {
-        for (prog, tp, nr) in mcpguard_common::GUARD_SYSCALLS {
-            let name = tp.strip_prefix("sys_enter_").unwrap();
-            let name = if name == "umount" { "umount2" } else { name }; // x86_64 166 is umount2
-            let g = GUARDED.iter().find(|g| g.name == name).unwrap_or_else(|| panic!("{prog} ({name}) not guarded"));
-            assert_eq!(g.x86_64, nr, "{name}");
+    fn the_kernel_table_and_io_uring_are_refused_once_each() {
+        let all = guarded();
+        for c in mcpguard_common::GUARD_SYSCALLS {
+            assert_eq!(all.iter().filter(|g| g.x86_64 == c.x86_64).count(), 1, "{}", c.name);
+            assert!(c.tracepoint.ends_with(c.name) || c.name == "umount2", "{} at {}", c.name, c.tracepoint);
         }
-        assert!(GUARDED.iter().any(|g| g.name == "io_uring_setup"));
+        assert!(all.iter().any(|g| g.name == "io_uring_setup"));
     }
 
     #[test]
@@ -462,7 +447,7 @@ mod tests {
                 _ => return None, // open_tree_attr (Linux 6.15) is not in libc yet
             })
         };
-        for g in GUARDED.iter().chain(SIGNAL_SYSCALLS).chain([&PIDFD_SEND_SIGNAL]) {
+        for g in guarded().iter().chain(SIGNAL_SYSCALLS).chain([&PIDFD_SEND_SIGNAL]) {
             if let Some(nr) = libc_nr(g.name) {
                 assert_eq!(i64::from(g.x86_64), nr, "{}", g.name);
             }

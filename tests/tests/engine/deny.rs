@@ -109,7 +109,15 @@ fn guard_syscalls_are_stopped_for_governed_processes() {
     let base = k.baseline();
     let (task, _) = k.grant(&[Path::new(HELPER)], &[], &[]);
     let session = k.session(base, task, LONG);
-    for (name, nr) in [("bpf", "321"), ("ptrace", "101"), ("mount", "165"), ("open_tree", "428"), ("linkat", "265")] {
+    for (name, nr) in [
+        ("bpf", "321"),
+        ("ptrace", "101"),
+        ("pidfd_getfd", "438"),
+        ("mount", "165"),
+        ("open_tree", "428"),
+        ("fspick", "433"),
+        ("linkat", "265"),
+    ] {
         let mut g = Gated::spawn(&[HELPER, "raw-syscall", nr]);
         let pid = g.pid();
         k.engine.add_process(pid, session).unwrap();

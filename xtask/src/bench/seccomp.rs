@@ -46,7 +46,8 @@ fn program(notif: bool) -> Vec<SockFilter> {
     const LD_W_ABS: u16 = 0x20;
     const JEQ_K: u16 = 0x15;
     const RET_K: u16 = 0x06;
-    let mut nrs: Vec<(u32, u32)> = mcpguard_common::GUARD_SYSCALLS.iter().map(|g| (g.2, RET_ERRNO_EPERM)).collect();
+    let mut nrs: Vec<(u32, u32)> =
+        mcpguard_common::GUARD_SYSCALLS.iter().map(|g| (g.x86_64, RET_ERRNO_EPERM)).collect();
     if notif {
         nrs.push((NR_OPENAT, RET_USER_NOTIF));
     }
