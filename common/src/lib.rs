@@ -7,6 +7,9 @@
 
 use core::mem::size_of;
 
+mod tables;
+pub use tables::*;
+
 // ------------------------------------------------------------------------------------------------
 // Map names (see ebpf/src/maps.rs for key, value, writer, reader and lifetime of each map).
 // ------------------------------------------------------------------------------------------------
@@ -94,73 +97,6 @@ pub const PROG_MMAP: &str = "mcpg_mmap";
 /// with `PROT_EXEC`, each mapping in the range by its file (`bpf_find_vma`).
 pub const PROG_MPROTECT: &str = "mcpg_mprotect";
 pub const PROG_PKEY_MPROTECT: &str = "mcpg_pkey_mprotect";
-/// A syscall that could turn the guard off, refused to every governed process: by the launcher's
-/// seccomp filter (EPERM, `launcher::seccomp`, which refuses a few more) and, in processes
-/// without it, by a kill at its `syscalls:sys_enter_*` tracepoint (the eBPF `guard!` programs).
-/// The one table both are derived from.
-#[derive(Clone, Copy, Debug)]
-pub struct Guard {
-    /// The eBPF program at `tracepoint`.
-    pub prog: &'static str,
-    pub tracepoint: &'static str,
-    pub name: &'static str,
-    pub x86_64: u32,
-    /// Number in the generic table (aarch64); `None` where the syscall does not exist there.
-    pub generic: Option<u32>,
-}
-
-const fn guard(
-    prog: &'static str,
-    tracepoint: &'static str,
-    name: &'static str,
-    x86_64: u32,
-    generic: Option<u32>,
-) -> Guard {
-    Guard { prog, tracepoint, name, x86_64, generic }
-}
-
-pub const GUARD_SYSCALLS: [Guard; 23] = [
-    // Hard links: a link planted inside a granted tree would expose an object from elsewhere.
-    guard("mcpg_sc_link", "sys_enter_link", "link", 86, None),
-    guard("mcpg_sc_linkat", "sys_enter_linkat", "linkat", 265, Some(37)),
-    // Our own machinery: the pinned maps, the daemon's memory and descriptors.
-    guard("mcpg_sc_bpf", "sys_enter_bpf", "bpf", 321, Some(280)),
-    guard("mcpg_sc_ptrace", "sys_enter_ptrace", "ptrace", 101, Some(117)),
-    guard("mcpg_sc_vm_readv", "sys_enter_process_vm_readv", "process_vm_readv", 310, Some(270)),
-    guard("mcpg_sc_vm_writev", "sys_enter_process_vm_writev", "process_vm_writev", 311, Some(271)),
-    guard("mcpg_sc_pidfd_getfd", "sys_enter_pidfd_getfd", "pidfd_getfd", 438, Some(438)),
-    // Mounts alias objects into a granted tree (old and new mount API).
-    guard("mcpg_sc_mount", "sys_enter_mount", "mount", 165, Some(40)),
-    guard("mcpg_sc_umount", "sys_enter_umount", "umount2", 166, Some(39)),
-    guard("mcpg_sc_pivot", "sys_enter_pivot_root", "pivot_root", 155, Some(41)),
-    guard("mcpg_sc_open_tree", "sys_enter_open_tree", "open_tree", 428, Some(428)),
-    guard("mcpg_sc_move_mount", "sys_enter_move_mount", "move_mount", 429, Some(429)),
-    guard("mcpg_sc_fsopen", "sys_enter_fsopen", "fsopen", 430, Some(430)),
-    guard("mcpg_sc_fsconfig", "sys_enter_fsconfig", "fsconfig", 431, Some(431)),
-    guard("mcpg_sc_fsmount", "sys_enter_fsmount", "fsmount", 432, Some(432)),
-    guard("mcpg_sc_fspick", "sys_enter_fspick", "fspick", 433, Some(433)),
-    guard("mcpg_sc_mnt_setattr", "sys_enter_mount_setattr", "mount_setattr", 442, Some(442)),
-    guard("mcpg_sc_tree_attr", "sys_enter_open_tree_attr", "open_tree_attr", 467, Some(467)),
-    // The kernel itself: modules, kexec.
-    guard("mcpg_sc_init_mod", "sys_enter_init_module", "init_module", 175, Some(105)),
-    guard("mcpg_sc_finit_mod", "sys_enter_finit_module", "finit_module", 313, Some(273)),
-    guard("mcpg_sc_delete_mod", "sys_enter_delete_module", "delete_module", 176, Some(106)),
-    guard("mcpg_sc_kexec", "sys_enter_kexec_load", "kexec_load", 246, Some(104)),
-    guard("mcpg_sc_kexec_file", "sys_enter_kexec_file_load", "kexec_file_load", 320, Some(294)),
-];
-
-/// Name of a guarded syscall number (for reports).
-#[must_use]
-pub fn guard_syscall_name(nr: u32) -> &'static str {
-    let mut i = 0;
-    while i < GUARD_SYSCALLS.len() {
-        if GUARD_SYSCALLS[i].x86_64 == nr {
-            return GUARD_SYSCALLS[i].name;
-        }
-        i += 1;
-    }
-    "unknown"
-}
 /// Network, every backend: cgroup socket-address programs (synchronous EPERM), attached at the
 /// cgroup v2 root (or the daemon's `--net-cgroup`): (program, attach point).
 pub const NET_PROGS: [(&str, &str); 7] = [

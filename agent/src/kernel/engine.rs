@@ -50,26 +50,6 @@ impl std::fmt::Display for LoadTime {
     }
 }
 
-const ALL_MAPS: [&str; 17] = [
-    c::MAP_PROCS,
-    c::MAP_CGROUPS,
-    c::MAP_SESSIONS,
-    c::MAP_EXEC,
-    c::MAP_EXEC_NAMES,
-    c::MAP_PATHS,
-    c::MAP_NET,
-    c::MAP_UNIX,
-    c::MAP_EVENTS,
-    c::MAP_COUNTERS,
-    c::MAP_CONF,
-    c::MAP_ARGV,
-    c::MAP_ARGV_LIT,
-    c::MAP_ENV_EXEMPT,
-    c::MAP_ENV_NAMES,
-    c::MAP_SESSION_ENV,
-    c::MAP_ARGV_PROG,
-];
-
 pub struct Engine {
     /// Keeps unpinned programs alive; `None` once adopted from pins.
     ebpf: Option<Ebpf>,
@@ -189,7 +169,7 @@ impl Engine {
                     path: dir.clone(),
                     source,
                 })?;
-                ALL_MAPS.iter().map(|m| (*m, dir.join(m))).collect()
+                c::ALL_MAPS.iter().map(|m| (*m, dir.join(m))).collect()
             }
             None => Vec::new(),
         };

@@ -16,14 +16,7 @@ use aya_obj::{
     generated::{bpf_attach_type, bpf_attr, bpf_cmd, bpf_prog_type},
 };
 
-/// (program in the object, kernel function whose return value it decides).
-pub const FMOD_PROGS: [(&str, &str); 5] = [
-    (mcpguard_common::PROG_FMOD_EXEC, "security_bprm_check"),
-    (mcpguard_common::PROG_FMOD_OPEN, "security_file_open"),
-    (mcpguard_common::PROG_FMOD_MMAP, "security_mmap_file"),
-    (mcpguard_common::PROG_FMOD_MPROTECT, "security_file_mprotect"),
-    (mcpguard_common::PROG_FMOD_KILL, "security_task_kill"),
-];
+use mcpguard_common::FMOD_PROGS;
 
 fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> std::io::Result<RawFd> {
     // SAFETY: attr is a valid, zero-initialised bpf_attr of the size passed.

@@ -9,50 +9,12 @@ use aya::{
 };
 use mcpguard_common as c;
 use mcpguard_common::Conf;
+use mcpguard_common::{
+    DENY_BTF_PROGS, KILL_BTF_PROGS, KILL_IO_URING, KILL_SOCKET, KILL_TP_PROGS, KILL_UNIX_EXIT, LIFECYCLE_PROGS,
+    LSM_PROGS,
+};
 
 use crate::kernel::setup::{Backend, EngineError, EngineOptions, Probe};
-
-/// Lifecycle BTF tracepoints, common to every backend: (program, tracepoint).
-pub const LIFECYCLE_PROGS: [(&str, &str); 2] =
-    [(c::PROG_FORK, "sched_process_fork"), (c::PROG_EXIT, "sched_process_exit")];
-/// Kill backend: exec BTF tracepoint...
-pub const KILL_BTF_PROGS: [(&str, &str); 2] =
-    [(c::PROG_EXEC, "sched_process_exec"), (c::PROG_CMDLINE, "sched_process_exec")];
-/// Deny backends: the command line of an exec their hook approved, after its point of no return
-/// (on the kill backend it is in `KILL_BTF_PROGS`).
-pub const DENY_BTF_PROGS: [(&str, &str); 1] = [(c::PROG_CMDLINE, "sched_process_exec")];
-/// ...and syscall tracepoints: (program, tracepoint name in category `syscalls`). Like the guard
-/// syscalls, these are attached only while something is governed (`lazy.rs`).
-pub const KILL_TP_PROGS: [(&str, &str); 9] = [
-    (c::PROG_OPENAT, "sys_exit_openat"),
-    (c::PROG_OPEN, "sys_exit_open"),
-    (c::PROG_OPENAT2, "sys_exit_openat2"),
-    (c::PROG_CREAT, "sys_exit_creat"),
-    (c::PROG_OPEN_BY_HANDLE, "sys_exit_open_by_handle_at"),
-    // Executable file mappings (W^X for grants), decided at entry.
-    (c::PROG_MMAP, "sys_enter_mmap"),
-    (c::PROG_MPROTECT, "sys_enter_mprotect"),
-    (c::PROG_PKEY_MPROTECT, "sys_enter_pkey_mprotect"),
-    // A socket listening on an address no grant names.
-    (c::PROG_LISTEN, "sys_enter_listen"),
-];
-/// Kill backend, sockets of families no grant can name: with the guard tracepoints (the launcher's
-/// seccomp filter refuses these families in sealed sessions).
-pub const KILL_SOCKET: (&str, &str) = (c::PROG_SOCKET, "sys_enter_socket");
-/// Kill backend, the object check of a Unix path connect let through by name (`connect_unix`):
-/// attached only while an installed grant names a Unix socket path (`Engine::install_grant`).
-pub const KILL_UNIX_EXIT: (&str, &str) = (c::PROG_CONNECT_EXIT, "sys_exit_connect");
-/// io_uring submissions do not pass through the open-family tracepoints: governed processes may
-/// not set it up (a guard syscall on the kill backend).
-pub const KILL_IO_URING: (&str, &str) = (c::PROG_IO_URING, "sys_enter_io_uring_setup");
-/// LSM backend: (program, LSM hook).
-pub const LSM_PROGS: [(&str, &str); 5] = [
-    (c::PROG_LSM_EXEC, "bprm_check_security"),
-    (c::PROG_LSM_OPEN, "file_open"),
-    (c::PROG_LSM_MMAP, "mmap_file"),
-    (c::PROG_LSM_MPROTECT, "file_mprotect"),
-    (c::PROG_LSM_KILL, "task_kill"),
-];
 
 /// Loads the refused-command-line reporter and puts it in slot 0 of the program array that
 /// `mcpg_cmdline` tail-calls (every backend). Without it a refusal still kills; only the
@@ -103,7 +65,7 @@ pub fn backend_programs(b: Backend) -> Vec<&'static str> {
         }
         Backend::FmodRet => {
             v.extend(DENY_BTF_PROGS.iter().map(|(p, _)| *p));
-            v.extend(crate::kernel::fmodret::FMOD_PROGS.iter().map(|(p, _)| *p));
+            v.extend(c::FMOD_PROGS.iter().map(|(p, _)| *p));
             v.extend(c::PATH_HOOKS.iter().filter(|h| h.4).map(|h| h.2));
             v.extend(c::NET_HOOKS.iter().map(|h| h.2));
         }
