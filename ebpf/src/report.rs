@@ -189,13 +189,13 @@ fn fill(ev: &mut Event, r: &Report) {
     }
 }
 
-/// Command-line bytes (a kernel copy) into the path slots; `dev` keeps the whole length.
+/// Up to `MAX` bytes of a kernel buffer into the path slots (whole slots: the reader keeps
+/// `dev` bytes); `dev` is `whole`. Socket names and command lines.
 #[inline(always)]
-fn fill_argv(ev: &mut Event, p: Kptr, len: u32) -> u32 {
-    const MAX: usize = mcpguard_common::EXEC_ARGV_BYTES;
-    ev.dev = len;
+fn fill_bytes<const MAX: usize>(ev: &mut Event, p: Kptr, len: u32, whole: u32) -> u32 {
+    ev.dev = whole;
     let slots = len.min(MAX as u32).div_ceil(EVENT_NAME_LEN as u32);
-    for n in 0..MAX / EVENT_NAME_LEN {
+    for n in 0..MAX.div_ceil(EVENT_NAME_LEN) {
         if n as u32 >= slots {
             break;
         }
@@ -207,22 +207,18 @@ fn fill_argv(ev: &mut Event, p: Kptr, len: u32) -> u32 {
     slots
 }
 
-/// Socket name bytes into the path slots (whole slots: the reader keeps `dev` bytes).
+/// Command-line bytes (a kernel copy); `dev` keeps the whole length, so a reader can tell it
+/// was cut.
+#[inline(always)]
+fn fill_argv(ev: &mut Event, p: Kptr, len: u32) -> u32 {
+    fill_bytes::<{ mcpguard_common::EXEC_ARGV_BYTES }>(ev, p, len, len)
+}
+
+/// Socket name bytes (at most [`UNIX_NAME_LEN`]).
 #[inline(always)]
 fn fill_name(ev: &mut Event, p: Kptr, len: u32) -> u32 {
     let len = len.min(UNIX_NAME_LEN as u32);
-    ev.dev = len;
-    let slots = len.div_ceil(EVENT_NAME_LEN as u32);
-    for n in 0..UNIX_NAME_LEN.div_ceil(EVENT_NAME_LEN) {
-        if n as u32 >= slots {
-            break;
-        }
-        // SAFETY: the helper fails instead of faulting; the slot is written whole.
-        ev.path[n] =
-            unsafe { bpf_probe_read_kernel(p.wrapping_add(n * EVENT_NAME_LEN).cast::<[u8; EVENT_NAME_LEN]>()) }
-                .unwrap_or([0; EVENT_NAME_LEN]);
-    }
-    slots
+    fill_bytes::<UNIX_NAME_LEN>(ev, p, len, len)
 }
 
 /// Raw `d_parent`, `d_name.name` and `d_inode` of a dentry: one read of the 32 bytes that hold
