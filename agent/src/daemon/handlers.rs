@@ -452,7 +452,7 @@ fn prepare_grant<'a>(
         };
         // Install only if the grants this was composed from are still the ones in force.
         let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if st.session(&g.session).map(|s| Grants::of(s).ids()) == Some(cur.ids()) {
+        if st.session(&g.session).map(Grants::ids_of) == Some(cur.ids()) {
             return Ok((st, prepared));
         }
         drop(st);

@@ -68,6 +68,12 @@ impl Grants {
         self.records().iter().map(|r| r.id).collect()
     }
 
+    /// [`Grants::ids`] of `s`'s state, without copying its records.
+    #[must_use]
+    pub fn ids_of(s: &Session) -> Vec<u64> {
+        [&s.task, &s.orchestrator].into_iter().flatten().map(|r| r.id).collect()
+    }
+
     /// The task grant a new call composes with: the one in force or the one held aside.
     #[must_use]
     pub fn task_around_calls(&self) -> Option<&GrantRecord> {
@@ -154,7 +160,7 @@ pub fn kernel_state(s: &Session) -> SessionState {
 /// more (returned, in the order they were held: in force first). On failure the session and the
 /// kernel are as they were.
 pub fn transition(eng: &mut Engine, s: &mut Session, next: Grants) -> Result<Vec<GrantRecord>, EngineError> {
-    let before = Grants::of(s).ids();
+    let before = Grants::ids_of(s);
     let mut installed: Vec<(u64, crate::grant::kgrant::KernelGrant)> = Vec::new();
     for r in next.records() {
         if before.contains(&r.id) {
@@ -179,7 +185,7 @@ pub fn transition(eng: &mut Engine, s: &mut Session, next: Grants) -> Result<Vec
         }
         return Err(e);
     }
-    let live = Grants::of(s).ids();
+    let live = Grants::ids_of(s);
     let freed: Vec<GrantRecord> =
         [old_task, old_orch].into_iter().flatten().filter(|r| !live.contains(&r.id)).collect();
     for r in &freed {

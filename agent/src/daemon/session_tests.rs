@@ -56,6 +56,7 @@ fn slots_round_trip_for_every_state() {
             orchestrator,
         };
         assert_eq!(Grants::of(&s), g, "{label}");
+        assert_eq!(Grants::ids_of(&s), g.ids(), "{label}");
         assert_eq!(
             kernel_state(&s).task_grant,
             g.ids().first().copied().unwrap_or(0),
