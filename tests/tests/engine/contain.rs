@@ -146,6 +146,14 @@ fn events_stay_intact_under_concurrent_denials() {
     assert_eq!(seen.len(), PROCS, "{seen:?}");
 }
 
+/// A copy of the test library whose constructor writes `$MCPG_PRELOAD_MARK` (tests/src/preload.c)
+/// in `dir`.
+fn marking_library(dir: &Scratch) -> PathBuf {
+    let p = dir.path("libmark.so");
+    std::fs::write(&p, include_bytes!(env!("MCPG_PRELOAD_SO"))).unwrap();
+    p
+}
+
 /// W^X for grants through `mprotect` too (the kill backend's `sys_enter_mprotect` and
 /// `sys_enter_pkey_mprotect` programs, the LSM backends' `file_mprotect`): a readable mapping of a
 /// file the session can write, made executable, stops the process before the call returns
@@ -156,10 +164,7 @@ fn a_file_mapping_made_executable_is_decided_by_its_file() {
     let mut k = Kernel::shared();
     let ws = Scratch::new("mprot-ws");
     let ro = Scratch::new("mprot-ro");
-    let so = include_bytes!(env!("MCPG_PRELOAD_SO"));
-    let (writable, readonly) = (ws.path("libmark.so"), ro.path("libmark.so"));
-    std::fs::write(&writable, so).unwrap();
-    std::fs::write(&readonly, so).unwrap();
+    let (writable, readonly) = (marking_library(&ws), marking_library(&ro));
     let base = k.baseline();
     let (task, _) = k.grant(&[Path::new(HELPER)], &[ws.0.clone(), ro.0.clone()], std::slice::from_ref(&ws.0));
     let session = k.session(base, task, LONG);
@@ -188,10 +193,7 @@ fn preloaded_library_the_session_can_write_never_runs() {
     let mut k = Kernel::shared();
     let ws = Scratch::new("pre-ws");
     let ro = Scratch::new("pre-ro");
-    let so = include_bytes!(env!("MCPG_PRELOAD_SO"));
-    let (writable, readonly) = (ws.path("libmark.so"), ro.path("libmark.so"));
-    std::fs::write(&writable, so).unwrap();
-    std::fs::write(&readonly, so).unwrap();
+    let (writable, readonly) = (marking_library(&ws), marking_library(&ro));
     let mark = ws.path("mark");
     let env = "/usr/bin/env";
     let base = k.baseline();
