@@ -11,9 +11,11 @@
 //! - [`launcher`]: what runs beside the governed program — the daemon client, `exec`'s seccomp
 //!   filters and Landlock ceiling, the MCP proxy.
 //!
-//! `doctor` (what this host can enforce) sits beside them. Dependencies point one way:
+//! `doctor` (what this host can enforce) and `cli` (the human forms of `status` and `events`)
+//! sit beside them. Dependencies point one way:
 //! `launcher` → `daemon::protocol`, `grant`; `daemon` → `kernel`, `grant`; `kernel` → `grant`
 //! (the compiled entries it installs).
+pub mod cli;
 pub mod daemon;
 pub mod doctor;
 pub mod grant;

@@ -120,12 +120,26 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Decision events (audit lines).
+    /// Decision events (audit lines): the last N, then exit; with --follow, keep streaming.
     Events {
-        #[arg(long)]
+        /// How many recent events to print first (at most 1000; the audit log file has all).
+        #[arg(short = 'n', long = "lines", default_value_t = 20)]
+        lines: u32,
+        /// Keep streaming new events after the recent ones.
+        #[arg(long, short = 'f')]
         follow: bool,
+        /// Print the audit lines as they are (JSON, audit format 3).
         #[arg(long)]
         json: bool,
+        /// Only this session's events.
+        #[arg(long)]
+        session: Option<String>,
+        /// Only events with this reason (not_granted, other_process, args_not_granted, ...).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only events at or after this RFC 3339 time, or this long ago (30s, 10m, 2h).
+        #[arg(long)]
+        since: Option<String>,
     },
     /// Policy tools.
     Policy {
@@ -138,6 +152,8 @@ enum Cmd {
 enum PolicyCmd {
     /// Validate policy files; errors name file, line and field.
     Check { files: Vec<PathBuf> },
+    /// The policies built into this binary (a file of the same name in a policy directory wins).
+    List,
 }
 
 #[derive(clap::Args)]
@@ -316,31 +332,38 @@ fn main() -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                print_status(&r);
+                print!("{}", mcpguard::cli::status::render(&serde_json::Value::Object(r)));
             }
             Ok(())
         }
         Cmd::Doctor { json } => std::process::exit(mcpguard::doctor::run(&cli.socket, json)),
-        Cmd::Events { follow, json } => {
+        Cmd::Events { lines, follow, json, session, reason, since } => {
+            use mcpguard::cli::events;
+            let since = since.map(|s| events::parse_since(&s, jiff::Timestamp::now())).transpose()?;
+            let sub = events::subscription(lines, follow, session, reason, since)?;
             let mut c = Client::connect(&cli.socket)?;
-            c.call_ok(Op::Subscribe {})?;
-            if !follow {
-                eprintln!("(streaming new events; use --follow to keep waiting)");
+            c.call_ok(Op::Subscribe(sub))?;
+            let tz = jiff::tz::TimeZone::system();
+            if !json {
+                println!("{}", events::human_header());
             }
             while let Some(line) = c.next_line()? {
                 if json {
                     println!("{line}");
                 } else {
-                    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                    println!(
-                        "{} session={} task={} {} {} reason={} path={} pid={}",
-                        v["ts"], v["session"], v["task"], v["hook"], v["action"], v["reason"], v["path"], v["pid"]
-                    );
+                    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
+                    println!("{}", events::human_line(&v, &tz));
                 }
             }
             Ok(())
         }
         Cmd::Policy { cmd: PolicyCmd::Check { files } } => check_policies(&files),
+        Cmd::Policy { cmd: PolicyCmd::List } => {
+            for (name, _) in mcpguard::grant::builtin::BUILTIN {
+                println!("{name}");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -385,35 +408,6 @@ fn exec(socket: &std::path::Path, a: ExecArgs) -> anyhow::Result<()> {
     // Exec the approved binary (argv[0] kept as given).
     let err = std::process::Command::new(&bin).arg0(&command[0]).args(&command[1..]).exec();
     bail!("exec {}: {err}", bin.display())
-}
-
-/// The human form of `status`.
-fn print_status(r: &serde_json::Map<String, serde_json::Value>) {
-    println!("backend: {} (deny mode effect: {})", r["backend"], r["deny_mode_effect"]);
-    let tps = &r["syscall_tracepoints"];
-    println!("syscall tracepoints attached: {} open-family, {} guard", tps["open"], tps["guard"]);
-    for s in r["sessions"].as_array().into_iter().flatten() {
-        println!(
-            "session {} id {} pid {} processes {}{}",
-            s["name"],
-            s["session_id"],
-            s["root_pid"],
-            s["processes"].as_array().map_or(0, Vec::len),
-            if s["sealed"] == true { " (sealed: seccomp guard filter)" } else { "" }
-        );
-        if s["task"].is_object() {
-            let t = &s["task"];
-            println!(
-                "  task {} grant {} policy {} mode {} remaining {} ms{}",
-                t["task"],
-                t["grant_id"],
-                t["policy"],
-                t["mode"],
-                t["remaining_ms"],
-                if t["expired"] == true { " (expired)" } else { "" }
-            );
-        }
-    }
 }
 
 /// `mcpguard policy check`: each file parses and validates, or the reason.

@@ -14,26 +14,30 @@ use crate::{daemon::state::State, kernel::events};
 /// Unflushed audit bytes that trigger a write even while events keep coming.
 pub const FLUSH_BYTES: usize = 64 * 1024;
 
-/// Converts the kernel's CLOCK_BOOTTIME stamps to Unix time (seconds, as a float). Taken once
-/// per batch: the two clocks move together between batches.
+/// Converts the kernel's CLOCK_BOOTTIME stamps to wall-clock time. Taken once per batch: the
+/// two clocks move together between batches.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
-    unix_minus_boot_s: f64,
+    unix_minus_boot_ns: i128,
 }
 
 impl Clock {
     #[must_use]
     pub fn now() -> Self {
         let boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-            .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
-            .unwrap_or(0.0);
-        let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-        Self { unix_minus_boot_s: unix - boot }
+            .map(|t| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec()))
+            .unwrap_or(0);
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(0));
+        Self { unix_minus_boot_ns: unix - boot }
     }
 
+    /// The wall-clock time of a kernel stamp.
     #[must_use]
-    pub fn unix(self, ts_boot_ns: u64) -> f64 {
-        self.unix_minus_boot_s + ts_boot_ns as f64 / 1e9
+    pub fn at(self, ts_boot_ns: u64) -> jiff::Timestamp {
+        jiff::Timestamp::from_nanosecond(self.unix_minus_boot_ns + i128::from(ts_boot_ns))
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
     }
 }
 
@@ -50,21 +54,29 @@ fn field<T: Serialize + ?Sized>(out: &mut Vec<u8>, key: &str, v: &T) {
     let _ = serde_json::to_writer(&mut *out, v);
 }
 
-/// Version of the audit line format, the first key of every line (`"v"`). 2: each key once
-/// (1 repeated `session_id` and `grant_id`), `signal`/`target_pid`, path-operation hooks.
-pub const AUDIT_FORMAT: u32 = 2;
+/// Version of the audit line format, the first key of every line (`"v"`). 3: `ts` is an RFC 3339
+/// UTC timestamp with microseconds (2 had fractional Unix seconds). 2: each key once (1 repeated
+/// `session_id` and `grant_id`), `signal`/`target_pid`, path-operation hooks.
+pub const AUDIT_FORMAT: u32 = 3;
+
+/// `,"ts":"2026-12-02T10:41:03.123456Z"`, formatted straight into the line.
+fn timestamp_field(out: &mut Vec<u8>, ts: jiff::Timestamp) {
+    use std::io::Write as _;
+    // Writing to a Vec cannot fail; RFC 3339 needs no JSON escaping.
+    let _ = write!(out, ",\"ts\":\"{ts:.6}\"");
+}
 
 /// Appends the audit JSON object for one kernel record (no newline) to `out`. `scratch` is a
 /// reusable buffer for the path. Fields, in order: `v`, `ts`, the session/grant join
 /// (`session`, `session_id`, `task`, `grant_id`, `policy`, `tool`, `call_id`, `command`), then
 /// the decision's fields as [`events::Decision`] names them, each key once.
-pub fn format_event(out: &mut Vec<u8>, scratch: &mut String, state: &State, ev: &Event, ts: f64) {
+pub fn format_event(out: &mut Vec<u8>, scratch: &mut String, state: &State, ev: &Event, ts: jiff::Timestamp) {
     let session = state.session_by_id(ev.session);
     let grant =
         session.and_then(|s| [s.task.as_ref(), s.base.as_ref()].into_iter().flatten().find(|g| g.id == ev.grant));
     out.push(b'{');
     field(out, "v", &AUDIT_FORMAT);
-    field(out, "ts", &ts);
+    timestamp_field(out, ts);
     field(out, "session", &session.map(|s| s.name.as_str()));
     field(out, "session_id", &ev.session);
     field(out, "task", &grant.and_then(|g| g.task.as_deref()));

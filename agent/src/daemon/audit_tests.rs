@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// What a line must say: the join, then every field of the decoded [`Decision`] (each once).
-fn check(state: &State, ev: &Event, ts: f64, line: &str) {
+fn check(state: &State, ev: &Event, ts: jiff::Timestamp, line: &str) {
     let v = parse_strict(line).unwrap_or_else(|e| panic!("{e}: {line}"));
     let d = Decision::from_event(ev);
     let session = state.session_by_id(d.session_id);
@@ -22,7 +22,7 @@ fn check(state: &State, ev: &Event, ts: f64, line: &str) {
         session.and_then(|s| [s.task.as_ref(), s.base.as_ref()].into_iter().flatten().find(|g| g.id == d.grant_id));
     let mut want = serde_json::Map::new();
     want.insert("v".into(), serde_json::json!(AUDIT_FORMAT));
-    want.insert("ts".into(), serde_json::json!(ts));
+    want.insert("ts".into(), serde_json::json!(format!("{ts:.6}")));
     want.insert("session".into(), serde_json::json!(session.map(|s| s.name.as_str())));
     want.insert("task".into(), serde_json::json!(grant.and_then(|g| g.task.as_deref())));
     want.insert("policy".into(), serde_json::json!(grant.map(|g| g.policy.as_str())));
@@ -112,7 +112,7 @@ fn formatter_matches_serde_reference() {
     let mut out = Vec::new();
     let mut scratch = String::new();
     for (i, ev) in cases.iter().enumerate() {
-        let ts = 1_700_000_000.123_456 + i as f64;
+        let ts = jiff::Timestamp::new(1_700_000_000 + i as i64, 123_456_789).unwrap();
         let mut truncated = *ev;
         truncated.path_depth |= EVENT_PATH_TRUNCATED;
         for ev in [ev, &truncated] {
@@ -123,8 +123,10 @@ fn formatter_matches_serde_reference() {
     }
     // The fields the README documents, with the values of the join.
     out.clear();
-    format_event(&mut out, &mut scratch, &st, &cases[0], 1.5);
+    format_event(&mut out, &mut scratch, &st, &cases[0], jiff::Timestamp::new(1_764_672_063, 120_000_000).unwrap());
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    // RFC 3339, UTC, always six fractional digits (format 3).
+    assert_eq!((v["v"].as_u64(), v["ts"].as_str()), (Some(3), Some("2025-12-02T10:41:03.120000Z")));
     assert_eq!(v["session"], "s\u{e9}ss\\1");
     assert_eq!(
         (v["task"].as_str(), v["tool"].as_str(), v["call_id"].as_str()),
@@ -136,13 +138,13 @@ fn formatter_matches_serde_reference() {
     );
     // A signal names its target and signal (the kernel carries them in `ino` and `access`).
     out.clear();
-    format_event(&mut out, &mut scratch, &st, &cases[6], 1.5);
+    format_event(&mut out, &mut scratch, &st, &cases[6], jiff::Timestamp::UNIX_EPOCH);
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!((v["hook"].as_str(), v["reason"].as_str()), (Some("signal"), Some("signal_outside_session")));
     assert_eq!((v["signal"].as_u64(), v["target_pid"].as_u64(), v["ino"].as_u64()), (Some(15), Some(77), Some(0)));
     assert_eq!((v["access"].as_str(), v.get("syscall")), (Some(""), None));
     out.clear();
-    format_event(&mut out, &mut scratch, &st, &cases[5], 1.5);
+    format_event(&mut out, &mut scratch, &st, &cases[5], jiff::Timestamp::UNIX_EPOCH);
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!((v["path"].as_str(), v["reason"].as_str()), (Some("/proc/4242/environ"), Some("other_process")));
     assert_eq!(v.get("signal"), None);
@@ -168,8 +170,8 @@ fn clock_maps_boot_time_to_unix_time() {
     let c = Clock::now();
     let boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).unwrap();
     let boot_ns = boot.tv_sec() as u64 * 1_000_000_000 + boot.tv_nsec() as u64;
-    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    assert!((c.unix(boot_ns) - unix).abs() < 0.5);
+    let d = c.at(boot_ns).duration_until(jiff::Timestamp::now());
+    assert!(d.abs() < jiff::SignedDuration::from_millis(500), "{d:?}");
 }
 
 #[test]

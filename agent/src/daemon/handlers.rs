@@ -85,7 +85,7 @@ pub fn quick(req: &Request) -> bool {
     match &req.op {
         Op::Revoke(_) | Op::Status {} | Op::List {} => true,
         Op::Grant(g) => g.policy.is_none() && g.inline.as_ref().is_none_or(|i| i.exec.is_empty()),
-        Op::Register(_) | Op::Unregister(_) | Op::Subscribe {} => false,
+        Op::Register(_) | Op::Unregister(_) | Op::Subscribe(_) => false,
     }
 }
 
@@ -105,7 +105,7 @@ pub fn handle(d: &Daemon, peer: &Peer, req: Request) -> Response {
             Op::Revoke(r) => revoke(d, r),
             Op::Status {} | Op::List {} => Ok(crate::daemon::status::status(d)),
             Op::Unregister(u) => unregister(d, &u.session),
-            Op::Subscribe {} => Err(err(ErrorCode::BadRequest, "subscribe is handled by the connection")),
+            Op::Subscribe(_) => Err(err(ErrorCode::BadRequest, "subscribe is handled by the connection")),
         }
     });
     match r {

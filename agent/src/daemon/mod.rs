@@ -10,6 +10,7 @@ pub mod dns;
 pub mod handlers;
 pub mod metrics;
 pub mod protocol;
+pub mod recent;
 pub mod reconcile;
 pub mod server;
 pub mod session;

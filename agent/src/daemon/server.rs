@@ -107,6 +107,9 @@ pub struct Daemon {
     pub persist: Persister,
     pub metrics: Metrics,
     pub events: broadcast::Sender<Arc<str>>,
+    /// The last audit lines (`events -n`); the event thread pushes and broadcasts under its lock,
+    /// so a subscriber's backlog and stream neither overlap nor leave a gap.
+    pub recent: Mutex<crate::daemon::recent::Recent>,
     /// Grants whose expiry has been counted.
     pub expired_seen: Mutex<std::collections::BTreeSet<u64>>,
     /// The signal listeners of launched sessions (`signals.rs`).
@@ -177,6 +180,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         persist: Persister::new(cfg.state_file()),
         metrics,
         events: tx,
+        recent: Mutex::new(crate::daemon::recent::Recent::seeded_from(&cfg.audit_log)),
         expired_seen: Mutex::default(),
         signals: crate::daemon::signals::Supervisor::new().context("signal supervisor")?,
         injected: Mutex::default(),
@@ -314,18 +318,23 @@ async fn serve_conn(d: Arc<Daemon>, stream: UnixStream) {
                 continue;
             }
         };
-        if let Op::Subscribe {} = req.op {
-            let auth = crate::daemon::handlers::authorize(&d, &peer, false);
-            let resp = match auth {
-                Ok(()) => Response::ok(req.id, serde_json::json!({"subscribed": true})),
-                Err(e) => e.with_id(req.id).to_response(),
+        if let Op::Subscribe(sub) = &req.op {
+            let filter = crate::daemon::handlers::authorize(&d, &peer, false)
+                .and_then(|()| crate::daemon::recent::Filter::new(sub));
+            let resp = match &filter {
+                Ok(_) => Response::ok(req.id, serde_json::json!({"subscribed": true})),
+                Err(e) => e.clone().with_id(req.id).to_response(),
             };
-            let ok = resp.is_ok();
-            d.metrics.requests.with_label_values(&["subscribe", if ok { "ok" } else { "unauthorized" }]).inc();
-            if w.write_all(resp.to_line().as_bytes()).await.is_err() || !ok {
+            let result = match &resp.result {
+                Ok(_) => "ok",
+                Err(b) => b.code.as_str(),
+            };
+            d.metrics.requests.with_label_values(&["subscribe", result]).inc();
+            if w.write_all(resp.to_line().as_bytes()).await.is_err() {
                 return;
             }
-            stream_events(&d, &mut w).await;
+            let Ok(filter) = filter else { return };
+            stream_events(&d, &mut w, sub, &filter).await;
             return;
         }
         let (op, id, mutates) = (req.op.name(), req.id, crate::daemon::handlers::mutates(&req.op));
@@ -368,11 +377,30 @@ async fn serve_conn(d: Arc<Daemon>, stream: UnixStream) {
     }
 }
 
-async fn stream_events(d: &Daemon, w: &mut tokio::net::unix::OwnedWriteHalf) {
-    let mut rx = d.events.subscribe();
+/// The backlog a subscription asked for, then (with `follow`) every new line, through `filter`.
+async fn stream_events(
+    d: &Daemon,
+    w: &mut tokio::net::unix::OwnedWriteHalf,
+    sub: &crate::daemon::protocol::Subscribe,
+    filter: &crate::daemon::recent::Filter,
+) {
+    let (backlog, mut rx) = {
+        let recent = d.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (recent.last(sub.backlog as usize, filter), sub.follow.then(|| d.events.subscribe()))
+    };
+    let mut out = String::new();
+    for l in backlog {
+        out.push_str(&l);
+        out.push('\n');
+    }
+    if w.write_all(out.as_bytes()).await.is_err() {
+        return;
+    }
+    let Some(rx) = &mut rx else { return };
     loop {
         let line = match rx.recv().await {
-            Ok(l) => format!("{l}\n"),
+            Ok(l) if filter.matches(&l) => format!("{l}\n"),
+            Ok(_) => continue,
             Err(broadcast::error::RecvError::Lagged(n)) => format!("{{\"lagged\":{n}}}\n"),
             Err(broadcast::error::RecvError::Closed) => return,
         };
@@ -417,12 +445,14 @@ fn spawn_event_thread(
             let mut write = |ev: &mcpguard_common::Event| {
                 let line = sink.push(|buf| {
                     let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    audit::format_event(buf, &mut path, &st, ev, clock.unix(ev.ts_ns));
+                    audit::format_event(buf, &mut path, &st, ev, clock.at(ev.ts_ns));
                 });
-                if d.events.receiver_count() > 0
-                    && let Ok(l) = std::str::from_utf8(line)
-                {
-                    let _ = d.events.send(Arc::from(l));
+                if let Ok(l) = std::str::from_utf8(line) {
+                    let mut recent = d.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    recent.push(l);
+                    if d.events.receiver_count() > 0 {
+                        let _ = d.events.send(Arc::from(l));
+                    }
                 }
                 if sink.pending() >= audit::FLUSH_BYTES {
                     flush(&mut sink);

@@ -210,7 +210,7 @@ pub enum PolicyError {
     /// A semantic validation failure in a policy file.
     #[error("{origin}{}: field `{field}`: {message}", at_line(.line))]
     Invalid { origin: String, line: Option<usize>, field: String, message: String },
-    #[error("policy `{name}` not found; looked for {}", join_paths(.searched))]
+    #[error("policy `{name}` not found; looked for {} and among the built-in policies (`mcpguard policy list`); set the daemon's `policy_dirs` (or `--policy-dir`) to where it is", join_paths(.searched))]
     NotFound { name: String, searched: Vec<PathBuf> },
     #[error("invalid policy name `{name}`: use 1-64 characters from a-z, 0-9, `_`, `-`")]
     BadName { name: String },
@@ -602,8 +602,9 @@ impl Policy {
     }
 }
 
-/// Find a policy by name in `search_dirs` (`<dir>/<name>.toml`), or load it directly when
-/// `name_or_file` contains `/` or ends in `.toml`. Returns the policy and the file used.
+/// Find a policy by name in `search_dirs` (`<dir>/<name>.toml`), then among the shipped ones
+/// built into the binary (`grant::builtin`), or load it directly when `name_or_file` contains
+/// `/` or ends in `.toml`. Returns the policy and the file used.
 pub fn resolve_policy(name_or_file: &str, search_dirs: &[PathBuf]) -> Result<(Policy, PathBuf), PolicyError> {
     if name_or_file.contains('/') || name_or_file.ends_with(".toml") {
         let path = PathBuf::from(name_or_file);
@@ -619,6 +620,10 @@ pub fn resolve_policy(name_or_file: &str, search_dirs: &[PathBuf]) -> Result<(Po
             return Policy::load(&path).map(|p| (p, path));
         }
         searched.push(path);
+    }
+    if let Some(text) = crate::grant::builtin::get(name_or_file) {
+        let origin = crate::grant::builtin::origin(name_or_file);
+        return Policy::parse(text, &origin).map(|p| (p, PathBuf::from(origin)));
     }
     Err(PolicyError::NotFound { name: name_or_file.to_string(), searched })
 }

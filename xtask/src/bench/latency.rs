@@ -46,7 +46,7 @@ fn subscribe(d: &mut Daemon) -> Result<(mpsc::Receiver<(u32, u64)>, UnixStream)>
     let s = UnixStream::connect(&d.socket)?;
     let ctl = s.try_clone()?;
     let mut r = BufReader::new(s);
-    r.get_mut().write_all(d.line(Op::Subscribe {}).as_bytes())?;
+    r.get_mut().write_all(d.line(Op::Subscribe(mcpguard::daemon::protocol::Subscribe::default())).as_bytes())?;
     let mut l = String::new();
     r.read_line(&mut l)?;
     if !l.contains("\"ok\":true") {

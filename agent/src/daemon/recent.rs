@@ -1,0 +1,174 @@
+//! The most recent audit lines, for `mcpguard events -n N`: a bounded ring the event thread
+//! fills as it writes the audit log (one copy into a reused string, no allocation once warm), seeded
+//! at start from the tail of the audit log file so the lines of before a restart are there too.
+//! And the filter a subscription applies to the backlog and to the stream alike.
+use std::{collections::VecDeque, io::Read as _, io::Seek as _};
+
+use crate::daemon::protocol::{BACKLOG_MAX, ProtoError, Subscribe};
+
+/// How much of the audit log's end is read to seed the ring at start.
+const SEED_BYTES: u64 = 1 << 20;
+
+pub struct Recent {
+    lines: VecDeque<String>,
+}
+
+impl Default for Recent {
+    fn default() -> Self {
+        Self { lines: VecDeque::with_capacity(BACKLOG_MAX as usize) }
+    }
+}
+
+impl Recent {
+    /// The last lines of the audit log at `path` (a missing file, or `-`, gives none; a partial
+    /// first line is skipped).
+    #[must_use]
+    pub fn seeded_from(path: &str) -> Self {
+        let mut r = Self::default();
+        if path == "-" {
+            return r;
+        }
+        let Ok(mut f) = std::fs::File::open(path) else { return r };
+        let len = f.metadata().map_or(0, |m| m.len());
+        let start = len.saturating_sub(SEED_BYTES);
+        let mut buf = Vec::new();
+        if f.seek(std::io::SeekFrom::Start(start)).is_err() || f.read_to_end(&mut buf).is_err() {
+            return r;
+        }
+        let text = String::from_utf8_lossy(&buf);
+        let mut lines = text.lines();
+        if start > 0 {
+            lines.next(); // begins mid-line
+        }
+        for l in lines.filter(|l| l.starts_with('{')) {
+            r.push(l);
+        }
+        r
+    }
+
+    /// Keeps `line`, dropping the oldest beyond [`BACKLOG_MAX`].
+    pub fn push(&mut self, line: &str) {
+        let mut s = if self.lines.len() >= BACKLOG_MAX as usize {
+            self.lines.pop_front().unwrap_or_default()
+        } else {
+            String::new()
+        };
+        s.clear();
+        s.push_str(line);
+        self.lines.push_back(s);
+    }
+
+    /// The last `n` lines that match `f`, oldest first.
+    #[must_use]
+    pub fn last(&self, n: usize, f: &Filter) -> Vec<String> {
+        let mut out: Vec<String> = self.lines.iter().rev().filter(|l| f.matches(l)).take(n).cloned().collect();
+        out.reverse();
+        out
+    }
+}
+
+/// A subscription's filters: session name, reason, not before an instant.
+#[derive(Debug, Default)]
+pub struct Filter {
+    session: Option<String>,
+    reason: Option<String>,
+    since: Option<jiff::Timestamp>,
+}
+
+impl Filter {
+    pub fn new(s: &Subscribe) -> Result<Self, ProtoError> {
+        Ok(Self { session: s.session.clone(), reason: s.reason.clone(), since: s.since_ts()? })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.session.is_none() && self.reason.is_none() && self.since.is_none()
+    }
+
+    /// Whether an audit line passes. A line that is not an audit record (`{"lagged":N}`)
+    /// always passes: the subscriber must learn it lost lines.
+    #[must_use]
+    pub fn matches(&self, line: &str) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        let Ok(serde_json::Value::Object(v)) = serde_json::from_str::<serde_json::Value>(line) else { return false };
+        if !v.contains_key("hook") {
+            return true;
+        }
+        let eq = |key: &str, want: &Option<String>| {
+            want.as_deref().is_none_or(|w| v.get(key).and_then(|x| x.as_str()) == Some(w))
+        };
+        eq("session", &self.session)
+            && eq("reason", &self.reason)
+            && self.since.is_none_or(|since| line_time(&v).is_some_and(|t| t >= since))
+    }
+}
+
+/// The time of an audit line: `ts` as RFC 3339 (format 3) or Unix seconds (format 2).
+#[must_use]
+pub fn line_time(v: &serde_json::Map<String, serde_json::Value>) -> Option<jiff::Timestamp> {
+    match v.get("ts")? {
+        serde_json::Value::String(s) => s.parse().ok(),
+        serde_json::Value::Number(n) => {
+            let secs = n.as_f64()?;
+            jiff::Timestamp::from_nanosecond((secs * 1e9) as i128).ok()
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(session: &str, reason: &str, ts: &str) -> String {
+        format!(r#"{{"v":3,"ts":"{ts}","session":"{session}","hook":"open","reason":"{reason}"}}"#)
+    }
+
+    #[test]
+    fn keeps_the_last_lines_and_filters_them() {
+        let mut r = Recent::default();
+        for i in 0..(BACKLOG_MAX + 5) {
+            let s = if i % 2 == 0 { "a" } else { "b" };
+            r.push(&line(s, "not_granted", &format!("2026-12-02T10:{:02}:{:02}Z", i / 60 % 60, i % 60)));
+        }
+        assert_eq!(r.lines.len(), BACKLOG_MAX as usize);
+        let all = Filter::default();
+        let last = r.last(3, &all);
+        assert_eq!(last.len(), 3);
+        assert!(last[2].contains("10:16:44Z"), "{last:?}"); // line 1004, the newest, last
+        let only_a = Filter::new(&Subscribe { session: Some("a".into()), ..Subscribe::default() }).unwrap();
+        assert!(r.last(5, &only_a).iter().all(|l| l.contains(r#""session":"a""#)));
+        let since =
+            Filter::new(&Subscribe { since: Some("2026-12-02T10:16:40Z".into()), ..Subscribe::default() }).unwrap();
+        assert_eq!(r.last(100, &since).len(), 5);
+        let reason = Filter::new(&Subscribe { reason: Some("other_process".into()), ..Subscribe::default() }).unwrap();
+        assert!(r.last(100, &reason).is_empty());
+        assert!(reason.matches(r#"{"lagged":3}"#));
+    }
+
+    #[test]
+    fn format_2_times_are_understood() {
+        let v = serde_json::json!({"ts": 1_764_672_063.5});
+        assert_eq!(line_time(v.as_object().unwrap()).unwrap().to_string(), "2025-12-02T10:41:03.5Z");
+    }
+
+    #[test]
+    fn seeds_from_the_end_of_the_audit_log() {
+        let dir = std::env::temp_dir().join(format!("mcpg-recent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("audit.jsonl");
+        let mut text = String::new();
+        for i in 0..3000 {
+            text.push_str(&line("s", "not_granted", &format!("2026-12-02T11:00:00.{i:06}Z")));
+            text.push('\n');
+        }
+        std::fs::write(&p, text).unwrap();
+        let r = Recent::seeded_from(p.to_str().unwrap());
+        let last = r.last(2, &Filter::default());
+        assert!(last[1].contains(".002999Z") && last[0].contains(".002998Z"), "{last:?}");
+        assert_eq!(r.lines.len(), BACKLOG_MAX as usize);
+        assert!(Recent::seeded_from(dir.join("missing").to_str().unwrap()).lines.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
