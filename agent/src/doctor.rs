@@ -502,12 +502,15 @@ fn seccomp() -> Vec<Check> {
         ),
     };
     let notify = match seccomp_action(libc::SECCOMP_RET_USER_NOTIF) {
-        Ok(()) => Check::ok("seccomp_notify", "SECCOMP_RET_USER_NOTIF available (not used yet)"),
+        Ok(()) => Check::ok(
+            "seccomp_notify",
+            "SECCOMP_RET_USER_NOTIF available (on the kill backend the daemon decides launched sessions' signals with it)",
+        ),
         Err(e) => Check::bad(
             "seccomp_notify",
             Verdict::No,
-            format!("SECCOMP_RET_USER_NOTIF: {e} (not used yet)"),
-            "Linux 5.0+ with CONFIG_SECCOMP_FILTER=y",
+            format!("SECCOMP_RET_USER_NOTIF: {e}: on the kill backend launched sessions' signals cannot be decided"),
+            "Linux 5.9+ (pidfd_getfd) with CONFIG_SECCOMP_FILTER=y, or a kernel where the lsm/fmod_ret backend loads",
         ),
     };
     vec![filter, notify]

@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod dns;
 pub mod handlers;
+pub mod identity;
 pub mod metrics;
 pub mod protocol;
 pub mod recent;
