@@ -141,11 +141,23 @@ enum Cmd {
         #[arg(long)]
         since: Option<String>,
     },
+    /// Workload identity: the public keys session tokens are signed with.
+    Identity {
+        #[command(subcommand)]
+        cmd: IdentityCmd,
+    },
     /// Policy tools.
     Policy {
         #[command(subcommand)]
         cmd: PolicyCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum IdentityCmd {
+    /// Print the daemon's JWKS (current and previous signing key), e.g. to publish it where the
+    /// services that verify the tokens fetch it.
+    Jwks,
 }
 
 #[derive(Subcommand)]
@@ -358,6 +370,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Policy { cmd: PolicyCmd::Check { files } } => check_policies(&files),
+        Cmd::Identity { cmd: IdentityCmd::Jwks } => {
+            let r = Client::connect(&cli.socket)?.call_ok(Op::Jwks {})?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
+        }
         Cmd::Policy { cmd: PolicyCmd::List } => {
             for (name, _) in mcpguard::grant::builtin::BUILTIN {
                 println!("{name}");
@@ -406,7 +423,14 @@ fn exec(socket: &std::path::Path, a: ExecArgs) -> anyhow::Result<()> {
         r.restrict_self().context("applying the Landlock write ceiling; not starting the program")?;
     }
     // Exec the approved binary (argv[0] kept as given).
-    let err = std::process::Command::new(&bin).arg0(&command[0]).args(&command[1..]).exec();
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.arg0(&command[0]).args(&command[1..]);
+    // Where the session's task token appears while a task grant is in force (daemon::tokens).
+    match registered.get("token_file").and_then(|v| v.as_str()) {
+        Some(f) => cmd.env(mcpguard::launcher::mcp::spawn::TOKEN_ENV, f),
+        None => cmd.env_remove(mcpguard::launcher::mcp::spawn::TOKEN_ENV),
+    };
+    let err = cmd.exec();
     bail!("exec {}: {err}", bin.display())
 }
 

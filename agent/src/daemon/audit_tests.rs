@@ -63,6 +63,7 @@ fn state() -> State {
         base: Some(grant(70, None, None, None)),
         task: Some(grant(71, Some("T-1"), Some("read_file"), Some("42"))),
         orchestrator: None,
+        binary_sha256: None,
     });
     st
 }

@@ -83,7 +83,7 @@ pub fn authorize(d: &Daemon, peer: &Peer, _mutating: bool) -> Result<(), ProtoEr
 #[must_use]
 pub fn quick(req: &Request) -> bool {
     match &req.op {
-        Op::Revoke(_) | Op::Status {} | Op::List {} => true,
+        Op::Revoke(_) | Op::Status {} | Op::List {} | Op::Jwks {} => true,
         Op::Grant(g) => g.policy.is_none() && g.inline.as_ref().is_none_or(|i| i.exec.is_empty()),
         Op::Register(_) | Op::Unregister(_) | Op::Subscribe(_) => false,
     }
@@ -97,6 +97,7 @@ pub fn mutates(op: &Op) -> bool {
 
 pub fn handle(d: &Daemon, peer: &Peer, req: Request) -> Response {
     let id = req.id;
+    let mutating = mutates(&req.op);
     let r = authorize(d, peer, true).and_then(|()| {
         req.op.validate()?;
         match req.op {
@@ -104,14 +105,27 @@ pub fn handle(d: &Daemon, peer: &Peer, req: Request) -> Response {
             Op::Grant(g) => grant(d, g),
             Op::Revoke(r) => revoke(d, r),
             Op::Status {} | Op::List {} => Ok(crate::daemon::status::status(d)),
+            Op::Jwks {} => Ok(d.tokens.jwks()),
             Op::Unregister(u) => unregister(d, &u.session),
             Op::Subscribe(_) => Err(err(ErrorCode::BadRequest, "subscribe is handled by the connection")),
         }
     });
     match r {
-        Ok(v) => Response::ok(id, v),
+        Ok(v) => {
+            if mutating {
+                sync_tokens(d);
+            }
+            Response::ok(id, v)
+        }
         Err(e) => e.with_id(id).to_response(),
     }
+}
+
+/// Token files in line with the session table (before the answer: a task switch has its new
+/// token by the time the grant request returns).
+fn sync_tokens(d: &Daemon) {
+    let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    d.tokens.sync(&st, boot_ns(), unix_now());
 }
 
 fn grant_error(e: GrantError) -> ProtoError {
@@ -288,8 +302,14 @@ fn launcher_extras(
 
 fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
     check_register(d, peer, &r)?;
-    let (spec, write_ceiling) = baseline_and_ceiling(d, &r)?;
+    let (mut spec, write_ceiling) = baseline_and_ceiling(d, &r)?;
+    // The session's own token directory, readable whatever its grants say (tokens.rs).
+    let token_dir = d.tokens.prepare(&r.session).map_err(|e| {
+        err(ErrorCode::Internal, format!("cannot create the token directory of session `{}`: {e}", r.session))
+    })?;
+    spec.read.push(token_dir);
     let kg = compile(&spec)?;
+    let binary_sha256 = std::fs::File::open(&r.command[0]).and_then(|mut f| kgrant::sha256_file(&mut f)).ok();
 
     let mut st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -329,6 +349,7 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
         base: Some(base),
         task: None,
         orchestrator: None,
+        binary_sha256,
     };
     session::begin(&mut eng, &session).map_err(|e| err(ErrorCode::KernelError, e.to_string()))?;
     let mut session = session;
@@ -353,7 +374,7 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
         r.command
     );
     Ok(json!({"session": r.session, "session_id": sid, "baseline_grant_id": gid, "processes": governed,
-              "write_ceiling": write_ceiling}))
+              "write_ceiling": write_ceiling, "token_file": d.tokens.token_file(&r.session)}))
 }
 
 /// A session is over when none of its processes is left (tree and, if any, cgroup).
@@ -626,6 +647,10 @@ pub fn housekeeping(d: &Daemon) {
     if !dead.is_empty() {
         d.persist.request();
     }
+    drop(eng);
+    // Expired grants lose their token, ended sessions their file, long grants a fresh token.
+    d.tokens.rotate(unix_now());
+    d.tokens.sync(&st, now, unix_now());
 }
 
 #[cfg(test)]

@@ -18,3 +18,4 @@ pub mod session;
 pub mod signals;
 pub mod state;
 pub mod status;
+pub mod tokens;

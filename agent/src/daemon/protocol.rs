@@ -182,6 +182,9 @@ pub struct StatusView {
     /// What each channel of reach gets on this host (`kernel::backend::Backend::channels`).
     pub channels: BTreeMap<String, String>,
     pub sessions: Vec<SessionView>,
+    /// Where the sessions' token files are (`TOKEN_DIR/SESSION/token`).
+    #[serde(default)]
+    pub token_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -349,6 +352,8 @@ pub enum Op {
     List {},
     Subscribe(Subscribe),
     Unregister(Unregister),
+    /// The public keys the session tokens are signed with (a JWKS).
+    Jwks {},
 }
 
 /// A session name: it names a cgroup directory and appears in file names and metrics labels,
@@ -397,6 +402,7 @@ impl Op {
             Op::Status {} => "status",
             Op::List {} => "list",
             Op::Subscribe(_) => "subscribe",
+            Op::Jwks {} => "jwks",
             Op::Unregister(_) => "unregister",
         }
     }
@@ -443,7 +449,7 @@ impl Op {
             }
             Op::Unregister(u) => check_session(&u.session),
             Op::Subscribe(s) => s.check(),
-            Op::Status {} | Op::List {} => Ok(()),
+            Op::Status {} | Op::List {} | Op::Jwks {} => Ok(()),
         }
     }
 }

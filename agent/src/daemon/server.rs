@@ -65,6 +65,20 @@ pub struct Config {
     /// resolved to when issued are replaced by the new answer).
     #[serde(with = "crate::grant::duration::serde_duration")]
     pub dns_refresh: Duration,
+    /// SPIFFE trust domain of the tokens (`sub` = `spiffe://TRUST_DOMAIN/mcpguard/HOST/SESSION`).
+    pub trust_domain: String,
+    /// `aud` of the tokens.
+    pub token_audience: Vec<String>,
+    /// The longest a token lives (the grant's expiry may end it sooner).
+    #[serde(with = "crate::grant::duration::serde_duration")]
+    pub token_max_ttl: Duration,
+    /// How long a signing key is used before it is replaced.
+    #[serde(with = "crate::grant::duration::serde_duration")]
+    pub key_rotation: Duration,
+    /// Where the sessions' token files live; default: `tokens/` beside the control socket.
+    pub token_dir: Option<PathBuf>,
+    /// This daemon's environment label (in the tokens and the audit lines).
+    pub environment: Option<String>,
 }
 
 pub const DEFAULT_SOCKET: &str = "/run/mcpguard/mcpguard.sock";
@@ -89,6 +103,12 @@ impl Default for Config {
             backend: None,
             net_cgroup: None,
             dns_refresh: Duration::from_secs(60),
+            trust_domain: "mcpguard.local".into(),
+            token_audience: vec!["mcpguard".into()],
+            token_max_ttl: Duration::from_secs(600),
+            key_rotation: Duration::from_secs(24 * 3600),
+            token_dir: None,
+            environment: None,
         }
     }
 }
@@ -96,6 +116,28 @@ impl Default for Config {
 impl Config {
     pub fn state_file(&self) -> PathBuf {
         self.state_dir.join("state.json")
+    }
+
+    /// `token_dir`, or `tokens/` beside the control socket.
+    pub fn token_dir(&self) -> PathBuf {
+        self.token_dir.clone().unwrap_or_else(|| {
+            self.socket.parent().unwrap_or_else(|| std::path::Path::new("/run/mcpguard")).join("tokens")
+        })
+    }
+
+    /// What the tokens say about this daemon.
+    pub fn identity(&self) -> crate::daemon::identity::IdentityConfig {
+        crate::daemon::identity::IdentityConfig {
+            trust_domain: self.trust_domain.clone(),
+            host: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into()),
+            audience: self.token_audience.clone(),
+            max_ttl: self.token_max_ttl,
+            rotate_after: self.key_rotation,
+            environment: self.environment.clone(),
+        }
     }
 }
 
@@ -110,6 +152,8 @@ pub struct Daemon {
     /// The last audit lines (`events -n`); the event thread pushes and broadcasts under its lock,
     /// so a subscriber's backlog and stream neither overlap nor leave a gap.
     pub recent: Mutex<crate::daemon::recent::Recent>,
+    /// Signing keys and the sessions' token files.
+    pub tokens: crate::daemon::tokens::Tokens,
     /// Grants whose expiry has been counted.
     pub expired_seen: Mutex<std::collections::BTreeSet<u64>>,
     /// The signal listeners of launched sessions (`signals.rs`).
@@ -173,6 +217,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let rb = engine.take_events().context("event ring buffer")?;
     let metrics = Metrics::new(backend.name(), backend.synchronous_deny(), &engine.channels());
     let (tx, _) = broadcast::channel(4096);
+    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_secs());
+    let tokens = crate::daemon::tokens::Tokens::open(cfg.identity(), &cfg.token_dir(), &cfg.state_dir, unix)?;
     let d = Arc::new(Daemon {
         cfg: cfg.clone(),
         engine: Mutex::new(engine),
@@ -181,6 +227,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         metrics,
         events: tx,
         recent: Mutex::new(crate::daemon::recent::Recent::seeded_from(&cfg.audit_log)),
+        tokens,
         expired_seen: Mutex::default(),
         signals: crate::daemon::signals::Supervisor::new().context("signal supervisor")?,
         injected: Mutex::default(),

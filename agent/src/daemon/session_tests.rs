@@ -54,6 +54,7 @@ fn slots_round_trip_for_every_state() {
             base: Some(rec(8, "base", false)),
             task,
             orchestrator,
+            binary_sha256: None,
         };
         assert_eq!(Grants::of(&s), g, "{label}");
         assert_eq!(Grants::ids_of(&s), g.ids(), "{label}");

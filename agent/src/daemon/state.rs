@@ -66,6 +66,9 @@ pub struct Session {
     /// per-call grant composed with it is in force; it is put back when the call is revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub orchestrator: Option<GrantRecord>,
+    /// sha256 of the launched binary when it was registered (in the session's tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary_sha256: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -289,6 +292,7 @@ mod tests {
             base: None,
             task: None,
             orchestrator: None,
+            binary_sha256: None,
         });
         let dir = std::env::temp_dir().join(format!("mcpg-state-{}", std::process::id()));
         let p = dir.join("state.json");

@@ -46,6 +46,8 @@ pub(crate) fn status(d: &Daemon) -> Value {
         // Syscall tracepoints attached now (they follow what is governed; lazy.rs).
         "syscall_tracepoints": { "open": eng.syscall_hooks().0, "guard": eng.syscall_hooks().1, "unix": eng.syscall_hooks().2 },
         "bpffs_dir": d.cfg.bpffs_dir,
+        // Where each session's token file is (`TOKEN_DIR/SESSION/token`).
+        "token_dir": d.cfg.token_dir(),
         "sessions": sessions,
     })
 }

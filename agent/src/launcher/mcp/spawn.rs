@@ -75,6 +75,9 @@ fn cstring(s: &[u8]) -> anyhow::Result<CString> {
     CString::new(s).context("argument contains a NUL byte")
 }
 
+/// The environment variable naming the session's token file (`daemon::tokens`).
+pub const TOKEN_ENV: &str = "MCPGUARD_TOKEN_FILE";
+
 /// True when the daemon decides signals through the launcher's seccomp signal filter
 /// (`channels.signal` is `launcher`: the kill backend).
 pub fn daemon_decides_signals(c: &mut Client) -> anyhow::Result<bool> {
@@ -89,9 +92,24 @@ pub fn spawn(l: &Launch) -> anyhow::Result<Server> {
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let guard = GuardFilter::with_metadata(l.allow_metadata)?;
-    let signals = daemon_decides_signals(&mut Client::connect(&l.socket)?)?
+    let status = Client::connect(&l.socket)?.status()?;
+    let signals = status
+        .channels
+        .get("signal")
+        .is_some_and(|m| m == "launcher")
         .then(crate::launcher::seccomp::SignalFilter::new)
         .transpose()?;
+    // The server's environment: the proxy's, with the session's token file named.
+    let mut env: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| k != TOKEN_ENV)
+        .map(|(k, v)| cstring(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+        .collect::<Result<_, _>>()?;
+    if let Some(dir) = &status.token_dir {
+        let file = dir.join(&l.session).join("token");
+        env.push(cstring(&[TOKEN_ENV.as_bytes(), b"=", file.as_os_str().as_bytes()].concat())?);
+    }
+    let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
     let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     let (gate_r, gate_w) = nix::sys::socket::socketpair(
@@ -103,7 +121,7 @@ pub fn spawn(l: &Launch) -> anyhow::Result<Server> {
     .context("socketpair")?;
     let (fd_in, fd_out, fd_gate) = (in_r.as_raw_fd(), out_w.as_raw_fd(), gate_r.as_raw_fd());
     // SAFETY: the child only makes async-signal-safe calls (dup2, signal, read, prctl, seccomp,
-    // write, execv, _exit) on memory prepared before the fork, so other threads' state (locks,
+    // write, execve, _exit) on memory prepared before the fork, so other threads' state (locks,
     // allocator) is not used.
     match unsafe { nix::unistd::fork() }.context("fork")? {
         ForkResult::Child => unsafe {
@@ -149,7 +167,7 @@ pub fn spawn(l: &Launch) -> anyhow::Result<Server> {
             if listener >= 0 {
                 libc::close(listener);
             }
-            libc::execv(bin.as_ptr(), argv.as_ptr());
+            libc::execve(bin.as_ptr(), argv.as_ptr(), envp.as_ptr());
             libc::_exit(127)
         },
         ForkResult::Parent { child } => {

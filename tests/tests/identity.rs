@@ -1,0 +1,151 @@
+//! Task-bound tokens (issue 15) with the real daemon and kernel: a governed server reads its
+//! session's JWT-SVID from `MCPGUARD_TOKEN_FILE`; PyJWT (PyPI, not ours) verifies it against the
+//! daemon's JWKS and finds the current task; a task switch replaces it within the grant's round
+//! trip; revoke removes it; an expired token fails verification; another governed session cannot
+//! open it (the kernel stops the open) and an ungoverned non-root user cannot read it.
+use std::{
+    io::Write as _,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use mcpguard_tests::{daemon::TestDaemon, read_line_from};
+use serde_json::Value;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The venv with PyJWT (scripts/setup-mcp.sh, idempotent).
+fn python() -> PathBuf {
+    let root = repo_root();
+    let st = Command::new("bash").arg(root.join("scripts/setup-mcp.sh")).status().unwrap();
+    assert!(st.success(), "scripts/setup-mcp.sh failed");
+    root.join(".mcp-venv/bin/python3")
+}
+
+const VERIFY: &str = r#"
+import json, sys, jwt
+jwks, token, aud = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+keys = jwt.PyJWKSet.from_dict(jwks)
+kid = jwt.get_unverified_header(token)["kid"]
+key = next(k for k in keys.keys if k.key_id == kid)
+try:
+    print(json.dumps(jwt.decode(token, key=key, algorithms=["ES256"], audience=aud)))
+except jwt.PyJWTError as e:
+    print(json.dumps({"error": type(e).__name__}))
+"#;
+
+fn verify(py: &Path, d: &TestDaemon, token: &str) -> Value {
+    let jwks = run(d.cmd().args(["identity", "jwks"]));
+    let out = Command::new(py)
+        .args(["-c", VERIFY, String::from_utf8_lossy(&jwks.stdout).trim(), token, "mcpguard"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn run(c: &mut Command) -> Output {
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{c:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// A governed dash that prints its token (or `none`, or its subshell's exit status when the
+/// open is stopped) each time it gets a line on stdin.
+fn reader(d: &TestDaemon, session: &str, file: Option<&Path>) -> Child {
+    let target = file.map_or_else(|| "\"$MCPGUARD_TOKEN_FILE\"".to_string(), |f| f.display().to_string());
+    let script = format!(
+        "while read x; do if [ -e {target} ]; then (read -r t < {target}; echo \"$t\"); echo rc=$?; else echo none; fi; done"
+    );
+    d.launch(session, &script, &[])
+}
+
+/// One round: a line in, the token (or `none`) and the status out.
+fn ask(c: &mut Child) -> (String, String) {
+    c.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    let out = c.stdout.as_mut().unwrap();
+    let first = read_line_from(out);
+    if first == "none" {
+        return (first, String::new());
+    }
+    if first.starts_with("rc=") {
+        return (String::new(), first);
+    }
+    (first, read_line_from(out))
+}
+
+fn grant(d: &TestDaemon, session: &str, task: &str, ttl: &str) {
+    run(d.cmd().args(["grant", "--session", session, "--task", task, "--allow-read", "/etc/hostname", "--ttl", ttl]));
+}
+
+#[test]
+fn a_session_reads_its_own_task_token_and_nobody_else_can() {
+    let py = python();
+    let d = TestDaemon::start("identity", None, &[]);
+    let mut a = reader(&d, "ida", None);
+    d.wait_session("ida");
+    assert_eq!(ask(&mut a).0, "none", "no token before a task grant");
+
+    grant(&d, "ida", "T-1", "5m");
+    let (token, rc) = ask(&mut a);
+    assert_eq!(rc, "rc=0");
+    let c = verify(&py, &d, &token);
+    assert_eq!(c["task"], "T-1", "{c}");
+    assert!(
+        c["sub"].as_str().unwrap().starts_with("spiffe://mcpguard.local/mcpguard/")
+            && c["sub"].as_str().unwrap().ends_with("/ida"),
+        "{c}"
+    );
+    let lifetime = c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap();
+    assert!(lifetime <= 600, "at most the configured 10 minutes: {c}");
+    assert!(c["binary_sha256"].as_str().is_some_and(|s| s.len() == 64), "{c}");
+    let st = run(d.cmd().args(["status", "--json"]));
+    let st: Value = serde_json::from_slice(&st.stdout).unwrap();
+    let file = PathBuf::from(st["token_dir"].as_str().unwrap()).join("ida/token");
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o400);
+
+    // A task switch: the next read after the grant returns has the new task.
+    grant(&d, "ida", "T-2", "5m");
+    let (token2, _) = ask(&mut a);
+    assert_eq!(verify(&py, &d, &token2)["task"], "T-2");
+
+    // Another governed session cannot open it (stopped by the kernel: the subshell is killed).
+    let mut b = reader(&d, "idb", Some(&file));
+    d.wait_session("idb");
+    grant(&d, "idb", "T-b", "5m");
+    let (got, rc) = ask(&mut b);
+    assert_eq!((got.as_str(), rc.as_str()), ("", "rc=137"), "another session read the token");
+    let line = d.wait_audit(|l| l["session"] == "idb" && l["hook"] == "open");
+    assert_eq!((line["path"].as_str(), line["reason"].as_str()), (file.to_str(), Some("not_granted")));
+    // An ungoverned user other than the owner cannot read it either.
+    let nobody = Command::new("/usr/bin/cat").arg(&file).uid(65534).gid(65534).stderr(Stdio::piped()).output().unwrap();
+    assert!(!nobody.status.success() && String::from_utf8_lossy(&nobody.stderr).contains("Permission denied"));
+
+    // Revoke: the file is gone by the time the revoke returns.
+    run(d.cmd().args(["revoke", "--session", "ida"]));
+    assert!(!file.exists());
+    assert_eq!(ask(&mut a).0, "none");
+
+    // Expiry: a 2 s grant's token expires with it (and the file goes).
+    grant(&d, "ida", "T-3", "2s");
+    let (token3, _) = ask(&mut a);
+    let c3 = verify(&py, &d, &token3);
+    assert_eq!(c3["task"], "T-3");
+    assert!(c3["exp"].as_u64().unwrap() - c3["iat"].as_u64().unwrap() <= 2, "{c3}");
+    std::thread::sleep(Duration::from_millis(3200));
+    assert_eq!(verify(&py, &d, &token3)["error"], "ExpiredSignatureError");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while file.exists() {
+        assert!(Instant::now() < deadline, "expired token file still there");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for mut c in [a, b] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
