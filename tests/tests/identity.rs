@@ -149,3 +149,62 @@ fn a_session_reads_its_own_task_token_and_nobody_else_can() {
         let _ = c.wait();
     }
 }
+
+/// A sandbox-only policy is refused on a prod daemon; a labelled path is refused without the
+/// label and granted with it; the environment and label are in the audit line and the token.
+#[test]
+fn environments_and_path_labels_bind_grants_to_where_they_were_approved() {
+    let py = python();
+    let scratch = mcpguard_tests::Scratch::new("idenv");
+    let prod = scratch.path("prod");
+    std::fs::create_dir_all(&prod).unwrap();
+    std::fs::write(prod.join("db"), "rows\n").unwrap();
+    let config = scratch.path("mcpguard.toml");
+    std::fs::write(&config, format!("environment = \"prod\"\n[labels]\nprod-data = [\"{}\"]\n", prod.display()))
+        .unwrap();
+    let pol = scratch.path("policies");
+    std::fs::create_dir_all(&pol).unwrap();
+    std::fs::write(pol.join("test-baseline.toml"), mcpguard_tests::daemon::TEST_BASELINE).unwrap();
+    std::fs::write(
+        pol.join("sandbox-only.toml"),
+        "name = \"sandbox-only\"\nenvironments = [\"sandbox\", \"dev\"]\n[[read]]\npath = \"/etc/hostname\"\n",
+    )
+    .unwrap();
+    let read_prod = |name: &str, labels: &str| {
+        format!("name = \"{name}\"\n{labels}environments = [\"prod\"]\n[[read]]\npath = \"{}\"\n", prod.display())
+    };
+    std::fs::write(pol.join("prod-unlabelled.toml"), read_prod("prod-unlabelled", "")).unwrap();
+    std::fs::write(pol.join("prod-labelled.toml"), read_prod("prod-labelled", "labels = [\"prod-data\"]\n")).unwrap();
+    let d = TestDaemon::start("idenv", Some(&pol), &["--config", config.to_str().unwrap()]);
+    let file = prod.join("db");
+    let mut c = reader(&d, "env1", Some(&file));
+    d.wait_session("env1");
+    let refused = |args: &[&str]| {
+        let out =
+            d.cmd().args(["grant", "--session", "env1", "--task", "T", "--ttl", "1m"]).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} was granted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = refused(&["--policy", "sandbox-only"]);
+    assert!(e.contains("wrong_environment") && e.contains("[sandbox, dev]") && e.contains("`prod`"), "{e}");
+    let e = refused(&["--policy", "prod-unlabelled"]);
+    assert!(e.contains("label_not_declared") && e.contains("prod-data"), "{e}");
+    let e = refused(&["--allow-read", scratch.0.to_str().unwrap()]);
+    assert!(e.contains("label_not_declared") && e.contains("contains"), "a parent of a labelled path: {e}");
+    // Nothing was granted: the read is stopped.
+    assert_eq!(ask(&mut c).1, "rc=137");
+    let denied = d.wait_audit(|l| l["session"] == "env1" && l["hook"] == "open");
+    assert_eq!(denied["environment"], "prod");
+    run(d.cmd().args(["grant", "--session", "env1", "--task", "T-prod", "--policy", "prod-labelled", "--ttl", "1m"]));
+    assert_eq!(ask(&mut c), ("rows".to_string(), "rc=0".to_string()));
+    let st: Value = serde_json::from_slice(&run(d.cmd().args(["status", "--json"])).stdout).unwrap();
+    let token = std::fs::read_to_string(PathBuf::from(st["token_dir"].as_str().unwrap()).join("env1/token")).unwrap();
+    let claims = verify(&py, &d, &token);
+    assert_eq!(
+        (claims["environment"].as_str(), claims["labels"][0].as_str()),
+        (Some("prod"), Some("prod-data")),
+        "{claims}"
+    );
+    let _ = c.kill();
+    let _ = c.wait();
+}

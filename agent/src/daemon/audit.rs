@@ -68,9 +68,17 @@ fn timestamp_field(out: &mut Vec<u8>, ts: jiff::Timestamp) {
 
 /// Appends the audit JSON object for one kernel record (no newline) to `out`. `scratch` is a
 /// reusable buffer for the path. Fields, in order: `v`, `ts`, the session/grant join
-/// (`session`, `session_id`, `task`, `grant_id`, `policy`, `tool`, `call_id`, `command`), then
+/// (`session`, `session_id`, `task`, `grant_id`, `policy`, `tool`, `call_id`, `command`), the
+/// daemon's `environment` and the grant's declared `labels`, then
 /// the decision's fields as [`events::Decision`] names them, each key once.
-pub fn format_event(out: &mut Vec<u8>, scratch: &mut String, state: &State, ev: &Event, ts: jiff::Timestamp) {
+pub fn format_event(
+    out: &mut Vec<u8>,
+    scratch: &mut String,
+    state: &State,
+    ev: &Event,
+    ts: jiff::Timestamp,
+    environment: Option<&str>,
+) {
     let session = state.session_by_id(ev.session);
     let grant =
         session.and_then(|s| [s.task.as_ref(), s.base.as_ref()].into_iter().flatten().find(|g| g.id == ev.grant));
@@ -85,6 +93,8 @@ pub fn format_event(out: &mut Vec<u8>, scratch: &mut String, state: &State, ev: 
     field(out, "tool", &grant.and_then(|g| g.tool.as_deref()));
     field(out, "call_id", &grant.and_then(|g| g.call_id.as_deref()));
     field(out, "command", &session.map(|s| s.command.as_slice()));
+    field(out, "environment", &environment);
+    field(out, "labels", &grant.map_or(&[][..], |g| g.labels.as_slice()));
     field(out, "ts_boot_ns", &ev.ts_ns);
     field(out, "pid", &ev.pid);
     field(out, "tgid", &ev.tgid);

@@ -29,6 +29,8 @@ fn check(state: &State, ev: &Event, ts: jiff::Timestamp, line: &str) {
     want.insert("tool".into(), serde_json::json!(grant.and_then(|g| g.tool.as_deref())));
     want.insert("call_id".into(), serde_json::json!(grant.and_then(|g| g.call_id.as_deref())));
     want.insert("command".into(), serde_json::json!(session.map(|s| s.command.as_slice())));
+    want.insert("environment".into(), serde_json::json!("prod"));
+    want.insert("labels".into(), serde_json::json!(grant.map_or(&[][..], |g| g.labels.as_slice())));
     let serde_json::Value::Object(decision) = serde_json::to_value(&d).unwrap() else { unreachable!() };
     want.extend(decision);
     assert_eq!(v, want, "{line}");
@@ -45,6 +47,7 @@ fn grant(id: u64, task: Option<&str>, tool: Option<&str>, call_id: Option<&str>)
         call_id: call_id.map(Into::into),
         kernel: crate::grant::kgrant::KernelGrant::default(),
         spec: None,
+        labels: Vec::new(),
     }
 }
 
@@ -118,13 +121,20 @@ fn formatter_matches_serde_reference() {
         truncated.path_depth |= EVENT_PATH_TRUNCATED;
         for ev in [ev, &truncated] {
             out.clear();
-            format_event(&mut out, &mut scratch, &st, ev, ts);
+            format_event(&mut out, &mut scratch, &st, ev, ts, Some("prod"));
             check(&st, ev, ts, std::str::from_utf8(&out).unwrap());
         }
     }
     // The fields the README documents, with the values of the join.
     out.clear();
-    format_event(&mut out, &mut scratch, &st, &cases[0], jiff::Timestamp::new(1_764_672_063, 120_000_000).unwrap());
+    format_event(
+        &mut out,
+        &mut scratch,
+        &st,
+        &cases[0],
+        jiff::Timestamp::new(1_764_672_063, 120_000_000).unwrap(),
+        Some("prod"),
+    );
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     // RFC 3339, UTC, always six fractional digits (format 3).
     assert_eq!((v["v"].as_u64(), v["ts"].as_str()), (Some(3), Some("2025-12-02T10:41:03.120000Z")));
@@ -139,13 +149,13 @@ fn formatter_matches_serde_reference() {
     );
     // A signal names its target and signal (the kernel carries them in `ino` and `access`).
     out.clear();
-    format_event(&mut out, &mut scratch, &st, &cases[6], jiff::Timestamp::UNIX_EPOCH);
+    format_event(&mut out, &mut scratch, &st, &cases[6], jiff::Timestamp::UNIX_EPOCH, Some("prod"));
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!((v["hook"].as_str(), v["reason"].as_str()), (Some("signal"), Some("signal_outside_session")));
     assert_eq!((v["signal"].as_u64(), v["target_pid"].as_u64(), v["ino"].as_u64()), (Some(15), Some(77), Some(0)));
     assert_eq!((v["access"].as_str(), v.get("syscall")), (Some(""), None));
     out.clear();
-    format_event(&mut out, &mut scratch, &st, &cases[5], jiff::Timestamp::UNIX_EPOCH);
+    format_event(&mut out, &mut scratch, &st, &cases[5], jiff::Timestamp::UNIX_EPOCH, Some("prod"));
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!((v["path"].as_str(), v["reason"].as_str()), (Some("/proc/4242/environ"), Some("other_process")));
     assert_eq!(v.get("signal"), None);

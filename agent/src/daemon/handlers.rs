@@ -303,6 +303,7 @@ fn launcher_extras(
 fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
     check_register(d, peer, &r)?;
     let (mut spec, write_ceiling) = baseline_and_ceiling(d, &r)?;
+    crate::daemon::scope::check(d.cfg.environment.as_deref(), &d.cfg.labels, &spec)?;
     // The session's own token directory, readable whatever its grants say (tokens.rs).
     let token_dir = d.tokens.prepare(&r.session).map_err(|e| {
         err(ErrorCode::Internal, format!("cannot create the token directory of session `{}`: {e}", r.session))
@@ -335,6 +336,7 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
         call_id: None,
         kernel: kg,
         spec: None,
+        labels: Vec::new(),
     };
     let session = Session {
         name: r.session.clone(),
@@ -429,6 +431,7 @@ fn record(g: &Grant, own: &GrantSpec, kernel: kgrant::KernelGrant, expires: u64,
         call_id: g.call_id.clone(),
         kernel,
         spec: Some(own.clone()),
+        labels: effective.labels.clone(),
     }
 }
 
@@ -509,6 +512,7 @@ fn grant_spec(d: &Daemon, g: &Grant) -> Result<(GrantSpec, std::time::Duration),
     let mode = g.mode.unwrap_or(spec.mode);
     let mut spec = spec;
     spec.mode = mode;
+    crate::daemon::scope::check(d.cfg.environment.as_deref(), &d.cfg.labels, &spec)?;
     // A write outside the ceiling the launcher applied could open existing files but never
     // create, remove or rename there: refuse it now, with the fix, rather than let the task fail.
     if let Some(ceiling) = d

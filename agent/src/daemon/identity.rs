@@ -203,6 +203,8 @@ pub struct Subject<'a> {
     pub audience: Option<&'a [String]>,
     /// The sessions that delegated to this one, nearest first.
     pub delegated_by: &'a [String],
+    /// The daemon path labels the grant declares.
+    pub labels: &'a [String],
 }
 
 /// The claims of the token for `s`, valid from `now_unix` until the grant's expiry or
@@ -233,6 +235,7 @@ pub fn claims(
         "call_id": s.call_id,
         "binary_sha256": s.binary_sha256,
         "environment": cfg.environment,
+        "labels": s.labels,
     });
     // RFC 8693 `act`: the nearest delegator outermost, each one's own delegator inside it.
     let mut act: Option<Value> = None;
@@ -316,6 +319,7 @@ mod tests {
             binary_sha256: Some("ab"),
             audience: None,
             delegated_by: &parents,
+            labels: &[],
         };
         let t = now();
         let c = claims(&cfg(), &s, t, Some(t + 120), "j1").unwrap();

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod recent;
 pub mod reconcile;
+pub mod scope;
 pub mod server;
 pub mod session;
 pub mod signals;

@@ -46,6 +46,10 @@ pub enum ErrorCode {
     TtlTooLong,
     /// A grant writes where the session's launcher-applied write ceiling forbids changes.
     OutsideCeiling,
+    /// The policy is for other environments than this daemon's.
+    WrongEnvironment,
+    /// The grant names a labelled path its policy does not declare the label of.
+    LabelNotDeclared,
     KernelError,
     Internal,
 }
@@ -67,6 +71,8 @@ impl ErrorCode {
             ErrorCode::BadDuration => "bad_duration",
             ErrorCode::TtlTooLong => "ttl_too_long",
             ErrorCode::OutsideCeiling => "outside_ceiling",
+            ErrorCode::WrongEnvironment => "wrong_environment",
+            ErrorCode::LabelNotDeclared => "label_not_declared",
             ErrorCode::KernelError => "kernel_error",
             ErrorCode::Internal => "internal",
         }

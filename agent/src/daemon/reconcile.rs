@@ -101,6 +101,7 @@ mod tests {
             call_id: None,
             kernel: KernelGrant::default(),
             spec: None,
+            labels: Vec::new(),
         })
     }
 

@@ -79,6 +79,8 @@ pub struct Config {
     pub token_dir: Option<PathBuf>,
     /// This daemon's environment label (in the tokens and the audit lines).
     pub environment: Option<String>,
+    /// Path labels: a grant naming a path under (or above) one needs its policy to declare it.
+    pub labels: std::collections::BTreeMap<String, Vec<PathBuf>>,
 }
 
 pub const DEFAULT_SOCKET: &str = "/run/mcpguard/mcpguard.sock";
@@ -109,6 +111,7 @@ impl Default for Config {
             key_rotation: Duration::from_secs(24 * 3600),
             token_dir: None,
             environment: None,
+            labels: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -492,7 +495,7 @@ fn spawn_event_thread(
             let mut write = |ev: &mcpguard_common::Event| {
                 let line = sink.push(|buf| {
                     let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    audit::format_event(buf, &mut path, &st, ev, clock.at(ev.ts_ns));
+                    audit::format_event(buf, &mut path, &st, ev, clock.at(ev.ts_ns), d.cfg.environment.as_deref());
                 });
                 if let Ok(l) = std::str::from_utf8(line) {
                     let mut recent = d.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

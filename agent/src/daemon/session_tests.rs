@@ -13,6 +13,7 @@ fn rec(id: u64, task: &str, call: bool) -> GrantRecord {
         call_id: call.then(|| format!("c{id}")),
         kernel: crate::grant::kgrant::KernelGrant::default(),
         spec: None,
+        labels: Vec::new(),
     }
 }
 

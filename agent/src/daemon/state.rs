@@ -40,6 +40,9 @@ pub struct GrantRecord {
     /// grant and a per-call grant can be intersected when the other one changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<GrantSpec>,
+    /// Path labels the grant in force declares (audit lines and tokens).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -138,6 +138,7 @@ impl Tokens {
             binary_sha256: s.binary_sha256.as_deref(),
             audience: None,
             delegated_by: &[],
+            labels: &g.labels,
         };
         let jti = identity::new_jti()?;
         let Some(claims) = identity::claims(&self.cfg, &subject, now_unix, Some(grant_exp), &jti) else {

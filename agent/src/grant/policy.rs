@@ -152,6 +152,10 @@ pub struct Policy {
     pub connect: Vec<String>,
     /// Addresses a server may listen on (`tcp://ADDR:PORT`), canonical.
     pub listen: Vec<String>,
+    /// The daemon environments a grant from this policy may be issued in (none: any).
+    pub environments: Vec<String>,
+    /// Path labels of the daemon's `[labels]` this policy may name paths under.
+    pub labels: Vec<String>,
 }
 
 /// A fully instantiated, variable-free grant: normalised absolute paths only.
@@ -175,6 +179,12 @@ pub struct GrantSpec {
     /// Canonical listen targets; none: no inet socket may listen or bind a port.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listen: Vec<String>,
+    /// Daemon environments the grant may be issued in (none: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environments: Vec<String>,
+    /// Path labels the grant may name paths under.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 /// Why a path was rejected.
@@ -377,6 +387,10 @@ struct RawPolicy {
     connect: Vec<RawConnect>,
     #[serde(default)]
     listen: Vec<RawListen>,
+    #[serde(default)]
+    environments: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    labels: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -493,6 +507,8 @@ impl Policy {
             return Err(cx.invalid(Some(spec.span()), format!("vars.{var}"), msg));
         }
         let listen = cx.listen(&raw.listen)?;
+        let environments = cx.names(&raw.environments, "environments")?;
+        let labels = cx.names(&raw.labels, "labels")?;
 
         Ok(Policy {
             name: name.clone(),
@@ -505,6 +521,8 @@ impl Policy {
             write,
             connect,
             listen,
+            environments,
+            labels,
         })
     }
 
@@ -598,6 +616,8 @@ impl Policy {
             metadata,
             connect,
             listen: self.listen.clone(),
+            environments: self.environments.clone(),
+            labels: self.labels.clone(),
         })
     }
 }
@@ -665,6 +685,8 @@ impl GrantSpec {
             metadata: Vec::new(),
             connect: Vec::new(),
             listen: Vec::new(),
+            environments: Vec::new(),
+            labels: Vec::new(),
         })
     }
 
@@ -751,6 +773,16 @@ impl GrantSpec {
             // Network targets both name (canonical strings): never wider than either.
             connect: self.connect.iter().filter(|c| other.connect.contains(c)).cloned().collect(),
             listen: self.listen.iter().filter(|c| other.listen.contains(c)).cloned().collect(),
+            // Where both are restricted, the environments both name; else the one restriction.
+            environments: match (self.environments.is_empty(), other.environments.is_empty()) {
+                (false, false) => {
+                    self.environments.iter().filter(|e| other.environments.contains(e)).cloned().collect()
+                }
+                (true, _) => other.environments.clone(),
+                (false, true) => self.environments.clone(),
+            },
+            // A label is a permission: only what both declare.
+            labels: self.labels.iter().filter(|l| other.labels.contains(l)).cloned().collect(),
         }
     }
 }

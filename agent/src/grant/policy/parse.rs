@@ -173,6 +173,23 @@ impl Ctx<'_> {
     }
 
     /// `[[listen]]` entries.
+    /// `environments` / `labels`: names of 1-64 characters from a-z, 0-9, `_`, `-`, each once.
+    pub(super) fn names(&self, raw: &Option<Spanned<Vec<String>>>, field: &str) -> Result<Vec<String>, PolicyError> {
+        let Some(raw) = raw else { return Ok(Vec::new()) };
+        let mut out: Vec<String> = Vec::new();
+        for n in raw.get_ref() {
+            if !is_valid_policy_name(n) {
+                let msg = format!("invalid name `{n}`: use 1-64 characters from a-z, 0-9, `_`, `-`");
+                return Err(self.invalid(Some(raw.span()), field.into(), msg));
+            }
+            if out.contains(n) {
+                return Err(self.invalid(Some(raw.span()), field.into(), format!("`{n}` is named twice")));
+            }
+            out.push(n.clone());
+        }
+        Ok(out)
+    }
+
     pub(super) fn listen(&self, raw: &[RawListen]) -> Result<Vec<String>, PolicyError> {
         let mut listen = Vec::new();
         for (i, l) in raw.iter().enumerate() {

@@ -177,6 +177,8 @@ fn intersect_takes_the_narrower_grant() {
         metadata: Vec::new(),
         connect: vec!["tcp://10.0.0.1:443".into(), "unix:/run/a.sock".into()],
         listen: Vec::new(),
+        environments: Vec::new(),
+        labels: Vec::new(),
     };
     let call = GrantSpec::inline(
         vec![
@@ -334,4 +336,27 @@ to = "tcp://${url}"
     let e = Policy::parse("name = \"x\"\n[vars.p]\nkind = \"path\"\n[[connect]]\nto = \"tcp://${p}\"\n", "x.toml")
         .unwrap_err();
     assert_has(&e.to_string(), &["path variable"]);
+}
+
+#[test]
+fn environments_and_labels_are_names_and_intersect_narrowly() {
+    let p = Policy::parse("name = \"x\"\nenvironments = [\"sandbox\", \"dev\"]\nlabels = [\"prod-data\"]\n", "x.toml")
+        .unwrap();
+    assert_eq!(
+        (p.environments.as_slice(), p.labels.as_slice()),
+        (&["sandbox".to_string(), "dev".to_string()][..], &["prod-data".to_string()][..])
+    );
+    let e = Policy::parse("name = \"x\"\nenvironments = [\"Prod!\"]\n", "x.toml").unwrap_err().to_string();
+    assert_has(&e, &["x.toml:2", "`environments`", "Prod!"]);
+    let e = Policy::parse("name = \"x\"\nlabels = [\"a\", \"a\"]\n", "x.toml").unwrap_err().to_string();
+    assert_has(&e, &["`labels`", "twice"]);
+    let spec = |envs: &[&str], labels: &[&str]| GrantSpec {
+        environments: envs.iter().map(|s| (*s).to_string()).collect(),
+        labels: labels.iter().map(|s| (*s).to_string()).collect(),
+        ..GrantSpec::inline(Vec::new(), Vec::new(), Vec::new(), Mode::Deny, None).unwrap()
+    };
+    let i = spec(&["dev", "prod"], &["a", "b"]).intersect(&spec(&["prod"], &["b"]));
+    assert_eq!((i.environments, i.labels), (vec!["prod".to_string()], vec!["b".to_string()]));
+    let i = spec(&[], &["a"]).intersect(&spec(&["dev"], &[]));
+    assert_eq!((i.environments, i.labels), (vec!["dev".to_string()], Vec::<String>::new()));
 }
