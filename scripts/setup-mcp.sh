@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup of the real MCP software the MCP tests drive (nothing here is ours):
 #   .mcp-venv/   python venv (Debian's /usr/bin/python3) with the official `mcp` SDK (client)
-#                and `mcp-server-git`, `mcp-server-fetch`, `pyjwt[crypto]` from PyPI
+#                and `mcp-server-git`, `mcp-server-fetch`, `pyjwt[crypto]`, `spiffe` from PyPI
 #   .mcp-node/   @modelcontextprotocol/server-filesystem from npm
 # Both directories are gitignored. Quick (no network) when everything is already installed.
 # Override versions with MCP_VERSION / MCP_SERVER_GIT_VERSION / MCP_SERVER_FETCH_VERSION / MCP_FS_VERSION.
@@ -16,10 +16,11 @@ MCP_SERVER_FETCH_VERSION=${MCP_SERVER_FETCH_VERSION:-2026.10.24}
 MCP_FS_VERSION=${MCP_FS_VERSION:-2026.8.31}
 # The identity tests verify the daemon's tokens with a JWT library nobody here wrote.
 PYJWT_VERSION=${PYJWT_VERSION:-2.15.1}
+SPIFFE_VERSION=${SPIFFE_VERSION:-0.3.2}
 
 venv=$root/.mcp-venv
 stamp=$venv/.mcpguard-installed
-want="mcp==$MCP_VERSION mcp-server-git==$MCP_SERVER_GIT_VERSION mcp-server-fetch==$MCP_SERVER_FETCH_VERSION pyjwt[crypto]==$PYJWT_VERSION"
+want="mcp==$MCP_VERSION mcp-server-git==$MCP_SERVER_GIT_VERSION mcp-server-fetch==$MCP_SERVER_FETCH_VERSION pyjwt[crypto]==$PYJWT_VERSION spiffe==$SPIFFE_VERSION"
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   if ! /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1; then
     log "installing python3-venv"

@@ -48,6 +48,26 @@ fn verify(py: &Path, d: &TestDaemon, token: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The same token as a JWT-SVID, validated by the SPIFFE Python library (PyPI `spiffe`) with the
+/// daemon's JWKS as the trust domain's bundle.
+const SPIFFE_VERIFY: &str = r#"
+import json, sys
+from spiffe import JwtBundle, JwtSvid, TrustDomain
+bundle = JwtBundle.parse(TrustDomain(sys.argv[3]), sys.argv[1].encode())
+svid = JwtSvid.parse_and_validate(sys.argv[2], bundle, {"mcpguard"})
+print(json.dumps({"spiffe_id": str(svid.spiffe_id), "audience": sorted(svid.audience), "expiry": svid.expiry}))
+"#;
+
+fn spiffe_verify(py: &Path, d: &TestDaemon, token: &str) -> Value {
+    let jwks = run(d.cmd().args(["identity", "jwks"]));
+    let out = Command::new(py)
+        .args(["-c", SPIFFE_VERIFY, String::from_utf8_lossy(&jwks.stdout).trim(), token, "mcpguard.local"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn run(c: &mut Command) -> Output {
     let out = c.output().unwrap();
     assert!(out.status.success(), "{c:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -103,6 +123,8 @@ fn a_session_reads_its_own_task_token_and_nobody_else_can() {
     let lifetime = c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap();
     assert!(lifetime <= 600, "at most the configured 10 minutes: {c}");
     assert!(c["binary_sha256"].as_str().is_some_and(|s| s.len() == 64), "{c}");
+    let svid = spiffe_verify(&py, &d, &token);
+    assert_eq!((svid["spiffe_id"].as_str(), svid["expiry"].as_u64()), (c["sub"].as_str(), c["exp"].as_u64()), "{svid}");
     let st = run(d.cmd().args(["status", "--json"]));
     let st: Value = serde_json::from_slice(&st.stdout).unwrap();
     let file = PathBuf::from(st["token_dir"].as_str().unwrap()).join("ida/token");
