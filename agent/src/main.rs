@@ -56,6 +56,10 @@ struct ExecArgs {
     /// families; refused with EPERM by default, session-wide).
     #[arg(long)]
     allow_metadata: bool,
+    /// Delegate from this session: the program's grants are always within the parent
+    /// session's grant in force (and end with it).
+    #[arg(long, value_name = "SESSION", conflicts_with = "mcp")]
+    parent: Option<String>,
     #[arg(last = true, required = true)]
     command: Vec<String>,
 }
@@ -387,7 +391,18 @@ fn main() -> anyhow::Result<()> {
 /// `mcpguard exec` without `--mcp`: register this process, install the filters and the ceiling,
 /// and become the program (governed from its first instruction).
 fn exec(socket: &std::path::Path, a: ExecArgs) -> anyhow::Result<()> {
-    let ExecArgs { session, baseline, vars, cgroup, command, write_ceiling, no_write_ceiling, allow_metadata, .. } = a;
+    let ExecArgs {
+        session,
+        baseline,
+        vars,
+        cgroup,
+        command,
+        write_ceiling,
+        no_write_ceiling,
+        allow_metadata,
+        parent,
+        ..
+    } = a;
     let bin = mcpguard::launcher::mcp::spawn::which(&command[0])?;
     let guard = mcpguard::launcher::seccomp::GuardFilter::with_metadata(allow_metadata)?;
     let mut argv = command.clone();
@@ -410,6 +425,7 @@ fn exec(socket: &std::path::Path, a: ExecArgs) -> anyhow::Result<()> {
         // Processes moved into a cgroup session later would carry no ruleset.
         write_ceiling: (!cgroup && !no_write_ceiling).then_some(write_ceiling),
         signal_notifier: notifier.as_ref().map(|f| f.as_raw_fd() as u32),
+        parent,
         ..Register::launched(session, std::process::id(), argv, baseline, vars.into_iter().collect())
     });
     let registered = c.call_ok(op)?;

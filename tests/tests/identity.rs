@@ -230,3 +230,107 @@ fn environments_and_path_labels_bind_grants_to_where_they_were_approved() {
     let _ = c.kill();
     let _ = c.wait();
 }
+
+/// Delegation: a child session cannot exceed its parent; the parent's task switch narrows the
+/// child at once (an open it could do a moment before is stopped right after); the parent's
+/// revoke ends the child's access; the child's token names the parent in `act`; cycles and
+/// unknown parents are refused.
+#[test]
+fn a_delegated_session_never_exceeds_its_parent() {
+    let py = python();
+    let d = TestDaemon::start("iddel", None, &[]);
+    let scratch = mcpguard_tests::Scratch::new("iddel");
+    let (a, b) = (scratch.path("a"), scratch.path("b"));
+    for p in [&a, &b] {
+        std::fs::write(p, "data\n").unwrap();
+    }
+    let parent = reader(&d, "par", None);
+    d.wait_session("par");
+    let child_cmd = |file: &Path| {
+        let script = format!("while read x; do (read -r t < {f}; echo \"$t\"); echo rc=$?; done", f = file.display());
+        d.cmd()
+            .args([
+                "exec",
+                "--session",
+                "kid",
+                "--parent",
+                "par",
+                "--baseline",
+                "test-baseline",
+                "--",
+                "/usr/bin/dash",
+                "-c",
+                &script,
+            ])
+            .env_clear()
+            .env("PATH", "/usr/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let grant_paths = |session: &str, task: &str, paths: &[&Path]| {
+        let mut c = d.cmd();
+        c.args(["grant", "--session", session, "--task", task, "--ttl", "5m"]);
+        for p in paths {
+            c.arg("--allow-read").arg(p);
+        }
+        run(&mut c)
+    };
+    grant_paths("par", "P-1", &[&a, &b]);
+    let mut kid = child_cmd(&a);
+    d.wait_session("kid");
+    // The child asks for a and b and /etc/hostname; it gets what the parent has: a and b.
+    grant_paths("kid", "K-1", &[&a, &b, Path::new("/etc/hostname")]);
+    assert_eq!(ask(&mut kid), ("data".to_string(), "rc=0".to_string()));
+    let st: Value = serde_json::from_slice(&run(d.cmd().args(["status", "--json"])).stdout).unwrap();
+    let kid_st = st["sessions"].as_array().unwrap().iter().find(|s| s["name"] == "kid").unwrap().clone();
+    let paths: Vec<&str> =
+        kid_st["task"]["paths"].as_array().unwrap().iter().map(|p| p["path"].as_str().unwrap()).collect();
+    assert!(!paths.contains(&"/etc/hostname"), "the child exceeds its parent: {paths:?}");
+    let token = std::fs::read_to_string(PathBuf::from(st["token_dir"].as_str().unwrap()).join("kid/token")).unwrap();
+    let claims = verify(&py, &d, &token);
+    assert!(claims["act"]["sub"].as_str().unwrap().ends_with("/par"), "{claims}");
+    // The parent switches to a task that reads only b: the child's next read of a is stopped.
+    grant_paths("par", "P-2", &[&b]);
+    assert_eq!(ask(&mut kid).1, "rc=137");
+    let line = d.wait_audit(|l| l["session"] == "kid" && l["hook"] == "open");
+    assert_eq!(line["delegated_by"], serde_json::json!(["par"]));
+    assert_eq!(line["path"], a.to_str().unwrap());
+    // The parent's revoke ends the child's task grant.
+    run(d.cmd().args(["revoke", "--session", "par"]));
+    let st: Value = serde_json::from_slice(&run(d.cmd().args(["status", "--json"])).stdout).unwrap();
+    let kid_st = st["sessions"].as_array().unwrap().iter().find(|s| s["name"] == "kid").unwrap().clone();
+    assert!(kid_st["task"].is_null(), "{kid_st}");
+    // Refused: a parent that does not exist; the child granted while its parent has nothing.
+    let out = d
+        .cmd()
+        .args(["grant", "--session", "kid", "--task", "K-2", "--allow-read", b.to_str().unwrap(), "--ttl", "1m"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("has no grant in force"));
+    let out = d
+        .cmd()
+        .args([
+            "exec",
+            "--session",
+            "orphan",
+            "--parent",
+            "nobody",
+            "--baseline",
+            "test-baseline",
+            "--",
+            "/usr/bin/true",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("parent session `nobody` does not exist")
+    );
+    for mut c in [parent, kid] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}

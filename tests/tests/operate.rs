@@ -196,7 +196,7 @@ fn the_shipped_baselines_are_built_in() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?} {}", d.log());
     assert!(stdout.contains("started") && stdout.contains("rc=137"), "cat is in no grant: {stdout}");
-    let line = d.audit().into_iter().find(|l| l["session"] == "bi" && l["hook"] == "exec").unwrap();
+    let line = d.wait_audit(|l| l["session"] == "bi" && l["hook"] == "exec");
     assert_eq!((line["policy"].as_str(), line["reason"].as_str()), (Some("baseline-minimal"), Some("not_granted")));
     assert!(!killed(out.status));
     // A name that is neither in a policy directory nor built in says where it looked.

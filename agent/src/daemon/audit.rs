@@ -95,6 +95,11 @@ pub fn format_event(
     field(out, "command", &session.map(|s| s.command.as_slice()));
     field(out, "environment", &environment);
     field(out, "labels", &grant.map_or(&[][..], |g| g.labels.as_slice()));
+    // The sessions that delegated to this one, nearest first (no allocation without a parent).
+    match session.filter(|s| s.parent.is_some()) {
+        Some(s) => field(out, "delegated_by", &crate::daemon::delegation::chain(state, &s.name)),
+        None => field(out, "delegated_by", &[] as &[String]),
+    }
     field(out, "ts_boot_ns", &ev.ts_ns);
     field(out, "pid", &ev.pid);
     field(out, "tgid", &ev.tgid);

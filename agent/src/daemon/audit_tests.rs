@@ -30,6 +30,7 @@ fn check(state: &State, ev: &Event, ts: jiff::Timestamp, line: &str) {
     want.insert("call_id".into(), serde_json::json!(grant.and_then(|g| g.call_id.as_deref())));
     want.insert("command".into(), serde_json::json!(session.map(|s| s.command.as_slice())));
     want.insert("environment".into(), serde_json::json!("prod"));
+    want.insert("delegated_by".into(), serde_json::json!([]));
     want.insert("labels".into(), serde_json::json!(grant.map_or(&[][..], |g| g.labels.as_slice())));
     let serde_json::Value::Object(decision) = serde_json::to_value(&d).unwrap() else { unreachable!() };
     want.extend(decision);
@@ -48,6 +49,7 @@ fn grant(id: u64, task: Option<&str>, tool: Option<&str>, call_id: Option<&str>)
         kernel: crate::grant::kgrant::KernelGrant::default(),
         spec: None,
         labels: Vec::new(),
+        own_expires_boot_ns: 0,
     }
 }
 
@@ -67,6 +69,7 @@ fn state() -> State {
         task: Some(grant(71, Some("T-1"), Some("read_file"), Some("42"))),
         orchestrator: None,
         binary_sha256: None,
+        parent: None,
     });
     st
 }

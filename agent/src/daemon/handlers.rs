@@ -141,7 +141,7 @@ fn grant_error(e: GrantError) -> ProtoError {
     err(code, e.to_string())
 }
 
-fn compile(spec: &GrantSpec) -> Result<kgrant::KernelGrant, ProtoError> {
+pub(crate) fn compile(spec: &GrantSpec) -> Result<kgrant::KernelGrant, ProtoError> {
     let exec: Vec<(PathBuf, Option<String>)> = spec.exec.iter().map(|e| (e.path.clone(), e.sha256.clone())).collect();
     let mut g = kgrant::compile(&exec, &spec.read, &spec.write).map_err(grant_error)?;
     kgrant::add_cmdline(&mut g, &spec.exec).map_err(grant_error)?;
@@ -313,6 +313,9 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
     let binary_sha256 = std::fs::File::open(&r.command[0]).and_then(|mut f| kgrant::sha256_file(&mut f)).ok();
 
     let mut st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(p) = &r.parent {
+        crate::daemon::delegation::check_parent(&st, &r.session, p)?;
+    }
     let mut eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(old) = st.session(&r.session) {
         if session_alive(&eng, old) {
@@ -337,6 +340,7 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
         kernel: kg,
         spec: None,
         labels: Vec::new(),
+        own_expires_boot_ns: 0,
     };
     let session = Session {
         name: r.session.clone(),
@@ -352,6 +356,7 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
         task: None,
         orchestrator: None,
         binary_sha256,
+        parent: r.parent.clone(),
     };
     session::begin(&mut eng, &session).map_err(|e| err(ErrorCode::KernelError, e.to_string()))?;
     let mut session = session;
@@ -432,6 +437,7 @@ fn record(g: &Grant, own: &GrantSpec, kernel: kgrant::KernelGrant, expires: u64,
         kernel,
         spec: Some(own.clone()),
         labels: effective.labels.clone(),
+        own_expires_boot_ns: 0,
     }
 }
 
@@ -447,6 +453,21 @@ fn prepare_grant<'a>(
     ttl_ns: u64,
 ) -> Result<(std::sync::MutexGuard<'a, State>, Prepared), ProtoError> {
     let per_call = g.call_id.is_some();
+    let parent = d
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .session(&g.session)
+        .and_then(|s| s.parent.clone());
+    if per_call && parent.is_some() {
+        return Err(err(
+            ErrorCode::BadRequest,
+            format!(
+                "session `{}` is delegated: per-call grants inside delegated sessions are not supported yet",
+                g.session
+            ),
+        ));
+    }
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -466,6 +487,22 @@ fn prepare_grant<'a>(
                 let narrowed = (compile(&eff)?, own_expires.min(call.expires_boot_ns), eff.clone());
                 let rec = record(g, spec, compile(spec)?, own_expires, spec);
                 Prepared { rec, narrowed: Some(narrowed), policy: eff.policy_name }
+            }
+            // A delegated session: its own grant within its parent's (delegation.rs).
+            _ if parent.is_some() => {
+                let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let within = crate::daemon::delegation::within_parent(
+                    &st,
+                    parent.as_deref().unwrap_or_default(),
+                    spec,
+                    own_expires,
+                    boot_ns(),
+                );
+                drop(st);
+                let (eff, expires) = within?;
+                let mut rec = record(g, spec, compile(&eff)?, expires, &eff);
+                rec.own_expires_boot_ns = own_expires;
+                Prepared { rec, narrowed: None, policy: eff.policy_name }
             }
             // Nothing to compose with.
             _ => Prepared {
@@ -568,9 +605,11 @@ fn grant(d: &Daemon, g: Grant) -> Result<Value, ProtoError> {
         session::after_task_grant(&cur, rec.clone(), narrowed)
     };
     session::transition(&mut eng, session, next).map_err(|e| err(ErrorCode::KernelError, e.to_string()))?;
+    let composed = session.orchestrator.as_ref().map(|o| o.task.clone());
+    // The sessions delegated from this one, narrowed in the same step.
+    crate::daemon::delegation::propagate(&mut st, &mut eng, &g.session, boot_ns())?;
     d.metrics.grant_apply.observe(started.elapsed().as_secs_f64());
     let effective_policy = prepared.policy;
-    let composed = session.orchestrator.as_ref().map(|o| o.task.clone());
     drop(eng);
     drop(st);
     let out = json!({
@@ -597,6 +636,7 @@ fn revoke(d: &Daemon, r: Revoke) -> Result<Value, ProtoError> {
     let mut eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let freed = session::transition(&mut eng, session, next).map_err(|e| err(ErrorCode::KernelError, e.to_string()))?;
     let restored = session.task.as_ref().and_then(|g| g.task.clone());
+    crate::daemon::delegation::propagate(&mut st, &mut eng, &r.session, boot_ns())?;
     drop(eng);
     drop(st);
     let (id, task) = freed.first().map_or((0, None), |g| (g.id, g.task.clone()));
@@ -608,7 +648,10 @@ fn unregister(d: &Daemon, name: &str) -> Result<Value, ProtoError> {
     let Some(s) = st.remove_session(name) else {
         return Err(err(ErrorCode::UnknownSession, format!("no session named `{name}`")));
     };
-    session::end(&mut d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner), &s);
+    let mut eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    session::end(&mut eng, &s);
+    // Ending a parent ends its children's grants.
+    crate::daemon::delegation::propagate(&mut st, &mut eng, name, boot_ns())?;
     Ok(json!({"session": name, "session_id": s.id}))
 }
 
@@ -645,6 +688,9 @@ pub fn housekeeping(d: &Daemon) {
         if let Some(s) = st.remove_session(name) {
             session::end(&mut eng, &s);
             log::info!("session {name} ended: no processes left");
+        }
+        if let Err(e) = crate::daemon::delegation::propagate(&mut st, &mut eng, name, now) {
+            log::error!("sessions delegated from {name}: {}", e.message);
         }
     }
     d.metrics.active_sessions.set(i64::try_from(st.sessions().len()).unwrap_or(i64::MAX));

@@ -6,6 +6,7 @@
 //! signals of launched sessions where no kernel hook can; `dns` re-resolves the names of the
 //! grants in force.
 pub mod audit;
+pub mod delegation;
 pub mod dns;
 pub mod handlers;
 pub mod identity;

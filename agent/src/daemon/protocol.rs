@@ -180,6 +180,10 @@ pub struct Register {
     /// Needs `sealed`; the registration fails if the listener cannot be taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal_notifier: Option<u32>,
+    /// The session this one is delegated from: its grants are always within the parent's
+    /// (`delegation.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 /// What a launcher reads from a `status` answer (the rest of it is for operators).
@@ -223,6 +227,7 @@ impl Register {
             sealed: true,
             write_ceiling: None,
             signal_notifier: None,
+            parent: None,
         }
     }
 }
@@ -418,6 +423,9 @@ impl Op {
         match self {
             Op::Register(r) => {
                 check_session(&r.session)?;
+                if let Some(p) = &r.parent {
+                    check_session(p)?;
+                }
                 if r.pid == 0 {
                     return Err(ProtoError::new(ErrorCode::BadRequest, "`pid` must be a positive process id"));
                 }

@@ -14,6 +14,7 @@ fn rec(id: u64, task: &str, call: bool) -> GrantRecord {
         kernel: crate::grant::kgrant::KernelGrant::default(),
         spec: None,
         labels: Vec::new(),
+        own_expires_boot_ns: 0,
     }
 }
 
@@ -56,6 +57,7 @@ fn slots_round_trip_for_every_state() {
             task,
             orchestrator,
             binary_sha256: None,
+            parent: None,
         };
         assert_eq!(Grants::of(&s), g, "{label}");
         assert_eq!(Grants::ids_of(&s), g.ids(), "{label}");

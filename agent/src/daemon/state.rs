@@ -43,6 +43,14 @@ pub struct GrantRecord {
     /// Path labels the grant in force declares (audit lines and tokens).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
+    /// When the grant as requested expires, if a parent's expiry cut `expires_boot_ns` shorter
+    /// (delegated sessions; 0: the same).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub own_expires_boot_ns: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -69,6 +77,9 @@ pub struct Session {
     /// per-call grant composed with it is in force; it is put back when the call is revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub orchestrator: Option<GrantRecord>,
+    /// The session this one was delegated from (`Register::parent`; `daemon::delegation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
     /// sha256 of the launched binary when it was registered (in the session's tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binary_sha256: Option<String>,
@@ -296,6 +307,7 @@ mod tests {
             task: None,
             orchestrator: None,
             binary_sha256: None,
+            parent: None,
         });
         let dir = std::env::temp_dir().join(format!("mcpg-state-{}", std::process::id()));
         let p = dir.join("state.json");

@@ -104,7 +104,8 @@ impl Tokens {
                 keep.insert(s.name.clone(), prev.expect("fresh"));
                 continue;
             }
-            match self.mint(s, now_unix, grant_exp) {
+            let chain = crate::daemon::delegation::chain(st, &s.name);
+            match self.mint(s, &chain, now_unix, grant_exp) {
                 Ok(Some(i)) => {
                     keep.insert(s.name.clone(), i);
                 }
@@ -127,7 +128,7 @@ impl Tokens {
         *issued = keep;
     }
 
-    fn mint(&self, s: &Session, now_unix: u64, grant_exp: u64) -> anyhow::Result<Option<Issued>> {
+    fn mint(&self, s: &Session, chain: &[String], now_unix: u64, grant_exp: u64) -> anyhow::Result<Option<Issued>> {
         let Some(g) = &s.task else { return Ok(None) };
         let subject = Subject {
             session: &s.name,
@@ -137,7 +138,7 @@ impl Tokens {
             call_id: g.call_id.as_deref(),
             binary_sha256: s.binary_sha256.as_deref(),
             audience: None,
-            delegated_by: &[],
+            delegated_by: chain,
             labels: &g.labels,
         };
         let jti = identity::new_jti()?;

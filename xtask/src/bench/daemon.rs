@@ -118,6 +118,7 @@ impl Daemon {
             sealed: false,
             write_ceiling: None,
             signal_notifier: None,
+            parent: None,
         }))?;
         Ok(())
     }

@@ -47,6 +47,7 @@ fn every_op_round_trips() {
             sealed: false,
             write_ceiling: Some(vec!["/srv/r".into()]),
             signal_notifier: None,
+            parent: Some("p1".into()),
         }),
         Op::Grant(full),
         Op::Grant(grant(None, Some(inline))),

@@ -1,0 +1,153 @@
+//! Delegation (issue 15): a session registered with a parent runs, at every instant, under its
+//! own task grant intersected with its parent's effective grant, expiring no later than it. The
+//! intersection is what goes into the kernel, so a child never exceeds or outlives its parent
+//! there; it is recomputed under the same locks as the parent's change (grant, revoke, end), so
+//! there is no instant with the parent narrowed and the child not. A parent with no grant in
+//! force leaves its children only their baselines. Depth is bounded ([`MAX_DEPTH`]); cycles are
+//! refused at registration.
+use crate::{
+    daemon::{
+        handlers::compile,
+        protocol::{ErrorCode, ProtoError},
+        session::{self, Grants},
+        state::{GrantRecord, State},
+    },
+    grant::policy::GrantSpec,
+    kernel::engine::Engine,
+};
+
+/// Ancestors a session may have.
+pub const MAX_DEPTH: usize = 4;
+
+/// The sessions that delegated to `name`, nearest first (bounded by [`MAX_DEPTH`]).
+#[must_use]
+pub fn chain(st: &State, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = st.session(name).and_then(|s| s.parent.clone());
+    while let Some(p) = cur {
+        if out.len() >= MAX_DEPTH || out.contains(&p) {
+            break;
+        }
+        cur = st.session(&p).and_then(|s| s.parent.clone());
+        out.push(p);
+    }
+    out
+}
+
+/// `session` may be registered under `parent`: it exists, is not `session` or one of its
+/// descendants (no cycle), and the chain stays within [`MAX_DEPTH`].
+pub fn check_parent(st: &State, session: &str, parent: &str) -> Result<(), ProtoError> {
+    if st.session(parent).is_none() {
+        return Err(ProtoError::new(ErrorCode::UnknownSession, format!("parent session `{parent}` does not exist")));
+    }
+    let mut ancestors = vec![parent.to_string()];
+    ancestors.extend(chain(st, parent));
+    if ancestors.iter().any(|a| a == session) {
+        return Err(ProtoError::new(
+            ErrorCode::BadRequest,
+            format!("`{session}` under `{parent}` would be a delegation cycle ({})", ancestors.join(" <- ")),
+        ));
+    }
+    if ancestors.len() > MAX_DEPTH {
+        return Err(ProtoError::new(
+            ErrorCode::BadRequest,
+            format!("delegation deeper than {MAX_DEPTH} ({} <- {})", session, ancestors.join(" <- ")),
+        ));
+    }
+    Ok(())
+}
+
+/// What `name` may do beyond its baseline now, and until when: its own grant in force (a call
+/// composed with its task), intersected with its parent's effective grant. `None`: nothing (no
+/// grant, an expired one, or a parent with none).
+#[must_use]
+pub fn effective(st: &State, name: &str, now_boot_ns: u64) -> Option<(GrantSpec, u64)> {
+    effective_at(st, name, now_boot_ns, 0)
+}
+
+fn effective_at(st: &State, name: &str, now: u64, depth: usize) -> Option<(GrantSpec, u64)> {
+    let s = st.session(name)?;
+    let own = match Grants::of(s) {
+        Grants::Baseline => return None,
+        Grants::Task(r) | Grants::Call(r) => (r.spec.clone()?, r.expires_boot_ns),
+        Grants::CallInTask { call, task } => {
+            (crate::daemon::handlers::compose(task.spec.as_ref(), call.spec.as_ref()?), call.expires_boot_ns)
+        }
+    };
+    if own.1 <= now {
+        return None;
+    }
+    match &s.parent {
+        None => Some(own),
+        Some(_) if depth >= MAX_DEPTH => None,
+        Some(p) => {
+            let (ps, pe) = effective_at(st, p, now, depth + 1)?;
+            Some((ps.intersect(&own.0), own.1.min(pe)))
+        }
+    }
+}
+
+/// The own grant a delegated session asked for, composed with its parent's effective grant
+/// (what goes into the kernel) and the earlier expiry. Refused when the parent has none.
+pub fn within_parent(
+    st: &State,
+    parent: &str,
+    own: &GrantSpec,
+    own_expires: u64,
+    now: u64,
+) -> Result<(GrantSpec, u64), ProtoError> {
+    let (ps, pe) = effective(st, parent, now).ok_or_else(|| {
+        ProtoError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "parent session `{parent}` has no grant in force: a delegated session gets nothing beyond its baseline"
+            ),
+        )
+    })?;
+    Ok((ps.intersect(own), own_expires.min(pe)))
+}
+
+/// Re-derives every session delegated from `parent` (and theirs, recursively) from its own
+/// task grant and its parent's effective grant, with the locks the parent's change holds.
+pub fn propagate(st: &mut State, eng: &mut Engine, parent: &str, now: u64) -> Result<(), ProtoError> {
+    propagate_at(st, eng, parent, now, 0)
+}
+
+fn propagate_at(st: &mut State, eng: &mut Engine, parent: &str, now: u64, depth: usize) -> Result<(), ProtoError> {
+    if depth > MAX_DEPTH {
+        return Ok(());
+    }
+    let children: Vec<String> =
+        st.sessions().values().filter(|s| s.parent.as_deref() == Some(parent)).map(|s| s.name.clone()).collect();
+    for c in children {
+        let cur = Grants::of(st.session(&c).expect("listed"));
+        let next = match &cur {
+            Grants::Baseline => continue,
+            Grants::Task(r) => match (r.spec.as_ref(), effective(st, parent, now)) {
+                (Some(own), Some((ps, pe))) => {
+                    let eff = ps.intersect(own);
+                    let own_exp = if r.own_expires_boot_ns > 0 { r.own_expires_boot_ns } else { r.expires_boot_ns };
+                    let rec = GrantRecord {
+                        id: st.alloc_id(),
+                        policy: eff.policy_name.clone(),
+                        mode: eff.mode,
+                        expires_boot_ns: own_exp.min(pe),
+                        own_expires_boot_ns: own_exp,
+                        kernel: compile(&eff)?,
+                        labels: eff.labels.clone(),
+                        ..r.clone()
+                    };
+                    Grants::Task(rec)
+                }
+                // The parent has nothing in force: the child keeps only its baseline.
+                _ => Grants::Baseline,
+            },
+            // Per-call grants are refused in delegated sessions (handlers::grant).
+            Grants::Call(_) | Grants::CallInTask { .. } => Grants::Baseline,
+        };
+        let s = st.session_mut(&c).expect("listed");
+        session::transition(eng, s, next).map_err(|e| ProtoError::new(ErrorCode::KernelError, e.to_string()))?;
+        propagate_at(st, eng, &c, now, depth + 1)?;
+    }
+    Ok(())
+}
