@@ -410,6 +410,13 @@ fn kubernetes_manifests_validate_offline() {
     }
 }
 
+fn rlimit(which: libc::__rlimit_resource_t) -> u64 {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `r` is a valid out-pointer.
+    assert_eq!(unsafe { libc::getrlimit(which, &raw mut r) }, 0);
+    r.rlim_cur
+}
+
 /// `podman rm -f` on drop: the container goes whatever the test does.
 struct Container(String);
 
@@ -461,20 +468,31 @@ fn container_image_enforces_on_a_host_process() {
     let ctr = Container(name.clone());
     let v = |host: &Path, inside: &str, ro: bool| format!("{}:{inside}{}", host.display(), if ro { ":ro" } else { "" });
     let t1 = std::time::Instant::now();
-    let out = Command::new("podman")
+    // crun (Debian 12's default) refuses hosts with a hybrid cgroup layout (v1 controllers, v2
+    // at /sys/fs/cgroup/unified, as this one): runc then.
+    let mut podman = Command::new("podman");
+    if !Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        assert!(Path::new("/usr/bin/runc").exists(), "hybrid cgroup host: install runc (scripts/setup.sh does)");
+        podman.args(["--runtime", "runc"]);
+    }
+    // Limits no higher than ours: without CAP_SYS_RESOURCE (as here) podman's defaults fail.
+    let nofile = rlimit(libc::RLIMIT_NOFILE).min(65536);
+    let out = podman
         .args(["run", "-d", "--name", &name, "--privileged", "--pid=host", "--cgroupns=host", "--network=host"])
+        .args(["--ulimit", &format!("nofile={nofile}:{nofile}"), "--ulimit", "nproc=4096:4096"])
         .args(["-v", &v(&dir.path("run"), "/run/mcpguard", false)])
         .args(["-v", &v(&dir.path("state"), "/var/lib/mcpguard", false)])
         .args(["-v", &v(&dir.path("log"), "/var/log/mcpguard", false)])
         .args(["-v", &v(&dir.path("policies"), "/test-policies", true)])
-        .args(["-v", &v(&pins.0, pins.0.to_str().unwrap(), false)])
+        // (Not at its host path: the container's sysfs has no such directory to mount on.)
+        .args(["-v", &v(&pins.0, "/bpffs", false)])
         .args(["-v", "/sys/kernel/tracing:/sys/kernel/tracing", "-v", "/sys/kernel/security:/sys/kernel/security:ro"])
         .args(["-v", "/sys/fs/cgroup:/sys/fs/cgroup"])
         // Grant paths resolve in the daemon's mount namespace: the host's, at the same paths.
         .args(["-v", "/usr:/usr:ro", "-v", "/etc/ld.so.cache:/etc/ld.so.cache:ro"])
         .args(["-v", &v(&dir.0, dir.0.to_str().unwrap(), true)])
         .args(["-e", "RUST_LOG=info", tag, "daemon", "--config", "/etc/mcpguard/mcpguard.toml"])
-        .args(["--bpffs-dir", pins.0.to_str().unwrap(), "--metrics", &addr, "--policy-dir", "/test-policies"])
+        .args(["--bpffs-dir", "/bpffs", "--metrics", &addr, "--policy-dir", "/test-policies"])
         .args(["--net-cgroup", mcpguard_tests::test_cgroup().to_str().unwrap()])
         .output()
         .unwrap();
