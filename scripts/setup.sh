@@ -14,7 +14,10 @@ need_root() {
 need_root
 
 # --- apt packages ---------------------------------------------------------------------------
-APT_PKGS=(bpftool python3-venv)
+# podman (and runc: Debian 12's crun refuses hosts with a hybrid cgroup layout) build and run the
+# container image in tests/tests/fleet.rs; python3-venv also holds kubernetes-validate
+# (scripts/validate-k8s.sh).
+APT_PKGS=(bpftool python3-venv podman runc)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

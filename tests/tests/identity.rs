@@ -68,6 +68,14 @@ fn spiffe_verify(py: &Path, d: &TestDaemon, token: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// PyJWT's JWKS client, starting from the daemon's OIDC discovery document over HTTP.
+const HTTP_VERIFY: &str = r#"
+import json, sys, urllib.request, jwt
+conf = json.load(urllib.request.urlopen(sys.argv[1] + "/.well-known/openid-configuration"))
+key = jwt.PyJWKClient(conf["jwks_uri"]).get_signing_key_from_jwt(sys.argv[2])
+print(json.dumps(jwt.decode(sys.argv[2], key=key, algorithms=["ES256"], audience="mcpguard", issuer=conf["issuer"])))
+"#;
+
 fn run(c: &mut Command) -> Output {
     let out = c.output().unwrap();
     assert!(out.status.success(), "{c:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -105,7 +113,8 @@ fn grant(d: &TestDaemon, session: &str, task: &str, ttl: &str) {
 #[test]
 fn a_session_reads_its_own_task_token_and_nobody_else_can() {
     let py = python();
-    let d = TestDaemon::start("identity", None, &[]);
+    let metrics = format!("127.0.0.1:{}", 20000 + (mcpguard_tests::unique_id() % 20000));
+    let d = TestDaemon::start("identity", None, &["--metrics", &metrics]);
     let mut a = reader(&d, "ida", None);
     d.wait_session("ida");
     assert_eq!(ask(&mut a).0, "none", "no token before a task grant");
@@ -123,6 +132,10 @@ fn a_session_reads_its_own_task_token_and_nobody_else_can() {
     let lifetime = c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap();
     assert!(lifetime <= 600, "at most the configured 10 minutes: {c}");
     assert!(c["binary_sha256"].as_str().is_some_and(|s| s.len() == 64), "{c}");
+    let out = Command::new(&py).args(["-c", HTTP_VERIFY, &format!("http://{metrics}"), &token]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let via_http: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((via_http["task"].as_str(), via_http["iss"].as_str()), (Some("T-1"), Some("spiffe://mcpguard.local")));
     let svid = spiffe_verify(&py, &d, &token);
     assert_eq!((svid["spiffe_id"].as_str(), svid["expiry"].as_u64()), (c["sub"].as_str(), c["exp"].as_u64()), "{svid}");
     let st = run(d.cmd().args(["status", "--json"]));

@@ -40,9 +40,18 @@ pub struct IdentityConfig {
     pub rotate_after: Duration,
     /// The daemon's environment label (`environment = "prod"`), if any.
     pub environment: Option<String>,
+    /// `iss` of the tokens: an `https://` URL where OIDC verifiers find the discovery document
+    /// (cloud token exchanges want one), or by default `spiffe://TRUST_DOMAIN`.
+    pub issuer: Option<String>,
 }
 
 impl IdentityConfig {
+    /// `iss` of the tokens.
+    #[must_use]
+    pub fn issuer(&self) -> String {
+        self.issuer.clone().unwrap_or_else(|| format!("spiffe://{}", self.trust_domain))
+    }
+
     /// `spiffe://TRUST_DOMAIN/mcpguard/HOST/SESSION`.
     #[must_use]
     pub fn spiffe_id(&self, session: &str) -> String {
@@ -222,7 +231,7 @@ pub fn claims(
         return None;
     }
     let mut c = json!({
-        "iss": format!("spiffe://{}", cfg.trust_domain),
+        "iss": cfg.issuer(),
         "sub": cfg.spiffe_id(s.session),
         "aud": s.audience.map_or_else(|| cfg.audience.clone(), <[String]>::to_vec),
         "exp": exp,
@@ -250,6 +259,26 @@ pub fn claims(
         c["act"] = a;
     }
     Some(c)
+}
+
+/// The OIDC discovery document: the issuer, and where its keys are — under the issuer when it
+/// is an `http(s)` URL, else on the listener that was asked (`host`, the request's Host header).
+#[must_use]
+pub fn discovery(cfg: &IdentityConfig, host: Option<&str>) -> Value {
+    let iss = cfg.issuer();
+    let jwks_uri = if iss.starts_with("https://") || iss.starts_with("http://") {
+        format!("{}/.well-known/jwks.json", iss.trim_end_matches('/'))
+    } else {
+        format!("http://{}/.well-known/jwks.json", host.unwrap_or("localhost"))
+    };
+    json!({
+        "issuer": iss,
+        "jwks_uri": jwks_uri,
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["ES256"],
+        "claims_supported": ["sub", "aud", "exp", "iat", "jti", "session", "task", "grant_id", "tool", "call_id", "binary_sha256", "environment", "labels", "act"],
+    })
 }
 
 /// A fresh token id: 128 random bits, hex.
@@ -290,6 +319,7 @@ mod tests {
             max_ttl: Duration::from_secs(600),
             rotate_after: Duration::from_secs(86_400),
             environment: Some("prod".into()),
+            issuer: None,
         }
     }
 
@@ -353,6 +383,11 @@ mod tests {
         let mine = DecodingKey::from_jwk(&keys.jwks().keys[0]).unwrap();
         assert!(jsonwebtoken::decode::<Value>(&forged, &mine, &v).is_err());
         assert_eq!(new_jti().unwrap().len(), 32);
+        // Discovery: jwks_uri under an https issuer, else on the listener asked.
+        assert_eq!(discovery(&cfg(), Some("10.0.0.1:9464"))["jwks_uri"], "http://10.0.0.1:9464/.well-known/jwks.json");
+        let https = IdentityConfig { issuer: Some("https://id.example.org/node1/".into()), ..cfg() };
+        assert_eq!(discovery(&https, None)["jwks_uri"], "https://id.example.org/node1/.well-known/jwks.json");
+        assert_eq!(claims(&https, &s, t, None, "j").unwrap()["iss"], "https://id.example.org/node1/");
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //! are its operations (register, grant, revoke, ...) over the wire format in `protocol`, each
 //! moving a session to its next state through `session` (the one owner of transitions);
 //! `state` is the session table (persisted) and `reconcile` squares it with the pinned kernel
-//! maps after a restart; `audit`, `metrics` and `status` report; `signals` decides the
+//! maps after a restart; `audit`, `metrics` and `status` report (`http` serves metrics and health); `signals` decides the
 //! signals of launched sessions where no kernel hook can; `dns` re-resolves the names of the
 //! grants in force.
 pub mod audit;
 pub mod delegation;
 pub mod dns;
 pub mod handlers;
+pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod protocol;

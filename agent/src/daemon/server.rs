@@ -8,7 +8,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -79,6 +79,9 @@ pub struct Config {
     pub token_dir: Option<PathBuf>,
     /// This daemon's environment label (in the tokens and the audit lines).
     pub environment: Option<String>,
+    /// `iss` of the tokens (an `https://` URL serving the discovery document); default
+    /// `spiffe://TRUST_DOMAIN`.
+    pub token_issuer: Option<String>,
     /// Path labels: a grant naming a path under (or above) one needs its policy to declare it.
     pub labels: std::collections::BTreeMap<String, Vec<PathBuf>>,
 }
@@ -111,6 +114,7 @@ impl Default for Config {
             key_rotation: Duration::from_secs(24 * 3600),
             token_dir: None,
             environment: None,
+            token_issuer: None,
             labels: std::collections::BTreeMap::new(),
         }
     }
@@ -140,6 +144,7 @@ impl Config {
             max_ttl: self.token_max_ttl,
             rotate_after: self.key_rotation,
             environment: self.environment.clone(),
+            issuer: self.token_issuer.clone(),
         }
     }
 }
@@ -163,6 +168,8 @@ pub struct Daemon {
     pub signals: crate::daemon::signals::Supervisor,
     /// Decisions made in the daemon (signals), written to the audit log by the event thread.
     pub injected: Mutex<Vec<mcpguard_common::Event>>,
+    /// What `/readyz` checks besides the pins (`http.rs`).
+    pub health: crate::daemon::http::Health,
 }
 
 impl Daemon {
@@ -234,9 +241,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         expired_seen: Mutex::default(),
         signals: crate::daemon::signals::Supervisor::new().context("signal supervisor")?,
         injected: Mutex::default(),
+        health: crate::daemon::http::Health::default(),
     });
 
     let listener = bind_socket(&cfg.socket)?;
+    d.health.socket_bound(&cfg.socket).with_context(|| format!("reading back {}", cfg.socket.display()))?;
     log::info!("control socket {}", cfg.socket.display());
     let stop = Arc::new(AtomicBool::new(false));
     let ev_thread = spawn_event_thread(d.clone(), rb, stop.clone())?;
@@ -252,8 +261,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tokio::spawn(dns_refresh(d.clone()));
     if let Some(addr) = cfg.metrics {
         let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics on {addr}"))?;
-        log::info!("metrics on http://{addr}/metrics");
-        tokio::spawn(serve_metrics(d.clone(), l));
+        log::info!("metrics on http://{addr}/metrics (health: /healthz, /readyz)");
+        tokio::spawn(crate::daemon::http::serve(d.clone(), l));
     }
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -491,6 +500,7 @@ fn spawn_event_thread(
         let poll = Duration::from_millis(mcpguard_common::EVENTS_POLL_MS);
         let mut path = String::new();
         while !stop.load(Ordering::Relaxed) {
+            d.health.events_beat();
             let clock = audit::Clock::now();
             let mut write = |ev: &mcpguard_common::Event| {
                 let line = sink.push(|buf| {
@@ -538,46 +548,6 @@ async fn dns_refresh(d: Arc<Daemon>) {
         tick.tick().await;
         let d = d.clone();
         let _ = tokio::task::spawn_blocking(move || crate::daemon::dns::refresh_dns(&d)).await;
-    }
-}
-
-async fn serve_metrics(d: Arc<Daemon>, l: tokio::net::TcpListener) {
-    loop {
-        let Ok((mut s, _)) = l.accept().await else { continue };
-        let d = d.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let mut n = 0;
-            let started = Instant::now();
-            // Read the request head (bounded in size and time).
-            while n < buf.len() && started.elapsed() < Duration::from_secs(5) {
-                match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf[n..])).await {
-                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
-                    Ok(Ok(k)) => n += k,
-                }
-                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let (status, ctype, body) = if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
-                {
-                    let eng = d.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if let Ok(c) = eng.counters() {
-                        d.metrics.sync_kernel(&c);
-                    }
-                }
-                ("200 OK", "text/plain; version=0.0.4; charset=utf-8", d.metrics.render())
-            } else {
-                ("404 Not Found", "text/plain", "only /metrics is served here\n".to_string())
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = s.write_all(resp.as_bytes()).await;
-            let _ = s.shutdown().await;
-        });
     }
 }
 

@@ -673,6 +673,15 @@ fn net_entries(grant: u64, g: &KernelGrant) -> Result<Vec<(c::NetKey, NetPorts)>
     crate::grant::net::lpm_entries(grant, &g.net).map_err(|e| EngineError::Grant { msg: e.to_string() })
 }
 
+/// The always-attached programs of `backend` whose link is not pinned under `pin_dir`. The pins
+/// hold the attachments (a pinning daemon keeps no link of its own), so a missing pin is a
+/// program that no longer runs (e.g. `mcpguard unpin` while the daemon ran).
+#[must_use]
+pub fn missing_links(pin_dir: &Path, backend: Backend) -> Vec<&'static str> {
+    let dir = links_dir(pin_dir);
+    crate::kernel::loader::backend_programs(backend).into_iter().filter(|p| !dir.join(p).exists()).collect()
+}
+
 pub fn unpin(pin_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     for sub in [links_dir(pin_dir), progs_dir(pin_dir), maps_dir(pin_dir)] {
