@@ -615,7 +615,7 @@ pub(crate) fn target_dir(root: &Path) -> Result<PathBuf> {
     Ok(root.join("target"))
 }
 
-fn which(name: &str) -> Result<PathBuf> {
+pub(crate) fn which(name: &str) -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|d| d.join(name))
