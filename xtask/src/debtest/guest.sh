@@ -96,6 +96,19 @@ g 'read -r x </etc/passwd' 2 "after restart: open of /etc/passwd still refused"
 grep -q '"action":"denied"' /var/log/mcpguard/audit.jsonl || fail "no denied decision in /var/log/mcpguard/audit.jsonl"
 step "audit log has the denials ($(grep -c '"action":"denied"' /var/log/mcpguard/audit.jsonl) lines)"
 
+# --- upgrade path (the same .deb again): a changed conffile is kept, the daemon is restarted by
+# postinst (not stopped by prerm), enforcement continues
+echo '# changed by deb-test' >>/etc/mcpguard/mcpguard.toml
+pid_before=$(systemctl show -p MainPID --value mcpguard.service)
+apt-get install -y --reinstall -o Dpkg::Options::=--force-confold "$deb" >/var/tmp/apt.log 2>&1 \
+	|| { cat /var/tmp/apt.log; fail "apt-get install --reinstall $deb failed"; }
+grep -q '^# changed by deb-test$' /etc/mcpguard/mcpguard.toml || fail "the changed conffile /etc/mcpguard/mcpguard.toml was replaced on upgrade"
+wait_status
+pid_after=$(systemctl show -p MainPID --value mcpguard.service)
+[ "$pid_after" != "$pid_before" ] || fail "postinst did not restart the daemon on upgrade (pid $pid_before)"
+step "upgraded: conffile kept, daemon restarted (pid $pid_before -> $pid_after)"
+g '/usr/bin/uname' 126 "after upgrade: exec /usr/bin/uname still refused"
+
 # --- purge: nothing pinned, no unit, no settings, no state; enforcement is off for real
 apt-get purge -y mcpguard >/var/tmp/apt.log 2>&1 || { cat /var/tmp/apt.log; fail "apt-get purge mcpguard failed"; }
 [ ! -e /sys/fs/bpf/mcpguard ] || fail "/sys/fs/bpf/mcpguard left after purge: $(ls -R /sys/fs/bpf/mcpguard | head)"
