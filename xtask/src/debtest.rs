@@ -334,3 +334,12 @@ fn boot(img: &Image, payload: &Path, log: &Path, timeout: Duration, verbose: boo
     o.tail = tail.into_iter().collect();
     Ok(o)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cache_key_separates_parts() {
+        assert_ne!(super::fnv(&["ab", "c"]), super::fnv(&["a", "bc"]));
+        assert_ne!(super::fnv(&["a"]), super::fnv(&["b"]));
+    }
+}

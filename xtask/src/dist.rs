@@ -391,3 +391,21 @@ pub fn lintian(deb: &Path) -> Result<()> {
     eprintln!("dist: lintian clean (errors, warnings; info tags printed above)");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dynamic_executable_is_not_taken_for_static() {
+        let e = check_static(Path::new("/bin/sh")).unwrap_err().to_string();
+        assert!(e.contains("PT_INTERP"), "{e}");
+        assert!(check_static(Path::new("/etc/hostname")).is_err());
+    }
+
+    #[test]
+    fn help_text_cannot_inject_roff_requests() {
+        let s = roff_escape(".SH X\n'br\na\\b --flag\n");
+        assert_eq!(s, "\\&.SH X\n\\&'br\na\\eb \\-\\-flag\n");
+    }
+}
