@@ -67,7 +67,7 @@ pub struct Args {
     /// Cache for the kernels (scripts/setup-vm.sh) and the root filesystem image.
     #[arg(long, env = "MCPG_VM_CACHE", value_name = "DIR")]
     cache: Option<PathBuf>,
-    /// Hard timeout for the guest, seconds (boot to poweroff; measured 78-85 s under TCG).
+    /// Hard timeout for the guest, seconds (boot to poweroff; measured 78-93 s under TCG).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     timeout: u64,
     /// Rebuild the root filesystem image even if cached.
