@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent setup for `cargo xtask vm-test` (the QEMU kernel matrix). Quick when cached.
 #
-# - apt packages: qemu-system-x86, busybox-static, cpio
+# - apt packages: qemu-system-x86, busybox-static, cpio; for `cargo xtask dist` / `deb-test`:
+#   mmdebstrap (the Debian 12 guest's root filesystem), lintian, e2fsprogs (mkfs.ext4 -d)
 # - the musl target for the stable toolchain (static test binaries for the initramfs)
 # - Debian cloud kernels 6.12 (bookworm-security) and 6.1, downloaded as .deb, unpacked into the
 #   cache ($MCPG_VM_CACHE, default <repo>/.vm-cache), and exposed as
@@ -45,7 +46,7 @@ apt_update_once() {
 }
 
 missing=()
-for p in qemu-system-x86 busybox-static cpio; do
+for p in qemu-system-x86 busybox-static cpio mmdebstrap lintian e2fsprogs; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if ((${#missing[@]})); then
@@ -56,6 +57,8 @@ if ((${#missing[@]})); then
 fi
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found after install"
 [[ -x /bin/busybox ]] || die "/bin/busybox (busybox-static) not found after install"
+command -v mmdebstrap >/dev/null || die "mmdebstrap not found after install"
+command -v lintian >/dev/null || die "lintian not found after install"
 
 # --- musl target ----------------------------------------------------------------------------
 if ! rustup target list --toolchain stable --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then

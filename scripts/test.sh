@@ -35,6 +35,19 @@ if [[ $rc -eq 0 ]]; then
   rc=${PIPESTATUS[0]}
   set -e
 fi
+# The release artifacts: the static binary and the Debian package (lintian clean or each tag
+# explained), then the package installed with apt, enforcing and purged under systemd in a
+# Debian 12 guest (cargo xtask deb-test; its root filesystem is cached in .vm-cache/).
+if [[ $rc -eq 0 ]]; then
+  set +e
+  cargo xtask dist --lintian 2>&1 | tee -a "$log"
+  rc=${PIPESTATUS[0]}
+  if [[ $rc -eq 0 ]]; then
+    cargo xtask deb-test 2>&1 | tee -a "$log"
+    rc=${PIPESTATUS[0]}
+  fi
+  set -e
+fi
 # One closing line with the totals over every test binary (cargo prints one line per binary).
 awk '/^(\[[^]]*\] +)?test result:/ { sub(/^\[[^]]*\] +/, ""); for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "total: %d passed, %d failed\n", p, f }' "$log"

@@ -603,11 +603,11 @@ fn strip_copy(exe: &Path, work: &Path) -> Result<PathBuf> {
     if ok { Ok(dst) } else { Ok(exe.to_path_buf()) }
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-fn target_dir(root: &Path) -> Result<PathBuf> {
+pub(crate) fn target_dir(root: &Path) -> Result<PathBuf> {
     if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
         let d = PathBuf::from(d);
         return Ok(if d.is_absolute() { d } else { root.join(d) });
@@ -615,7 +615,7 @@ fn target_dir(root: &Path) -> Result<PathBuf> {
     Ok(root.join("target"))
 }
 
-fn which(name: &str) -> Result<PathBuf> {
+pub(crate) fn which(name: &str) -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|d| d.join(name))
