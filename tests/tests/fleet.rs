@@ -480,6 +480,8 @@ fn container_image_enforces_on_a_host_process() {
     let out = podman
         .args(["run", "-d", "--name", &name, "--privileged", "--pid=host", "--cgroupns=host", "--network=host"])
         .args(["--ulimit", &format!("nofile={nofile}:{nofile}"), "--ulimit", "nproc=4096:4096"])
+        // As the DaemonSet (readOnlyRootFilesystem): it writes only to the mounted directories.
+        .arg("--read-only")
         .args(["-v", &v(&dir.path("run"), "/run/mcpguard", false)])
         .args(["-v", &v(&dir.path("state"), "/var/lib/mcpguard", false)])
         .args(["-v", &v(&dir.path("log"), "/var/log/mcpguard", false)])
