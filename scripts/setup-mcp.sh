@@ -9,6 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 log() { printf 'setup-mcp: %s\n' "$*" >&2; }
+# One setup at a time (test binaries may call this concurrently); the others wait, then find
+# everything installed.
+exec 9>"$root/.mcp-setup.lock"
+flock 9
 
 MCP_VERSION=${MCP_VERSION:-2.3.0}
 MCP_SERVER_GIT_VERSION=${MCP_SERVER_GIT_VERSION:-2026.10.19}

@@ -18,12 +18,17 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// The venv with PyJWT (scripts/setup-mcp.sh, idempotent).
+/// The venv with PyJWT and spiffe (scripts/setup-mcp.sh, idempotent; run once per test binary:
+/// the tests run in parallel).
 fn python() -> PathBuf {
-    let root = repo_root();
-    let st = Command::new("bash").arg(root.join("scripts/setup-mcp.sh")).status().unwrap();
-    assert!(st.success(), "scripts/setup-mcp.sh failed");
-    root.join(".mcp-venv/bin/python3")
+    static PY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PY.get_or_init(|| {
+        let root = repo_root();
+        let st = Command::new("bash").arg(root.join("scripts/setup-mcp.sh")).status().unwrap();
+        assert!(st.success(), "scripts/setup-mcp.sh failed");
+        root.join(".mcp-venv/bin/python3")
+    })
+    .clone()
 }
 
 const VERIFY: &str = r#"
