@@ -119,7 +119,7 @@ fn grant(d: &TestDaemon, session: &str, task: &str, ttl: &str) {
 fn a_session_reads_its_own_task_token_and_nobody_else_can() {
     let py = python();
     let metrics = format!("127.0.0.1:{}", 20000 + (mcpguard_tests::unique_id() % 20000));
-    let d = TestDaemon::start("identity", None, &["--metrics", &metrics]);
+    let mut d = TestDaemon::start("identity", None, &["--metrics", &metrics]);
     let mut a = reader(&d, "ida", None);
     d.wait_session("ida");
     assert_eq!(ask(&mut a).0, "none", "no token before a task grant");
@@ -184,6 +184,24 @@ fn a_session_reads_its_own_task_token_and_nobody_else_can() {
         assert!(Instant::now() < deadline, "expired token file still there");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A grant that expires while the daemon is down: its token is gone soon after the restart;
+    // one still in force is there, valid, after it.
+    grant(&d, "ida", "T-4", "2s");
+    assert!(file.exists());
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(2500));
+    d.spawn();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while file.exists() {
+        assert!(Instant::now() < deadline, "a token outlived its grant across a restart");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    grant(&d, "ida", "T-5", "5m");
+    d.kill9();
+    d.spawn();
+    std::thread::sleep(Duration::from_millis(1000));
+    let (token5, _) = ask(&mut a);
+    assert_eq!(verify(&py, &d, &token5)["task"], "T-5");
     for mut c in [a, b] {
         let _ = c.kill();
         let _ = c.wait();

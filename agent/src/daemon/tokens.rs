@@ -36,6 +36,8 @@ pub struct Tokens {
     dir: PathBuf,
     keys: Mutex<Keys>,
     issued: Mutex<BTreeMap<String, Issued>>,
+    /// Whether the first sync (which also removes what an earlier daemon left) has run.
+    swept: std::sync::atomic::AtomicBool,
 }
 
 impl Tokens {
@@ -44,7 +46,13 @@ impl Tokens {
         std::fs::create_dir_all(token_dir)
             .with_context(|| format!("creating the token directory {}", token_dir.display()))?;
         std::fs::set_permissions(token_dir, std::fs::Permissions::from_mode(0o755))?;
-        Ok(Self { cfg, dir: token_dir.to_path_buf(), keys: Mutex::new(keys), issued: Mutex::default() })
+        Ok(Self {
+            cfg,
+            dir: token_dir.to_path_buf(),
+            keys: Mutex::new(keys),
+            issued: Mutex::default(),
+            swept: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     /// The directory a session's token lives in (granted to the session for reading).
@@ -59,14 +67,13 @@ impl Tokens {
         self.session_dir(session).join("token")
     }
 
-    /// Creates the session's (empty) token directory before its baseline is compiled. A token
-    /// left by an earlier session of that name is removed.
+    /// Creates the session's token directory before its baseline is compiled. Nothing in it is
+    /// touched: a registration refused because a live session has the name must not take that
+    /// session's token away, and an ended session's token was removed by [`Tokens::sync`].
     pub fn prepare(&self, session: &str) -> std::io::Result<PathBuf> {
         let d = self.session_dir(session);
         std::fs::create_dir_all(&d)?;
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))?;
-        remove(&self.token_file(session));
-        self.issued.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(session);
         Ok(d)
     }
 
@@ -91,6 +98,24 @@ impl Tokens {
     /// less than a third of its life left (and the grant outlasts it); none for the others.
     pub fn sync(&self, st: &State, now_boot_ns: u64, now_unix: u64) {
         let mut issued = self.issued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The first time: tokens an earlier daemon left (a grant that expired while it was
+        // down, a session that ended) go; the ones still wanted are minted again below.
+        if !self.swept.swap(true, std::sync::atomic::Ordering::Relaxed)
+            && let Ok(entries) = std::fs::read_dir(&self.dir)
+        {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let wanted =
+                    st.session(&name).and_then(|s| s.task.as_ref()).is_some_and(|g| g.expires_boot_ns > now_boot_ns);
+                if !wanted {
+                    // (A wanted one is replaced atomically by the mint below.)
+                    remove(&self.token_file(&name));
+                }
+                if st.session(&name).is_none() {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
         let mut keep = BTreeMap::new();
         for s in st.sessions().values() {
             let Some(g) = s.task.as_ref().filter(|g| g.expires_boot_ns > now_boot_ns) else { continue };
