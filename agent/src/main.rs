@@ -56,9 +56,9 @@ struct ExecArgs {
     /// families; refused with EPERM by default, session-wide).
     #[arg(long)]
     allow_metadata: bool,
-    /// Delegate from this session: the program's grants are always within the parent
-    /// session's grant in force (and end with it).
-    #[arg(long, value_name = "SESSION", conflicts_with = "mcp")]
+    /// Delegate from this session: the program's grants (with --mcp each call's) are always
+    /// within the parent session's grant in force, and end with it.
+    #[arg(long, value_name = "SESSION")]
     parent: Option<String>,
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -294,6 +294,7 @@ fn main() -> anyhow::Result<()> {
                 max_restarts: a.max_restarts,
                 write_ceiling: (!a.no_write_ceiling).then_some(a.write_ceiling),
                 allow_metadata: a.allow_metadata,
+                parent: a.parent,
             };
             std::process::exit(mcpguard::launcher::mcp::run(opts)?);
         }

@@ -370,3 +370,65 @@ fn a_delegated_session_never_exceeds_its_parent() {
         let _ = c.wait();
     }
 }
+
+/// Per-call grants (what the MCP proxy issues for each `tools/call`) in a delegated session stay
+/// within the parent's grant too, and a parent's task switch narrows the call in force.
+#[test]
+fn per_call_grants_of_a_delegated_session_stay_within_the_parent() {
+    let d = TestDaemon::start("idcall", None, &[]);
+    let scratch = mcpguard_tests::Scratch::new("idcall");
+    let (a, b) = (scratch.path("a"), scratch.path("b"));
+    for p in [&a, &b] {
+        std::fs::write(p, "data\n").unwrap();
+    }
+    let parent = reader(&d, "cpar", None);
+    d.wait_session("cpar");
+    let raw_grant = |session: &str, task: &str, reads: &[&Path], call: Option<&str>| {
+        let mut req = serde_json::json!({"v": 1, "op": "grant", "session": session, "task": task, "ttl": "5m",
+            "inline": {"read": reads.iter().map(|p| p.to_str().unwrap()).collect::<Vec<_>>()}});
+        if let Some(c) = call {
+            req["tool"] = "read_file".into();
+            req["call_id"] = c.into();
+        }
+        let v = d.raw(req.to_string().as_bytes());
+        assert_eq!(v["ok"], true, "{v}");
+    };
+    raw_grant("cpar", "P-1", &[&a, &b], None);
+    let script = format!("while read x; do (read -r t < {f}; echo \"$t\"); echo rc=$?; done", f = a.display());
+    let mut kid = d
+        .cmd()
+        .args([
+            "exec",
+            "--session",
+            "ckid",
+            "--parent",
+            "cpar",
+            "--baseline",
+            "test-baseline",
+            "--",
+            "/usr/bin/dash",
+            "-c",
+            &script,
+        ])
+        .env_clear()
+        .env("PATH", "/usr/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    d.wait_session("ckid");
+    raw_grant("ckid", "K-1", &[&a, Path::new("/etc/hostname")], Some("1"));
+    assert_eq!(ask(&mut kid), ("data".to_string(), "rc=0".to_string()));
+    let st = d.raw(br#"{"v":1,"op":"status"}"#);
+    let k = st["sessions"].as_array().unwrap().iter().find(|s| s["name"] == "ckid").unwrap().clone();
+    assert_eq!(k["task"]["call_id"], "1", "{k}");
+    let paths: Vec<&str> = k["task"]["paths"].as_array().unwrap().iter().map(|p| p["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, [a.to_str().unwrap()], "the call exceeds the parent");
+    raw_grant("cpar", "P-2", &[&b], None);
+    assert_eq!(ask(&mut kid).1, "rc=137", "the parent's switch did not narrow the call in force");
+    for mut c in [parent, kid] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}

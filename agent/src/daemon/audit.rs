@@ -66,6 +66,15 @@ fn timestamp_field(out: &mut Vec<u8>, ts: jiff::Timestamp) {
     let _ = write!(out, ",\"ts\":\"{ts:.6}\"");
 }
 
+/// The grant fields of an audit line.
+struct Joined<'a> {
+    task: Option<&'a str>,
+    policy: &'a str,
+    tool: Option<&'a str>,
+    call_id: Option<&'a str>,
+    labels: &'a [String],
+}
+
 /// Appends the audit JSON object for one kernel record (no newline) to `out`. `scratch` is a
 /// reusable buffer for the path. Fields, in order: `v`, `ts`, the session/grant join
 /// (`session`, `session_id`, `task`, `grant_id`, `policy`, `tool`, `call_id`, `command`), the
@@ -80,21 +89,43 @@ pub fn format_event(
     environment: Option<&str>,
 ) {
     let session = state.session_by_id(ev.session);
-    let grant =
-        session.and_then(|s| [s.task.as_ref(), s.base.as_ref()].into_iter().flatten().find(|g| g.id == ev.grant));
+    // The grant the kernel decided under: in force, held aside, or (an event drained just after
+    // its grant ended) lately ended.
+    let grant = session.and_then(|s| {
+        [s.task.as_ref(), s.base.as_ref(), s.orchestrator.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|g| g.id == ev.grant)
+            .map(|g| Joined {
+                task: g.task.as_deref(),
+                policy: &g.policy,
+                tool: g.tool.as_deref(),
+                call_id: g.call_id.as_deref(),
+                labels: &g.labels,
+            })
+            .or_else(|| {
+                s.ended.find(ev.grant).map(|g| Joined {
+                    task: g.task.as_deref(),
+                    policy: &g.policy,
+                    tool: g.tool.as_deref(),
+                    call_id: g.call_id.as_deref(),
+                    labels: &g.labels,
+                })
+            })
+    });
     out.push(b'{');
     field(out, "v", &AUDIT_FORMAT);
     timestamp_field(out, ts);
     field(out, "session", &session.map(|s| s.name.as_str()));
     field(out, "session_id", &ev.session);
-    field(out, "task", &grant.and_then(|g| g.task.as_deref()));
+    field(out, "task", &grant.as_ref().and_then(|g| g.task));
     field(out, "grant_id", &ev.grant);
-    field(out, "policy", &grant.map(|g| g.policy.as_str()));
-    field(out, "tool", &grant.and_then(|g| g.tool.as_deref()));
-    field(out, "call_id", &grant.and_then(|g| g.call_id.as_deref()));
+    field(out, "policy", &grant.as_ref().map(|g| g.policy));
+    field(out, "tool", &grant.as_ref().and_then(|g| g.tool));
+    field(out, "call_id", &grant.as_ref().and_then(|g| g.call_id));
     field(out, "command", &session.map(|s| s.command.as_slice()));
     field(out, "environment", &environment);
-    field(out, "labels", &grant.map_or(&[][..], |g| g.labels.as_slice()));
+    field(out, "labels", &grant.as_ref().map_or(&[][..], |g| g.labels));
     // The sessions that delegated to this one, nearest first (no allocation without a parent).
     match session.filter(|s| s.parent.is_some()) {
         Some(s) => field(out, "delegated_by", &crate::daemon::delegation::chain(state, &s.name)),

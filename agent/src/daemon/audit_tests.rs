@@ -70,6 +70,7 @@ fn state() -> State {
         orchestrator: None,
         binary_sha256: None,
         parent: None,
+        ended: crate::daemon::state::Ended::default(),
     });
     st
 }
@@ -193,4 +194,25 @@ fn duplicate_keys_are_refused_by_the_strict_parser() {
     assert!(parse_strict(r#"{"a":1,"b":2}"#).is_ok());
     assert!(parse_strict(r#"{"a":1,"a":2}"#).unwrap_err().contains("duplicate key `a`"));
     assert!(parse_strict("[1]").is_err());
+}
+
+#[test]
+fn an_event_drained_after_its_grant_ended_still_names_it() {
+    let mut st = state();
+    let ev = event(7, 99, HOOK_OPEN, ACTION_KILLED, REASON_NOT_GRANTED, ACCESS_READ, &[b"x", b"/"]);
+    let s = st.session_mut("s\u{e9}ss\\1").unwrap();
+    s.ended.push(&grant(99, Some("call:5"), Some("read_text_file"), Some("5")));
+    let (mut out, mut scratch) = (Vec::new(), String::new());
+    format_event(&mut out, &mut scratch, &st, &ev, jiff::Timestamp::UNIX_EPOCH, None);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        (v["task"].as_str(), v["tool"].as_str(), v["call_id"].as_str()),
+        (Some("call:5"), Some("read_text_file"), Some("5"))
+    );
+    // Bounded: the oldest ended grants go.
+    let s = st.session_mut("s\u{e9}ss\\1").unwrap();
+    for id in 100..(100 + crate::daemon::state::Ended::KEEP as u64) {
+        s.ended.push(&grant(id, None, None, None));
+    }
+    assert!(s.ended.find(99).is_none());
 }

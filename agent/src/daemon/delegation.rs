@@ -87,6 +87,13 @@ fn effective_at(st: &State, name: &str, now: u64, depth: usize) -> Option<(Grant
     }
 }
 
+/// The grant ids in force of each ancestor of `name`, nearest first: a grant composed with them
+/// goes in only if they are still the ones in force.
+#[must_use]
+pub fn lineage(st: &State, name: &str) -> Vec<Vec<u64>> {
+    chain(st, name).iter().filter_map(|p| st.session(p)).map(Grants::ids_of).collect()
+}
+
 /// The own grant a delegated session asked for, composed with its parent's effective grant
 /// (what goes into the kernel) and the earlier expiry. Refused when the parent has none.
 pub fn within_parent(
@@ -121,29 +128,48 @@ fn propagate_at(st: &mut State, eng: &mut Engine, parent: &str, now: u64, depth:
         st.sessions().values().filter(|s| s.parent.as_deref() == Some(parent)).map(|s| s.name.clone()).collect();
     for c in children {
         let cur = Grants::of(st.session(&c).expect("listed"));
+        let Some((ps, pe)) = effective(st, parent, now) else {
+            // The parent has nothing in force: the child keeps only its baseline.
+            let s = st.session_mut(&c).expect("listed");
+            session::transition(eng, s, Grants::Baseline)
+                .map_err(|e| ProtoError::new(ErrorCode::KernelError, e.to_string()))?;
+            propagate_at(st, eng, &c, now, depth + 1)?;
+            continue;
+        };
+        // Each record again from what it asked for, within the parent's grant.
+        let mut rebuild = |r: &GrantRecord, own: GrantSpec, own_exp: u64| -> Result<GrantRecord, ProtoError> {
+            let eff = ps.intersect(&own);
+            Ok(GrantRecord {
+                id: st.alloc_id(),
+                policy: eff.policy_name.clone(),
+                mode: eff.mode,
+                expires_boot_ns: own_exp.min(pe),
+                own_expires_boot_ns: own_exp,
+                kernel: compile(&eff)?,
+                labels: eff.labels.clone(),
+                ..r.clone()
+            })
+        };
+        let own_exp =
+            |r: &GrantRecord| if r.own_expires_boot_ns > 0 { r.own_expires_boot_ns } else { r.expires_boot_ns };
         let next = match &cur {
             Grants::Baseline => continue,
-            Grants::Task(r) => match (r.spec.as_ref(), effective(st, parent, now)) {
-                (Some(own), Some((ps, pe))) => {
-                    let eff = ps.intersect(own);
-                    let own_exp = if r.own_expires_boot_ns > 0 { r.own_expires_boot_ns } else { r.expires_boot_ns };
-                    let rec = GrantRecord {
-                        id: st.alloc_id(),
-                        policy: eff.policy_name.clone(),
-                        mode: eff.mode,
-                        expires_boot_ns: own_exp.min(pe),
-                        own_expires_boot_ns: own_exp,
-                        kernel: compile(&eff)?,
-                        labels: eff.labels.clone(),
-                        ..r.clone()
-                    };
-                    Grants::Task(rec)
+            Grants::Task(r) | Grants::Call(r) => match r.spec.clone() {
+                Some(own) => {
+                    let rec = rebuild(r, own, own_exp(r))?;
+                    if matches!(cur, Grants::Task(_)) { Grants::Task(rec) } else { Grants::Call(rec) }
                 }
-                // The parent has nothing in force: the child keeps only its baseline.
+                None => Grants::Baseline,
+            },
+            Grants::CallInTask { call, task } => match (task.spec.clone(), call.spec.clone()) {
+                (Some(t), Some(c)) => {
+                    let composed = crate::daemon::handlers::compose(Some(&t), &c);
+                    let task = rebuild(task, t, own_exp(task))?;
+                    let call = rebuild(call, composed, own_exp(call).min(own_exp(&task)))?;
+                    Grants::CallInTask { call, task }
+                }
                 _ => Grants::Baseline,
             },
-            // Per-call grants are refused in delegated sessions (handlers::grant).
-            Grants::Call(_) | Grants::CallInTask { .. } => Grants::Baseline,
         };
         let s = st.session_mut(&c).expect("listed");
         session::transition(eng, s, next).map_err(|e| ProtoError::new(ErrorCode::KernelError, e.to_string()))?;

@@ -357,6 +357,7 @@ fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, ProtoError> {
         orchestrator: None,
         binary_sha256,
         parent: r.parent.clone(),
+        ended: crate::daemon::state::Ended::default(),
     };
     session::begin(&mut eng, &session).map_err(|e| err(ErrorCode::KernelError, e.to_string()))?;
     let mut session = session;
@@ -459,61 +460,63 @@ fn prepare_grant<'a>(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .session(&g.session)
         .and_then(|s| s.parent.clone());
-    if per_call && parent.is_some() {
-        return Err(err(
-            ErrorCode::BadRequest,
-            format!(
-                "session `{}` is delegated: per-call grants inside delegated sessions are not supported yet",
-                g.session
-            ),
-        ));
-    }
+    // A delegated session's grants go in within its parent's (delegation.rs); identity without.
+    let bound = |eff: GrantSpec, expires: u64| -> Result<(GrantSpec, u64), ProtoError> {
+        match &parent {
+            None => Ok((eff, expires)),
+            Some(p) => {
+                let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                crate::daemon::delegation::within_parent(&st, p, &eff, expires, boot_ns())
+            }
+        }
+    };
+    let lineage = || {
+        crate::daemon::delegation::lineage(
+            &d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+            &g.session,
+        )
+    };
     let mut attempts = 0;
     loop {
         attempts += 1;
         let cur = current_grants(d, &g.session)?;
+        let ancestors = lineage();
         let own_expires = boot_ns().saturating_add(ttl_ns);
-        let prepared = match (per_call, cur.task_around_calls(), cur.call_in_force()) {
+        let mut prepared = match (per_call, cur.task_around_calls(), cur.call_in_force()) {
             // A call inside the orchestrator's task: call ∩ task, expiring with the earlier.
             (true, Some(task), _) => {
-                let eff = compose(Some(held_spec(task)?), spec);
-                let kg = compile(&eff)?;
-                let rec = record(g, spec, kg, own_expires.min(task.expires_boot_ns), &eff);
+                let (eff, expires) =
+                    bound(compose(Some(held_spec(task)?), spec), own_expires.min(task.expires_boot_ns))?;
+                let rec = record(g, spec, compile(&eff)?, expires, &eff);
                 Prepared { rec, narrowed: None, policy: eff.policy_name }
             }
             // A task grant while a call is in force: held aside; the call narrows (never widens).
             (false, _, Some(call)) => {
-                let eff = compose(Some(spec), held_spec(call)?);
-                let narrowed = (compile(&eff)?, own_expires.min(call.expires_boot_ns), eff.clone());
-                let rec = record(g, spec, compile(spec)?, own_expires, spec);
+                let (eff, expires) =
+                    bound(compose(Some(spec), held_spec(call)?), own_expires.min(call.expires_boot_ns))?;
+                let narrowed = (compile(&eff)?, expires, eff.clone());
+                let (task_eff, task_expires) = bound(spec.clone(), own_expires)?;
+                let rec = record(g, spec, compile(&task_eff)?, task_expires, &task_eff);
                 Prepared { rec, narrowed: Some(narrowed), policy: eff.policy_name }
             }
-            // A delegated session: its own grant within its parent's (delegation.rs).
-            _ if parent.is_some() => {
-                let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let within = crate::daemon::delegation::within_parent(
-                    &st,
-                    parent.as_deref().unwrap_or_default(),
-                    spec,
-                    own_expires,
-                    boot_ns(),
-                );
-                drop(st);
-                let (eff, expires) = within?;
-                let mut rec = record(g, spec, compile(&eff)?, expires, &eff);
-                rec.own_expires_boot_ns = own_expires;
-                Prepared { rec, narrowed: None, policy: eff.policy_name }
+            // Nothing to compose with (a delegated session: within its parent's).
+            _ => {
+                let (eff, expires) = bound(spec.clone(), own_expires)?;
+                Prepared {
+                    rec: record(g, spec, compile(&eff)?, expires, &eff),
+                    narrowed: None,
+                    policy: eff.policy_name,
+                }
             }
-            // Nothing to compose with.
-            _ => Prepared {
-                rec: record(g, spec, compile(spec)?, own_expires, spec),
-                narrowed: None,
-                policy: spec.policy_name.clone(),
-            },
         };
+        if parent.is_some() {
+            prepared.rec.own_expires_boot_ns = own_expires;
+        }
         // Install only if the grants this was composed from are still the ones in force.
         let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if st.session(&g.session).map(Grants::ids_of) == Some(cur.ids()) {
+        if st.session(&g.session).map(Grants::ids_of) == Some(cur.ids())
+            && crate::daemon::delegation::lineage(&st, &g.session) == ancestors
+        {
             return Ok((st, prepared));
         }
         drop(st);

@@ -244,6 +244,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         health: crate::daemon::http::Health::default(),
     });
 
+    // The handlers before the socket: a client (or systemd) that sees the socket may stop the
+    // daemon at once, and that must take the orderly way out.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let listener = bind_socket(&cfg.socket)?;
     d.health.socket_bound(&cfg.socket).with_context(|| format!("reading back {}", cfg.socket.display()))?;
     log::info!("control socket {}", cfg.socket.display());
@@ -265,11 +269,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tokio::spawn(crate::daemon::http::serve(d.clone(), l));
     }
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = int.recv() => break,
             acc = listener.accept() => match acc {
                 Ok((stream, _)) => {
                     let d = d.clone();

@@ -190,6 +190,7 @@ pub fn transition(eng: &mut Engine, s: &mut Session, next: Grants) -> Result<Vec
         [old_task, old_orch].into_iter().flatten().filter(|r| !live.contains(&r.id)).collect();
     for r in &freed {
         eng.remove_grant(r.id, &r.kernel);
+        s.ended.push(r);
     }
     Ok(freed)
 }

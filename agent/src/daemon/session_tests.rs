@@ -58,6 +58,7 @@ fn slots_round_trip_for_every_state() {
             orchestrator,
             binary_sha256: None,
             parent: None,
+            ended: crate::daemon::state::Ended::default(),
         };
         assert_eq!(Grants::of(&s), g, "{label}");
         assert_eq!(Grants::ids_of(&s), g.ids(), "{label}");

@@ -53,6 +53,51 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
+/// What the audit join needs of a grant that has ended.
+#[derive(Clone, Debug, Default)]
+pub struct EndedGrant {
+    pub id: u64,
+    pub task: Option<String>,
+    pub policy: String,
+    pub tool: Option<String>,
+    pub call_id: Option<String>,
+    pub labels: Vec<String>,
+}
+
+/// A session's recently ended grants. Not part of the table's identity: equal whatever it holds.
+#[derive(Clone, Debug, Default)]
+pub struct Ended(pub std::collections::VecDeque<EndedGrant>);
+
+impl Ended {
+    pub const KEEP: usize = 16;
+
+    pub fn push(&mut self, r: &GrantRecord) {
+        if self.0.len() >= Self::KEEP {
+            self.0.pop_front();
+        }
+        self.0.push_back(EndedGrant {
+            id: r.id,
+            task: r.task.clone(),
+            policy: r.policy.clone(),
+            tool: r.tool.clone(),
+            call_id: r.call_id.clone(),
+            labels: r.labels.clone(),
+        });
+    }
+
+    #[must_use]
+    pub fn find(&self, id: u64) -> Option<&EndedGrant> {
+        self.0.iter().rev().find(|g| g.id == id)
+    }
+}
+
+impl PartialEq for Ended {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for Ended {}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Session {
     pub name: String,
@@ -77,6 +122,11 @@ pub struct Session {
     /// per-call grant composed with it is in force; it is put back when the call is revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub orchestrator: Option<GrantRecord>,
+    /// Grants of this session that ended lately (newest last, at most [`Ended::KEEP`]): the audit
+    /// join of an event the kernel reported just before its grant ended (a killed call whose
+    /// grant the proxy revoked at once) still names the task, tool and call. Not persisted.
+    #[serde(skip)]
+    pub ended: Ended,
     /// The session this one was delegated from (`Register::parent`; `daemon::delegation`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
@@ -307,6 +357,7 @@ mod tests {
             task: None,
             orchestrator: None,
             binary_sha256: None,
+            ended: Ended::default(),
             parent: None,
         });
         let dir = std::env::temp_dir().join(format!("mcpg-state-{}", std::process::id()));

@@ -36,6 +36,8 @@ pub struct ProxyOptions {
     pub write_ceiling: Option<Vec<PathBuf>>,
     /// The server may change modes, owners and xattrs (`--allow-metadata`).
     pub allow_metadata: bool,
+    /// The session this one is delegated from (`--parent`): every call's grant stays within it.
+    pub parent: Option<String>,
 }
 
 /// The proxy's client of the daemon: typed calls for what the proxy asks (a call's grant, its
@@ -134,6 +136,7 @@ pub fn run(opts: ProxyOptions) -> anyhow::Result<i32> {
         argv: opts.command.clone(),
         baseline: opts.baseline.clone(),
         vars: opts.vars.clone(),
+        parent: opts.parent.clone(),
     };
     let (mut proxy, rx) = proxy::Proxy::new(launch, tools, DaemonClient::new(opts.socket), opts.max_restarts);
     proxy.start_server().context("starting the MCP server")?;

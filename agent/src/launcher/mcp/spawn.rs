@@ -48,6 +48,8 @@ pub struct Launch {
     pub write_ceiling: Option<Vec<PathBuf>>,
     /// The seccomp filter lets modes, owners and xattrs be changed.
     pub allow_metadata: bool,
+    /// The session this one is delegated from (`daemon::delegation`).
+    pub parent: Option<String>,
 }
 
 pub struct Server {
@@ -258,6 +260,7 @@ fn register(
     let op = Op::Register(Register {
         write_ceiling: l.write_ceiling.clone(),
         signal_notifier,
+        parent: l.parent.clone(),
         ..Register::launched(l.session.clone(), pid, command, l.baseline.clone(), l.vars.clone())
     });
     // After a kill, processes the old server left behind may still hold the session for a
