@@ -44,9 +44,13 @@ except jwt.PyJWTError as e:
 "#;
 
 fn verify(py: &Path, d: &TestDaemon, token: &str) -> Value {
+    verify_for(py, d, token, "mcpguard")
+}
+
+fn verify_for(py: &Path, d: &TestDaemon, token: &str, aud: &str) -> Value {
     let jwks = run(d.cmd().args(["identity", "jwks"]));
     let out = Command::new(py)
-        .args(["-c", VERIFY, String::from_utf8_lossy(&jwks.stdout).trim(), token, "mcpguard"])
+        .args(["-c", VERIFY, String::from_utf8_lossy(&jwks.stdout).trim(), token, aud])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -232,7 +236,11 @@ fn environments_and_path_labels_bind_grants_to_where_they_were_approved() {
         format!("name = \"{name}\"\n{labels}environments = [\"prod\"]\n[[read]]\npath = \"{}\"\n", prod.display())
     };
     std::fs::write(pol.join("prod-unlabelled.toml"), read_prod("prod-unlabelled", "")).unwrap();
-    std::fs::write(pol.join("prod-labelled.toml"), read_prod("prod-labelled", "labels = [\"prod-data\"]\n")).unwrap();
+    std::fs::write(
+        pol.join("prod-labelled.toml"),
+        read_prod("prod-labelled", "labels = [\"prod-data\"]\naudience = [\"https://db.prod.example\"]\n"),
+    )
+    .unwrap();
     let d = TestDaemon::start("idenv", Some(&pol), &["--config", config.to_str().unwrap()]);
     let file = prod.join("db");
     let mut c = reader(&d, "env1", Some(&file));
@@ -257,7 +265,9 @@ fn environments_and_path_labels_bind_grants_to_where_they_were_approved() {
     assert_eq!(ask(&mut c), ("rows".to_string(), "rc=0".to_string()));
     let st: Value = serde_json::from_slice(&run(d.cmd().args(["status", "--json"])).stdout).unwrap();
     let token = std::fs::read_to_string(PathBuf::from(st["token_dir"].as_str().unwrap()).join("env1/token")).unwrap();
-    let claims = verify(&py, &d, &token);
+    // The policy's own audience: the token is for that service, not for the daemon's default.
+    assert_eq!(verify(&py, &d, &token)["error"], "InvalidAudienceError");
+    let claims = verify_for(&py, &d, &token, "https://db.prod.example");
     assert_eq!(
         (claims["environment"].as_str(), claims["labels"][0].as_str()),
         (Some("prod"), Some("prod-data")),

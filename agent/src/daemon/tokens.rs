@@ -162,7 +162,7 @@ impl Tokens {
             tool: g.tool.as_deref(),
             call_id: g.call_id.as_deref(),
             binary_sha256: s.binary_sha256.as_deref(),
-            audience: None,
+            audience: g.spec.as_ref().map(|sp| sp.audience.as_slice()).filter(|a| !a.is_empty()),
             delegated_by: chain,
             labels: &g.labels,
         };

@@ -156,6 +156,9 @@ pub struct Policy {
     pub environments: Vec<String>,
     /// Path labels of the daemon's `[labels]` this policy may name paths under.
     pub labels: Vec<String>,
+    /// `aud` of the session tokens while a grant from this policy is in force (none: the
+    /// daemon's `token_audience`).
+    pub audience: Vec<String>,
 }
 
 /// A fully instantiated, variable-free grant: normalised absolute paths only.
@@ -185,6 +188,9 @@ pub struct GrantSpec {
     /// Path labels the grant may name paths under.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
+    /// Token audience while the grant is in force (none: the daemon's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audience: Vec<String>,
 }
 
 /// Why a path was rejected.
@@ -391,6 +397,8 @@ struct RawPolicy {
     environments: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     labels: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    audience: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -509,6 +517,7 @@ impl Policy {
         let listen = cx.listen(&raw.listen)?;
         let environments = cx.names(&raw.environments, "environments")?;
         let labels = cx.names(&raw.labels, "labels")?;
+        let audience = cx.audience(&raw.audience)?;
 
         Ok(Policy {
             name: name.clone(),
@@ -523,6 +532,7 @@ impl Policy {
             listen,
             environments,
             labels,
+            audience,
         })
     }
 
@@ -618,6 +628,7 @@ impl Policy {
             listen: self.listen.clone(),
             environments: self.environments.clone(),
             labels: self.labels.clone(),
+            audience: self.audience.clone(),
         })
     }
 }
@@ -687,6 +698,7 @@ impl GrantSpec {
             listen: Vec::new(),
             environments: Vec::new(),
             labels: Vec::new(),
+            audience: Vec::new(),
         })
     }
 
@@ -783,6 +795,8 @@ impl GrantSpec {
             },
             // A label is a permission: only what both declare.
             labels: self.labels.iter().filter(|l| other.labels.contains(l)).cloned().collect(),
+            // Who the token is for: the inner grant's (the call's, the child's) if it names one.
+            audience: if other.audience.is_empty() { self.audience.clone() } else { other.audience.clone() },
         }
     }
 }

@@ -190,6 +190,21 @@ impl Ctx<'_> {
         Ok(out)
     }
 
+    /// `audience`: at most 8 token audiences, each 1-255 bytes without control characters.
+    pub(super) fn audience(&self, raw: &Option<Spanned<Vec<String>>>) -> Result<Vec<String>, PolicyError> {
+        let Some(raw) = raw else { return Ok(Vec::new()) };
+        if raw.get_ref().len() > 8 {
+            return Err(self.invalid(Some(raw.span()), "audience".into(), "at most 8 audiences"));
+        }
+        for a in raw.get_ref() {
+            if a.is_empty() || a.len() > 255 || a.chars().any(char::is_control) {
+                let msg = format!("audience {a:?}: 1-255 bytes without control characters");
+                return Err(self.invalid(Some(raw.span()), "audience".into(), msg));
+            }
+        }
+        Ok(raw.get_ref().clone())
+    }
+
     pub(super) fn listen(&self, raw: &[RawListen]) -> Result<Vec<String>, PolicyError> {
         let mut listen = Vec::new();
         for (i, l) in raw.iter().enumerate() {

@@ -179,6 +179,7 @@ fn intersect_takes_the_narrower_grant() {
         listen: Vec::new(),
         environments: Vec::new(),
         labels: Vec::new(),
+        audience: Vec::new(),
     };
     let call = GrantSpec::inline(
         vec![
@@ -359,4 +360,18 @@ fn environments_and_labels_are_names_and_intersect_narrowly() {
     assert_eq!((i.environments, i.labels), (vec!["prod".to_string()], vec!["b".to_string()]));
     let i = spec(&[], &["a"]).intersect(&spec(&["dev"], &[]));
     assert_eq!((i.environments, i.labels), (vec!["dev".to_string()], Vec::<String>::new()));
+}
+
+#[test]
+fn audience_is_checked_and_the_inner_grant_names_it() {
+    let p = Policy::parse("name = \"x\"\naudience = [\"https://api.example.org\"]\n", "x.toml").unwrap();
+    assert_eq!(p.audience, ["https://api.example.org"]);
+    let e = Policy::parse("name = \"x\"\naudience = [\"\"]\n", "x.toml").unwrap_err().to_string();
+    assert_has(&e, &["`audience`", "1-255 bytes"]);
+    let spec = |aud: &[&str]| GrantSpec {
+        audience: aud.iter().map(|s| (*s).to_string()).collect(),
+        ..GrantSpec::inline(Vec::new(), Vec::new(), Vec::new(), Mode::Deny, None).unwrap()
+    };
+    assert_eq!(spec(&["task"]).intersect(&spec(&["call"])).audience, ["call"]);
+    assert_eq!(spec(&["task"]).intersect(&spec(&[])).audience, ["task"]);
 }
