@@ -278,6 +278,89 @@ fn filesystem_server_kernel_stops_reads_outside_the_call_grant() {
     assert_eq!(line["comm"], "node");
 }
 
+/// Delegation through the proxy (`exec --mcp --parent`): each call's grant is within the parent
+/// session's grant in force. A read the tool's template allows but the parent's grant does not
+/// gets the server killed; the audit line names the parent.
+#[test]
+fn delegated_proxy_calls_stay_within_the_parent_session() {
+    let d = Daemon::start();
+    let root = setup();
+    let t = Scratch::new("mcpdel");
+    std::fs::create_dir_all(t.path("broad/granted")).unwrap();
+    std::fs::create_dir_all(t.path("broad/other")).unwrap();
+    std::fs::write(t.path("broad/granted/a.txt"), "granted-content\n").unwrap();
+    std::fs::write(t.path("broad/other/secret.txt"), "SECRET\n").unwrap();
+    // The parent: a governed process whose task grant reads only broad/granted.
+    let mut parent = std::process::Command::new(bin())
+        .args([
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "exec",
+            "--session",
+            "orch",
+            "--",
+            "/usr/bin/dash",
+            "-c",
+            "read x",
+        ])
+        .env_clear()
+        .env("PATH", "/usr/bin")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    d.wait_session("orch");
+    let granted = t.path("broad/granted").display().to_string();
+    let v = d.raw(
+        &json!({"v": 1, "op": "grant", "session": "orch", "task": "O-1", "ttl": "2m", "inline": {"read": [granted]}}),
+    );
+    assert_eq!(v["ok"], true, "{v}");
+    // The tool's template reads all of broad.
+    let tools = t.path("tools.toml");
+    std::fs::write(
+        &tools,
+        format!(
+            "template_dirs = [\"{}\"]\nttl = \"20s\"\n[tools.read_text_file]\ntemplate = \"mcp-fs-read\"\n\
+             vars = {{ path = \"{}\" }}\n",
+            policy_dir().display(),
+            t.path("broad").display()
+        ),
+    )
+    .unwrap();
+    let node_prefix = root.join(".mcp-node");
+    let server = node_prefix.join("node_modules/@modelcontextprotocol/server-filesystem/dist/index.js");
+    let mut args = d.exec_args(
+        "fsdel",
+        &tools,
+        "mcp-baseline-node",
+        &[format!("node_prefix={}", node_prefix.display())],
+        &["/usr/bin/node", server.to_str().unwrap(), t.path("broad").to_str().unwrap()],
+    );
+    let at = args.iter().position(|a| a == "--mcp").unwrap();
+    args.splice(at..at, ["--parent".to_string(), "orch".to_string()]);
+    let inside = t.path("broad/granted/a.txt").display().to_string();
+    let outside = t.path("broad/other/secret.txt").display().to_string();
+    let report = run_client(
+        &t,
+        json!({
+            "command": bin(), "args": args, "env": env(&[]),
+            "steps": [
+                {"op": "list"},
+                {"op": "call", "name": "read_text_file", "arguments": {"path": inside}},
+                {"op": "call", "name": "read_text_file", "arguments": {"path": outside}},
+            ]
+        }),
+    );
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps[1]["result"]["content"][0]["text"], "granted-content\n", "{report}");
+    assert_eq!(steps[2]["error"]["code"], -32011, "the template allows it, the parent does not: {report}");
+    assert!(!report.to_string().contains("SECRET"));
+    let line = d.wait_audit(|l| l["session"] == "fsdel" && l["path"] == outside.as_str());
+    assert_eq!(line["delegated_by"], json!(["orch"]), "{line}");
+    assert_eq!((line["action"].as_str(), line["tool"].as_str()), (Some("killed"), Some("read_text_file")), "{line}");
+    let _ = parent.kill();
+    let _ = parent.wait();
+}
+
 /// Orchestrated tasks: a per-call grant under an orchestrator's task grant is their intersection;
 /// a new task grant during the call narrows the call and waits for its end; revoking the call
 /// puts the task grant back, revoking that leaves the baseline.
