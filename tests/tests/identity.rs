@@ -442,3 +442,33 @@ fn per_call_grants_of_a_delegated_session_stay_within_the_parent() {
         let _ = c.wait();
     }
 }
+
+/// While the grant lasts, the token is minted again before it runs out (here `token_max_ttl` is
+/// 6 s and the grant 1 min; renewal at a third of the life left, 2 s): a reader always finds a
+/// token that verifies.
+#[test]
+fn tokens_are_renewed_before_they_expire_while_the_grant_lasts() {
+    let py = python();
+    let scratch = mcpguard_tests::Scratch::new("idrenew");
+    let config = scratch.path("mcpguard.toml");
+    std::fs::write(&config, "token_max_ttl = \"6s\"\n").unwrap();
+    let d = TestDaemon::start("idrenew", None, &["--config", config.to_str().unwrap()]);
+    let mut a = reader(&d, "ren", None);
+    d.wait_session("ren");
+    grant(&d, "ren", "T-r", "1m");
+    let (t1, _) = ask(&mut a);
+    let c1 = verify(&py, &d, &t1);
+    assert!(c1["exp"].as_u64().unwrap() - c1["iat"].as_u64().unwrap() <= 6, "{c1}");
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(1500));
+        let (t, _) = ask(&mut a);
+        let c = verify(&py, &d, &t);
+        assert!(c.get("error").is_none(), "an expired token was in the file: {c}");
+        assert_eq!(c["task"], "T-r");
+    }
+    let (t5, _) = ask(&mut a);
+    let c5 = verify(&py, &d, &t5);
+    assert!(c5["exp"].as_u64() > c1["exp"].as_u64() && c5["jti"] != c1["jti"], "{c1} {c5}");
+    let _ = a.kill();
+    let _ = a.wait();
+}

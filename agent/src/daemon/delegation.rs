@@ -177,3 +177,52 @@ fn propagate_at(st: &mut State, eng: &mut Engine, parent: &str, now: u64, depth:
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::state::{Ended, Session};
+
+    fn session(name: &str, id: u64, parent: Option<&str>) -> Session {
+        Session {
+            name: name.into(),
+            id,
+            root_pid: 1,
+            command: vec!["/bin/x".into()],
+            uid: 0,
+            created_unix: 0,
+            cgroup: None,
+            sealed: false,
+            write_ceiling: None,
+            base: None,
+            task: None,
+            orchestrator: None,
+            binary_sha256: None,
+            parent: parent.map(Into::into),
+            ended: Ended::default(),
+        }
+    }
+
+    #[test]
+    fn chains_are_bounded_and_cycles_refused() {
+        let mut st = State::default();
+        st.insert_session(session("a", 1, None));
+        st.insert_session(session("b", 2, Some("a")));
+        st.insert_session(session("c", 3, Some("b")));
+        st.insert_session(session("d", 4, Some("c")));
+        assert_eq!(chain(&st, "d"), ["c", "b", "a"]);
+        assert!(check_parent(&st, "e", "d").is_ok(), "depth 4");
+        st.insert_session(session("e", 5, Some("d")));
+        let e = check_parent(&st, "f", "e").unwrap_err();
+        assert!(e.message.contains("deeper than 4"), "{}", e.message);
+        // `a` registering again under its own descendant would close a loop.
+        let e = check_parent(&st, "a", "c").unwrap_err();
+        assert!(e.message.contains("cycle") && e.message.contains("c <- b <- a"), "{}", e.message);
+        assert_eq!(check_parent(&st, "x", "nope").unwrap_err().code, ErrorCode::UnknownSession);
+        // A loop in a damaged table cannot make the walk run forever.
+        st.insert_session(session("a", 1, Some("c")));
+        assert!(chain(&st, "a").len() <= MAX_DEPTH);
+        // Nothing in force: no effective grant anywhere.
+        assert!(effective(&st, "d", 0).is_none());
+    }
+}
