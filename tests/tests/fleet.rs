@@ -302,6 +302,12 @@ fn grafana_dashboard_queries_name_exported_metrics() {
     let exported = exported(&text);
     assert!(exported.contains_key("mcpguard_grant_apply_seconds_bucket"), "{exported:?}");
     assert!(exported.contains_key("mcpguard_decisions_total"), "{text}");
+    // The kill is counted for its session.
+    let killed_in_dash = text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"mcpguard_session_denials_total{action="killed",session="dash"} "#))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(killed_in_dash.is_some_and(|n| n >= 1), "no per-session kill count for dash:\n{text}");
 
     let path = repo().join("packaging/grafana-mcpguard.json");
     let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -328,7 +334,12 @@ fn grafana_dashboard_queries_name_exported_metrics() {
         }
     }
     assert!(problems.is_empty(), "{}:\n{}", path.display(), problems.join("\n"));
-    for m in ["mcpguard_decisions_total", "mcpguard_events_lost_total", "mcpguard_backend_info"] {
+    for m in [
+        "mcpguard_decisions_total",
+        "mcpguard_session_denials_total",
+        "mcpguard_events_lost_total",
+        "mcpguard_backend_info",
+    ] {
         assert!(used.contains(m), "the dashboard does not show {m}");
     }
 }

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub grant_apply: Histogram,
     pub backend: IntGaugeVec,
     pub audit_errors: IntCounter,
+    /// Refusals (denied or killed) per session, from the decision events.
+    pub session_denials: SessionDenials,
     /// Last kernel counter values seen, to turn them into counter increments.
     last: std::sync::Mutex<Vec<u64>>,
 }
@@ -81,8 +83,10 @@ impl Metrics {
         let audit_errors =
             IntCounter::new("mcpguard_audit_write_errors_total", "Audit lines that could not be written")
                 .expect("metric");
+        let session_denials = SessionDenials::new(SESSION_SERIES_MAX);
         for m in [
-            Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(session_denials.vec.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(decisions.clone()),
             Box::new(events_lost.clone()),
             Box::new(procs_untracked.clone()),
             Box::new(active_sessions.clone()),
@@ -109,6 +113,7 @@ impl Metrics {
             grant_apply,
             backend: backend_g,
             audit_errors,
+            session_denials,
             last: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -151,9 +156,129 @@ impl Metrics {
     }
 }
 
+/// Sessions with a series of their own in `mcpguard_session_denials_total` at a time.
+pub const SESSION_SERIES_MAX: usize = 64;
+/// The `session` label of refusals beyond [`SESSION_SERIES_MAX`] sessions, and of events whose
+/// session the daemon no longer knows.
+pub const OTHER_SESSION: &str = "other";
+
+/// `mcpguard_session_denials_total{session, action}`: refusals (`denied`, `killed`) per session,
+/// counted from the decision events as the daemon drains them (the kernel counters in
+/// `mcpguard_decisions_total` are not per session; an event lost to a full ring buffer is in
+/// those and in `mcpguard_events_lost_total`, not here).
+///
+/// Bounded: at most `max` sessions have a series of their own. A session seen while all slots
+/// are taken gets the slot of an ended session (the least recently counted one; its series are
+/// removed), else counts under `session="other"`. The event thread is the only writer.
+pub struct SessionDenials {
+    vec: IntCounterVec,
+    max: usize,
+    slots: std::sync::Mutex<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    /// Session name → the tick it was last counted at.
+    named: std::collections::HashMap<String, u64>,
+    tick: u64,
+}
+
+impl SessionDenials {
+    #[must_use]
+    pub fn new(max: usize) -> Self {
+        let vec = IntCounterVec::new(
+            Opts::new(
+                "mcpguard_session_denials_total",
+                "Refusals (denied or killed) per session, from decision events; at most 64 sessions \
+                 have their own series, the rest (and sessions no longer known) count as session=\"other\"",
+            ),
+            &["session", "action"],
+        )
+        .expect("metric");
+        Self { vec, max, slots: std::sync::Mutex::new(Slots::default()) }
+    }
+
+    /// Counts one decision of `session` (None: not known to the daemon); only refusals count.
+    /// `live` says whether a session is still registered (an ended one's slot may be reused).
+    pub fn record(&self, session: Option<&str>, action: u32, live: impl Fn(&str) -> bool) {
+        if action != c::ACTION_DENIED && action != c::ACTION_KILLED {
+            return;
+        }
+        let action = c::action_name(action);
+        let mut s = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.tick += 1;
+        let tick = s.tick;
+        let label = match session {
+            Some(name) if name != OTHER_SESSION => {
+                if let Some(t) = s.named.get_mut(name) {
+                    *t = tick;
+                    name
+                } else if s.named.len() < self.max || self.evict_ended(&mut s, &live) {
+                    s.named.insert(name.to_owned(), tick);
+                    name
+                } else {
+                    OTHER_SESSION
+                }
+            }
+            _ => OTHER_SESSION,
+        };
+        self.vec.with_label_values(&[label, action]).inc();
+    }
+
+    /// Frees the slot of the ended session counted least recently; false if every slot's session
+    /// is live.
+    fn evict_ended(&self, s: &mut Slots, live: &impl Fn(&str) -> bool) -> bool {
+        let Some(victim) =
+            s.named.iter().filter(|(n, _)| !live(n)).min_by_key(|&(n, &t)| (t, n)).map(|(n, _)| n.clone())
+        else {
+            return false;
+        };
+        s.named.remove(&victim);
+        for action in [c::ACTION_DENIED, c::ACTION_KILLED] {
+            let _ = self.vec.remove_label_values(&[&victim, c::action_name(action)]);
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn value(text: &str, series: &str) -> Option<u64> {
+        text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    #[test]
+    fn session_denials_are_bounded_and_reuse_ended_sessions_slots() {
+        let d = SessionDenials::new(2);
+        let live = |names: &'static [&'static str]| move |n: &str| names.contains(&n);
+        d.record(Some("a"), c::ACTION_DENIED, live(&["a", "b", "c"]));
+        d.record(Some("a"), c::ACTION_ALLOWED, live(&["a", "b", "c"])); // not a refusal
+        d.record(Some("a"), c::ACTION_AUDITED, live(&["a", "b", "c"]));
+        d.record(Some("b"), c::ACTION_KILLED, live(&["a", "b", "c"]));
+        // Both slots live: c counts as other, and so does an unknown session.
+        d.record(Some("c"), c::ACTION_DENIED, live(&["a", "b", "c"]));
+        d.record(None, c::ACTION_DENIED, live(&["a", "b", "c"]));
+        // b ended: c takes its slot, b's series go.
+        d.record(Some("c"), c::ACTION_DENIED, live(&["a", "c"]));
+        // A session named like the overflow label cannot take a slot of its own.
+        d.record(Some(OTHER_SESSION), c::ACTION_KILLED, live(&["a", "c", "other"]));
+        let r = Registry::new();
+        r.register(Box::new(d.vec.clone())).unwrap();
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&r.gather(), &mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let s = |session: &str, action: &str| {
+            value(&text, &format!(r#"mcpguard_session_denials_total{{action="{action}",session="{session}"}}"#))
+        };
+        assert_eq!(s("a", "denied"), Some(1), "{text}");
+        assert_eq!(s("b", "killed"), None, "{text}");
+        assert_eq!(s("c", "denied"), Some(1), "{text}");
+        assert_eq!(s("other", "denied"), Some(2), "{text}");
+        assert_eq!(s("other", "killed"), Some(1), "{text}");
+        assert_eq!(text.matches("mcpguard_session_denials_total{").count(), 4, "{text}");
+    }
 
     #[test]
     fn kernel_counters_become_increments() {

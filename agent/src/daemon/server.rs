@@ -248,6 +248,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // daemon at once, and that must take the orderly way out.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    // The HTTP listener before the socket too: whoever sees the socket can scrape and probe.
+    let http = match cfg.metrics {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics on {addr}"))?;
+            log::info!("metrics on http://{addr}/metrics (health: /healthz, /readyz)");
+            Some(l)
+        }
+        None => None,
+    };
     let listener = bind_socket(&cfg.socket)?;
     d.health.socket_bound(&cfg.socket).with_context(|| format!("reading back {}", cfg.socket.display()))?;
     log::info!("control socket {}", cfg.socket.display());
@@ -263,9 +272,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     tokio::spawn(housekeeping(d.clone()));
     tokio::spawn(dns_refresh(d.clone()));
-    if let Some(addr) = cfg.metrics {
-        let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics on {addr}"))?;
-        log::info!("metrics on http://{addr}/metrics (health: /healthz, /readyz)");
+    if let Some(l) = http {
         tokio::spawn(crate::daemon::http::serve(d.clone(), l));
     }
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
@@ -509,6 +516,8 @@ fn spawn_event_thread(
                 let line = sink.push(|buf| {
                     let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     audit::format_event(buf, &mut path, &st, ev, clock.at(ev.ts_ns), d.cfg.environment.as_deref());
+                    let session = st.session_by_id(ev.session).map(|s| s.name.as_str());
+                    d.metrics.session_denials.record(session, ev.action, |n| st.session(n).is_some());
                 });
                 if let Ok(l) = std::str::from_utf8(line) {
                     let mut recent = d.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
