@@ -1,5 +1,7 @@
 use std::io;
 
+use mcpguard_common::{NET_KEY_FIXED_BITS, NET_PORT_RANGES, NetPorts};
+
 use super::*;
 
 fn connect(s: &str) -> ConnectTarget {
