@@ -53,10 +53,23 @@ pub fn deb_version() -> String {
 
 pub fn build() -> Result<Dist> {
     let root = crate::vm::workspace_root();
-    let dist = crate::vm::target_dir(&root)?.join("dist");
+    let binary = static_binary(&root)?;
+    let dist = binary.parent().context("dist binary without a directory")?.to_path_buf();
+    let version = deb_version();
+    let deb = dist.join(format!("mcpguard_{version}_amd64.deb"));
+    let t = Instant::now();
+    package(&root, &binary, &dist, &version, &deb)?;
+    eprintln!("dist: packaged {} in {:.1}s", deb.display(), t.elapsed().as_secs_f64());
+    Ok(Dist { binary, deb, version })
+}
+
+/// `target/dist/mcpguard`: built static, stripped, checked to have no program interpreter. The
+/// VM matrix boots this file as the daemon in each guest; `dist` packages it.
+pub fn static_binary(root: &Path) -> Result<PathBuf> {
+    let dist = crate::vm::target_dir(root)?.join("dist");
     std::fs::create_dir_all(&dist)?;
     let t = Instant::now();
-    let built = build_static(&root)?;
+    let built = build_static(root)?;
     eprintln!("dist: built {} in {:.0}s", built.display(), t.elapsed().as_secs_f64());
     let binary = dist.join("mcpguard");
     run_ok(
@@ -68,12 +81,7 @@ pub fn build() -> Result<Dist> {
         "strip (binutils)",
     )?;
     check_static(&binary)?;
-    let version = deb_version();
-    let deb = dist.join(format!("mcpguard_{version}_amd64.deb"));
-    let t = Instant::now();
-    package(&root, &binary, &dist, &version, &deb)?;
-    eprintln!("dist: packaged {} in {:.1}s", deb.display(), t.elapsed().as_secs_f64());
-    Ok(Dist { binary, deb, version })
+    Ok(binary)
 }
 
 /// `cargo build --release --target x86_64-unknown-linux-musl -p mcpguard --bin mcpguard`.

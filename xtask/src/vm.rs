@@ -1,7 +1,9 @@
 //! `cargo xtask vm-test`: the engine scenario suite on stock Debian kernels under QEMU.
 //!
 //! 1. Builds the engine test binary (and the helper it runs) statically for
-//!    `x86_64-unknown-linux-musl`; the agent's build.rs builds the eBPF object into it.
+//!    `x86_64-unknown-linux-musl`; the agent's build.rs builds the eBPF object into it. Builds the
+//!    release binary `target/dist/mcpguard` (the file `cargo xtask dist` packages) unless
+//!    `--no-dist`.
 //! 2. Builds one initramfs (uncompressed newc cpio): busybox for `/init` (under `/.mcpg`, off the
 //!    tests' paths), merged /usr, the host's dynamic binaries the scenarios run (dash as /bin/sh,
 //!    cat, true, tee, ... plus every `"/usr/bin/NAME"` literal in tests/) with their shared
@@ -9,10 +11,12 @@
 //! 3. Boots each matrix entry (TCG, `-smp 1`, no network) with a hard timeout, the serial console
 //!    logged to `target/vm-logs/ENTRY.log`. `/init` mounts proc, sysfs, devtmpfs, securityfs,
 //!    bpffs, tracefs, cgroup2 and a tmpfs on /tmp, prints the active LSM list, runs the tests
-//!    (`--test-threads=1`, `MCPG_EXPECT_BACKEND` from the entry) and prints
+//!    (`--test-threads=1`, `MCPG_EXPECT_BACKEND` from the entry), then runs the release binary as
+//!    the daemon (`vm/dist-smoke.sh`: the backend it chose, one grant, one granted and one refused
+//!    exec through the CLI, the audit line, a clean stop) and prints `MCPG-VM-DIST ok|FAIL` and
 //!    `MCPG-VM-RESULT rc=N` before `poweroff -f`.
-//! 4. Prints a summary table; exits non-zero if any entry failed, timed out, printed no result,
-//!    or booted with an LSM list that does not match the entry (`bpf` must be active for the LSM
+//! 4. Prints a summary table; exits non-zero if any entry failed (tests or the dist daemon),
+//!    timed out, printed no result, or booted with an LSM list that does not match the entry (`bpf` must be active for the LSM
 //!    entries and absent for the fmod_ret one: an LSM program attached while `bpf` is inactive
 //!    never runs, so a green run there would prove nothing).
 //!
@@ -56,7 +60,7 @@ const MATRIX: &[Entry] = &[
         lsm: LSM_WITH_BPF,
         expect: "lsm",
         bpf_lsm: true,
-        budget: Duration::from_secs(120),
+        budget: Duration::from_secs(150),
     },
     Entry {
         name: "debian-6.1-lsm",
@@ -64,7 +68,7 @@ const MATRIX: &[Entry] = &[
         lsm: LSM_WITH_BPF,
         expect: "lsm",
         bpf_lsm: true,
-        budget: Duration::from_secs(150),
+        budget: Duration::from_secs(180),
     },
     Entry {
         name: "debian-6.12-fmodret",
@@ -72,7 +76,7 @@ const MATRIX: &[Entry] = &[
         lsm: LSM_WITHOUT_BPF,
         expect: "fmod_ret",
         bpf_lsm: false,
-        budget: Duration::from_secs(120),
+        budget: Duration::from_secs(150),
     },
 ];
 
@@ -112,6 +116,10 @@ pub struct Args {
     /// Echo the whole serial console (kernel boot included) to stderr.
     #[arg(long, short)]
     verbose: bool,
+    /// Skip the release binary: no build of `target/dist/mcpguard`, no daemon run in the guests
+    /// (quicker iterations on the engine tests; CI runs the whole matrix without it).
+    #[arg(long)]
+    no_dist: bool,
     /// Print the matrix and exit.
     #[arg(long)]
     list: bool,
@@ -142,13 +150,14 @@ pub fn run(a: &Args) -> Result<()> {
     let t = Instant::now();
     let built = build_tests(&root, a.release)?;
     eprintln!("vm-test: built {} in {:.0}s", built.test.display(), t.elapsed().as_secs_f64());
+    let dist = if a.no_dist { None } else { Some(crate::dist::static_binary(&root)?) };
     let target_dir = target_dir(&root)?;
     let work = target_dir.join("vm-test");
     let logs = target_dir.join("vm-logs");
     std::fs::create_dir_all(&work)?;
     std::fs::create_dir_all(&logs)?;
 
-    let initrd = write_initramfs(a, &built, &work)?;
+    let initrd = write_initramfs(a, &built, dist.as_deref(), &work)?;
     let (rows, wall, jobs) = boot_all(a, &entries, &kernels, &initrd, &logs)?;
     summarize(&rows, wall, jobs)
 }
@@ -211,9 +220,13 @@ fn preflight(a: &Args, root: &Path, entries: &[&Entry]) -> Result<Vec<(PathBuf, 
     Ok(kernels)
 }
 
-/// The guest's initramfs: the test binaries (stripped unless `--keep-debuginfo`), the host
-/// binaries the tests name, the arguments and environment, the init script.
-fn write_initramfs(a: &Args, built: &Built, work: &Path) -> Result<PathBuf> {
+/// Where the release binary is in the guest (as the Debian package installs it).
+const GUEST_DIST: &str = "/usr/bin/mcpguard";
+
+/// The guest's initramfs: the test binaries (stripped unless `--keep-debuginfo`), the release
+/// binary and its smoke script, the host binaries the tests name, the arguments and environment,
+/// the init script.
+fn write_initramfs(a: &Args, built: &Built, dist: Option<&Path>, work: &Path) -> Result<PathBuf> {
     let root = workspace_root();
     let busybox = Path::new("/bin/busybox");
     let t = Instant::now();
@@ -228,6 +241,9 @@ fn write_initramfs(a: &Args, built: &Built, work: &Path) -> Result<PathBuf> {
         }
         let src = if a.keep_debuginfo { exe.clone() } else { strip_copy(exe, work)? };
         guest_bins.push((src, exe.clone()));
+    }
+    if let Some(d) = dist {
+        guest_bins.push((d.to_path_buf(), PathBuf::from(GUEST_DIST)));
     }
     let mut host_paths: Vec<PathBuf> = initramfs::BASE_BINARIES.iter().map(PathBuf::from).collect();
     let mut sources = initramfs::sources_under(&root.join("tests/tests"), "rs");
@@ -252,8 +268,9 @@ fn write_initramfs(a: &Args, built: &Built, work: &Path) -> Result<PathBuf> {
     for kv in &a.guest_env {
         let _ = writeln!(env_file, "{kv}");
     }
-    let init = init_script(&built.test);
+    let init = init_script(&built.test, dist.is_some());
     let files = [
+        ("mcpg/dist-smoke.sh", include_bytes!("vm/dist-smoke.sh").to_vec()),
         ("mcpg/args", args_file.into_bytes()),
         ("mcpg/env", env_file.into_bytes()),
         (
@@ -334,6 +351,7 @@ fn summarize(rows: &[Row<'_>], wall: Duration, jobs: usize) -> Result<()> {
             "result",
             "passed",
             "failed",
+            "daemon",
             "boot_s",
             "total_s",
             "limit_s",
@@ -378,13 +396,18 @@ fn summarize(rows: &[Row<'_>], wall: Duration, jobs: usize) -> Result<()> {
             result.into(),
             o.passed.map_or("-".into(), |n| n.to_string()),
             o.failed.map_or("-".into(), |n| n.to_string()),
+            match &o.dist {
+                Some(Ok(())) => "ok".into(),
+                Some(Err(_)) => "FAIL".into(),
+                None => "-".into(),
+            },
             o.up_start.map_or("-".into(), |u| format!("{u:.1}")),
             format!("{:.0}", o.wall.as_secs_f64()),
             r.limit.as_secs().to_string(),
             notes.join("; "),
         ]);
     }
-    let mut widths = [0usize; 11];
+    let mut widths = [0usize; 12];
     for row in &table {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.len());
@@ -394,9 +417,9 @@ fn summarize(rows: &[Row<'_>], wall: Duration, jobs: usize) -> Result<()> {
     for (i, row) in table.iter().enumerate() {
         let mut line = String::new();
         for (k, (c, w)) in row.iter().zip(widths).enumerate() {
-            if k == 10 {
+            if k == 11 {
                 line.push_str(c);
-            } else if (5..10).contains(&k) {
+            } else if (5..11).contains(&k) {
                 let _ = write!(line, "{c:>w$}  ");
             } else {
                 let _ = write!(line, "{c:<w$}  ");
@@ -469,7 +492,7 @@ fn boot_entry<'a>(
         timeout: limit,
         verbose: a.verbose,
     })?;
-    let verdict = verdict(e, &o);
+    let verdict = verdict(e, &o, !a.no_dist);
     if let Err(why) = &verdict {
         eprintln!("vm-test: {} FAILED: {why}; last console lines:", e.name);
         for l in o.tail.iter().rev().take(25).collect::<Vec<_>>().into_iter().rev() {
@@ -480,8 +503,9 @@ fn boot_entry<'a>(
     Ok(Row { entry: e, expect, outcome: o, verdict, log, limit })
 }
 
-/// Ok when the guest ran the tests to a zero exit with the LSM list the entry needs.
-fn verdict(e: &Entry, o: &qemu::Outcome) -> Result<(), String> {
+/// Ok when the guest ran the tests to a zero exit with the LSM list the entry needs, and (unless
+/// `--no-dist`) the release binary's smoke run passed.
+fn verdict(e: &Entry, o: &qemu::Outcome, dist: bool) -> Result<(), String> {
     if o.timed_out {
         return Err("timed out".into());
     }
@@ -505,11 +529,16 @@ fn verdict(e: &Entry, o: &qemu::Outcome) -> Result<(), String> {
     if o.passed.is_none() {
         return Err("no `test result:` line".into());
     }
-    Ok(())
+    match &o.dist {
+        _ if !dist => Ok(()),
+        Some(Ok(())) => Ok(()),
+        Some(Err(why)) => Err(format!("the release binary as daemon: {why}")),
+        None => Err("no MCPG-VM-DIST line (the release binary's smoke run did not finish)".into()),
+    }
 }
 
 /// The `/init` the guest runs (busybox sh).
-fn init_script(test: &Path) -> String {
+fn init_script(test: &Path, dist: bool) -> String {
     let bb = initramfs::BB_DIR;
     format!(
         r#"#!{bb}/busybox sh
@@ -545,11 +574,15 @@ echo "MCPG-VM-START uptime=$(cut -d' ' -f1 /proc/uptime) expect=${{expect:-<unse
 env -i PATH=/usr/bin:/bin HOME=/root LC_ALL=C RUST_BACKTRACE=1 "$@" < /dev/null
 rc=$?
 echo "MCPG-VM-END uptime=$(cut -d' ' -f1 /proc/uptime)"
+if [ {dist} = 1 ]; then
+  env -i PATH={bb}/bin:/usr/bin HOME=/root LC_ALL=C sh /mcpg/dist-smoke.sh "$expect" < /dev/null
+fi
 echo "MCPG-VM-RESULT rc=$rc"
 sync
 poweroff -f
 "#,
-        test = test.display()
+        test = test.display(),
+        dist = u8::from(dist),
     )
 }
 

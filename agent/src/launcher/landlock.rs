@@ -17,8 +17,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use landlock::{
-    ABI, Access as _, AccessFs, BitFlags, CompatLevel, Compatible as _, Ruleset, RulesetAttr as _,
-    RulesetCreatedAttr as _, path_beneath_rules,
+    ABI, AccessFs, BitFlags, CompatLevel, Compatible as _, PathBeneath, PathFd, Ruleset, RulesetAttr as _,
+    RulesetCreatedAttr as _,
 };
 
 /// Operations refused outside the ceiling (all kernels with Landlock ABI 2, Linux 5.19+).
@@ -85,19 +85,33 @@ impl Ceiling {
         if have_truncate {
             handled |= AccessFs::Truncate;
         }
-        let roots: Vec<&PathBuf> = self.roots.iter().filter(|r| r.exists()).collect();
-        let created = Ruleset::default()
+        let mut created = Ruleset::default()
             .set_compatibility(CompatLevel::HardRequirement)
             .handle_access(handled)
             .context("Landlock (write ceiling) is not available: boot with `landlock` in `lsm=`, or launch with --no-write-ceiling")?
             .create()
-            .context("creating the Landlock ruleset (write ceiling)")?
-            .add_rules(path_beneath_rules(roots, AccessFs::from_all(ABI::V3) & handled))
-            .context("adding the write ceiling's roots to the Landlock ruleset")?;
+            .context("creating the Landlock ruleset (write ceiling)")?;
+        for root in &self.roots {
+            let Ok(md) = std::fs::metadata(root) else { continue };
+            let Some(access) = rule_access(md.is_dir(), handled) else { continue };
+            let fd = PathFd::new(root).with_context(|| format!("write ceiling `{}`: opening it", root.display()))?;
+            created = created.add_rule(PathBeneath::new(fd, access)).with_context(|| {
+                format!("adding the write ceiling's root `{}` to the Landlock ruleset", root.display())
+            })?;
+        }
         let fd: Option<OwnedFd> = created.into();
         let fd = fd.context("Landlock ruleset without a descriptor")?;
         Ok(Prepared { fd, truncate: have_truncate })
     }
+}
+
+/// The rights a ceiling root allows beneath it: all handled ones for a directory; for another
+/// object only those that apply to a file (truncation, where handled). `None` when nothing handled
+/// applies (a file root on Landlock ABI 2, Linux 6.1: creating or removing it is decided on its
+/// directory, which the root does not cover), so no rule is added for it.
+fn rule_access(is_dir: bool, handled: BitFlags<AccessFs>) -> Option<BitFlags<AccessFs>> {
+    let access = if is_dir { handled } else { handled & AccessFs::from_file(ABI::V3) };
+    (!access.is_empty()).then_some(access)
 }
 
 impl Prepared {
@@ -120,6 +134,17 @@ impl Prepared {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_root_gets_only_file_rights_and_none_without_truncation() {
+        // Landlock ABI 2 (Debian 6.1): a file (the baselines' /dev/null) adds no rule at all; the
+        // kernel refuses a rule with no right in it ("empty access-right").
+        assert_eq!(rule_access(false, structural()), None);
+        assert_eq!(rule_access(true, structural()), Some(structural()));
+        let v3 = structural() | AccessFs::Truncate;
+        assert_eq!(rule_access(false, v3), Some(BitFlags::from(AccessFs::Truncate)));
+        assert_eq!(rule_access(true, v3), Some(v3));
+    }
 
     #[test]
     fn roots_must_be_absolute_and_are_kept_once() {

@@ -42,6 +42,8 @@ pub struct Outcome {
     pub failures: Vec<String>,
     /// `MCPG-VM-WARN ...` lines from `/init` (a mount that failed).
     pub warnings: Vec<String>,
+    /// `MCPG-VM-DIST ok` / `MCPG-VM-DIST FAIL why`: the release binary's smoke run.
+    pub dist: Option<Result<(), String>>,
 }
 
 pub fn qemu_command(b: &Boot<'_>) -> Command {
@@ -192,6 +194,9 @@ fn parse_line(line: &str, o: &mut Outcome, in_tests: &mut bool, in_failures: &mu
     if let Some(v) = line.strip_prefix("MCPG-VM-RESULT rc=") {
         o.rc = v.trim().parse().ok();
         *in_tests = false;
+    } else if let Some(v) = line.strip_prefix("MCPG-VM-DIST ") {
+        let v = v.trim();
+        o.dist = Some(if v == "ok" { Ok(()) } else { Err(v.strip_prefix("FAIL ").unwrap_or(v).to_string()) });
     } else if let Some(v) = line.strip_prefix("MCPG-VM-WARN ") {
         o.warnings.push(v.trim().to_string());
     } else if let Some(v) = line.strip_prefix("MCPG-VM-LSM ") {
@@ -244,6 +249,10 @@ mod tests {
         let (mut t, mut f) = (false, false);
         parse_line("junk MCPG-VM-RESULT rc=3", &mut o, &mut t, &mut f);
         assert_eq!(o.rc, Some(3));
+        parse_line("MCPG-VM-DIST FAIL no EPERM for the refused exec", &mut o, &mut t, &mut f);
+        assert_eq!(o.dist, Some(Err("no EPERM for the refused exec".into())));
+        parse_line("MCPG-VM-DIST ok", &mut o, &mut t, &mut f);
+        assert_eq!(o.dist, Some(Ok(())));
         parse_line(
             "test result: FAILED. 17 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.0s",
             &mut o,
