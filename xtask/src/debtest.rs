@@ -14,10 +14,8 @@
 //! 4. Boots it (`lsm=...,bpf`) with a hard timeout, the serial console in
 //!    `target/vm-logs/deb-test.log`, and asserts the guest's `MCPG-DEB-RESULT PASS` line.
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
-    sync::mpsc,
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -244,7 +242,6 @@ struct Outcome {
 }
 
 fn boot(img: &Image, payload: &Path, log: &Path, timeout: Duration, verbose: bool) -> Result<Outcome> {
-    let mut logf = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let mut cmd = Command::new("qemu-system-x86_64");
     // TCG: this machine kind's /dev/kvm cannot run a stock kernel (KVM internal error,
     // emulation failure; docs/packaging.md).
@@ -260,78 +257,23 @@ fn boot(img: &Image, payload: &Path, log: &Path, timeout: Duration, verbose: boo
         .arg(format!("file={},format=raw,if=virtio,readonly=on", payload.display()))
         .arg("-append")
         .arg(format!("console=ttyS0 root=/dev/vda rw panic=-1 quiet lsm={LSM}"));
-    writeln!(logf, "# {cmd:?}")?;
-    let started = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting qemu-system-x86_64 (scripts/setup-vm.sh installs it)")?;
-    let (tx, rx) = mpsc::channel::<String>();
-    let mut readers = Vec::new();
-    let out = child.stdout.take().unwrap();
-    let tx1 = tx.clone();
-    readers.push(std::thread::spawn(move || {
-        let mut r = BufReader::new(out);
-        let mut buf = Vec::new();
-        while matches!(r.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
-            let line: String =
-                String::from_utf8_lossy(&buf).chars().filter(|c| !c.is_control() || *c == '\t').collect();
-            buf.clear();
-            if tx1.send(line).is_err() {
-                break;
-            }
-        }
-    }));
-    let err = child.stderr.take().unwrap();
-    readers.push(std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            if tx.send(format!("[qemu stderr] {l}")).is_err() {
-                break;
-            }
-        }
-    }));
-    let deadline = started + timeout;
     let mut o = Outcome::default();
-    let mut tail = std::collections::VecDeque::new();
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            o.timed_out = true;
-            let _ = child.kill(); // our own child
-            break;
+    let run = crate::vm::qemu::run_console(cmd, log, timeout, 80, |t, line| {
+        let marker = line.find("MCPG-DEB-").map(|i| &line[i..]);
+        if verbose || marker.is_some() || line.starts_with("[qemu") {
+            eprintln!("[deb-test {:>4.0}s] {line}", t.as_secs_f64());
         }
-        match rx.recv_timeout(deadline - now) {
-            Ok(line) => {
-                writeln!(logf, "{line}")?;
-                let marker = line.find("MCPG-DEB-").map(|i| &line[i..]);
-                if verbose || marker.is_some() || line.starts_with("[qemu") {
-                    eprintln!("[deb-test {:>4.0}s] {line}", started.elapsed().as_secs_f64());
-                }
-                if let Some(m) = marker {
-                    if let Some(r) = m.strip_prefix("MCPG-DEB-RESULT ") {
-                        o.result = r.split_whitespace().next().map(String::from);
-                    } else if let Some(f) = m.strip_prefix("MCPG-DEB-FAIL ") {
-                        o.failure.get_or_insert_with(|| f.to_string());
-                    }
-                }
-                tail.push_back(line);
-                if tail.len() > 80 {
-                    tail.pop_front();
-                }
+        if let Some(m) = marker {
+            if let Some(r) = m.strip_prefix("MCPG-DEB-RESULT ") {
+                o.result = r.split_whitespace().next().map(String::from);
+            } else if let Some(f) = m.strip_prefix("MCPG-DEB-FAIL ") {
+                o.failure.get_or_insert_with(|| f.to_string());
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
-    }
-    let _ = child.wait();
-    for r in readers {
-        let _ = r.join();
-    }
-    o.wall = started.elapsed();
-    writeln!(logf, "# wall {:.1}s{}", o.wall.as_secs_f64(), if o.timed_out { " (TIMEOUT: qemu killed)" } else { "" })?;
-    o.tail = tail.into_iter().collect();
+    })?;
+    o.timed_out = run.timed_out;
+    o.wall = run.wall;
+    o.tail = run.tail;
     Ok(o)
 }
 

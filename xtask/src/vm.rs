@@ -23,7 +23,7 @@
 //! Kernels come from `scripts/setup-vm.sh` (cache: `$MCPG_VM_CACHE` or `.vm-cache/`).
 mod cpio;
 mod initramfs;
-mod qemu;
+pub(crate) mod qemu;
 
 use std::{
     fmt::Write as _,

@@ -60,9 +60,45 @@ pub fn qemu_command(b: &Boot<'_>) -> Command {
 }
 
 pub fn boot(b: &Boot<'_>) -> Result<Outcome> {
-    let mut log = std::fs::File::create(b.log).with_context(|| format!("creating {}", b.log.display()))?;
-    let mut cmd = qemu_command(b);
-    writeln!(log, "# {cmd:?}")?;
+    let mut o = Outcome::default();
+    let mut in_tests = false;
+    let mut in_failures = false;
+    let run = run_console(qemu_command(b), b.log, b.timeout, 60, |t, line| {
+        if b.verbose || in_tests || line.starts_with("[qemu") {
+            eprintln!("[{} {:>4.0}s] {line}", b.name, t.as_secs_f64());
+        }
+        parse_line(line, &mut o, &mut in_tests, &mut in_failures);
+    })?;
+    o.timed_out = run.timed_out;
+    o.qemu_status = run.status;
+    o.wall = run.wall;
+    o.tail = run.tail;
+    Ok(o)
+}
+
+/// How a [`run_console`] ended.
+pub struct Console {
+    pub timed_out: bool,
+    /// QEMU's exit status (None if killed).
+    pub status: Option<i32>,
+    pub wall: Duration,
+    /// The last console lines.
+    pub tail: Vec<String>,
+}
+
+/// Runs `cmd` (QEMU with the serial console on stdout) until it exits or `timeout` passes (then
+/// kills it: our own child). Every console line, without control sequences, goes to `log` and to
+/// `line` with the time since the start; stderr lines as `[qemu stderr] ...`. Keeps the last
+/// `tail` lines.
+pub fn run_console(
+    mut cmd: Command,
+    log: &Path,
+    timeout: Duration,
+    tail: usize,
+    mut line: impl FnMut(Duration, &str),
+) -> Result<Console> {
+    let mut logf = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    writeln!(logf, "# {cmd:?}")?;
     let started = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -81,8 +117,7 @@ pub fn boot(b: &Boot<'_>) -> Result<Outcome> {
             match r.read_until(b'\n', &mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
-                    let line = sanitize(&String::from_utf8_lossy(&buf));
-                    if tx.send(line).is_err() {
+                    if tx.send(sanitize(&String::from_utf8_lossy(&buf))).is_err() {
                         break;
                     }
                 }
@@ -91,73 +126,59 @@ pub fn boot(b: &Boot<'_>) -> Result<Outcome> {
     });
     let err = child.stderr.take().unwrap();
     let err_reader = std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if tx2.send(format!("[qemu stderr] {line}")).is_err() {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            if tx2.send(format!("[qemu stderr] {l}")).is_err() {
                 break;
             }
         }
     });
 
-    let deadline = started + b.timeout;
-    let mut o = Outcome::default();
-    let mut in_tests = false;
-    let mut in_failures = false;
-    let mut tail = std::collections::VecDeque::new();
+    let deadline = started + timeout;
+    let (mut timed_out, mut status) = (false, None);
+    let mut last = std::collections::VecDeque::new();
+    let mut take = |l: String, logf: &mut std::fs::File| -> Result<()> {
+        writeln!(logf, "{l}")?;
+        line(started.elapsed(), &l);
+        last.push_back(l);
+        if last.len() > tail {
+            last.pop_front();
+        }
+        Ok(())
+    };
     loop {
         let now = Instant::now();
         if now >= deadline {
-            o.timed_out = true;
-            // Our own child: end it.
+            timed_out = true;
             let _ = child.kill();
             break;
         }
         match rx.recv_timeout((deadline - now).min(Duration::from_millis(500))) {
-            Ok(line) => {
-                writeln!(log, "{line}")?;
-                if b.verbose || in_tests || line.starts_with("[qemu") {
-                    eprintln!("[{} {:>4.0}s] {line}", b.name, started.elapsed().as_secs_f64());
-                }
-                parse_line(&line, &mut o, &mut in_tests, &mut in_failures);
-                tail.push_back(line);
-                if tail.len() > 60 {
-                    tail.pop_front();
-                }
-            }
+            Ok(l) => take(l, &mut logf)?,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if let Some(st) = child.try_wait()? {
                     // Exited; drain what is left.
-                    o.qemu_status = st.code();
-                    while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-                        writeln!(log, "{line}")?;
-                        if b.verbose || in_tests {
-                            eprintln!("[{} {:>4.0}s] {line}", b.name, started.elapsed().as_secs_f64());
-                        }
-                        parse_line(&line, &mut o, &mut in_tests, &mut in_failures);
-                        tail.push_back(line);
+                    status = st.code();
+                    while let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+                        take(l, &mut logf)?;
                     }
                     break;
                 }
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let st = child.wait()?;
-                o.qemu_status = st.code();
-                break;
-            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
     let st = child.wait()?;
-    if o.qemu_status.is_none() && !o.timed_out {
-        o.qemu_status = st.code();
+    if status.is_none() && !timed_out {
+        status = st.code();
     }
     let _ = reader.join();
     let _ = err_reader.join();
-    o.wall = started.elapsed();
-    if o.timed_out {
-        writeln!(log, "# TIMEOUT after {:?}: qemu killed", b.timeout)?;
+    let wall = started.elapsed();
+    if timed_out {
+        writeln!(logf, "# TIMEOUT after {timeout:?}: qemu killed")?;
     }
-    writeln!(log, "# wall {:.1}s", o.wall.as_secs_f64())?;
-    o.tail = tail.into_iter().collect();
-    Ok(o)
+    writeln!(logf, "# wall {:.1}s", wall.as_secs_f64())?;
+    Ok(Console { timed_out, status, wall, tail: last.into_iter().collect() })
 }
 
 /// The line without terminal control sequences (SeaBIOS and the firmware clear the screen) and
