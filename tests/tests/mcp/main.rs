@@ -223,30 +223,8 @@ fn filesystem_server_kernel_stops_reads_outside_the_call_grant() {
     let d = Daemon::start();
     let root = setup();
     let t = Scratch::new("mcpfs");
-    std::fs::create_dir_all(t.path("broad/granted")).unwrap();
-    std::fs::create_dir_all(t.path("broad/other")).unwrap();
-    std::fs::write(t.path("broad/granted/a.txt"), "granted-content\n").unwrap();
-    std::fs::write(t.path("broad/other/secret.txt"), "SECRET\n").unwrap();
-    let tools = t.path("tools.toml");
-    std::fs::write(
-        &tools,
-        format!(
-            "template_dirs = [\"{}\"]\nttl = \"20s\"\n[tools.read_text_file]\ntemplate = \"mcp-fs-read\"\n\
-             vars = {{ path = \"{}\" }}\n",
-            policy_dir().display(),
-            t.path("broad/granted").display()
-        ),
-    )
-    .unwrap();
-    let node_prefix = root.join(".mcp-node");
-    let server = node_prefix.join("node_modules/@modelcontextprotocol/server-filesystem/dist/index.js");
-    let args = d.exec_args(
-        "fs1",
-        &tools,
-        "mcp-baseline-node",
-        &[format!("node_prefix={}", node_prefix.display())],
-        &["/usr/bin/node", server.to_str().unwrap(), t.path("broad").to_str().unwrap()],
-    );
+    fs_tree(&t);
+    let args = fs_server_args(&d, root, &t, "fs1", "broad/granted");
     let inside = t.path("broad/granted/a.txt").display().to_string();
     let outside = t.path("broad/other/secret.txt").display().to_string();
     let report = run_client(
@@ -286,10 +264,7 @@ fn delegated_proxy_calls_stay_within_the_parent_session() {
     let d = Daemon::start();
     let root = setup();
     let t = Scratch::new("mcpdel");
-    std::fs::create_dir_all(t.path("broad/granted")).unwrap();
-    std::fs::create_dir_all(t.path("broad/other")).unwrap();
-    std::fs::write(t.path("broad/granted/a.txt"), "granted-content\n").unwrap();
-    std::fs::write(t.path("broad/other/secret.txt"), "SECRET\n").unwrap();
+    fs_tree(&t);
     // The parent: a governed process whose task grant reads only broad/granted.
     let mut parent = std::process::Command::new(bin())
         .args([
@@ -315,26 +290,7 @@ fn delegated_proxy_calls_stay_within_the_parent_session() {
     );
     assert_eq!(v["ok"], true, "{v}");
     // The tool's template reads all of broad.
-    let tools = t.path("tools.toml");
-    std::fs::write(
-        &tools,
-        format!(
-            "template_dirs = [\"{}\"]\nttl = \"20s\"\n[tools.read_text_file]\ntemplate = \"mcp-fs-read\"\n\
-             vars = {{ path = \"{}\" }}\n",
-            policy_dir().display(),
-            t.path("broad").display()
-        ),
-    )
-    .unwrap();
-    let node_prefix = root.join(".mcp-node");
-    let server = node_prefix.join("node_modules/@modelcontextprotocol/server-filesystem/dist/index.js");
-    let mut args = d.exec_args(
-        "fsdel",
-        &tools,
-        "mcp-baseline-node",
-        &[format!("node_prefix={}", node_prefix.display())],
-        &["/usr/bin/node", server.to_str().unwrap(), t.path("broad").to_str().unwrap()],
-    );
+    let mut args = fs_server_args(&d, root, &t, "fsdel", "broad");
     let at = args.iter().position(|a| a == "--mcp").unwrap();
     args.splice(at..at, ["--parent".to_string(), "orch".to_string()]);
     let inside = t.path("broad/granted/a.txt").display().to_string();
@@ -660,4 +616,37 @@ fn fetch_server_reaches_only_the_host_and_port_of_each_call() {
     // The server kept running (EPERM, not a kill) and the next call works.
     assert!(text(&steps[4]).contains("mcpguard-fetched-page"), "{report}");
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 3, "page, redirect, page");
+}
+
+/// A `broad/` tree for the filesystem server: `granted/a.txt` and `other/secret.txt`.
+fn fs_tree(t: &Scratch) {
+    std::fs::create_dir_all(t.path("broad/granted")).unwrap();
+    std::fs::create_dir_all(t.path("broad/other")).unwrap();
+    std::fs::write(t.path("broad/granted/a.txt"), "granted-content\n").unwrap();
+    std::fs::write(t.path("broad/other/secret.txt"), "SECRET\n").unwrap();
+}
+
+/// `exec --mcp` arguments for the official filesystem server serving `broad/`, with a tools
+/// policy whose `read_text_file` grant (template `mcp-fs-read`) reads `within` (relative to `t`).
+fn fs_server_args(d: &Daemon, root: &Path, t: &Scratch, session: &str, within: &str) -> Vec<String> {
+    let tools = t.path("tools.toml");
+    std::fs::write(
+        &tools,
+        format!(
+            "template_dirs = [\"{}\"]\nttl = \"20s\"\n[tools.read_text_file]\ntemplate = \"mcp-fs-read\"\n\
+             vars = {{ path = \"{}\" }}\n",
+            policy_dir().display(),
+            t.path(within).display()
+        ),
+    )
+    .unwrap();
+    let node_prefix = root.join(".mcp-node");
+    let server = node_prefix.join("node_modules/@modelcontextprotocol/server-filesystem/dist/index.js");
+    d.exec_args(
+        session,
+        &tools,
+        "mcp-baseline-node",
+        &[format!("node_prefix={}", node_prefix.display())],
+        &["/usr/bin/node", server.to_str().unwrap(), t.path("broad").to_str().unwrap()],
+    )
 }
