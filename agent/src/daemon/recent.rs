@@ -1,7 +1,8 @@
 //! The most recent audit lines, for `mcpguard events -n N`: a bounded ring the event thread
 //! fills as it writes the audit log (one copy into a reused string, no allocation once warm), seeded
 //! at start from the tail of the audit log file so the lines of before a restart are there too.
-//! And the filter a subscription applies to the backlog and to the stream alike.
+//! And the filter a subscription applies to the backlog and to the stream alike, on fields each
+//! [`Line`] carries (no JSON parsed per line and subscriber).
 use std::{collections::VecDeque, io::Read as _, io::Seek as _};
 
 use crate::daemon::protocol::{BACKLOG_MAX, ProtoError, Subscribe};
@@ -9,8 +10,55 @@ use crate::daemon::protocol::{BACKLOG_MAX, ProtoError, Subscribe};
 /// How much of the audit log's end is read to seed the ring at start.
 const SEED_BYTES: u64 = 1 << 20;
 
+/// An audit line with the fields a subscription filters on, taken when the line was made (live
+/// lines) or read back once (lines seeded from the file): filtering never parses JSON.
+#[derive(Debug, Default, Clone)]
+pub struct Line {
+    pub text: String,
+    session: Option<String>,
+    reason: String,
+    ts: Option<jiff::Timestamp>,
+}
+
+impl Line {
+    #[must_use]
+    pub fn new(text: &str, session: Option<&str>, reason: &str, ts: Option<jiff::Timestamp>) -> Self {
+        let mut l = Self::default();
+        l.set(text, session, reason, ts);
+        l
+    }
+
+    /// A line of the audit log file: its `session`, `reason` and `ts` read from the JSON.
+    #[must_use]
+    pub fn parse(text: &str) -> Self {
+        let v = match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(v)) => v,
+            _ => serde_json::Map::new(),
+        };
+        let get = |k: &str| v.get(k).and_then(serde_json::Value::as_str);
+        Self::new(text, get("session"), get("reason").unwrap_or(""), line_time(&v))
+    }
+
+    /// Overwrites the line in place (its buffers reused: no allocation once warm).
+    fn set(&mut self, text: &str, session: Option<&str>, reason: &str, ts: Option<jiff::Timestamp>) {
+        self.text.clear();
+        self.text.push_str(text);
+        match (session, &mut self.session) {
+            (Some(s), Some(mine)) => {
+                mine.clear();
+                mine.push_str(s);
+            }
+            (Some(s), mine @ None) => *mine = Some(s.to_owned()),
+            (None, mine) => *mine = None,
+        }
+        self.reason.clear();
+        self.reason.push_str(reason);
+        self.ts = ts;
+    }
+}
+
 pub struct Recent {
-    lines: VecDeque<String>,
+    lines: VecDeque<Line>,
 }
 
 impl Default for Recent {
@@ -40,28 +88,37 @@ impl Recent {
         if start > 0 {
             lines.next(); // begins mid-line
         }
-        for l in lines.filter(|l| l.starts_with('{')) {
-            r.push(l);
+        let lines: Vec<&str> = lines.filter(|l| l.starts_with('{')).collect();
+        // Only the last BACKLOG_MAX are kept: parse only those.
+        for l in &lines[lines.len().saturating_sub(BACKLOG_MAX as usize)..] {
+            r.keep(Line::parse(l));
         }
         r
     }
 
-    /// Keeps `line`, dropping the oldest beyond [`BACKLOG_MAX`].
-    pub fn push(&mut self, line: &str) {
-        let mut s = if self.lines.len() >= BACKLOG_MAX as usize {
+    /// Keeps a line with its filter fields, dropping the oldest beyond [`BACKLOG_MAX`].
+    pub fn push(&mut self, text: &str, session: Option<&str>, reason: &str, ts: Option<jiff::Timestamp>) {
+        let mut l = if self.lines.len() >= BACKLOG_MAX as usize {
             self.lines.pop_front().unwrap_or_default()
         } else {
-            String::new()
+            Line::default()
         };
-        s.clear();
-        s.push_str(line);
-        self.lines.push_back(s);
+        l.set(text, session, reason, ts);
+        self.lines.push_back(l);
+    }
+
+    fn keep(&mut self, l: Line) {
+        if self.lines.len() >= BACKLOG_MAX as usize {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(l);
     }
 
     /// The last `n` lines that match `f`, oldest first.
     #[must_use]
     pub fn last(&self, n: usize, f: &Filter) -> Vec<String> {
-        let mut out: Vec<String> = self.lines.iter().rev().filter(|l| f.matches(l)).take(n).cloned().collect();
+        let mut out: Vec<String> =
+            self.lines.iter().rev().filter(|l| f.matches(l)).take(n).map(|l| l.text.clone()).collect();
         out.reverse();
         out
     }
@@ -80,27 +137,12 @@ impl Filter {
         Ok(Self { session: s.session.clone(), reason: s.reason.clone(), since: s.since_ts()? })
     }
 
-    fn is_empty(&self) -> bool {
-        self.session.is_none() && self.reason.is_none() && self.since.is_none()
-    }
-
-    /// Whether an audit line passes. A line that is not an audit record (`{"lagged":N}`)
-    /// always passes: the subscriber must learn it lost lines.
+    /// Whether a line passes.
     #[must_use]
-    pub fn matches(&self, line: &str) -> bool {
-        if self.is_empty() {
-            return true;
-        }
-        let Ok(serde_json::Value::Object(v)) = serde_json::from_str::<serde_json::Value>(line) else { return false };
-        if !v.contains_key("hook") {
-            return true;
-        }
-        let eq = |key: &str, want: &Option<String>| {
-            want.as_deref().is_none_or(|w| v.get(key).and_then(|x| x.as_str()) == Some(w))
-        };
-        eq("session", &self.session)
-            && eq("reason", &self.reason)
-            && self.since.is_none_or(|since| line_time(&v).is_some_and(|t| t >= since))
+    pub fn matches(&self, l: &Line) -> bool {
+        self.session.as_deref().is_none_or(|w| l.session.as_deref() == Some(w))
+            && self.reason.as_deref().is_none_or(|w| l.reason == w)
+            && self.since.is_none_or(|since| l.ts.is_some_and(|t| t >= since))
     }
 }
 
@@ -130,7 +172,13 @@ mod tests {
         let mut r = Recent::default();
         for i in 0..(BACKLOG_MAX + 5) {
             let s = if i % 2 == 0 { "a" } else { "b" };
-            r.push(&line(s, "not_granted", &format!("2026-12-02T10:{:02}:{:02}Z", i / 60 % 60, i % 60)));
+            let ts = format!("2026-12-02T10:{:02}:{:02}Z", i / 60 % 60, i % 60);
+            // Live lines carry their fields; a line read back from the file is parsed once.
+            if i % 3 == 0 {
+                r.keep(Line::parse(&line(s, "not_granted", &ts)));
+            } else {
+                r.push(&line(s, "not_granted", &ts), Some(s), "not_granted", ts.parse().ok());
+            }
         }
         assert_eq!(r.lines.len(), BACKLOG_MAX as usize);
         let all = Filter::default();
@@ -144,7 +192,9 @@ mod tests {
         assert_eq!(r.last(100, &since).len(), 5);
         let reason = Filter::new(&Subscribe { reason: Some("other_process".into()), ..Subscribe::default() }).unwrap();
         assert!(r.last(100, &reason).is_empty());
-        assert!(reason.matches(r#"{"lagged":3}"#));
+        // A line of no known session passes no session filter.
+        assert!(!only_a.matches(&Line::parse(r#"{"v":3,"session":null,"reason":"not_granted"}"#)));
+        assert!(all.matches(&Line::parse("not json")));
     }
 
     #[test]

@@ -156,7 +156,7 @@ pub struct Daemon {
     /// Saves `state` (group commit); requests are answered once their change is saved.
     pub persist: Persister,
     pub metrics: Metrics,
-    pub events: broadcast::Sender<Arc<str>>,
+    pub events: broadcast::Sender<Arc<crate::daemon::recent::Line>>,
     /// The last audit lines (`events -n`); the event thread pushes and broadcasts under its lock,
     /// so a subscriber's backlog and stream neither overlap nor leave a gap.
     pub recent: Mutex<crate::daemon::recent::Recent>,
@@ -468,7 +468,7 @@ async fn stream_events(
     let Some(rx) = &mut rx else { return };
     loop {
         let line = match rx.recv().await {
-            Ok(l) if filter.matches(&l) => format!("{l}\n"),
+            Ok(l) if filter.matches(&l) => format!("{}\n", l.text),
             Ok(_) => continue,
             Err(broadcast::error::RecvError::Lagged(n)) => format!("{{\"lagged\":{n}}}\n"),
             Err(broadcast::error::RecvError::Closed) => return,
@@ -509,21 +509,29 @@ fn spawn_event_thread(
         };
         let poll = Duration::from_millis(mcpguard_common::EVENTS_POLL_MS);
         let mut path = String::new();
+        // The event's session name, for the recent lines' filters (reused: no allocation).
+        let mut session = String::new();
         while !stop.load(Ordering::Relaxed) {
             d.health.events_beat();
             let clock = audit::Clock::now();
             let mut write = |ev: &mcpguard_common::Event| {
+                let ts = clock.at(ev.ts_ns);
+                let mut known = false;
                 let line = sink.push(|buf| {
                     let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    audit::format_event(buf, &mut path, &st, ev, clock.at(ev.ts_ns), d.cfg.environment.as_deref());
-                    let session = st.session_by_id(ev.session).map(|s| s.name.as_str());
-                    d.metrics.session_denials.record(session, ev.action, |n| st.session(n).is_some());
+                    audit::format_event(buf, &mut path, &st, ev, ts, d.cfg.environment.as_deref());
+                    let s = st.session_by_id(ev.session).map(|s| s.name.as_str());
+                    d.metrics.session_denials.record(s, ev.action, |n| st.session(n).is_some());
+                    session.clear();
+                    session.push_str(s.unwrap_or_default());
+                    known = s.is_some();
                 });
                 if let Ok(l) = std::str::from_utf8(line) {
+                    let (s, reason) = (known.then_some(session.as_str()), mcpguard_common::reason_name(ev.reason));
                     let mut recent = d.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    recent.push(l);
+                    recent.push(l, s, reason, Some(ts));
                     if d.events.receiver_count() > 0 {
-                        let _ = d.events.send(Arc::from(l));
+                        let _ = d.events.send(Arc::new(crate::daemon::recent::Line::new(l, s, reason, Some(ts))));
                     }
                 }
                 if sink.pending() >= audit::FLUSH_BYTES {
