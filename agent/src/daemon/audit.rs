@@ -126,11 +126,8 @@ pub fn format_event(
     field(out, "command", &session.map(|s| s.command.as_slice()));
     field(out, "environment", &environment);
     field(out, "labels", &grant.as_ref().map_or(&[][..], |g| g.labels));
-    // The sessions that delegated to this one, nearest first (no allocation without a parent).
-    match session.filter(|s| s.parent.is_some()) {
-        Some(s) => field(out, "delegated_by", &crate::daemon::delegation::chain(state, &s.name)),
-        None => field(out, "delegated_by", &[] as &[String]),
-    }
+    // The sessions that delegated to this one, nearest first (written as walked: no allocation).
+    field(out, "delegated_by", &Ancestors(state, session.map_or("", |s| s.name.as_str())));
     field(out, "ts_boot_ns", &ev.ts_ns);
     field(out, "pid", &ev.pid);
     field(out, "tgid", &ev.tgid);
@@ -163,6 +160,15 @@ pub fn format_event(
     }
     field(out, "path_truncated", &events::path_parts(ev).1);
     out.push(b'}');
+}
+
+/// `delegated_by`: a session's ancestors as a JSON array, serialised from the walk itself.
+struct Ancestors<'a>(&'a State, &'a str);
+
+impl Serialize for Ancestors<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(crate::daemon::delegation::ancestors(self.0, self.1))
+    }
 }
 
 /// Parses one JSON object line, refusing a key that appears twice (serde_json keeps the last

@@ -19,19 +19,28 @@ use crate::{
 /// Ancestors a session may have.
 pub const MAX_DEPTH: usize = 4;
 
-/// The sessions that delegated to `name`, nearest first (bounded by [`MAX_DEPTH`]).
+/// The sessions that delegated to `name`, nearest first (bounded by [`MAX_DEPTH`]; a cycle
+/// ends it), without allocating: the audit line of every event of a delegated session has it.
+pub fn ancestors<'a>(st: &'a State, name: &str) -> impl Iterator<Item = &'a str> + use<'a> {
+    let mut seen: [&str; MAX_DEPTH] = [""; MAX_DEPTH];
+    let mut n = 0;
+    let mut cur = st.session(name).and_then(|s| s.parent.as_deref());
+    std::iter::from_fn(move || {
+        let p = cur.take()?;
+        if n >= MAX_DEPTH || seen[..n].contains(&p) {
+            return None;
+        }
+        seen[n] = p;
+        n += 1;
+        cur = st.session(p).and_then(|s| s.parent.as_deref());
+        Some(p)
+    })
+}
+
+/// [`ancestors`], owned.
 #[must_use]
 pub fn chain(st: &State, name: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = st.session(name).and_then(|s| s.parent.clone());
-    while let Some(p) = cur {
-        if out.len() >= MAX_DEPTH || out.contains(&p) {
-            break;
-        }
-        cur = st.session(&p).and_then(|s| s.parent.clone());
-        out.push(p);
-    }
-    out
+    ancestors(st, name).map(str::to_owned).collect()
 }
 
 /// `session` may be registered under `parent`: it exists, is not `session` or one of its
