@@ -49,6 +49,7 @@ fn grant(id: u64, task: Option<&str>, tool: Option<&str>, call_id: Option<&str>)
         kernel: crate::grant::kgrant::KernelGrant::default(),
         spec: None,
         labels: Vec::new(),
+        audience: Vec::new(),
         own_expires_boot_ns: 0,
     }
 }

@@ -156,6 +156,7 @@ fn propagate_at(st: &mut State, eng: &mut Engine, parent: &str, now: u64, depth:
                 own_expires_boot_ns: own_exp,
                 kernel: compile(&eff)?,
                 labels: eff.labels.clone(),
+                audience: eff.audience.clone(),
                 ..r.clone()
             })
         };

@@ -62,6 +62,7 @@ fn record(g: &Grant, own: &GrantSpec, kernel: kgrant::KernelGrant, expires: u64,
         kernel,
         spec: Some(own.clone()),
         labels: effective.labels.clone(),
+        audience: effective.audience.clone(),
         own_expires_boot_ns: 0,
     }
 }
@@ -300,5 +301,23 @@ mod tests {
         assert_eq!(eff.mode, Mode::Kill);
         assert_eq!(eff.policy_name, "task&call");
         assert_eq!(compose(None, &call), call);
+    }
+
+    #[test]
+    fn a_composed_grant_records_the_effective_audience() {
+        let mut task = spec("task", &["/usr/bin/git"], &["/srv/repos"], Mode::Deny);
+        task.audience = vec!["https://git.example".into()];
+        let call = spec("call", &["/usr/bin/git"], &["/srv/repos/app"], Mode::Deny);
+        let g: Grant = serde_json::from_value(serde_json::json!({
+            "session": "s", "task": "T", "call_id": "1", "tool": "git_status", "policy": "call"
+        }))
+        .unwrap();
+        let eff = compose(Some(&task), &call);
+        let r = record(&g, &call, kgrant::KernelGrant::default(), 0, &eff);
+        assert_eq!(r.audience, ["https://git.example"], "the call names none: the task's audience holds");
+        let mut inner = call.clone();
+        inner.audience = vec!["https://other.example".into()];
+        let r = record(&g, &inner, kgrant::KernelGrant::default(), 0, &compose(Some(&task), &inner));
+        assert_eq!(r.audience, ["https://other.example"], "the inner grant's wins");
     }
 }

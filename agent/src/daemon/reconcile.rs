@@ -102,6 +102,7 @@ mod tests {
             kernel: KernelGrant::default(),
             spec: None,
             labels: Vec::new(),
+            audience: Vec::new(),
             own_expires_boot_ns: 0,
         })
     }

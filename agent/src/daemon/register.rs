@@ -205,6 +205,7 @@ pub(crate) fn register(d: &Daemon, peer: &Peer, r: Register) -> Result<Value, Pr
         kernel: kg,
         spec: None,
         labels: Vec::new(),
+        audience: Vec::new(),
         own_expires_boot_ns: 0,
     };
     let session = Session {

@@ -14,6 +14,7 @@ fn rec(id: u64, task: &str, call: bool) -> GrantRecord {
         kernel: crate::grant::kgrant::KernelGrant::default(),
         spec: None,
         labels: Vec::new(),
+        audience: Vec::new(),
         own_expires_boot_ns: 0,
     }
 }

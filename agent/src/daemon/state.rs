@@ -43,6 +43,10 @@ pub struct GrantRecord {
     /// Path labels the grant in force declares (audit lines and tokens).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
+    /// Token audience of the grant in force (composed: the inner grant's, else the outer's;
+    /// none: the daemon's `token_audience`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audience: Vec<String>,
     /// When the grant as requested expires, if a parent's expiry cut `expires_boot_ns` shorter
     /// (delegated sessions; 0: the same).
     #[serde(default, skip_serializing_if = "is_zero")]

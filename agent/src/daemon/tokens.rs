@@ -162,7 +162,10 @@ impl Tokens {
             tool: g.tool.as_deref(),
             call_id: g.call_id.as_deref(),
             binary_sha256: s.binary_sha256.as_deref(),
-            audience: g.spec.as_ref().map(|sp| sp.audience.as_slice()).filter(|a| !a.is_empty()),
+            // A record saved before `audience` was kept has it in its own spec only.
+            audience: Some(g.audience.as_slice())
+                .filter(|a| !a.is_empty())
+                .or_else(|| g.spec.as_ref().map(|sp| sp.audience.as_slice()).filter(|a| !a.is_empty())),
             delegated_by: chain,
             labels: &g.labels,
         };
