@@ -16,7 +16,9 @@
 //! 1. x86_64 only: a syscall number with the x32 bit (`0x4000_0000`) kills the process — x32
 //!    syscalls carry `AUDIT_ARCH_X86_64` with different numbers and would otherwise pass;
 //! 2. a foreign architecture (i386 `int 0x80`, AArch32 compat) kills the process;
-//! 3. each guarded syscall number returns `EPERM`; everything else is allowed.
+//! 3. each guarded syscall number returns `EPERM` (the metadata syscalls and times given
+//!    explicitly too, unless launched with `--allow-metadata`: [`METADATA`], [`TIMES`]);
+//!    everything else is allowed.
 //!
 //! `no_new_privs` is always set with the filter (the kernel requires it from a process without
 //! `CAP_SYS_ADMIN`; we set it for root launchers too, so behaviour does not depend on who
@@ -74,7 +76,8 @@ pub fn guarded() -> Vec<Guarded> {
 /// Metadata changes (mode, owner, extended attributes), refused with `EPERM` too unless the
 /// launch allows them (`--allow-metadata`): an MCP server rarely needs them, and they are how
 /// permissions are widened. A session-wide switch, not per path (the kill backend has no hook
-/// that could decide them per path; the deny backends' path hooks do not decide them yet).
+/// that could decide them per path; on the deny backends the path hooks decide them per path
+/// besides).
 pub const METADATA: &[Guarded] = &[
     g("chmod", 90, None),
     g("fchmod", 91, Some(52)),
@@ -129,7 +132,8 @@ impl GuardFilter {
         Self::with_metadata(false)
     }
 
-    /// The filter for this architecture; `allow_metadata` leaves [`METADATA`] out of it.
+    /// The filter for this architecture; `allow_metadata` leaves [`METADATA`] and [`TIMES`] out
+    /// of it.
     pub fn with_metadata(allow_metadata: bool) -> anyhow::Result<Self> {
         let arch =
             TargetArch::try_from(std::env::consts::ARCH).map_err(|e| anyhow::anyhow!("seccomp guard filter: {e}"))?;
