@@ -17,6 +17,11 @@ fn path_operations_need_write_access_to_what_they_change() {
         );
         return;
     }
+    // What status and the metrics say about this host.
+    let channels = k.engine.channels();
+    for ch in ["path_ops", "metadata", "times", "times_now"] {
+        assert!(channels.contains(&(ch, "eperm")), "{ch}: {channels:?}");
+    }
     let inside = Scratch::new("pin");
     let outside = Scratch::new("pout");
     let victim = outside.path("victim");
