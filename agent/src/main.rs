@@ -53,7 +53,8 @@ struct ExecArgs {
     #[arg(long, conflicts_with = "cgroup")]
     no_write_ceiling: bool,
     /// Let the program change modes, owners and extended attributes (chmod, chown, setxattr
-    /// families; refused with EPERM by default, session-wide).
+    /// families) and set file times to given values (touch -d, cp -p, tar x); refused with EPERM
+    /// by default, session-wide. Times set to now stay allowed either way.
     #[arg(long)]
     allow_metadata: bool,
     /// Delegate from this session: the program's grants (with --mcp each call's) are always

@@ -27,6 +27,9 @@ pub const MAP_EXEC_NAMES: &str = "MCPG_EXECNAME";
 pub const MAP_PATHS: &str = "MCPG_PATHS";
 /// pid_tgid (u64) -> `struct sock *` (u64): Unix connects awaiting the kill backend's object check.
 pub const MAP_UNIX_PENDING: &str = "MCPG_UNIXPEND";
+/// pid_tgid (u64) -> the `vfs_utimes` decision of a governed thread inside that call (deny
+/// backends; kernel-internal, not pinned).
+pub const MAP_TIMES: &str = "MCPG_TIMES";
 /// Ring buffer of [`Event`] records (variable length: see [`EVENT_HEADER_BYTES`]).
 pub const MAP_EVENTS: &str = "MCPG_EVENTS";
 /// Per-CPU single [`Event`] where the kill backend's programs build a record before copying
@@ -135,6 +138,21 @@ pub const PROG_FMOD_MMAP: &str = "mcpg_fmod_mmap";
 pub const PROG_FMOD_MPROTECT: &str = "mcpg_fmod_mprotect";
 pub const PROG_LSM_KILL: &str = "mcpg_lsm_kill";
 pub const PROG_FMOD_KILL: &str = "mcpg_fmod_kill";
+/// File times, deny backends: `vfs_utimes` (every times syscall passes it, with the path) is
+/// decided at its entry (fentry) and the verdict kept for the thread until its exit (fexit);
+/// the setattr hook that follows carries it out.
+pub const UTIMES_FN: &str = "vfs_utimes";
+pub const PROG_UTIMES_IN: &str = "mcpg_utimes_in";
+pub const PROG_UTIMES_OUT: &str = "mcpg_utimes_out";
+/// LSM `inode_setattr(idmap, dentry, attr)`; [`PROG_LSM_TIMES_OLD`] for kernels whose hook is
+/// `inode_setattr(dentry, attr)` (6.1). The loader attaches the one the kernel's BTF matches and
+/// pins its link as [`PROG_LSM_TIMES`].
+pub const PROG_LSM_TIMES: &str = "mcpg_lsm_times";
+pub const PROG_LSM_TIMES_OLD: &str = "mcpg_lsm_times1";
+pub const LSM_TIMES_HOOK: &str = "inode_setattr";
+/// fmod_ret on `security_inode_setattr(idmap or userns, dentry, attr)` (same on 6.1 and 6.12).
+pub const PROG_FMOD_TIMES: &str = "mcpg_fmod_times";
+pub const FMOD_TIMES_FN: &str = "security_inode_setattr";
 /// Path operations: (LSM program, LSM hook, fmod_ret program, `security_*` function, required).
 /// `file_truncate` exists from Linux 6.2 (before, `ftruncate` and `O_TRUNC` pass `path_truncate`).
 pub const PATH_HOOKS: [(&str, &str, &str, &str, bool); 13] = [
@@ -229,7 +247,10 @@ pub const HOOK_SETATTR: u32 = 18;
 pub const HOOK_XATTR: u32 = 19;
 /// `mprotect`/`pkey_mprotect` making a file mapping executable (W^X for grants, as `mmap`).
 pub const HOOK_MPROTECT: u32 = 20;
-pub const HOOK_COUNT: u32 = 21;
+/// File times (`utimensat`, `futimens`, `utimes`, `utime`, `futimesat`: decided at `vfs_utimes`,
+/// refused at LSM `inode_setattr`).
+pub const HOOK_UTIMES: u32 = 21;
+pub const HOOK_COUNT: u32 = 22;
 
 pub const ACTION_DENIED: u32 = 0;
 pub const ACTION_KILLED: u32 = 1;
@@ -309,6 +330,7 @@ pub const fn hook_name(hook: u32) -> &'static str {
         HOOK_SETATTR => "setattr",
         HOOK_XATTR => "xattr",
         HOOK_MPROTECT => "mprotect",
+        HOOK_UTIMES => "utimes",
         _ => "unknown",
     }
 }
@@ -726,9 +748,14 @@ pub struct Offsets {
     /// `vm_area_struct.vm_file` and `.vm_end` (a mapping made executable by `mprotect`).
     pub vma_file: u32,
     pub vma_end: u32,
+    /// `task_struct.real_cred` and `.cred` (they differ while the kernel works under borrowed
+    /// credentials: overlayfs copy-up), `iattr.ia_valid` (what a setattr changes).
+    pub task_real_cred: u32,
+    pub task_cred: u32,
+    pub iattr_valid: u32,
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<Offsets>() == 69 * 4);
+const _: () = assert!(size_of::<Offsets>() == 72 * 4);
 
 #[cfg(feature = "user")]
 mod user {

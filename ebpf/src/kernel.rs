@@ -75,6 +75,9 @@ pub static MCPG_OFFSETS: Offsets = Offsets {
     binprm_envc: 0,
     vma_file: 0,
     vma_end: 0,
+    task_real_cred: 0,
+    task_cred: 0,
+    iattr_valid: 0,
     _pad: 0,
 };
 

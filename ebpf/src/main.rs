@@ -3,7 +3,7 @@
 //! Layout: `maps.rs` (every map, documented), `kernel.rs` (reads of kernel structs through the
 //! BTF-derived offsets), `decide.rs` (the decision logic shared by every backend), `report.rs`
 //! (events and counters), `programs.rs` (kill-backend entry points), `lsm.rs` (BPF-LSM and
-//! fmod_ret entry points for exec, open, mmap and signals), `paths.rs` (their path operations), `net.rs` (network and Unix sockets, every backend),
+//! fmod_ret entry points for exec, open, mmap and signals), `paths.rs` (their path operations), `times.rs` (their file times), `net.rs` (network and Unix sockets, every backend),
 //! `cmdline.rs` (the command line and environment of a governed exec, every backend), `vma.rs`
 //! (the mappings an `mprotect` makes executable, kill backend).
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -27,6 +27,8 @@ mod paths;
 mod programs;
 #[cfg(target_arch = "bpf")]
 mod report;
+#[cfg(target_arch = "bpf")]
+mod times;
 #[cfg(target_arch = "bpf")]
 mod vma;
 

@@ -11,6 +11,7 @@
 //! | MCPG_PATHS     | ObjKey     | access bits u32| agent                       | open           |
 //! | MCPG_NET       | NetKey (LPM)| NetPorts      | agent (before the swap)     | connect/bind   |
 //! | MCPG_UNIX      | UnixKey    | u32            | agent (before the swap)     | Unix connect   |
+//! | MCPG_TIMES     | pid_tgid   | TimesPending   | vfs_utimes entry/exit       | inode_setattr  |
 //! | MCPG_EVENTS    | ring buffer of Event                                        | agent          |
 //! | MCPG_COUNTERS  | per-CPU u64 counters, `counter_index` / COUNTER_LOST       | agent (metrics)|
 //! | MCPG_CONF      | 0          | Conf           | agent                       | every hook     |
@@ -60,6 +61,23 @@ pub static UNIX: HashMap<UnixKey, u32> = HashMap::with_max_entries(MAX_UNIX_ENTR
 /// `connect_unix` program let through by name, checked by the peer's object at `sys_exit_connect`.
 #[map(name = "MCPG_UNIXPEND")]
 pub static UNIX_PENDING: HashMap<u64, u64> = HashMap::with_max_entries(MAX_PROCS, 0);
+
+/// The `vfs_utimes` decision of a governed thread while it is inside that call (see times.rs):
+/// written at the call's entry, read by the setattr hook, removed at its exit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TimesPending {
+    pub grant: u64,
+    /// The path being changed (reported on a refusal).
+    pub dentry: u64,
+    pub vfsmnt: u64,
+    pub reason: u32,
+    /// 1: allowed.
+    pub allow: u32,
+}
+
+#[map(name = "MCPG_TIMES")]
+pub static TIMES: HashMap<u64, TimesPending> = HashMap::with_max_entries(MAX_PROCS, 0);
 
 #[map(name = "MCPG_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);

@@ -22,7 +22,7 @@ use crate::{
 
 /// A `struct path *`.
 #[inline(always)]
-fn path_pos(path: Kptr) -> Result<PathPos, Unresolved> {
+pub(crate) fn path_pos(path: Kptr) -> Result<PathPos, Unresolved> {
     Ok(PathPos { dentry: rd_ptr(path, off!(path_dentry))?, vfsmnt: rd_ptr(path, off!(path_mnt))? })
 }
 

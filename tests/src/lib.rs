@@ -463,6 +463,14 @@ pub fn snapshot(p: &Path) -> (Vec<u8>, u32, u32, i64, i64, u64) {
     (content, md.mode(), md.uid(), md.mtime(), md.mtime_nsec(), md.ino())
 }
 
+/// An object's access and modification times, to the nanosecond.
+#[must_use]
+pub fn times(p: &Path) -> (i64, i64, i64, i64) {
+    use std::os::unix::fs::MetadataExt as _;
+    let md = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (md.atime(), md.atime_nsec(), md.mtime(), md.mtime_nsec())
+}
+
 /// The names in a directory, sorted.
 #[must_use]
 pub fn entries(dir: &Path) -> Vec<String> {
@@ -473,8 +481,9 @@ pub fn entries(dir: &Path) -> Vec<String> {
 }
 
 /// The programs the path-operation tests run (a shell and the coreutils that change entries).
-pub const PATH_TOOLS: [&str; 11] = [
+pub const PATH_TOOLS: [&str; 12] = [
     "/usr/bin/dash",
+    "/usr/bin/touch",
     "/usr/bin/rm",
     "/usr/bin/mv",
     "/usr/bin/mkdir",

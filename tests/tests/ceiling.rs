@@ -4,7 +4,7 @@
 //! Real daemon binary, real kernel, real processes; root. Assertions are on the objects.
 use std::{os::unix::fs::PermissionsExt as _, process::Command};
 
-use mcpguard_tests::{PATH_TOOLS, Scratch, daemon::TestDaemon, entries, snapshot, unique_id};
+use mcpguard_tests::{PATH_TOOLS, Scratch, daemon::TestDaemon, entries, snapshot, times, unique_id};
 
 #[test]
 fn path_operations_outside_the_write_ceiling_change_nothing() {
@@ -17,6 +17,7 @@ fn path_operations_outside_the_write_ceiling_change_nothing() {
     std::fs::create_dir(outside.path("dir")).unwrap();
     std::fs::write(inside.path("mine"), "mine\n").unwrap();
     let before = (snapshot(&victim), snapshot(&outside.path("dir")), entries(&outside.0));
+    let victim_times = times(&victim);
 
     // Reads of both trees, writes to `inside` only: the read grant on `outside` allows no change.
     let mut policy = String::from("name = \"test-ceiling\"\n");
@@ -37,9 +38,10 @@ fn path_operations_outside_the_write_ceiling_change_nothing() {
            'rm -f {o}/victim' 'rmdir {o}/dir' 'mv {o}/victim {i}/taken' 'mv {i}/mine {o}/planted' \
            'mkdir {o}/new' 'ln -s /etc/shadow {o}/link' 'ln {o}/victim {o}/hard' 'mkfifo {o}/fifo' \
            ': > {o}/victim' 'truncate -s 0 {o}/victim' 'chmod 777 {o}/victim' 'chown 65534 {o}/victim' \
-           'chmod 600 {i}/mine'; do \
+           'chmod 600 {i}/mine' 'touch -c -d @978307200 {o}/victim' 'touch -c -d @978307200 {i}/mine'; do \
            (eval \"$op\") 2>/dev/null; echo \"refused $? $op\"; done; \
-         echo one > {i}/a && mv {i}/a {i}/b && mkdir {i}/d && rmdir {i}/d && rm {i}/b && echo inside-ok"
+         echo one > {i}/a && mv {i}/a {i}/b && mkdir {i}/d && rmdir {i}/d && rm {i}/b && \
+         touch -c {i}/mine && echo inside-ok"
     );
     let session = format!("ceil-{}", unique_id());
     let out = d
@@ -47,6 +49,7 @@ fn path_operations_outside_the_write_ceiling_change_nothing() {
         .args(["exec", "--session", &session, "--baseline", "test-ceiling", "--", "/usr/bin/dash", "-c", &script])
         .env("PATH", "/usr/bin")
         .env("LC_ALL", "C")
+        .env("TZ", "UTC0")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -59,10 +62,17 @@ fn path_operations_outside_the_write_ceiling_change_nothing() {
     );
     let refused: Vec<&str> = stdout.lines().filter(|l| l.starts_with("refused ")).collect();
     // (chmod/chown are refused everywhere unless launched with --allow-metadata: seccomp, EPERM.)
-    assert_eq!(refused.len(), 13, "{stdout}");
+    assert_eq!(refused.len(), 15, "{stdout}");
     for l in &refused {
         assert!(!l.starts_with("refused 0 "), "allowed outside the ceiling: {l}\n{stdout}");
     }
+    // Given times are refused by the seccomp filter (EPERM, the shell is not killed), inside the
+    // grant too; `touch -c` (set to now) is not.
+    for l in refused.iter().filter(|l| l.contains("touch")) {
+        assert!(l.starts_with("refused 1 "), "{l}\n{stdout}");
+    }
+    assert_eq!(times(&victim), victim_times, "times outside the grant exactly as before");
+    assert_ne!(times(&inside.path("mine")).2, 978_307_200, "given times refused inside too");
     assert!(stdout.contains("inside-ok"), "create, write, rename, remove inside the grant work: {stdout}");
     let after = (snapshot(&victim), snapshot(&outside.path("dir")), entries(&outside.0));
     assert_eq!(after, before, "nothing outside the ceiling changed");
@@ -72,17 +82,19 @@ fn path_operations_outside_the_write_ceiling_change_nothing() {
 
     // With --allow-metadata the mode can be changed (session-wide).
     let session = format!("ceil-md-{}", unique_id());
-    let chmod = format!("chmod 600 {i}/mine");
+    let chmod = format!("chmod 600 {i}/mine && touch -c -d @978307200 {i}/mine");
     let out = d
         .cmd()
         .args(["exec", "--session", &session, "--baseline", "test-ceiling", "--allow-metadata", "--"])
         .args(["/usr/bin/dash", "-c", &chmod])
         .env("PATH", "/usr/bin")
         .env("LC_ALL", "C")
+        .env("TZ", "UTC0")
         .output()
         .unwrap();
     assert!(out.status.success(), "{:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
     assert_eq!(snapshot(&inside.path("mine")).1 & 0o777, 0o600);
+    assert_eq!(times(&inside.path("mine")).2, 978_307_200, "given times with --allow-metadata");
 }
 
 /// `--no-write-ceiling` launches without it (reported as such); a ceiling root that is not an

@@ -149,6 +149,10 @@ fn end_to_end_launch_grant_enforce_audit_metrics_status() {
     assert_eq!(d.status()["channels"]["proc_other_process"], "kill");
     assert_eq!(d.metric(r#"mcpguard_channel_info{channel="mmap_exec",mechanism="kill"}"#), 1.0);
     assert_eq!(d.metric(r#"mcpguard_channel_info{channel="signal",mechanism="launcher"}"#), 1.0);
+    // File times on the kill backend: given times by the launcher's filter, set-to-now by nothing.
+    assert_eq!(d.status()["channels"]["times"], "launcher");
+    assert_eq!(d.status()["channels"]["times_now"], "none");
+    assert_eq!(d.metric(r#"mcpguard_channel_info{channel="times_now",mechanism="none"}"#), 1.0);
 }
 
 /// A process inside a session may not use the socket even as root; other uids need allowing.

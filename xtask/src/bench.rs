@@ -49,7 +49,7 @@ pub struct Args {
     /// Also profile the daemon and the workload CPU with `perf` during one extra event probe.
     #[arg(long)]
     profile: bool,
-    /// Overhead section: only these workloads (getppid, open, mmap, mprotect, forkexec, connect;
+    /// Overhead section: only these workloads (getppid, open, mmap, mprotect, utimes, forkexec, connect;
     /// comma-separated).
     #[arg(long, value_delimiter = ',')]
     workload: Vec<String>,
@@ -164,6 +164,7 @@ pub fn run(a: &Args) -> Result<()> {
         workloads: a.workload.clone(),
     };
     std::fs::write(&ctx.file, b"mcpguard bench\n")?;
+    std::fs::write(overhead::times_file(&ctx), b"mcpguard bench (times)\n")?;
     std::fs::write(&ctx.denied, b"mcpguard bench (not granted)\n")?;
     elf::write_exit0(&ctx.bin)?;
     let want = |s: &str| a.only.is_empty() || a.only.iter().any(|o| o == s);

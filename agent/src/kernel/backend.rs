@@ -63,6 +63,11 @@ impl Backend {
                 ("guard_syscalls", "kill"),
                 ("path_ops", "ceiling"),
                 ("metadata", "launcher"),
+                // Times set to given values (a non-NULL `times` argument): the launcher's seccomp
+                // filter, unless launched with `--allow-metadata`. Set to now (NULL, `touch`):
+                // no hook here can refuse it before it happens.
+                ("times", "launcher"),
+                ("times_now", "none"),
             ],
             Self::Lsm | Self::FmodRet => &[
                 ("exec", "eperm"),
@@ -80,8 +85,12 @@ impl Backend {
                 // LSM path hooks, per task, every governed process (and the ceiling besides).
                 ("path_ops", "eperm"),
                 // chmod/chown per path (`metadata = true`), xattrs refused (path_chmod, path_chown,
-                // inode_*xattr); times (utimensat) are not decided.
+                // inode_*xattr).
                 ("metadata", "eperm"),
+                // Times, given or now: write access to the object (decided at vfs_utimes,
+                // refused at inode_setattr).
+                ("times", "eperm"),
+                ("times_now", "eperm"),
             ],
         }
     }

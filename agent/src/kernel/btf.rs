@@ -35,7 +35,8 @@ mod kind {
     pub const VOLATILE: u8 = 9;
     pub const CONST: u8 = 10;
     pub const RESTRICT: u8 = 11;
-    // 12 = FUNC: no extra data.
+    /// No extra data; its type is its FUNC_PROTO.
+    pub const FUNC: u8 = 12;
     pub const FUNC_PROTO: u8 = 13;
     pub const VAR: u8 = 14;
     pub const DATASEC: u8 = 15;
@@ -85,6 +86,8 @@ enum Data {
     Array(u32, u32),
     /// STRUCT/UNION: (index of the first member in [`Btf::members`], member count).
     Members(usize, u16),
+    /// FUNC_PROTO: parameter count.
+    Params(u16),
 }
 
 #[derive(Clone, Copy, Default)]
@@ -253,6 +256,10 @@ impl Btf {
                     }
                     Data::Members(start, vlen)
                 }
+                kind::FUNC_PROTO => {
+                    r.skip(8 * usize::from(vlen), "func_proto params")?;
+                    Data::Params(vlen)
+                }
                 _ => {
                     let vlen = usize::from(vlen);
                     let extra = match kind {
@@ -310,6 +317,19 @@ impl Btf {
         let (_, type_id) = found.ok_or_else(|| not_found(struct_name, member_path))?;
         let size = self.type_size(type_id, 0)?;
         size.ok_or_else(|| BtfError::Unsized { ty: struct_name.into(), member: member_path.into() })
+    }
+
+    /// Number of parameters of the kernel function `name` (its `FUNC`'s prototype).
+    pub fn func_params(&self, name: &str) -> Result<usize> {
+        for t in self.types.iter().filter(|t| t.kind == kind::FUNC && t.name_off != 0) {
+            if str_at(&self.strings, t.name_off)? == name {
+                return match self.ty(t.size_or_type)?.data {
+                    Data::Params(n) => Ok(usize::from(n)),
+                    _ => Err(malformed("FUNC without a prototype")),
+                };
+            }
+        }
+        Err(BtfError::TypeNotFound { name: name.into() })
     }
 
     /// Byte size of a named struct/union.

@@ -182,7 +182,7 @@ impl Engine {
 
         fill_env_names(&mut ebpf)?;
         crate::kernel::loader::load_argv_tail(&mut ebpf, &aya_btf)?;
-        let (backend, mut links, probes) = crate::kernel::loader::attach(&mut ebpf, &aya_btf, opts)?;
+        let (backend, mut links, probes) = crate::kernel::loader::attach(&mut ebpf, &aya_btf, &btf, opts)?;
         let net_cgroup = crate::kernel::loader::net_cgroup(opts)?;
         let (net_links, unix_addr) = crate::kernel::loader::attach_net(&mut ebpf, backend, &net_cgroup)?;
         links.extend(net_links);

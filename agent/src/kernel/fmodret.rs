@@ -134,7 +134,8 @@ pub fn attach(object: &[u8], ebpf: &Ebpf, vmlinux: &Btf) -> Result<Vec<(&'static
     let optional: Vec<(&'static str, &'static str, bool)> =
         mcpguard_common::PATH_HOOKS.iter().map(|h| (h.2, h.3, h.4)).collect();
     let net = mcpguard_common::NET_HOOKS.iter().map(|h| (h.2, h.3, true));
-    let all = FMOD_PROGS.iter().map(|&(p, f)| (p, f, true)).chain(optional).chain(net);
+    let times = [(mcpguard_common::PROG_FMOD_TIMES, mcpguard_common::FMOD_TIMES_FN, true)];
+    let all = FMOD_PROGS.iter().map(|&(p, f)| (p, f, true)).chain(optional).chain(net).chain(times);
     for (prog, func, required) in all {
         if !required && vmlinux.id_by_type_name_kind(func, BtfKind::Func).is_err() {
             log::info!("{func} not in this kernel: {prog} not attached");

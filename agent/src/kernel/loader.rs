@@ -5,7 +5,7 @@ use std::path::Path;
 use aya::{
     Ebpf,
     maps::{Array, PerCpuArray, ProgramArray},
-    programs::{BtfTracePoint, Lsm, TracePoint, links::FdLink},
+    programs::{BtfTracePoint, FEntry, FExit, Lsm, TracePoint, links::FdLink},
 };
 use mcpguard_common as c;
 use mcpguard_common::Conf;
@@ -14,6 +14,7 @@ use mcpguard_common::{
     LSM_PROGS,
 };
 
+use crate::kernel::btf::Btf as KernelBtf;
 use crate::kernel::setup::{Backend, EngineError, EngineOptions, Probe};
 
 /// Loads the refused-command-line reporter and puts it in slot 0 of the program array that
@@ -61,12 +62,14 @@ pub fn backend_programs(b: Backend) -> Vec<&'static str> {
             v.extend(DENY_BTF_PROGS.iter().map(|(p, _)| *p));
             v.extend(LSM_PROGS.iter().map(|(p, _)| *p));
             v.extend(c::PATH_HOOKS.iter().filter(|h| h.4).map(|h| h.0));
+            v.extend([c::PROG_UTIMES_IN, c::PROG_UTIMES_OUT, c::PROG_LSM_TIMES]);
             v.extend(c::NET_HOOKS.iter().map(|h| h.0));
         }
         Backend::FmodRet => {
             v.extend(DENY_BTF_PROGS.iter().map(|(p, _)| *p));
             v.extend(c::FMOD_PROGS.iter().map(|(p, _)| *p));
             v.extend(c::PATH_HOOKS.iter().filter(|h| h.4).map(|h| h.2));
+            v.extend([c::PROG_UTIMES_IN, c::PROG_UTIMES_OUT, c::PROG_FMOD_TIMES]);
             v.extend(c::NET_HOOKS.iter().map(|h| h.2));
         }
     }
@@ -225,6 +228,35 @@ fn lsm(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &'static str, hook: &str) -> Resul
     Ok(p.take_link(id).map_err(perr(prog))?.into())
 }
 
+/// File times (deny backends, `ebpf/src/times.rs`): the fentry and fexit on `vfs_utimes` that
+/// decide and forget, attached before the setattr hook that carries the decision out.
+fn attach_utimes(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<Vec<(&'static str, AnyLink)>, EngineError> {
+    let (pin, pout) = (c::PROG_UTIMES_IN, c::PROG_UTIMES_OUT);
+    let p: &mut FEntry = ebpf.program_mut(pin).ok_or_else(|| missing(pin))?.try_into().map_err(perr(pin))?;
+    p.load(c::UTIMES_FN, btf).map_err(perr(pin))?;
+    let id = p.attach().map_err(perr(pin))?;
+    let entry: FdLink = p.take_link(id).map_err(perr(pin))?.into();
+    let p: &mut FExit = ebpf.program_mut(pout).ok_or_else(|| missing(pout))?.try_into().map_err(perr(pout))?;
+    p.load(c::UTIMES_FN, btf).map_err(perr(pout))?;
+    let id = p.attach().map_err(perr(pout))?;
+    let exit: FdLink = p.take_link(id).map_err(perr(pout))?.into();
+    Ok(vec![(pin, AnyLink::Aya(entry)), (pout, AnyLink::Aya(exit))])
+}
+
+/// The LSM times program for this kernel's `inode_setattr`: `(idmap, dentry, attr)` or, on 6.1,
+/// `(dentry, attr)`, told apart by the BTF of `bpf_lsm_inode_setattr`; its link is kept as
+/// [`c::PROG_LSM_TIMES`] either way.
+fn lsm_times(ebpf: &mut Ebpf, btf: &aya::Btf, kernel: &KernelBtf) -> Result<(&'static str, AnyLink), String> {
+    let hook = c::LSM_TIMES_HOOK;
+    let args = kernel.func_params(&format!("bpf_lsm_{hook}")).map_err(|e| format!("LSM hook {hook}: {e}"))?;
+    let prog = match args {
+        3 => c::PROG_LSM_TIMES,
+        2 => c::PROG_LSM_TIMES_OLD,
+        n => return Err(format!("LSM hook {hook} has {n} arguments here (2 or 3 expected)")),
+    };
+    Ok((c::PROG_LSM_TIMES, AnyLink::Aya(lsm(ebpf, btf, prog, hook).map_err(|e| e.to_string())?)))
+}
+
 fn active_lsms() -> Result<String, String> {
     std::fs::read_to_string("/sys/kernel/security/lsm")
         .map_err(|e| format!("cannot read /sys/kernel/security/lsm ({e}); is securityfs mounted?"))
@@ -256,7 +288,12 @@ fn lsm_self_test(ebpf: &mut Ebpf) -> Result<(), String> {
     Ok(())
 }
 
-fn try_backend(ebpf: &mut Ebpf, btf: &aya::Btf, b: Backend) -> Result<Vec<(&'static str, AnyLink)>, String> {
+fn try_backend(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    kernel: &KernelBtf,
+    b: Backend,
+) -> Result<Vec<(&'static str, AnyLink)>, String> {
     let mut links = Vec::new();
     match b {
         Backend::Lsm => {
@@ -281,6 +318,8 @@ fn try_backend(ebpf: &mut Ebpf, btf: &aya::Btf, b: Backend) -> Result<Vec<(&'sta
             for (prog, hook, _, _) in c::NET_HOOKS {
                 links.push((prog, AnyLink::Aya(lsm(ebpf, btf, prog, hook).map_err(|e| e.to_string())?)));
             }
+            links.extend(attach_utimes(ebpf, btf).map_err(|e| e.to_string())?);
+            links.push(lsm_times(ebpf, btf, kernel)?);
             for (prog, tp) in DENY_BTF_PROGS {
                 links.push((prog, AnyLink::Aya(btf_tp(ebpf, btf, prog, tp).map_err(|e| e.to_string())?)));
             }
@@ -292,6 +331,8 @@ fn try_backend(ebpf: &mut Ebpf, btf: &aya::Btf, b: Backend) -> Result<Vec<(&'sta
             }
         }
         Backend::FmodRet => {
+            // Before the fmod_ret setattr program (in `fmodret::attach`) that carries it out.
+            links.extend(attach_utimes(ebpf, btf).map_err(|e| e.to_string())?);
             for (prog, fd) in crate::kernel::fmodret::attach(crate::kernel::setup::OBJECT, ebpf, btf)? {
                 links.push((prog, AnyLink::Raw(fd)));
             }
@@ -309,7 +350,13 @@ pub type Attached = (Backend, Vec<(&'static str, AnyLink)>, Vec<Probe>);
 
 /// Attaches lifecycle hooks, then the forced backend or the strongest that works, and loads
 /// (without attaching) the backend's syscall tracepoint programs.
-pub fn attach(ebpf: &mut Ebpf, btf: &aya::Btf, opts: &EngineOptions) -> Result<Attached, EngineError> {
+/// `kernel` is the running kernel's BTF as the offsets were read from it.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    kernel: &KernelBtf,
+    opts: &EngineOptions,
+) -> Result<Attached, EngineError> {
     // Lifecycle hooks first, so that no child escapes between attaching exec/open and fork.
     let mut links = Vec::new();
     for (prog, tp) in LIFECYCLE_PROGS {
@@ -323,7 +370,7 @@ pub fn attach(ebpf: &mut Ebpf, btf: &aya::Btf, opts: &EngineOptions) -> Result<A
     let mut probes = Vec::new();
     for b in candidates {
         let t = std::time::Instant::now();
-        let tried = try_backend(ebpf, btf, b);
+        let tried = try_backend(ebpf, btf, kernel, b);
         log::info!("backend {}: tried in {} ms", b.name(), t.elapsed().as_millis());
         match tried {
             Ok(l) => {

@@ -10,6 +10,7 @@
 //! - `pidfd-signal`: see [`pidfd_signal`].
 //! - `net OP TARGET [OP TARGET...]`: socket operations, one line each (`OP TARGET ok` or
 //!   `OP TARGET errno N`): see [`net`].
+//! - `times PATH`: sets PATH's times through every times syscall: see [`times`].
 #![no_main]
 
 use std::{
@@ -292,6 +293,47 @@ fn setxattr(path: &str) -> c_int {
     0
 }
 
+/// `times PATH`: sets PATH's times (atime 1000000000.5, mtime 1000000001.25) through each times
+/// syscall in turn, then to now; prints `times NAME ok` or `times NAME errno N` per call:
+/// `utimensat` (a path), `futimens` (an fd opened read-only), `utimes`, `utime`, `futimesat`,
+/// `now` (`utimensat` with NULL times).
+fn times(path: &str) -> c_int {
+    let Ok(p) = CString::new(path) else { return 64 };
+    let ts = [
+        libc::timespec { tv_sec: 1_000_000_000, tv_nsec: 500_000_000 },
+        libc::timespec { tv_sec: 1_000_000_001, tv_nsec: 250_000_000 },
+    ];
+    let tv = [
+        libc::timeval { tv_sec: 1_000_000_000, tv_usec: 500_000 },
+        libc::timeval { tv_sec: 1_000_000_001, tv_usec: 250_000 },
+    ];
+    let ut = libc::utimbuf { actime: 1_000_000_000, modtime: 1_000_000_001 };
+    let report = |name: &str, r: libc::c_long| {
+        if r == 0 {
+            say(&format!("times {name} ok"));
+        } else {
+            say(&format!("times {name} errno {}", std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)));
+        }
+    };
+    // SAFETY: valid C strings and arrays of the sizes each syscall reads; raw syscalls, so the
+    // C library cannot turn one call into another.
+    unsafe {
+        report("utimensat", libc::syscall(libc::SYS_utimensat, libc::AT_FDCWD, p.as_ptr(), ts.as_ptr(), 0));
+        let fd = libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            report("futimens", -1);
+        } else {
+            report("futimens", libc::syscall(libc::SYS_utimensat, fd, std::ptr::null::<c_char>(), ts.as_ptr(), 0));
+            libc::close(fd);
+        }
+        report("utimes", libc::syscall(libc::SYS_utimes, p.as_ptr(), tv.as_ptr()));
+        report("utime", libc::syscall(libc::SYS_utime, p.as_ptr(), &raw const ut));
+        report("futimesat", libc::syscall(libc::SYS_futimesat, libc::AT_FDCWD, p.as_ptr(), tv.as_ptr()));
+        report("now", libc::syscall(libc::SYS_utimensat, libc::AT_FDCWD, p.as_ptr(), std::ptr::null::<c_char>(), 0));
+    }
+    0
+}
+
 /// `race-exec PROG GOOD BAD N`: N times, forks a child in which a second thread keeps rewriting
 /// the argument buffer between GOOD and BAD while the first thread `execve`s `PROG BUFFER`; prints
 /// `exit CODE` or `signal SIG` per child. Whatever the kernel copied is what PROG runs with.
@@ -418,6 +460,7 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
         [cmd, rest @ ..] if cmd == "raw-syscall" && !rest.is_empty() => raw_syscalls(rest),
         [cmd, rest @ ..] if cmd == "net" && !rest.is_empty() => net(rest),
         [cmd, path] if cmd == "setxattr" => setxattr(path),
+        [cmd, path] if cmd == "times" => times(path),
         [cmd] if cmd == "pidfd-signal" => pidfd_signal(),
         [cmd, src, mark] if cmd == "mprotect-exec" => mprotect_exec(src, mark, false),
         [cmd, src, mark, k] if cmd == "mprotect-exec" && k == "pkey" => mprotect_exec(src, mark, true),

@@ -55,6 +55,10 @@ pub enum Arm {
     SeccompFilter,
     /// As above, with `openat` decided by a user-space supervisor (`SECCOMP_RET_USER_NOTIF`).
     SeccompNotif,
+    /// Nothing attached: the workload carries the launcher's own guard filter
+    /// (`launcher::seccomp::GuardFilter`, what `mcpguard exec` installs), whose times syscalls
+    /// are decided on their arguments (the kernel cannot cache their verdict).
+    LauncherFilter,
     /// Nothing governed on the machine: the syscall tracepoints are not attached (lazy attach).
     Ungoverned,
     /// Another process is governed (an idle one, held before exec), so the syscall tracepoints
@@ -69,11 +73,12 @@ pub enum Arm {
 }
 
 impl Arm {
-    pub const MEASURED: [Arm; 9] = [
+    pub const MEASURED: [Arm; 10] = [
         Arm::FloorExit,
         Arm::FloorEnterExit,
         Arm::SeccompFilter,
         Arm::SeccompNotif,
+        Arm::LauncherFilter,
         Arm::Ungoverned,
         Arm::UngovernedLive,
         Arm::UngovernedLiveSealed,
@@ -88,6 +93,7 @@ impl Arm {
             Arm::FloorEnterExit => "floor: empty enter+exit tp",
             Arm::SeccompFilter => "alt: seccomp filter (self)",
             Arm::SeccompNotif => "alt: seccomp + open notif",
+            Arm::LauncherFilter => "launcher seccomp filter (self)",
             Arm::Ungoverned => "attached-ungoverned",
             Arm::UngovernedLive => "attached-ungoverned, session live",
             Arm::UngovernedLiveSealed => "attached-ungoverned, sealed session live",
@@ -97,12 +103,16 @@ impl Arm {
     }
     /// Reference arms (mechanism floors and the alternative design), not mcpguard itself.
     const fn reference(self) -> bool {
-        matches!(self, Arm::FloorExit | Arm::FloorEnterExit | Arm::SeccompFilter | Arm::SeccompNotif)
+        matches!(
+            self,
+            Arm::FloorExit | Arm::FloorEnterExit | Arm::SeccompFilter | Arm::SeccompNotif | Arm::LauncherFilter
+        )
     }
     const fn seccomp(self) -> Option<&'static str> {
         match self {
             Arm::SeccompFilter => Some("filter"),
             Arm::SeccompNotif => Some("notif"),
+            Arm::LauncherFilter => Some("launcher"),
             _ => None,
         }
     }
@@ -175,6 +185,17 @@ impl Workload {
                 path: Some(ctx.file.clone()),
                 addr: None,
             },
+            // utimensat(file, NULL): times set to now (deny backends: `vfs_utimes` fentry and
+            // fexit, the `inode_setattr` decision; kill backend: no program, the launcher's
+            // filter decides it on its arguments).
+            Self {
+                name: "utimensat(now)",
+                kind: "utimes",
+                iters: 200_000 / s,
+                warmup: 5_000,
+                path: Some(times_file(ctx)),
+                addr: None,
+            },
             Self {
                 name: "fork+exec (static)",
                 kind: "forkexec",
@@ -196,6 +217,12 @@ impl Workload {
             },
         ]
     }
+}
+
+/// The file the `utimes` workload sets the times of: writable under the task grant.
+#[must_use]
+pub fn times_file(ctx: &Ctx) -> PathBuf {
+    ctx.file.with_file_name("times")
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -242,8 +269,11 @@ impl Attached {
             .collect();
         reads.dedup();
         let base = kgrant::compile(&[(PathBuf::from(&ctx.exe), None)], &reads, &[])?;
-        let mut task =
-            kgrant::compile(&[(ctx.bin.clone(), None)], &[ctx.file.parent().context("file dir")?.into()], &[])?;
+        let mut task = kgrant::compile(
+            &[(ctx.bin.clone(), None)],
+            &[ctx.file.parent().context("file dir")?.into()],
+            &[times_file(ctx)],
+        )?;
         // The connect+close workload's listener, as `--allow-connect tcp://127.0.0.1:PORT` would
         // grant it: in the task grant, like the open workload's file (so an allowed connect costs
         // a miss in the base grant's trie and a hit in the task grant's).
@@ -461,7 +491,7 @@ fn connect_check(ctx: &Ctx, att: &mut Attached) -> Result<Value> {
 /// its programs: links and perf events are closed).
 fn ensure(ctx: &Ctx, st: &mut State, want: Arm, loads: &mut Vec<f64>) -> Result<()> {
     let ok = match (&*st, want) {
-        (State::Detached, Arm::Detached | Arm::SeccompFilter | Arm::SeccompNotif)
+        (State::Detached, Arm::Detached | Arm::SeccompFilter | Arm::SeccompNotif | Arm::LauncherFilter)
         | (State::Engine(_), Arm::Allowed | Arm::Stopped) => true,
         (State::Engine(a), Arm::Ungoverned) => a.idle.is_none() && !a.engine.syscall_hooks_attached(),
         (State::Engine(a), Arm::UngovernedLive) => matches!(a.idle, Some((_, false))),
@@ -474,7 +504,7 @@ fn ensure(ctx: &Ctx, st: &mut State, want: Arm, loads: &mut Vec<f64>) -> Result<
     }
     *st = State::Detached;
     *st = match want {
-        Arm::Detached | Arm::SeccompFilter | Arm::SeccompNotif => State::Detached,
+        Arm::Detached | Arm::SeccompFilter | Arm::SeccompNotif | Arm::LauncherFilter => State::Detached,
         Arm::FloorExit => State::Floor { arm: want, _progs: vec![Empty::attach("syscalls", "sys_exit_openat")?] },
         Arm::FloorEnterExit => State::Floor {
             arm: want,
@@ -530,6 +560,7 @@ pub fn run(ctx: &Ctx) -> Result<(Vec<PairResult>, Value)> {
             // cgroup program, not a syscall tracepoint, and the seccomp design leaves it alone.
             if (arm.reference() && matches!(w.kind, "forkexec" | "connect"))
                 || (arm == Arm::SeccompNotif && w.kind != "open")
+                || (arm == Arm::LauncherFilter && !matches!(w.kind, "getppid" | "utimes"))
             {
                 continue;
             }

@@ -31,6 +31,8 @@ pub enum Kind {
     /// once, in a loop (the kill backend's `sys_enter_mprotect` program finds the page's file
     /// with `bpf_find_vma` and decides it; the way back has no `PROT_EXEC` and is not looked at).
     Mprotect,
+    /// `utimensat(AT_FDCWD, path, NULL, 0)` in a loop: the file's times set to now.
+    Utimes,
     /// `socket(AF_INET, SOCK_STREAM)` + `connect(addr)` + `close` in a loop, to the harness's
     /// loopback listener (see `connect_close`).
     Connect,
@@ -86,7 +88,8 @@ pub fn run(a: &Args) -> Result<()> {
         None => {}
         Some("filter") => super::seccomp::install(false)?,
         Some("notif") => super::seccomp::install(true)?,
-        Some(o) => bail!("--seccomp {o}: expected filter or notif"),
+        Some("launcher") => mcpguard::launcher::seccomp::GuardFilter::new()?.install()?,
+        Some(o) => bail!("--seccomp {o}: expected filter, notif or launcher"),
     }
     let path = || -> Result<CString> { super::proc::cpath(a.path.as_deref().context("--path is required")?) };
     let addr = || a.addr.map(sockaddr).context("--addr is required");
@@ -133,6 +136,16 @@ pub fn run(a: &Args) -> Result<()> {
                 m
             };
             timed(a, || protect_exec(page))?
+        }
+        Kind::Utimes => {
+            let p = path()?;
+            timed(a, || {
+                // SAFETY: valid C string; NULL times: set to now.
+                if unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), std::ptr::null(), 0) } != 0 {
+                    bail!("utimensat: {}", std::io::Error::last_os_error());
+                }
+                Ok(())
+            })?
         }
         Kind::Connect => {
             let sa = addr()?;

@@ -188,4 +188,9 @@ fn btf_vmlinux_stable_offsets() {
     let missing = btf.try_member_offset("task_struct", "no_such_member");
     assert_eq!(missing.unwrap(), None);
     assert!(btf.struct_size("task_struct").unwrap() > 1000);
+    // Function prototypes (the LSM times program is chosen by `bpf_lsm_inode_setattr`'s: 3 on
+    // 6.3+, 2 on 6.1).
+    assert_eq!(btf.func_params("vfs_utimes").unwrap(), 2);
+    assert!(matches!(btf.func_params("bpf_lsm_inode_setattr").unwrap(), 2 | 3));
+    assert!(matches!(btf.func_params("no_such_function_here"), Err(TypeNotFound { .. })));
 }

@@ -34,7 +34,7 @@ pub struct ProxyOptions {
     pub max_restarts: u32,
     /// Extra write-ceiling roots (`--write-ceiling`); `None`: launch without a ceiling.
     pub write_ceiling: Option<Vec<PathBuf>>,
-    /// The server may change modes, owners and xattrs (`--allow-metadata`).
+    /// The server may change modes, owners and xattrs, and set given times (`--allow-metadata`).
     pub allow_metadata: bool,
     /// The session this one is delegated from (`--parent`): every call's grant stays within it.
     pub parent: Option<String>,

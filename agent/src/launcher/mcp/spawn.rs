@@ -46,7 +46,8 @@ pub struct Launch {
     /// Roots the daemon adds the baseline's write paths to for the Landlock write ceiling
     /// (`landlock.rs`); `None`: no ceiling.
     pub write_ceiling: Option<Vec<PathBuf>>,
-    /// The seccomp filter lets modes, owners and xattrs be changed.
+    /// The seccomp filter lets modes, owners and xattrs be changed and times be set to given
+    /// values.
     pub allow_metadata: bool,
     /// The session this one is delegated from (`daemon::delegation`).
     pub parent: Option<String>,
