@@ -11,6 +11,7 @@ pub mod dns;
 pub mod handlers;
 pub mod http;
 pub mod identity;
+pub mod learn;
 pub mod metrics;
 pub mod protocol;
 pub mod recent;

@@ -352,6 +352,24 @@ pub struct Unregister {
     pub session: String,
 }
 
+/// `learn_start`: record what the session of this name does (before it is registered; see
+/// `daemon::learn`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LearnStart {
+    pub session: String,
+}
+
+/// `learn_fetch`: what a learning session gathered (`grant::learn::observations::Run`); with
+/// `finish`, its learning ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LearnFetch {
+    pub session: String,
+    #[serde(default)]
+    pub finish: bool,
+}
+
 /// The operation of a request, tagged by `"op"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -365,6 +383,8 @@ pub enum Op {
     Unregister(Unregister),
     /// The public keys the session tokens are signed with (a JWKS).
     Jwks {},
+    LearnStart(LearnStart),
+    LearnFetch(LearnFetch),
 }
 
 /// A session name: it names a cgroup directory and appears in file names and metrics labels,
@@ -415,6 +435,8 @@ impl Op {
             Op::Subscribe(_) => "subscribe",
             Op::Jwks {} => "jwks",
             Op::Unregister(_) => "unregister",
+            Op::LearnStart(_) => "learn_start",
+            Op::LearnFetch(_) => "learn_fetch",
         }
     }
 
@@ -462,6 +484,9 @@ impl Op {
                 r.task.as_deref().map_or(Ok(()), |t| check_ident("task", t))
             }
             Op::Unregister(u) => check_session(&u.session),
+            Op::LearnStart(LearnStart { session }) | Op::LearnFetch(LearnFetch { session, .. }) => {
+                check_session(session)
+            }
             Op::Subscribe(s) => s.check(),
             Op::Status {} | Op::List {} | Op::Jwks {} => Ok(()),
         }

@@ -1,0 +1,107 @@
+use super::*;
+use crate::grant::learn::observations::Run;
+use crate::grant::learn::render;
+use crate::grant::policy::Policy;
+
+fn obs(tool: Option<&str>, call: Option<&str>, hook: &str, access: &str, path: &str) -> Observation {
+    Observation {
+        tool: tool.map(Into::into),
+        call_id: call.map(Into::into),
+        hook: hook.into(),
+        action: "audited".into(),
+        reason: "not_granted".into(),
+        access: access.into(),
+        path: Some(path.into()),
+        count: 1,
+        now: Some("file".into()),
+        ..Observation::default()
+    }
+}
+
+fn call(id: &str, tool: &str, repo: &str) -> CallRecord {
+    CallRecord {
+        call_id: id.into(),
+        tool: tool.into(),
+        arguments: serde_json::json!({"repo_path": repo}),
+        paths: BTreeMap::from([("repo_path".to_string(), repo.to_string())]),
+    }
+}
+
+/// A recorded git server session: two git_status calls on two repositories.
+fn git_run() -> Run {
+    let st = Some("git_status");
+    let mut lock = obs(st, Some("1"), "open", "w", "/srv/repos/a/.git/index.lock");
+    lock.now = Some("missing".into());
+    lock.parent_before = Some("/srv/repos/a/.git".into());
+    let mut git = obs(st, Some("1"), "exec", "", "/usr/bin/git");
+    git.sha256 = Some("cd".repeat(32));
+    Run {
+        session: "git1".into(),
+        mcp: true,
+        ended: Some("exited with status 0".into()),
+        calls: vec![call("1", "git_status", "/srv/repos/a"), call("2", "git_status", "/srv/repos/b")],
+        observations: vec![
+            obs(None, None, "open", "r", "/usr/lib/python3.11/os.py"),
+            obs(None, None, "open", "r", "/etc/ld.so.cache"),
+            git,
+            obs(st, Some("1"), "open", "r", "/srv/repos/a/.git/HEAD"),
+            obs(st, Some("1"), "open", "r", "/srv/repos/a/a.txt"),
+            lock,
+            obs(st, Some("1"), "open", "r", "/etc/ld.so.cache"),
+            obs(st, Some("2"), "open", "r", "/srv/repos/b/.git/config"),
+            obs(st, Some("1"), "open", "r", "/usr/share/git-core/templates/x"),
+        ],
+        ..Run::default()
+    }
+}
+
+#[test]
+fn tool_paths_under_the_argument_become_its_variable() {
+    let mut rec = Recorded { v: 1, runs: Vec::new() };
+    rec.merge(git_run());
+    let p = propose(&rec, "git1", &BTreeMap::new());
+    let t = &p.tools["git_status"];
+    assert_eq!(t.args, BTreeMap::from([("repo".to_string(), "repo_path".to_string())]));
+    let d = &t.template;
+    assert_eq!(d.read.keys().map(String::as_str).collect::<Vec<_>>(), ["${repo}", "/usr/share/git-core/templates/x"]);
+    assert_eq!(d.write.keys().map(String::as_str).collect::<Vec<_>>(), ["${repo}/.git"]);
+    assert_eq!(d.vars["repo"].iter().collect::<Vec<_>>(), ["/srv/repos"]);
+    assert!(d.exec.contains_key("/usr/bin/git"));
+    // The baseline's /etc/ld.so.cache is in force during calls: not repeated in the template.
+    assert!(!d.read.contains_key("/etc/ld.so.cache"));
+    // Every file parses as what `exec --mcp --tools` reads.
+    let files = render::files(&p);
+    for (name, text) in &files {
+        if name.ends_with(".toml") && name != "tools.toml" {
+            Policy::parse(text, name).unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
+        }
+    }
+    assert!(files["tools.toml"].contains("args = { repo = \"repo_path\" }"), "{}", files["tools.toml"]);
+    assert!(files["report.md"].contains("Complete"), "{}", files["report.md"]);
+}
+
+#[test]
+fn deterministic_merge_and_incomplete_flagged() {
+    let mut a = Recorded { v: 1, runs: Vec::new() };
+    a.merge(git_run());
+    let mut b = a.clone();
+    let first = render::files(&propose(&a, "git1", &BTreeMap::new()));
+    assert_eq!(first, render::files(&propose(&b, "git1", &BTreeMap::new())), "byte for byte");
+    // A second run merged in: its repository widens the roots, nothing else is lost.
+    let mut second = git_run();
+    for c in &mut second.calls {
+        c.paths.insert("repo_path".into(), "/home/u/code/r".into());
+    }
+    second.lost_events = 3;
+    b.merge(second);
+    let p = propose(&b, "git1", &BTreeMap::new());
+    assert_eq!(p.tools["git_status"].template.vars["repo"].iter().collect::<Vec<_>>(), ["/home/u/code", "/srv/repos"]);
+    assert!(!p.complete());
+    let files = render::files(&p);
+    assert!(files["baseline.toml"].starts_with("# Proposed") && files["baseline.toml"].contains("# INCOMPLETE"));
+    assert!(files["report.md"].contains("**INCOMPLETE**: 3 event(s)"), "{}", files["report.md"]);
+    assert_eq!(var_name("repo_path"), "repo");
+    assert_eq!(var_name("path"), "path");
+    assert_eq!(var_name("9x"), "v9x");
+    assert_eq!(policy_name("learned-tool-", "Git Status"), "learned-tool-git-status");
+}
