@@ -86,6 +86,7 @@ pub fn quick(req: &Request) -> bool {
         Op::Revoke(_) | Op::Status {} | Op::List {} | Op::Jwks {} => true,
         Op::Grant(g) => g.policy.is_none() && g.inline.as_ref().is_none_or(|i| i.exec.is_empty()),
         Op::Register(_) | Op::Unregister(_) | Op::Subscribe(_) | Op::LearnStart(_) | Op::LearnFetch(_) => false,
+        Op::LearnCall(_) => true,
     }
 }
 
@@ -109,6 +110,7 @@ pub fn handle(d: &Daemon, peer: &Peer, req: Request) -> Response {
             Op::Unregister(u) => unregister(d, &u.session),
             Op::LearnStart(l) => crate::daemon::learn::start(d, &l.session),
             Op::LearnFetch(l) => crate::daemon::learn::fetch(d, &l.session, l.finish),
+            Op::LearnCall(c) => crate::daemon::learn::call(d, c),
             Op::Subscribe(_) => Err(err(ErrorCode::BadRequest, "subscribe is handled by the connection")),
         }
     });

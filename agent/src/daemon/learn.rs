@@ -26,7 +26,7 @@ use crate::{
     daemon::protocol::{ErrorCode, ProtoError},
     daemon::server::Daemon,
     daemon::state::State,
-    grant::learn::observations::{ObsKey, Run},
+    grant::learn::observations::{CallRecord, ObsKey, Run},
     kernel::events::Decision,
 };
 
@@ -49,7 +49,13 @@ struct Learning {
     dropped: u64,
     /// grant id -> (tool, call id), from the session table at the grant's first event.
     grants: HashMap<u64, (Option<String>, Option<String>)>,
+    /// The calls the proxy named (`learn_call`), in order.
+    calls: Vec<CallRecord>,
+    started_unix_ms: u64,
 }
+
+/// Calls one learning session keeps (their arguments are at most a request line each).
+pub const MAX_CALLS: usize = 10_000;
 
 #[derive(Default)]
 struct Inner {
@@ -80,8 +86,23 @@ impl Learner {
             return Err(LearnError::AlreadyLearning(session.into()));
         }
         i.ids.retain(|_, n| n != session);
-        i.sessions.insert(session.into(), Learning { lost_at_start: lost_now, ..Learning::default() });
+        let started_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        i.sessions.insert(session.into(), Learning { lost_at_start: lost_now, started_unix_ms, ..Learning::default() });
         self.active.store(i.sessions.len(), Ordering::Release);
+        Ok(())
+    }
+
+    /// A call of the learning session and its arguments (from its MCP proxy).
+    pub fn call(&self, session: &str, call: CallRecord) -> Result<(), LearnError> {
+        let mut i = self.lock();
+        let l = i.sessions.get_mut(session).ok_or_else(|| LearnError::NotLearning(session.into()))?;
+        if l.calls.len() < MAX_CALLS {
+            l.calls.push(call);
+        } else {
+            l.dropped += 1;
+        }
         Ok(())
     }
 
@@ -171,6 +192,8 @@ impl Learner {
                 command: l.command.clone(),
                 lost_events: lost_now.saturating_sub(l.lost_at_start),
                 dropped: l.dropped,
+                calls: l.calls.clone(),
+                started_unix_ms: l.started_unix_ms,
                 observations: l.obs.iter().map(|(k, n)| k.clone().into_observation(*n)).collect(),
                 ..Run::default()
             }
@@ -201,6 +224,13 @@ pub fn start(d: &Daemon, session: &str) -> Result<Value, ProtoError> {
     d.learn.start(session, lost_now(d)).map_err(|e| ProtoError::new(ErrorCode::SessionExists, e.to_string()))?;
     log::info!("learning session {session}");
     Ok(json!({"session": session, "learning": true}))
+}
+
+/// `learn_call`.
+pub fn call(d: &Daemon, c: crate::daemon::protocol::LearnCall) -> Result<Value, ProtoError> {
+    let rec = CallRecord { call_id: c.call_id, tool: c.tool, arguments: c.arguments, paths: BTreeMap::new() };
+    d.learn.call(&c.session, rec).map_err(|e| ProtoError::new(ErrorCode::UnknownSession, e.to_string()))?;
+    Ok(json!({"session": c.session}))
 }
 
 /// `learn_fetch`.

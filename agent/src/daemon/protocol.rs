@@ -370,6 +370,18 @@ pub struct LearnFetch {
     pub finish: bool,
 }
 
+/// `learn_call`: the MCP proxy of a learning session names a call's arguments (the kernel's
+/// events carry the call's id; the arguments say which paths the call was about).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LearnCall {
+    pub session: String,
+    pub call_id: String,
+    pub tool: String,
+    #[serde(default)]
+    pub arguments: Value,
+}
+
 /// The operation of a request, tagged by `"op"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -385,6 +397,7 @@ pub enum Op {
     Jwks {},
     LearnStart(LearnStart),
     LearnFetch(LearnFetch),
+    LearnCall(LearnCall),
 }
 
 /// A session name: it names a cgroup directory and appears in file names and metrics labels,
@@ -437,6 +450,7 @@ impl Op {
             Op::Unregister(_) => "unregister",
             Op::LearnStart(_) => "learn_start",
             Op::LearnFetch(_) => "learn_fetch",
+            Op::LearnCall(_) => "learn_call",
         }
     }
 
@@ -486,6 +500,11 @@ impl Op {
             Op::Unregister(u) => check_session(&u.session),
             Op::LearnStart(LearnStart { session }) | Op::LearnFetch(LearnFetch { session, .. }) => {
                 check_session(session)
+            }
+            Op::LearnCall(c) => {
+                check_session(&c.session)?;
+                check_text("tool", Some(&c.tool))?;
+                check_text("call_id", Some(&c.call_id))
             }
             Op::Subscribe(s) => s.check(),
             Op::Status {} | Op::List {} | Op::Jwks {} => Ok(()),

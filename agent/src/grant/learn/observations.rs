@@ -150,6 +150,10 @@ pub struct Run {
     /// `--mcp`: the proxy learned per tool call.
     #[serde(default)]
     pub mcp: bool,
+    /// When the daemon started learning (Unix milliseconds): objects born after it were created
+    /// by the session.
+    #[serde(default)]
+    pub started_unix_ms: u64,
     /// How the server ended (`exited with status 0`, `killed by SIGSEGV`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<String>,

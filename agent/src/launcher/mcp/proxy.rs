@@ -343,6 +343,9 @@ impl Proxy {
         let task = jsonrpc::task_name(id);
         let call_id = id.as_str().map_or_else(|| id.to_string(), str::to_owned);
         self.daemon.grant_call(&self.launch.session, &task, tool, &call_id, &g)?;
+        if self.tools.learning.is_some() {
+            self.daemon.learn_call(&self.launch.session, &call_id, tool, args.cloned().unwrap_or_default())?;
+        }
         log::info!(
             "session {}: tools/call {call_id} ({tool}) granted {} for {:?}",
             self.launch.session,

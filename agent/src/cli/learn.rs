@@ -1,0 +1,206 @@
+//! `mcpguard learn`: runs a server governed in audit mode (the `learn-audit` baseline: nothing
+//! granted, nothing stopped, everything reported), lets the daemon aggregate what it did (per tool
+//! call with `--mcp`), and when the session ends (or on `learn --finish NAME`) writes the proposal
+//! into `--out`: `baseline.toml`, with `--mcp` `tools.toml` and one template per tool, `report.md`,
+//! and `observations.json` (every run, so that learning again into the same directory merges).
+use std::{
+    collections::BTreeMap,
+    io::Write as _,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    daemon::protocol::{ErrorCode, LearnFetch, LearnStart, Op, Unregister},
+    grant::learn::{
+        annotate,
+        observations::{Recorded, Run},
+        propose, render,
+    },
+    launcher::{client::Client, mcp},
+};
+
+/// The baseline a learning session runs under.
+pub const LEARN_BASELINE: &str = "learn-audit";
+/// Per-call grant TTL (and call timeout) while learning.
+pub const LEARN_CALL_TTL: Duration = Duration::from_secs(600);
+/// Exit status when the proposal was written but is incomplete (events were lost).
+pub const EXIT_INCOMPLETE: i32 = 3;
+
+pub struct LearnOptions {
+    pub socket: PathBuf,
+    pub session: String,
+    pub out: PathBuf,
+    pub mcp: bool,
+    pub vars: BTreeMap<String, String>,
+    pub command: Vec<String>,
+}
+
+/// `mcpguard learn ... -- CMD`: returns the exit status.
+pub fn run(o: &LearnOptions) -> anyhow::Result<i32> {
+    if o.command.is_empty() {
+        bail!("learn needs the server's command after `--`");
+    }
+    // Before anything runs: the directory is usable and what it holds is readable.
+    std::fs::create_dir_all(&o.out).with_context(|| format!("creating --out {}", o.out.display()))?;
+    Recorded::load(&o.out)?;
+    Client::connect(&o.socket)?.call_ok(Op::LearnStart(LearnStart { session: o.session.clone() }))?;
+    let ended = if o.mcp { run_proxy(o) } else { run_plain(o) };
+    let ended = match ended {
+        Ok(e) => e,
+        Err(e) => {
+            // Nothing to propose from a server that never ran; end the learning.
+            let _ = fetch(&o.socket, &o.session);
+            return Err(e);
+        }
+    };
+    let Some(mut run) = fetch(&o.socket, &o.session)? else {
+        eprintln!(
+            "mcpguard learn: session {} was finished by `mcpguard learn --finish`, which wrote its proposal",
+            o.session
+        );
+        return Ok(0);
+    };
+    run.mcp = o.mcp;
+    run.ended = Some(ended);
+    write(&o.out, &o.session, &o.vars, run)
+}
+
+/// `mcpguard learn --finish NAME --out DIR`: ends the learning of a session still running and
+/// writes the proposal of what it did so far.
+pub fn finish(socket: &Path, session: &str, out: &Path, vars: &BTreeMap<String, String>) -> anyhow::Result<i32> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating --out {}", out.display()))?;
+    Recorded::load(out)?;
+    let Some(mut run) = fetch(socket, session)? else {
+        bail!("session `{session}` is not being learned (never started, already finished, or the daemon restarted)");
+    };
+    run.mcp = !run.calls.is_empty();
+    run.ended = Some("still running (finished by `mcpguard learn --finish`)".into());
+    write(out, session, vars, run)
+}
+
+/// The daemon's observations, ending the learning; `None` when someone else ended it.
+fn fetch(socket: &Path, session: &str) -> anyhow::Result<Option<Run>> {
+    let r = Client::connect(socket)?.call(Op::LearnFetch(LearnFetch { session: session.into(), finish: true }))?;
+    match r.result {
+        Ok(mut m) => {
+            let v = m.remove("run").context("the daemon's learn_fetch answer has no `run`")?;
+            Ok(Some(serde_json::from_value(v).context("the daemon's observations are not what this client reads")?))
+        }
+        Err(e) if e.code == ErrorCode::UnknownSession => Ok(None),
+        Err(e) => bail!("daemon refused ({}): {}", e.code, e.message),
+    }
+}
+
+/// The server without `--mcp`: forked, registered under the learning baseline, its stdio
+/// relayed; returns how it ended.
+fn run_plain(o: &LearnOptions) -> anyhow::Result<String> {
+    let bin = mcp::spawn::which(&o.command[0])?;
+    let launch = launch(o, bin);
+    let server = mcp::spawn::spawn(&launch)?;
+    let (pid, mut to_server, mut from_server) = (server.pid, server.stdin, server.stdout);
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to_server);
+    });
+    let relay = std::thread::spawn(move || {
+        let mut out = std::io::stdout();
+        let _ = std::io::copy(&mut from_server, &mut out).and_then(|_| out.flush());
+    });
+    let status = nix::sys::wait::waitpid(pid, None).context("waiting for the server")?;
+    let _ = relay.join();
+    mcp::spawn::kill_leftovers(&o.socket, &o.session);
+    if let Ok(mut c) = Client::connect(&o.socket) {
+        let _ = c.call(Op::Unregister(Unregister { session: o.session.clone() }));
+    }
+    Ok(describe(status))
+}
+
+fn describe(st: nix::sys::wait::WaitStatus) -> String {
+    use nix::sys::wait::WaitStatus;
+    match st {
+        WaitStatus::Exited(_, c) => format!("exited with status {c}"),
+        WaitStatus::Signaled(_, s, _) => format!("killed by {s:?}"),
+        other => format!("{other:?}"),
+    }
+}
+
+fn launch(o: &LearnOptions, bin: PathBuf) -> mcp::spawn::Launch {
+    mcp::spawn::Launch {
+        socket: o.socket.clone(),
+        session: o.session.clone(),
+        bin,
+        argv: o.command.clone(),
+        baseline: LEARN_BASELINE.into(),
+        vars: BTreeMap::new(),
+        // Learning must not change what the server can do: no ceiling (writes outside it
+        // would fail for the wrong reason), the guard filter as in enforcement.
+        write_ceiling: None,
+        allow_metadata: false,
+        parent: None,
+    }
+}
+
+/// The server behind the MCP proxy in learning mode; returns how the proxy ended.
+fn run_proxy(o: &LearnOptions) -> anyhow::Result<String> {
+    let opts = mcp::ProxyOptions {
+        socket: o.socket.clone(),
+        session: o.session.clone(),
+        baseline: LEARN_BASELINE.into(),
+        vars: BTreeMap::new(),
+        tools: PathBuf::from("(learning)"),
+        command: o.command.clone(),
+        // A server that ends (crashes) ends the learning: what it did is proposed.
+        max_restarts: 0,
+        write_ceiling: None,
+        allow_metadata: false,
+        parent: None,
+        learn: Some(LEARN_CALL_TTL),
+    };
+    let code = mcp::run(opts)?;
+    Ok(if code == 0 { "ended with the client (proxy status 0)".into() } else { format!("ended the session (proxy status {code})") })
+}
+
+/// Annotates `run`, merges it into `out`'s record, writes every file; returns the exit status.
+fn write(out: &Path, session: &str, vars: &BTreeMap<String, String>, mut run: Run) -> anyhow::Result<i32> {
+    let since = SystemTime::UNIX_EPOCH + Duration::from_millis(run.started_unix_ms);
+    annotate::annotate(&mut run, since);
+    for c in &mut run.calls {
+        annotate::call_paths(c);
+    }
+    let mut rec = Recorded::load(out)?;
+    rec.merge(run);
+    let p = propose::propose(&rec, session, vars);
+    let files = render::files(&p);
+    for (name, text) in &files {
+        if name.ends_with(".toml") && name != "tools.toml" {
+            crate::grant::policy::Policy::parse(text, name)
+                .with_context(|| format!("the proposed {name} does not parse (a bug in mcpguard learn)"))?;
+        }
+    }
+    for (name, text) in files.iter().chain([(&"observations.json".to_owned(), &rec.to_json())]) {
+        write_atomic(&out.join(name), text)?;
+    }
+    eprintln!(
+        "mcpguard learn: {} run(s), {} distinct observation(s); wrote {} file(s) to {}",
+        p.runs,
+        p.observations,
+        files.len() + 1,
+        out.display()
+    );
+    if !p.complete() {
+        eprintln!(
+            "mcpguard learn: INCOMPLETE: {} event(s) lost, {} dropped while learning; the proposal is flagged (see report.md)",
+            p.lost_events, p.dropped
+        );
+        return Ok(EXIT_INCOMPLETE);
+    }
+    Ok(0)
+}
+
+fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
