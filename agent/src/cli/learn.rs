@@ -47,6 +47,7 @@ pub fn run(o: &LearnOptions) -> anyhow::Result<i32> {
     std::fs::create_dir_all(&o.out).with_context(|| format!("creating --out {}", o.out.display()))?;
     Recorded::load(&o.out)?;
     Client::connect(&o.socket)?.call_ok(Op::LearnStart(LearnStart { session: o.session.clone() }))?;
+    outlive_terminate();
     let ended = if o.mcp { run_proxy(o) } else { run_plain(o) };
     let ended = match ended {
         Ok(e) => e,
@@ -79,6 +80,20 @@ pub fn finish(socket: &Path, session: &str, out: &Path, vars: &BTreeMap<String, 
     run.mcp = !run.calls.is_empty();
     run.ended = Some("still running (finished by `mcpguard learn --finish`)".into());
     write(out, session, vars, run)
+}
+
+/// An MCP client ending its server sends SIGTERM to the whole process group (the official SDKs
+/// do, two seconds after closing stdin), which would end `learn` before it wrote the proposal:
+/// SIGTERM and SIGINT get a handler that does nothing (the server, our child, gets the default
+/// disposition back at its exec, and ends as it would).
+fn outlive_terminate() {
+    extern "C" fn ignore(_: libc::c_int) {}
+    let handler = ignore as extern "C" fn(libc::c_int);
+    // SAFETY: installs a handler that touches nothing.
+    unsafe {
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+    }
 }
 
 /// The daemon's observations, ending the learning; `None` when someone else ended it.
@@ -159,7 +174,11 @@ fn run_proxy(o: &LearnOptions) -> anyhow::Result<String> {
         learn: Some(LEARN_CALL_TTL),
     };
     let code = mcp::run(opts)?;
-    Ok(if code == 0 { "ended with the client (proxy status 0)".into() } else { format!("ended the session (proxy status {code})") })
+    Ok(if code == 0 {
+        "ended with the client (proxy status 0)".into()
+    } else {
+        format!("ended the session (proxy status {code})")
+    })
 }
 
 /// Annotates `run`, merges it into `out`'s record, writes every file; returns the exit status.

@@ -226,7 +226,12 @@ impl ToolsPolicy {
 
     pub fn grant_for(&self, tool: &str, arguments: Option<&Value>) -> Result<CallGrant, Refusal> {
         if let Some(ttl) = self.learning {
-            return Ok(CallGrant { inline: InlineGrant::default(), mode: Mode::Audit, ttl, template: "learn-audit".into() });
+            return Ok(CallGrant {
+                inline: InlineGrant::default(),
+                mode: Mode::Audit,
+                ttl,
+                template: "learn-audit".into(),
+            });
         }
         let Some(rule) = self.tools.get(tool) else {
             return Err(Refusal::new(
