@@ -328,6 +328,7 @@ fn main() -> anyhow::Result<()> {
                 allow_metadata: a.allow_metadata,
                 parent: a.parent,
                 learn: None,
+                learn_seeds: Vec::new(),
             };
             std::process::exit(mcpguard::launcher::mcp::run(opts)?);
         }
@@ -423,6 +424,8 @@ fn main() -> anyhow::Result<()> {
                 (None, Some(session)) => {
                     let _ = l.tools;
                     mcpguard::cli::learn::run(&mcpguard::cli::learn::LearnOptions {
+                        baseline: mcpguard::cli::learn::LEARN_BASELINE.into(),
+                        seeds: Vec::new(),
                         socket: cli.socket,
                         session,
                         out: l.out,

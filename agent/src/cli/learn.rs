@@ -19,6 +19,7 @@ use crate::{
         observations::{Recorded, Run},
         propose, render,
     },
+    grant::policy::ExecRule,
     launcher::{client::Client, mcp},
 };
 
@@ -29,7 +30,12 @@ pub const LEARN_CALL_TTL: Duration = Duration::from_secs(600);
 /// Exit status when the proposal was written but is incomplete (events were lost).
 pub const EXIT_INCOMPLETE: i32 = 3;
 
+#[derive(Clone)]
 pub struct LearnOptions {
+    /// The learning baseline (set by [`run`]).
+    pub baseline: String,
+    /// Binaries earlier runs executed (set by [`run`]).
+    pub seeds: Vec<PathBuf>,
     pub socket: PathBuf,
     pub session: String,
     pub out: PathBuf,
@@ -45,7 +51,8 @@ pub fn run(o: &LearnOptions) -> anyhow::Result<i32> {
     }
     // Before anything runs: the directory is usable and what it holds is readable.
     std::fs::create_dir_all(&o.out).with_context(|| format!("creating --out {}", o.out.display()))?;
-    Recorded::load(&o.out)?;
+    let (baseline, seeds) = learning_baseline(&o.out, &Recorded::load(&o.out)?)?;
+    let o = &LearnOptions { baseline, seeds, ..o.clone() };
     Client::connect(&o.socket)?.call_ok(Op::LearnStart(LearnStart { session: o.session.clone() }))?;
     outlive_terminate();
     let ended = if o.mcp { run_proxy(o) } else { run_plain(o) };
@@ -80,6 +87,44 @@ pub fn finish(socket: &Path, session: &str, out: &Path, vars: &BTreeMap<String, 
     run.mcp = !run.calls.is_empty();
     run.ended = Some("still running (finished by `mcpguard learn --finish`)".into());
     write(out, session, vars, run)
+}
+
+/// The argument no command line has: a binary approved with only this pattern has every
+/// command line refused — in audit mode, reported with the command line.
+pub const SEED_ARG: &str = "--mcpguard-learn-records-the-command-line";
+/// Where the learning baseline of a directory that already holds observations is written.
+pub const SEED_FILE: &str = ".learn-baseline.toml";
+
+/// The binaries earlier runs saw executed (and that are still there), for the next run to
+/// record their command lines: the kernel reports the command line of an approved binary whose
+/// arguments are refused, never of one that is not approved.
+fn learning_baseline(out: &Path, rec: &Recorded) -> anyhow::Result<(String, Vec<PathBuf>)> {
+    let seeds: std::collections::BTreeSet<&str> = rec
+        .runs
+        .iter()
+        .flat_map(|r| &r.observations)
+        .filter(|o| o.hook == "exec" && o.argv.is_none())
+        .filter_map(|o| o.path.as_deref())
+        .filter(|p| p.starts_with('/') && Path::new(p).is_file())
+        .collect();
+    if seeds.is_empty() {
+        return Ok((LEARN_BASELINE.into(), Vec::new()));
+    }
+    let mut text = format!(
+        "# Written by `mcpguard learn`: {LEARN_BASELINE}, with the binaries earlier runs executed\n\
+         # approved for no command line, so that theirs are recorded.\nname = \"learn-audit-seeded\"\nmode = \"audit\"\n"
+    );
+    for p in &seeds {
+        text.push_str(&format!(
+            "\n[[exec]]\npath = {}\nargs = [\"{SEED_ARG}\"]\n",
+            toml::Value::String((*p).to_owned())
+        ));
+    }
+    let path = out.join(SEED_FILE);
+    crate::grant::policy::Policy::parse(&text, &path.display().to_string())?;
+    write_atomic(&path, &text)?;
+    let abs = std::fs::canonicalize(&path).with_context(|| format!("resolving {}", path.display()))?;
+    Ok((abs.display().to_string(), seeds.iter().map(PathBuf::from).collect()))
 }
 
 /// An MCP client ending its server sends SIGTERM to the whole process group (the official SDKs
@@ -147,7 +192,7 @@ fn launch(o: &LearnOptions, bin: PathBuf) -> mcp::spawn::Launch {
         session: o.session.clone(),
         bin,
         argv: o.command.clone(),
-        baseline: LEARN_BASELINE.into(),
+        baseline: o.baseline.clone(),
         vars: BTreeMap::new(),
         // Learning must not change what the server can do: no ceiling (writes outside it
         // would fail for the wrong reason), the guard filter as in enforcement.
@@ -162,7 +207,7 @@ fn run_proxy(o: &LearnOptions) -> anyhow::Result<String> {
     let opts = mcp::ProxyOptions {
         socket: o.socket.clone(),
         session: o.session.clone(),
-        baseline: LEARN_BASELINE.into(),
+        baseline: o.baseline.clone(),
         vars: BTreeMap::new(),
         tools: PathBuf::from("(learning)"),
         command: o.command.clone(),
@@ -172,6 +217,11 @@ fn run_proxy(o: &LearnOptions) -> anyhow::Result<String> {
         allow_metadata: false,
         parent: None,
         learn: Some(LEARN_CALL_TTL),
+        learn_seeds: o
+            .seeds
+            .iter()
+            .map(|p| ExecRule { args: Some(vec![SEED_ARG.into()]), ..ExecRule::path(p) })
+            .collect(),
     };
     let code = mcp::run(opts)?;
     Ok(if code == 0 {

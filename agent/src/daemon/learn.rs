@@ -49,6 +49,9 @@ struct Learning {
     dropped: u64,
     /// grant id -> (tool, call id), from the session table at the grant's first event.
     grants: HashMap<u64, (Option<String>, Option<String>)>,
+    /// tgid -> the binary of its last exec refused for its command line (the argv record that
+    /// follows names no path).
+    last_exec: HashMap<u32, Option<String>>,
     /// The calls the proxy named (`learn_call`), in order.
     calls: Vec<CallRecord>,
     started_unix_ms: u64,
@@ -152,6 +155,14 @@ impl Learner {
             })
             .clone();
         let d = Decision::from_event(ev);
+        let path = match (&d.argv, d.hook) {
+            (Some(_), _) => l.last_exec.remove(&ev.tgid).flatten(),
+            (None, "exec") if d.reason != "not_granted" => {
+                l.last_exec.insert(ev.tgid, d.path.clone());
+                d.path
+            }
+            _ => d.path,
+        };
         let key = ObsKey {
             tool,
             call_id,
@@ -159,8 +170,10 @@ impl Learner {
             action: d.action.into(),
             reason: d.reason.into(),
             access: d.access,
-            path: d.path,
-            net: d.net.or(d.argv.map(|a| format!("argv {a}"))),
+            path,
+            net: d.net,
+            argv: d.argv,
+            argv_truncated: d.argv_truncated.unwrap_or(false),
             dev: d.dev,
             ino: d.ino,
         };

@@ -59,19 +59,31 @@ fn learn_plain_then_enforce_merge_and_crash() {
     std::fs::write(t.path("prog.py"), &script).unwrap();
     let prog = t.path("prog.py").display().to_string();
     let out = t.path("learned");
-    let (rc, err) = learn_plain(&d, "lp1", &out, &["/usr/bin/python3", "-I", &prog], "");
+    let learn = || learn_plain(&d, "lp1", &out, &["/usr/bin/python3", "-I", &prog], "");
+    let (rc, err) = learn();
     assert_eq!(rc, 0, "{err}\n{}", d.log());
+    let first = std::fs::read_to_string(out.join("baseline.toml")).unwrap();
+    // The first run sees that git ran, not with which command line: flagged for a human.
+    assert!(
+        first.contains("path = \"/usr/bin/git\"\nsha256 = ")
+            && first.contains("# DECIDE: /usr/bin/git: its command lines"),
+        "{first}"
+    );
+    // Again into the same directory: observations merge, and git, known now, has its command
+    // line recorded.
+    let (rc, err) = learn();
+    assert_eq!(rc, 0, "{err}");
     let baseline = std::fs::read_to_string(out.join("baseline.toml")).unwrap();
+    assert!(baseline.contains("args = [\"--version\"]") && !baseline.contains("DECIDE: /usr/bin/git"), "{baseline}");
     // Generalised where the rules say, precise elsewhere, never broad.
     assert!(baseline.contains("path = \"/usr/lib/python3.11\""), "{baseline}");
     assert!(baseline.contains(&format!("path = \"{}\"", t.path("data/in.txt").display())), "{baseline}");
     assert!(baseline.contains(&format!("path = \"{}\"", t.path("outdir").display())), "{baseline}");
-    assert!(baseline.contains("path = \"/usr/bin/git\"\nsha256 = "), "{baseline}");
     for broad in ["\"/\"", "\"/etc\"", "\"/usr\"", "\"/usr/lib\"", "\"/tmp\"", "\"/home\""] {
         assert!(!baseline.contains(&format!("path = {broad}\n")), "{broad} proposed: {baseline}");
     }
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(report.contains("Complete: no event was lost"), "{report}");
+    assert!(report.contains("Complete: no event was lost") && report.contains("Runs: 2"), "{report}");
     mcpguard::grant::policy::Policy::load(&out.join("baseline.toml")).unwrap();
 
     // Enforced with the learned baseline only: the same program runs, nothing refused.
@@ -86,13 +98,11 @@ fn learn_plain_then_enforce_merge_and_crash() {
     let refused = d.wait_audit(|l| l["session"] == "ep2" && l["path"] == "/etc/hostname");
     assert_eq!(refused["reason"], "not_granted", "{refused}");
 
-    // Again into the same directory: observations merge; the same behaviour, the same files.
-    let (rc, err) = learn_plain(&d, "lp1", &out, &["/usr/bin/python3", "-I", &prog], "");
+    // The same behaviour learned once more: the same policy, byte for byte.
+    let (rc, err) = learn();
     assert_eq!(rc, 0, "{err}");
     assert_eq!(std::fs::read_to_string(out.join("baseline.toml")).unwrap(), baseline, "not byte-for-byte the same");
-    let rec = mcpguard::grant::learn::observations::Recorded::load(&out).unwrap();
-    assert_eq!(rec.runs.len(), 2);
-    assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("Runs: 2"));
+    assert_eq!(mcpguard::grant::learn::observations::Recorded::load(&out).unwrap().runs.len(), 3);
 
     // A server that crashes (SIGSEGV) after doing something still gets its proposal.
     let crash = t.path("crash");
@@ -106,4 +116,148 @@ fn learn_plain_then_enforce_merge_and_crash() {
     assert!(report.contains("server killed by SIGSEGV"), "{report}");
     let b = std::fs::read_to_string(crash.join("baseline.toml")).unwrap();
     assert!(b.contains(&format!("path = \"{}\"", t.path("data/in.txt").display())), "{b}");
+}
+
+fn init_repo(dir: &Path, dirty: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    git(&["init", "-q"], dir);
+    std::fs::write(dir.join("a.txt"), "hello\n").unwrap();
+    git(&["add", "a.txt"], dir);
+    git(&["commit", "-qm", "first commit"], dir);
+    if dirty {
+        std::fs::write(dir.join("a.txt"), "hello again\n").unwrap();
+    }
+}
+
+/// Waits until `learn` (which outlives the client by a moment) has written `file` of run `runs`.
+fn wait_proposal(out: &Path, runs: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = mcpguard::grant::learn::observations::Recorded::load(out).map_or(0, |r| r.runs.len());
+        if n >= runs && out.join("report.md").exists() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no proposal in {}", out.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn learn_args(d: &Daemon, session: &str, out: &Path, vars: &[String], cmd: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = vec!["--socket".into(), d.socket.display().to_string(), "learn".into()];
+    a.extend(["--session", session, "--out", out.to_str().unwrap(), "--mcp"].map(String::from));
+    for v in vars {
+        a.extend(["--var".to_owned(), v.clone()]);
+    }
+    a.push("--".into());
+    a.extend(cmd.iter().map(|s| (*s).to_owned()));
+    a
+}
+
+fn calls_on(repo: &Path, tools: &[(&str, Value)]) -> Vec<Value> {
+    tools
+        .iter()
+        .map(|(name, a)| {
+            let mut a = a.clone();
+            a["repo_path"] = json!(repo);
+            json!({"op": "call", "name": name, "arguments": a})
+        })
+        .collect()
+}
+
+fn assert_all_ok(report: &Value, from: usize) {
+    for (i, s) in report["steps"].as_array().unwrap().iter().enumerate().skip(from) {
+        assert!(s.get("result").is_some() && s["result"]["isError"] == false, "step {i}: {s}\n{report}");
+    }
+}
+
+/// mcp-server-git learned from an empty policy through the official SDK client, then enforced
+/// with the learned files only: the same calls pass (also on another repository beside the
+/// learned ones), a repository outside what was learned and a tool never called are refused by
+/// the proxy, nothing is refused by the kernel; the learned baseline grants nothing the
+/// hand-written one does not, except where it says so.
+#[test]
+fn learn_git_server_then_enforce_per_tool() {
+    let d = Daemon::start();
+    let root = setup();
+    let t = Scratch::new("learngit");
+    for (r, dirty) in [("repos/a", false), ("repos/b", true), ("repos/c", true), ("elsewhere/x", false)] {
+        init_repo(&t.path(r), dirty);
+    }
+    let venv = root.join(".mcp-venv");
+    let py = venv.join("bin/python3");
+    let server = [py.to_str().unwrap(), "-I", "-m", "mcp_server_git"];
+    let genv = env(&[
+        ("GIT_PYTHON_GIT_EXECUTABLE", "/usr/bin/git"),
+        ("GIT_CONFIG_NOSYSTEM", "1"),
+        ("GIT_CONFIG_GLOBAL", "/dev/null"),
+    ]);
+    let tools = [
+        ("git_status", json!({})),
+        ("git_log", json!({})),
+        ("git_diff_unstaged", json!({})),
+        ("git_branch", json!({"branch_type": "local"})),
+    ];
+    let out = t.path("learned");
+    let vars = [format!("python_prefix={}", venv.display())];
+    let mut steps = vec![json!({"op": "list"})];
+    steps.extend(calls_on(&t.path("repos/a"), &tools));
+    steps.extend(calls_on(&t.path("repos/b"), &tools));
+    // Twice: the second run records the command lines of the binaries the first saw run.
+    for run in 1..=2 {
+        let plan =
+            json!({"command": bin(), "args": learn_args(&d, "lg1", &out, &vars, &server), "env": genv, "steps": steps});
+        assert_all_ok(&run_client(&t, plan), 1);
+        wait_proposal(&out, run);
+    }
+    let tools_toml = std::fs::read_to_string(out.join("tools.toml")).unwrap();
+    assert!(
+        tools_toml.contains("[tools.\"git_status\"]") && tools_toml.contains("args = { repo = \"repo_path\" }"),
+        "{tools_toml}"
+    );
+    let tpl = std::fs::read_to_string(out.join("learned-tool-git_status.toml")).unwrap();
+    assert!(
+        tpl.contains("path = \"${repo}\"") && tpl.contains(&format!("roots = [\"{}\"]", t.path("repos").display())),
+        "{tpl}"
+    );
+    assert!(tpl.contains("path = \"${repo}/.git\""), "{tpl}");
+
+    // Enforced with the learned files only.
+    let args = d.exec_args("eg1", &out.join("tools.toml"), out.join("baseline.toml").to_str().unwrap(), &vars, &server);
+    let mut steps = vec![json!({"op": "list"})];
+    steps.extend(calls_on(&t.path("repos/a"), &tools));
+    steps.extend(calls_on(&t.path("repos/c"), &tools));
+    steps.extend(calls_on(&t.path("elsewhere/x"), &tools[..1]));
+    steps.extend(calls_on(&t.path("repos/a"), &[("git_show", json!({"revision": "HEAD"}))]));
+    let report = run_client(&t, json!({"command": bin(), "args": args, "env": genv, "steps": steps}));
+    let s = report["steps"].as_array().unwrap();
+    for (i, step) in s.iter().enumerate().take(9).skip(1) {
+        assert!(step.get("result").is_some() && step["result"]["isError"] == false, "step {i}: {step}\n{report}");
+    }
+    assert!(s[2]["result"]["content"][0]["text"].as_str().unwrap().contains("first commit"), "{report}");
+    assert_eq!(error_reason(&s[9]), "outside_policy", "{report}");
+    assert_eq!(error_reason(&s[10]), "no_template", "{report}");
+    assert!(refusals(&d, "eg1").is_empty(), "refused during enforcement: {:#?}", refusals(&d, "eg1"));
+
+    // Breadth: against the hand-written baseline, both instantiated for the same venv.
+    use mcpguard::grant::learn::diff::{Grants, only_in};
+    let v = std::collections::BTreeMap::from([("python_prefix".to_string(), venv.display().to_string())]);
+    let learned = Grants::from(
+        &mcpguard::grant::policy::Policy::load(&out.join("baseline.toml")).unwrap().instantiate(&v).unwrap(),
+    )
+    .resolved();
+    let hand_p = mcpguard::grant::policy::Policy::load(&policy_dir().join("mcp-baseline-git.toml")).unwrap();
+    let hand = Grants::from(&hand_p.instantiate(&v).unwrap()).resolved();
+    let broader = only_in(&learned, &hand);
+    eprintln!(
+        "learned {:?} vs hand-written {:?}; learned-only: {broader:?}; hand-only: {:?}",
+        learned.counts(),
+        hand.counts(),
+        only_in(&hand, &learned)
+    );
+    assert!(broader.is_empty(), "learned baseline broader than the hand-written one: {broader:?}");
+    let (l, h) = (learned.counts(), hand.counts());
+    assert!(l.0 <= h.0 && l.2 <= h.2 && l.3 <= h.3 && l.4 <= h.4, "{l:?} vs {h:?}");
+    // git runs in the calls with the command lines each tool used, nothing else.
+    let tpl = std::fs::read_to_string(out.join("learned-tool-git_status.toml")).unwrap();
+    assert!(tpl.contains("args = [\"status\"]") && !tpl.contains("args = [\"diff"), "{tpl}");
 }

@@ -42,6 +42,18 @@ impl From<&GrantSpec> for Grants {
 }
 
 impl Grants {
+    /// The same, with every existing path resolved (symlinks), as the daemon resolves them when
+    /// it grants: `/etc/localtime` and the zone file it names are the same object.
+    #[must_use]
+    pub fn resolved(&self) -> Self {
+        let r = |v: &[String]| {
+            v.iter()
+                .map(|p| std::fs::canonicalize(p).map_or_else(|_| p.clone(), |c| c.to_string_lossy().into_owned()))
+                .collect()
+        };
+        Self { read: r(&self.read), write: r(&self.write), ..self.clone() }
+    }
+
     /// How many entries it grants: (exec, read, write, connect, listen).
     #[must_use]
     pub fn counts(&self) -> (usize, usize, usize, usize, usize) {

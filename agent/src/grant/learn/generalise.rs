@@ -13,6 +13,8 @@ use crate::grant::policy::is_under;
 pub struct ExecDraft {
     pub sha256: Option<String>,
     pub notes: BTreeSet<String>,
+    /// The command lines observed (arguments after argv[0], as patterns); none: any.
+    pub args: BTreeSet<Vec<String>>,
 }
 
 /// One policy to write: entries with the reason each was proposed (comments in the file).
@@ -76,7 +78,37 @@ struct Facts {
     writes: BTreeMap<String, (bool, Option<String>)>,
     entry_dirs: BTreeSet<String>,
     execs: BTreeMap<String, Option<String>>,
+    argvs: BTreeMap<String, BTreeSet<Vec<String>>>,
     mapped: BTreeSet<String>,
+}
+
+/// The longest literal a command-line pattern may hold (`policies/README.md`).
+const MAX_LITERAL: usize = 126;
+
+/// A command line as observed (`/usr/bin/git status --porcelain`) as the patterns of an exec
+/// entry (`["status", "--porcelain"]`): arguments after argv[0]; one too long for a literal or
+/// holding `*` becomes `*`; beyond 8, or where the kernel cut the line, `**`.
+#[must_use]
+pub fn argv_patterns(argv: &str, truncated: bool) -> Vec<String> {
+    let mut toks: Vec<String> = argv.split(' ').skip(1).map(str::to_owned).collect();
+    let mut rest = false;
+    if truncated {
+        toks.pop();
+        rest = true;
+    }
+    if toks.len() > 8 {
+        toks.truncate(8);
+        rest = true;
+    }
+    for t in &mut toks {
+        if t.len() > MAX_LITERAL || t.contains('*') {
+            *t = "*".into();
+        }
+    }
+    if rest {
+        toks.push("**".into());
+    }
+    toks
 }
 
 /// Applies the generalisation rules to `obs` into `d` (read, write, exec, connect, listen and
@@ -100,6 +132,17 @@ fn classify(d: &mut Draft, f: &mut Facts, o: &Observation) {
                 "read another process's /proc entry {}: refused whatever a grant says (not proposed)",
                 path.unwrap_or("?")
             ));
+            return;
+        }
+        // A binary the session was seeded with (`cli::learn`): its command line was recorded.
+        "args_not_granted" | "inline_code" if o.hook == "exec" && path.is_some() => {
+            let p = path.unwrap_or_default().to_owned();
+            if let Some(a) = &o.argv {
+                f.argvs.entry(p).or_default().insert(argv_patterns(a, o.argv_truncated));
+            } else {
+                let sha = if o.now.as_deref() == Some("file") { o.sha256.clone() } else { None };
+                f.execs.entry(p).or_insert(sha);
+            }
             return;
         }
         "args_not_granted" | "inline_code" | "env_injection" => {
@@ -201,7 +244,19 @@ fn propose_execs(d: &mut Draft, f: &Facts) {
             e.sha256.clone_from(sha);
         }
         e.notes.insert("executed".into());
-        if crate::grant::cmdline::interpreter(Path::new(p)).unwrap_or(true) {
+        match f.argvs.get(p) {
+            Some(a) => {
+                e.args.extend(a.iter().cloned());
+                e.notes.insert("the command lines observed".into());
+            }
+            None => {
+                d.undecided.insert(format!(
+                    "{p}: its command lines were not recorded (the first run that executes a binary only sees that it ran); \
+                     proposed with any command line: learn again into the same --out to record them"
+                ));
+            }
+        }
+        if e.args.is_empty() && crate::grant::cmdline::interpreter(Path::new(p)).unwrap_or(true) {
             d.undecided.insert(format!(
                 "{p} is an interpreter: proposed for scripts only; add `inline_code = true` if it runs `-c`/`-e`"
             ));

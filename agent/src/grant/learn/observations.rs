@@ -29,6 +29,12 @@ pub struct Observation {
     pub path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<String>,
+    /// A command line of `path` (a binary the session was seeded with, `cli::learn`): argv
+    /// space-separated, `argv_truncated` when the kernel cut it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub argv_truncated: bool,
     #[serde(default, skip_serializing_if = "is_zero32")]
     pub dev: u32,
     #[serde(default, skip_serializing_if = "is_zero64")]
@@ -75,6 +81,8 @@ impl Observation {
             access: self.access.clone(),
             path: self.path.clone(),
             net: self.net.clone(),
+            argv: self.argv.clone(),
+            argv_truncated: self.argv_truncated,
             dev: self.dev,
             ino: self.ino,
         }
@@ -92,6 +100,8 @@ pub struct ObsKey {
     pub access: String,
     pub path: Option<String>,
     pub net: Option<String>,
+    pub argv: Option<String>,
+    pub argv_truncated: bool,
     pub dev: u32,
     pub ino: u64,
 }
@@ -108,6 +118,8 @@ impl ObsKey {
             access: self.access,
             path: self.path,
             net: self.net,
+            argv: self.argv,
+            argv_truncated: self.argv_truncated,
             dev: self.dev,
             ino: self.ino,
             count,

@@ -156,7 +156,15 @@ fn tool_draft(tool: &str, calls: &[&CallRecord], obs: &[&Observation], baseline:
     // What the baseline grants is in force during every call too.
     t.read.retain(|p, _| !baseline.reads(p));
     t.write.retain(|p, _| !baseline.writes(p));
-    t.exec.retain(|p, _| !baseline.exec.contains_key(p));
+    // An exec the baseline allows with every command line the call used.
+    t.exec.retain(|p, e| match baseline.exec.get(p) {
+        None => true,
+        Some(b) if b.args.is_empty() => false,
+        Some(b) => {
+            e.args.retain(|a| !b.args.contains(a));
+            !e.args.is_empty()
+        }
+    });
     t.connect.retain(|c| !baseline.connect.contains(c));
     t.listen.retain(|c| !baseline.listen.contains(c));
     let mut vars_used: BTreeSet<String> = BTreeSet::new();

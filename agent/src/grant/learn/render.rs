@@ -45,10 +45,18 @@ pub fn policy(p: &Proposal, d: &Draft) -> String {
         let _ = writeln!(out, "roots = [{}]   # from the values observed", r.join(", "));
     }
     for (path, e) in &d.exec {
-        let _ = writeln!(out, "\n[[exec]]   # {}", e.notes.iter().cloned().collect::<Vec<_>>().join("; "));
-        let _ = writeln!(out, "path = {}", q(path));
-        if let Some(s) = &e.sha256 {
-            let _ = writeln!(out, "sha256 = {}", q(s));
+        let alternatives: Vec<Option<&Vec<String>>> =
+            if e.args.is_empty() { vec![None] } else { e.args.iter().map(Some).collect() };
+        for args in alternatives {
+            let _ = writeln!(out, "\n[[exec]]   # {}", e.notes.iter().cloned().collect::<Vec<_>>().join("; "));
+            let _ = writeln!(out, "path = {}", q(path));
+            if let Some(s) = &e.sha256 {
+                let _ = writeln!(out, "sha256 = {}", q(s));
+            }
+            if let Some(a) = args {
+                let a: Vec<String> = a.iter().map(|x| q(x)).collect();
+                let _ = writeln!(out, "args = [{}]", a.join(", "));
+            }
         }
     }
     for (kind, map) in [("read", &d.read), ("write", &d.write)] {

@@ -41,6 +41,8 @@ pub struct ProxyOptions {
     /// `mcpguard learn --mcp`: every call runs under an empty audit-mode grant of this TTL, and
     /// its arguments are handed to the daemon (`tools` is not read).
     pub learn: Option<std::time::Duration>,
+    /// While learning: binaries each call approves for no command line (theirs are reported).
+    pub learn_seeds: Vec<crate::grant::policy::ExecRule>,
 }
 
 /// The proxy's client of the daemon: typed calls for what the proxy asks (a call's grant, its
@@ -140,7 +142,7 @@ pub fn run(opts: ProxyOptions) -> anyhow::Result<i32> {
     // SAFETY: plain prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let tools = match opts.learn {
-        Some(ttl) => tools::ToolsPolicy::learning(ttl),
+        Some(ttl) => tools::ToolsPolicy::learning(ttl, opts.learn_seeds.clone()),
         None => tools::ToolsPolicy::load(&opts.tools).with_context(|| "loading the tools policy")?,
     };
     let bin = spawn::which(&opts.command[0])?;
