@@ -53,7 +53,8 @@ pub fn run(o: &LearnOptions) -> anyhow::Result<i32> {
     std::fs::create_dir_all(&o.out).with_context(|| format!("creating --out {}", o.out.display()))?;
     let (baseline, seeds) = learning_baseline(&o.out, &Recorded::load(&o.out)?)?;
     let o = &LearnOptions { baseline, seeds, ..o.clone() };
-    Client::connect(&o.socket)?.call_ok(Op::LearnStart(LearnStart { session: o.session.clone() }))?;
+    Client::connect(&o.socket)?
+        .call_ok(Op::LearnStart(LearnStart { session: o.session.clone(), vars: o.vars.clone() }))?;
     outlive_terminate();
     let ended = if o.mcp { run_proxy(o) } else { run_plain(o) };
     let ended = match ended {

@@ -108,7 +108,7 @@ pub fn handle(d: &Daemon, peer: &Peer, req: Request) -> Response {
             Op::Status {} | Op::List {} => Ok(crate::daemon::status::status(d)),
             Op::Jwks {} => Ok(d.tokens.jwks()),
             Op::Unregister(u) => unregister(d, &u.session),
-            Op::LearnStart(l) => crate::daemon::learn::start(d, &l.session),
+            Op::LearnStart(l) => crate::daemon::learn::start(d, &l.session, l.vars),
             Op::LearnFetch(l) => crate::daemon::learn::fetch(d, &l.session, l.finish),
             Op::LearnCall(c) => crate::daemon::learn::call(d, c),
             Op::Subscribe(_) => Err(err(ErrorCode::BadRequest, "subscribe is handled by the connection")),

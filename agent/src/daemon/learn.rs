@@ -55,6 +55,7 @@ struct Learning {
     /// The calls the proxy named (`learn_call`), in order.
     calls: Vec<CallRecord>,
     started_unix_ms: u64,
+    vars: BTreeMap<String, String>,
 }
 
 /// Calls one learning session keeps (their arguments are at most a request line each).
@@ -83,7 +84,7 @@ impl Learner {
     }
 
     /// Starts learning `session` (by name); `lost_now` is the kernel's lost-event counter.
-    pub fn start(&self, session: &str, lost_now: u64) -> Result<(), LearnError> {
+    pub fn start(&self, session: &str, lost_now: u64, vars: BTreeMap<String, String>) -> Result<(), LearnError> {
         let mut i = self.lock();
         if i.sessions.contains_key(session) {
             return Err(LearnError::AlreadyLearning(session.into()));
@@ -92,7 +93,8 @@ impl Learner {
         let started_unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        i.sessions.insert(session.into(), Learning { lost_at_start: lost_now, started_unix_ms, ..Learning::default() });
+        i.sessions
+            .insert(session.into(), Learning { lost_at_start: lost_now, started_unix_ms, vars, ..Learning::default() });
         self.active.store(i.sessions.len(), Ordering::Release);
         Ok(())
     }
@@ -207,6 +209,7 @@ impl Learner {
                 dropped: l.dropped,
                 calls: l.calls.clone(),
                 started_unix_ms: l.started_unix_ms,
+                vars: l.vars.clone(),
                 observations: l.obs.iter().map(|(k, n)| k.clone().into_observation(*n)).collect(),
                 ..Run::default()
             }
@@ -233,8 +236,8 @@ fn lost_now(d: &Daemon) -> u64 {
 }
 
 /// `learn_start`.
-pub fn start(d: &Daemon, session: &str) -> Result<Value, ProtoError> {
-    d.learn.start(session, lost_now(d)).map_err(|e| ProtoError::new(ErrorCode::SessionExists, e.to_string()))?;
+pub fn start(d: &Daemon, session: &str, vars: BTreeMap<String, String>) -> Result<Value, ProtoError> {
+    d.learn.start(session, lost_now(d), vars).map_err(|e| ProtoError::new(ErrorCode::SessionExists, e.to_string()))?;
     log::info!("learning session {session}");
     Ok(json!({"session": session, "learning": true}))
 }
@@ -267,8 +270,8 @@ mod tests {
     #[test]
     fn start_twice_is_refused_and_unknown_fetch_names_the_session() {
         let l = Learner::default();
-        l.start("s1", 5).unwrap();
-        assert_eq!(l.start("s1", 5), Err(LearnError::AlreadyLearning("s1".into())));
+        l.start("s1", 5, BTreeMap::new()).unwrap();
+        assert_eq!(l.start("s1", 5, BTreeMap::new()), Err(LearnError::AlreadyLearning("s1".into())));
         // No event thread here: the fetch waits its deadline at most.
         let run = l.fetch("s1", true, 7).unwrap();
         assert_eq!((run.lost_events, run.observations.len()), (2, 0));

@@ -358,6 +358,10 @@ pub struct Unregister {
 #[serde(deny_unknown_fields)]
 pub struct LearnStart {
     pub session: String,
+    /// The learner's `--var`s, handed back with the observations (so that `learn --finish`
+    /// from elsewhere proposes with them too).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
 }
 
 /// `learn_fetch`: what a learning session gathered (`grant::learn::observations::Run`); with
@@ -498,7 +502,7 @@ impl Op {
                 r.task.as_deref().map_or(Ok(()), |t| check_ident("task", t))
             }
             Op::Unregister(u) => check_session(&u.session),
-            Op::LearnStart(LearnStart { session }) | Op::LearnFetch(LearnFetch { session, .. }) => {
+            Op::LearnStart(LearnStart { session, .. }) | Op::LearnFetch(LearnFetch { session, .. }) => {
                 check_session(session)
             }
             Op::LearnCall(c) => {

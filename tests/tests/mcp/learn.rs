@@ -164,8 +164,8 @@ fn calls_on(repo: &Path, tools: &[(&str, Value)]) -> Vec<Value> {
         .collect()
 }
 
-fn assert_all_ok(report: &Value, from: usize) {
-    for (i, s) in report["steps"].as_array().unwrap().iter().enumerate().skip(from) {
+fn assert_all_ok(report: &Value, steps: impl std::ops::RangeBounds<usize>) {
+    for (i, s) in report["steps"].as_array().unwrap().iter().enumerate().filter(|(i, _)| steps.contains(i)) {
         assert!(s.get("result").is_some() && s["result"]["isError"] == false, "step {i}: {s}\n{report}");
     }
 }
@@ -206,7 +206,7 @@ fn learn_git_server_then_enforce_per_tool() {
     for run in 1..=2 {
         let plan =
             json!({"command": bin(), "args": learn_args(&d, "lg1", &out, &vars, &server), "env": genv, "steps": steps});
-        assert_all_ok(&run_client(&t, plan), 1);
+        assert_all_ok(&run_client(&t, plan), 1..);
         wait_proposal(&out, run);
     }
     let tools_toml = std::fs::read_to_string(out.join("tools.toml")).unwrap();
@@ -260,4 +260,83 @@ fn learn_git_server_then_enforce_per_tool() {
     // git runs in the calls with the command lines each tool used, nothing else.
     let tpl = std::fs::read_to_string(out.join("learned-tool-git_status.toml")).unwrap();
     assert!(tpl.contains("args = [\"status\"]") && !tpl.contains("args = [\"diff"), "{tpl}");
+}
+
+/// @modelcontextprotocol/server-filesystem learned from an empty policy, the learning ended by
+/// `mcpguard learn --finish` from another process while the server runs; then enforced with the
+/// learned files only: the same reads pass (and a new file beside the learned ones), a file
+/// outside what was learned is refused by the proxy, nothing by the kernel; the learned baseline
+/// grants nothing the hand-written one does not.
+#[test]
+fn learn_filesystem_server_finish_then_enforce() {
+    let d = Daemon::start();
+    let root = setup();
+    let t = Scratch::new("learnfs");
+    for (f, text) in [("broad/data/a.txt", "alpha\n"), ("broad/data/b.txt", "beta\n"), ("broad/data/c.txt", "gamma\n")]
+    {
+        std::fs::create_dir_all(t.path(f).parent().unwrap()).unwrap();
+        std::fs::write(t.path(f), text).unwrap();
+    }
+    std::fs::create_dir_all(t.path("broad/other")).unwrap();
+    std::fs::write(t.path("broad/other/secret.txt"), "SECRET\n").unwrap();
+    let node_prefix = root.join(".mcp-node");
+    let js = node_prefix.join("node_modules/@modelcontextprotocol/server-filesystem/dist/index.js");
+    let broad = t.path("broad");
+    let server = ["/usr/bin/node", js.to_str().unwrap(), broad.to_str().unwrap()];
+    let out = t.path("learned");
+    let vars = [format!("node_prefix={}", node_prefix.display())];
+    let read = |f: &str| json!({"op": "call", "name": "read_text_file", "arguments": {"path": t.path(f)}});
+    let list = json!({"op": "call", "name": "list_directory", "arguments": {"path": t.path("broad/data")}});
+    let finish =
+        format!("{} --socket {} learn --finish lf1 --out {}", bin().display(), d.socket.display(), out.display());
+    let steps = json!([{"op": "list"}, read("broad/data/a.txt"), read("broad/data/b.txt"), list, {"op": "shell", "cmd": finish}]);
+    let report = run_client(
+        &t,
+        json!({"command": bin(), "args": learn_args(&d, "lf1", &out, &vars, &server), "env": env(&[]), "steps": steps}),
+    );
+    assert_all_ok(&report, 1..4);
+    assert_eq!(report["steps"][4]["rc"], 0, "{report}");
+    wait_proposal(&out, 1);
+    let tools_toml = std::fs::read_to_string(out.join("tools.toml")).unwrap();
+    assert!(
+        tools_toml.contains("[tools.\"read_text_file\"]") && tools_toml.contains("args = { path = \"path\" }"),
+        "{tools_toml}"
+    );
+    let tpl = std::fs::read_to_string(out.join("learned-tool-read_text_file.toml")).unwrap();
+    assert!(
+        tpl.contains("path = \"${path}\"")
+            && tpl.contains(&format!("roots = [\"{}\"]", t.path("broad/data").display())),
+        "{tpl}"
+    );
+    assert!(!tpl.contains("[[write]]"), "{tpl}");
+    let report_md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report_md.contains("finished by `mcpguard learn --finish`"), "{report_md}");
+
+    let args = d.exec_args("ef1", &out.join("tools.toml"), out.join("baseline.toml").to_str().unwrap(), &vars, &server);
+    let list = json!({"op": "call", "name": "list_directory", "arguments": {"path": t.path("broad/data")}});
+    let steps = json!([{"op": "list"}, read("broad/data/a.txt"), read("broad/data/b.txt"), list, read("broad/data/c.txt"), read("broad/other/secret.txt")]);
+    let report = run_client(&t, json!({"command": bin(), "args": args, "env": env(&[]), "steps": steps}));
+    assert_all_ok(&report, 1..5);
+    assert_eq!(report["steps"][1]["result"]["content"][0]["text"], "alpha\n", "{report}");
+    assert_eq!(report["steps"][4]["result"]["content"][0]["text"], "gamma\n", "{report}");
+    assert_eq!(error_reason(&report["steps"][5]), "outside_policy", "{report}");
+    assert!(!report.to_string().contains("SECRET"));
+    assert!(refusals(&d, "ef1").is_empty(), "refused during enforcement: {:#?}", refusals(&d, "ef1"));
+
+    use mcpguard::grant::learn::diff::{Grants, only_in};
+    let v = std::collections::BTreeMap::from([("node_prefix".to_string(), node_prefix.display().to_string())]);
+    let learned = Grants::from(
+        &mcpguard::grant::policy::Policy::load(&out.join("baseline.toml")).unwrap().instantiate(&v).unwrap(),
+    )
+    .resolved();
+    let hand_p = mcpguard::grant::policy::Policy::load(&policy_dir().join("mcp-baseline-node.toml")).unwrap();
+    let hand = Grants::from(&hand_p.instantiate(&v).unwrap()).resolved();
+    let broader = only_in(&learned, &hand);
+    eprintln!(
+        "learned {:?} vs hand-written {:?}; learned-only: {broader:?}; hand-only: {:?}",
+        learned.counts(),
+        hand.counts(),
+        only_in(&hand, &learned)
+    );
+    assert!(broader.is_empty(), "learned baseline broader than the hand-written one: {broader:?}");
 }

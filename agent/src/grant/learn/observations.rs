@@ -166,6 +166,9 @@ pub struct Run {
     /// by the session.
     #[serde(default)]
     pub started_unix_ms: u64,
+    /// The learner's `--var`s (paths named by variables in the proposed baseline).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
     /// How the server ended (`exited with status 0`, `killed by SIGSEGV`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<String>,

@@ -80,9 +80,13 @@ fn with_var(var: &str, rel: &str) -> String {
     if rel.is_empty() { format!("${{{var}}}") } else { format!("${{{var}}}/{rel}") }
 }
 
-/// Builds the proposal for `rec`; `vars` (`--var K=V`) become baseline variables.
+/// Builds the proposal for `rec`; `vars` (`--var K=V`, over those the runs were learned with)
+/// become baseline variables.
 #[must_use]
 pub fn propose(rec: &Recorded, session: &str, vars: &BTreeMap<String, String>) -> Proposal {
+    let mut all_vars: BTreeMap<String, String> = rec.runs.iter().flat_map(|r| r.vars.clone()).collect();
+    all_vars.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let vars = &all_vars;
     let all: Vec<&Observation> = rec.runs.iter().flat_map(|r| &r.observations).collect();
     let mut p = Proposal {
         session: session.to_owned(),
