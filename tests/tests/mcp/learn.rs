@@ -340,3 +340,84 @@ fn learn_filesystem_server_finish_then_enforce() {
     );
     assert!(broader.is_empty(), "learned baseline broader than the hand-written one: {broader:?}");
 }
+
+/// A Python installed under another prefix (`/opt/mcpg-py-ID/{bin,lib}`, copied from the system
+/// one: CPython finds its prefix from where its executable is), removed on drop.
+struct OtherPython(PathBuf);
+
+impl OtherPython {
+    fn install() -> Self {
+        let real = std::fs::canonicalize("/usr/bin/python3").unwrap();
+        let ver = real.file_name().unwrap().to_str().unwrap().to_owned(); // python3.11
+        let prefix = PathBuf::from(format!("/opt/mcpg-py-{}", unique_id()));
+        std::fs::create_dir_all(prefix.join("bin")).unwrap();
+        std::fs::create_dir_all(prefix.join("lib")).unwrap();
+        std::fs::copy(&real, prefix.join("bin").join(&ver)).unwrap();
+        let st = Command::new("cp").arg("-a").arg(format!("/usr/lib/{ver}")).arg(prefix.join("lib")).status().unwrap();
+        assert!(st.success());
+        Self(prefix)
+    }
+
+    fn python(&self) -> PathBuf {
+        let real = std::fs::canonicalize("/usr/bin/python3").unwrap();
+        self.0.join("bin").join(real.file_name().unwrap())
+    }
+}
+
+impl Drop for OtherPython {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The case: a virtualenv made from a Python outside /usr. mcp-server-git in it is
+/// learned and enforced with the learned files only; its interpreter's library directory is in
+/// the learned baseline (collapsed), nothing is refused.
+#[test]
+fn learn_with_an_interpreter_outside_usr() {
+    let d = Daemon::start();
+    let root = setup();
+    let t = Scratch::new("learnvenv");
+    let py = OtherPython::install();
+    let venv = t.path("venv");
+    let st = Command::new(py.python()).args(["-I", "-m", "venv", "--without-pip"]).arg(&venv).status().unwrap();
+    assert!(st.success(), "venv from {}", py.python().display());
+    let ver = py.python().file_name().unwrap().to_str().unwrap().to_owned();
+    let site = format!("lib/{ver}/site-packages");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(root.join(".mcp-venv").join(&site).join("."))
+        .arg(venv.join(&site))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    init_repo(&t.path("repos/a"), true);
+    let vpy = venv.join("bin/python3");
+    let server = [vpy.to_str().unwrap(), "-I", "-m", "mcp_server_git"];
+    let genv = env(&[
+        ("GIT_PYTHON_GIT_EXECUTABLE", "/usr/bin/git"),
+        ("GIT_CONFIG_NOSYSTEM", "1"),
+        ("GIT_CONFIG_GLOBAL", "/dev/null"),
+    ]);
+    let out = t.path("learned");
+    let vars = [format!("python_prefix={}", venv.display())];
+    let tools = [("git_status", json!({})), ("git_log", json!({}))];
+    let mut steps = vec![json!({"op": "list"})];
+    steps.extend(calls_on(&t.path("repos/a"), &tools));
+    let plan =
+        json!({"command": bin(), "args": learn_args(&d, "lv1", &out, &vars, &server), "env": genv, "steps": steps});
+    assert_all_ok(&run_client(&t, plan), 1..);
+    wait_proposal(&out, 1);
+    let baseline = std::fs::read_to_string(out.join("baseline.toml")).unwrap();
+    let stdlib = format!("path = \"{}/lib/{ver}\"", py.0.display());
+    assert!(baseline.contains(&stdlib) && baseline.contains("path = \"${python_prefix}\""), "{baseline}");
+
+    let args = d.exec_args("ev1", &out.join("tools.toml"), out.join("baseline.toml").to_str().unwrap(), &vars, &server);
+    let report = run_client(&t, json!({"command": bin(), "args": args, "env": genv, "steps": steps}));
+    assert_all_ok(&report, 1..);
+    assert!(
+        report["steps"][1]["result"]["content"][0]["text"].as_str().unwrap().contains("Changes not staged"),
+        "{report}"
+    );
+    assert!(refusals(&d, "ev1").is_empty(), "refused during enforcement: {:#?}", refusals(&d, "ev1"));
+}
