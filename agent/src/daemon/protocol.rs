@@ -352,40 +352,6 @@ pub struct Unregister {
     pub session: String,
 }
 
-/// `learn_start`: record what the session of this name does (before it is registered; see
-/// `daemon::learn`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LearnStart {
-    pub session: String,
-    /// The learner's `--var`s, handed back with the observations (so that `learn --finish`
-    /// from elsewhere proposes with them too).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub vars: BTreeMap<String, String>,
-}
-
-/// `learn_fetch`: what a learning session gathered (`grant::learn::observations::Run`); with
-/// `finish`, its learning ends.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LearnFetch {
-    pub session: String,
-    #[serde(default)]
-    pub finish: bool,
-}
-
-/// `learn_call`: the MCP proxy of a learning session names a call's arguments (the kernel's
-/// events carry the call's id; the arguments say which paths the call was about).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LearnCall {
-    pub session: String,
-    pub call_id: String,
-    pub tool: String,
-    #[serde(default)]
-    pub arguments: Value,
-}
-
 /// The operation of a request, tagged by `"op"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -706,6 +672,9 @@ pub fn pid_file(socket: &std::path::Path) -> std::path::PathBuf {
     p.push(".pid");
     std::path::PathBuf::from(p)
 }
+
+mod learn;
+pub use learn::{LearnCall, LearnFetch, LearnStart};
 
 #[cfg(test)]
 mod tests;
