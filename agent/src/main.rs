@@ -413,7 +413,8 @@ fn main() -> anyhow::Result<()> {
             use mcpguard::grant::learn::diff;
             let load = |n: &str| mcpguard::grant::policy::resolve_policy(n, &[]).map(|(p, _)| p);
             let (pa, pb) = (load(&a)?, load(&b)?);
-            let (text, same) = diff::render(&a, &diff::Grants::from(&pa), &b, &diff::Grants::from(&pb));
+            let (ga, gb) = (diff::Grants::from(&pa).resolved(), diff::Grants::from(&pb).resolved());
+            let (text, same) = diff::render(&a, &ga, &b, &gb);
             print!("{text}");
             std::process::exit(i32::from(!same));
         }

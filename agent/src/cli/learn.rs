@@ -67,7 +67,8 @@ pub fn run(o: &LearnOptions) -> anyhow::Result<i32> {
     };
     let Some(mut run) = fetch(&o.socket, &o.session)? else {
         eprintln!(
-            "mcpguard learn: session {} was finished by `mcpguard learn --finish`, which wrote its proposal",
+            "mcpguard learn: session {} is not being learned any more: `mcpguard learn --finish` ended it and wrote \
+             its proposal, or the daemon restarted (its observations are lost)",
             o.session
         );
         return Ok(0);

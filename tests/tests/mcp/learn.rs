@@ -257,6 +257,18 @@ fn learn_git_server_then_enforce_per_tool() {
     assert!(broader.is_empty(), "learned baseline broader than the hand-written one: {broader:?}");
     let (l, h) = (learned.counts(), hand.counts());
     assert!(l.0 <= h.0 && l.2 <= h.2 && l.3 <= h.3 && l.4 <= h.4, "{l:?} vs {h:?}");
+    // The same answer from `mcpguard policy diff` (exit 1: they differ, the other way).
+    let o = d
+        .cmd()
+        .args(["policy", "diff"])
+        .arg(out.join("baseline.toml"))
+        .arg(policy_dir().join("mcp-baseline-git.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.starts_with(&format!("{} grants nothing that", out.join("baseline.toml").display())), "{text}");
+    assert!(text.contains("  read /usr/lib\n"), "{text}");
     // git runs in the calls with the command lines each tool used, nothing else.
     let tpl = std::fs::read_to_string(out.join("learned-tool-git_status.toml")).unwrap();
     assert!(tpl.contains("args = [\"status\"]") && !tpl.contains("args = [\"diff"), "{tpl}");
