@@ -266,6 +266,114 @@ pub fn fetch(d: &Daemon, session: &str, finish: bool) -> Result<Value, ProtoErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::state::{Ended, GrantRecord, Session};
+    use mcpguard_common::{
+        ACCESS_READ, ACTION_AUDITED, HOOK_EXEC, HOOK_OPEN, REASON_ARGS_NOT_GRANTED, REASON_NOT_GRANTED,
+    };
+
+    fn grant(id: u64, tool: Option<&str>, call_id: Option<&str>) -> GrantRecord {
+        GrantRecord {
+            id,
+            task: call_id.map(|c| format!("call:{c}")),
+            policy: "p".into(),
+            mode: crate::grant::policy::Mode::Audit,
+            expires_boot_ns: 0,
+            tool: tool.map(Into::into),
+            call_id: call_id.map(Into::into),
+            kernel: crate::grant::kgrant::KernelGrant::default(),
+            spec: None,
+            labels: Vec::new(),
+            own_expires_boot_ns: 0,
+        }
+    }
+
+    fn state(id: u64, name: &str) -> State {
+        let mut st = State::default();
+        st.insert_session(Session {
+            name: name.into(),
+            id,
+            root_pid: 1,
+            command: vec!["/bin/srv".into()],
+            uid: 0,
+            created_unix: 0,
+            cgroup: None,
+            sealed: true,
+            write_ceiling: None,
+            base: Some(grant(70, None, None)),
+            task: Some(grant(71, Some("read_file"), Some("42"))),
+            orchestrator: None,
+            ended: Ended::default(),
+            parent: None,
+            binary_sha256: None,
+        });
+        st
+    }
+
+    fn event(session: u64, grant: u64, hook: u32, reason: u32, access: u32, path: &[&[u8]]) -> Event {
+        // SAFETY: Event is plain old data; all-zero is valid.
+        let mut ev: Event = unsafe { std::mem::zeroed() };
+        (ev.session, ev.grant, ev.pid, ev.tgid, ev.dev, ev.ino) = (session, grant, 10, 9, 0x80_0001, 77);
+        (ev.hook, ev.action, ev.reason, ev.access) = (hook, ACTION_AUDITED, reason, access);
+        for (i, c) in path.iter().enumerate() {
+            ev.path[i][..c.len()].copy_from_slice(c);
+        }
+        ev.path_depth = u32::try_from(path.len()).unwrap();
+        ev
+    }
+
+    /// A fetch while something ticks like the event thread.
+    fn fetch(l: &std::sync::Arc<Learner>, session: &str) -> Run {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let t = {
+            let (l, stop) = (l.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    l.tick();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        let r = l.fetch(session, true, 0).unwrap();
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap();
+        r
+    }
+
+    #[test]
+    fn events_aggregate_per_call_argv_pairs_with_its_binary_and_ids_outlive_the_session() {
+        let l = std::sync::Arc::new(Learner::default());
+        let st = state(7, "s1");
+        // Nothing learns yet: ignored.
+        l.observe(&st, &event(7, 71, HOOK_OPEN, REASON_NOT_GRANTED, ACCESS_READ, &[b"a", b"/"]));
+        l.start("s1", 0, BTreeMap::new()).unwrap();
+        let open = event(7, 71, HOOK_OPEN, REASON_NOT_GRANTED, ACCESS_READ, &[b"data", b"srv", b"/"]);
+        l.observe(&st, &open);
+        l.observe(&st, &open);
+        l.observe(&state(8, "other"), &event(8, 71, HOOK_OPEN, REASON_NOT_GRANTED, ACCESS_READ, &[b"x", b"/"]));
+        l.observe(&st, &event(7, 70, HOOK_EXEC, REASON_ARGS_NOT_GRANTED, 0, &[b"git", b"bin", b"usr", b"/"]));
+        let mut argv =
+            event(7, 70, HOOK_EXEC, REASON_ARGS_NOT_GRANTED, mcpguard_common::EXEC_ARGV, &[b"/usr/bin/git\0status\0"]);
+        argv.dev = 20;
+        // Drained after the session left the table: still its own.
+        l.observe(&State::default(), &argv);
+        l.call(
+            "s1",
+            CallRecord { call_id: "42".into(), tool: "read_file".into(), arguments: json!({}), paths: BTreeMap::new() },
+        )
+        .unwrap();
+        let run = fetch(&l, "s1");
+        assert_eq!(run.command, ["/bin/srv"]);
+        assert_eq!(run.calls.len(), 1);
+        let o = &run.observations;
+        assert_eq!(o.len(), 3, "{o:#?}");
+        let read = o.iter().find(|x| x.hook == "open").unwrap();
+        assert_eq!((read.path.as_deref(), read.count), (Some("/srv/data"), 2));
+        assert_eq!((read.tool.as_deref(), read.call_id.as_deref()), (Some("read_file"), Some("42")));
+        let line = o.iter().find(|x| x.argv.is_some()).unwrap();
+        assert_eq!((line.path.as_deref(), line.argv.as_deref()), (Some("/usr/bin/git"), Some("/usr/bin/git status")));
+        assert!(line.tool.is_none(), "under the baseline");
+        assert!(run.complete());
+    }
 
     #[test]
     fn start_twice_is_refused_and_unknown_fetch_names_the_session() {
