@@ -121,7 +121,8 @@ fn learn_plain_then_enforce_merge_and_crash() {
 fn init_repo(dir: &Path, dirty: bool) {
     std::fs::create_dir_all(dir).unwrap();
     git(&["init", "-q"], dir);
-    std::fs::write(dir.join("a.txt"), "hello\n").unwrap();
+    // Content of its own: every repository has other commit ids.
+    std::fs::write(dir.join("a.txt"), format!("hello from {}\n", dir.display())).unwrap();
     git(&["add", "a.txt"], dir);
     git(&["commit", "-qm", "first commit"], dir);
     if dirty {

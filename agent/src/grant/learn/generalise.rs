@@ -85,9 +85,38 @@ struct Facts {
 /// The longest literal a command-line pattern may hold (`policies/README.md`).
 const MAX_LITERAL: usize = 126;
 
+/// An object id (a git commit, a digest): 32 or more hex digits. It names data, not behaviour,
+/// and differs in every repository.
+fn is_object_id(t: &str) -> bool {
+    t.len() >= 32 && t.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Command lines of one binary that differ in exactly one argument become one pattern with `*`
+/// there (repeated until no two do).
+#[must_use]
+pub fn merge_alternatives(set: &BTreeSet<Vec<String>>) -> BTreeSet<Vec<String>> {
+    let mut cur = set.clone();
+    loop {
+        let v: Vec<&Vec<String>> = cur.iter().collect();
+        let pair = v.iter().enumerate().find_map(|(i, a)| {
+            v[i + 1..].iter().find_map(|b| {
+                let diff: Vec<usize> = (0..a.len()).filter(|k| a.len() == b.len() && a[*k] != b[*k]).collect();
+                (a.len() == b.len() && diff.len() == 1 && a[diff[0]] != "**" && b[diff[0]] != "**")
+                    .then(|| ((*a).clone(), (*b).clone(), diff[0]))
+            })
+        });
+        let Some((a, b, k)) = pair else { return cur };
+        cur.remove(&a);
+        cur.remove(&b);
+        let mut m = a;
+        m[k] = "*".into();
+        cur.insert(m);
+    }
+}
+
 /// A command line as observed (`/usr/bin/git status --porcelain`) as the patterns of an exec
-/// entry (`["status", "--porcelain"]`): arguments after argv[0]; one too long for a literal or
-/// holding `*` becomes `*`; beyond 8, or where the kernel cut the line, `**`.
+/// entry (`["status", "--porcelain"]`): arguments after argv[0]; an object id, an argument too
+/// long for a literal or holding `*` becomes `*`; beyond 8, or where the kernel cut the line, `**`.
 #[must_use]
 pub fn argv_patterns(argv: &str, truncated: bool) -> Vec<String> {
     let mut toks: Vec<String> = argv.split(' ').skip(1).map(str::to_owned).collect();
@@ -101,7 +130,7 @@ pub fn argv_patterns(argv: &str, truncated: bool) -> Vec<String> {
         rest = true;
     }
     for t in &mut toks {
-        if t.len() > MAX_LITERAL || t.contains('*') {
+        if t.len() > MAX_LITERAL || t.contains('*') || is_object_id(t) {
             *t = "*".into();
         }
     }
@@ -246,7 +275,7 @@ fn propose_execs(d: &mut Draft, f: &Facts) {
         e.notes.insert("executed".into());
         match f.argvs.get(p) {
             Some(a) => {
-                e.args.extend(a.iter().cloned());
+                e.args = merge_alternatives(&e.args.iter().chain(a).cloned().collect());
                 e.notes.insert("the command lines observed".into());
             }
             None => {

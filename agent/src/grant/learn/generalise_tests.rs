@@ -110,3 +110,22 @@ fn same_observations_same_draft_whatever_the_order() {
     assert_eq!(net_target("unix", Some("/run/a.sock")).as_deref(), Some("unix:/run/a.sock"));
     assert_eq!(net_target("udp [::1]:53", None).as_deref(), Some("udp://[::1]:53"));
 }
+
+#[test]
+fn command_lines_become_patterns() {
+    let sha = "89e18b4e437e79fa31f2fb5126b8fce11efacbb2";
+    assert_eq!(
+        argv_patterns(&format!("/usr/bin/git rev-list --max-count=10 {sha} --"), false),
+        ["rev-list", "--max-count=10", "*", "--"]
+    );
+    assert_eq!(argv_patterns("/usr/bin/git status", false), ["status"]);
+    assert_eq!(argv_patterns("/usr/bin/git log -n 5 --format=x", true), ["log", "-n", "5", "**"]);
+    let long = format!("/bin/x {}", "a ".repeat(10));
+    assert_eq!(argv_patterns(long.trim_end(), false).len(), 9, "8 then **");
+    let set: BTreeSet<Vec<String>> =
+        [vec!["show".to_string(), "HEAD".into()], vec!["show".to_string(), "v1".into()], vec!["status".to_string()]]
+            .into_iter()
+            .collect();
+    let merged: Vec<Vec<String>> = merge_alternatives(&set).into_iter().collect();
+    assert_eq!(merged, [vec!["show".to_string(), "*".into()], vec!["status".to_string()]]);
+}
