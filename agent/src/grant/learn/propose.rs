@@ -156,7 +156,46 @@ fn tool_draft(tool: &str, calls: &[&CallRecord], obs: &[&Observation], baseline:
             None => fixed.push(o),
         }
     }
-    generalise(&mut t, &fixed);
+    // The variable of each argument a call touched paths under (not only ran something from).
+    let mut var_of: BTreeMap<&str, String> = BTreeMap::new();
+    for (arg, items) in &under {
+        if items.iter().all(|(_, o)| o.hook == "exec") {
+            continue;
+        }
+        let mut var = var_name(arg);
+        while var_of.values().any(|v| *v == var) {
+            var.push('_');
+        }
+        var_of.insert(arg, var);
+    }
+    // A call's path argument in its command lines (`git -C /srv/r status`) is the variable too.
+    let bound: Vec<Observation> = fixed
+        .iter()
+        .map(|o| {
+            let mut o = (*o).clone();
+            let call = o.call_id.as_deref().and_then(|id| by_id.get(id));
+            if let (Some(a), Some(c)) = (&o.argv, call) {
+                let toks: Vec<String> = a
+                    .split(' ')
+                    .map(|tok| {
+                        var_of
+                            .iter()
+                            .find_map(|(arg, var)| {
+                                c.paths
+                                    .get(*arg)
+                                    .and_then(|v| rel(tok, v))
+                                    .filter(|_| tok.starts_with('/'))
+                                    .map(|r| with_var(var, r))
+                            })
+                            .unwrap_or_else(|| tok.to_owned())
+                    })
+                    .collect();
+                o.argv = Some(toks.join(" "));
+            }
+            o
+        })
+        .collect();
+    generalise(&mut t, &bound.iter().collect::<Vec<_>>());
     // What the baseline grants is in force during every call too.
     t.read.retain(|p, _| !baseline.reads(p));
     t.write.retain(|p, _| !baseline.writes(p));
@@ -171,14 +210,17 @@ fn tool_draft(tool: &str, calls: &[&CallRecord], obs: &[&Observation], baseline:
     });
     t.connect.retain(|c| !baseline.connect.contains(c));
     t.listen.retain(|c| !baseline.listen.contains(c));
-    let mut vars_used: BTreeSet<String> = BTreeSet::new();
     let mut args = BTreeMap::new();
     for (arg, items) in under {
-        let mut var = var_name(arg);
-        while vars_used.contains(&var) {
-            var.push('_');
-        }
-        vars_used.insert(var.clone());
+        let Some(var) = var_of.get(arg).cloned() else {
+            for (_, o) in &items {
+                t.undecided.insert(format!(
+                    "`{tool}` executed {} under its `{arg}` argument: exec grants name one binary, not proposed",
+                    o.path.as_deref().unwrap_or("?")
+                ));
+            }
+            continue;
+        };
         let mut writes: BTreeSet<String> = BTreeSet::new();
         let mut reads = false;
         for (r, o) in &items {

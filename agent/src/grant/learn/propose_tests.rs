@@ -35,6 +35,10 @@ fn git_run() -> Run {
     lock.parent_before = Some("/srv/repos/a/.git".into());
     let mut git = obs(st, Some("1"), "exec", "", "/usr/bin/git");
     git.sha256 = Some("cd".repeat(32));
+    let mut line = obs(st, Some("1"), "exec", "", "/usr/bin/git");
+    (line.reason, line.argv) = ("args_not_granted".into(), Some("/usr/bin/git -C /srv/repos/a status".into()));
+    let mut line_b = line.clone();
+    (line_b.call_id, line_b.argv) = (Some("2".into()), Some("/usr/bin/git -C /srv/repos/b status".into()));
     Run {
         session: "git1".into(),
         mcp: true,
@@ -44,6 +48,8 @@ fn git_run() -> Run {
             obs(None, None, "open", "r", "/usr/lib/python3.11/os.py"),
             obs(None, None, "open", "r", "/etc/ld.so.cache"),
             git,
+            line,
+            line_b,
             obs(st, Some("1"), "open", "r", "/srv/repos/a/.git/HEAD"),
             obs(st, Some("1"), "open", "r", "/srv/repos/a/a.txt"),
             lock,
@@ -66,7 +72,9 @@ fn tool_paths_under_the_argument_become_its_variable() {
     assert_eq!(d.read.keys().map(String::as_str).collect::<Vec<_>>(), ["${repo}", "/usr/share/git-core/templates/x"]);
     assert_eq!(d.write.keys().map(String::as_str).collect::<Vec<_>>(), ["${repo}/.git"]);
     assert_eq!(d.vars["repo"].iter().collect::<Vec<_>>(), ["/srv/repos"]);
-    assert!(d.exec.contains_key("/usr/bin/git"));
+    // The argument in the command line is the variable: one pattern for both repositories.
+    let args: Vec<&Vec<String>> = d.exec["/usr/bin/git"].args.iter().collect();
+    assert_eq!(args, [&vec!["-C".to_string(), "${repo}".into(), "status".into()]]);
     // The baseline's /etc/ld.so.cache is in force during calls: not repeated in the template.
     assert!(!d.read.contains_key("/etc/ld.so.cache"));
     // Every file parses as what `exec --mcp --tools` reads.
