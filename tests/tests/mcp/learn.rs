@@ -434,3 +434,65 @@ fn learn_with_an_interpreter_outside_usr() {
     );
     assert!(refusals(&d, "ev1").is_empty(), "refused during enforcement: {:#?}", refusals(&d, "ev1"));
 }
+
+/// Loss is never silent: while the daemon is stopped (SIGSTOP, our own child), the learned
+/// program makes far more audited opens than the kernel's ring buffer holds; the kernel counts
+/// what it dropped, and the proposal is written flagged INCOMPLETE (banner in every file, the
+/// report, exit status 3).
+#[test]
+fn lost_events_flag_the_proposal_incomplete() {
+    use std::io::BufRead as _;
+    let d = Daemon::start();
+    let t = Scratch::new("learnlost");
+    std::fs::create_dir_all(t.path("d/e/f")).unwrap();
+    std::fs::write(t.path("d/e/f/x"), "x").unwrap();
+    let code = format!(
+        "import sys\nprint('ready', flush=True)\nsys.stdin.readline()\n\
+         for i in range(60000):\n    open('{}').close()\nprint('done', flush=True)\nsys.stdin.readline()\n",
+        t.path("d/e/f/x").display()
+    );
+    let out = t.path("learned");
+    let mut c = d
+        .cmd()
+        .args([
+            "learn",
+            "--session",
+            "ll1",
+            "--out",
+            out.to_str().unwrap(),
+            "--",
+            "/usr/bin/python3",
+            "-I",
+            "-c",
+            &code,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = c.stdin.take().unwrap();
+    let mut lines = BufReader::new(c.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let daemon = nix::unistd::Pid::from_raw(i32::try_from(d.child.as_ref().unwrap().id()).unwrap());
+    nix::sys::signal::kill(daemon, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    stdin.flush().unwrap();
+    let done = lines.next().unwrap().unwrap();
+    nix::sys::signal::kill(daemon, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert_eq!(done, "done");
+    stdin.write_all(b"end\n").unwrap();
+    drop(stdin);
+    let o = c.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("INCOMPLETE"), "{err}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("**INCOMPLETE**"), "{report}");
+    for f in ["baseline.toml"] {
+        let text = std::fs::read_to_string(out.join(f)).unwrap();
+        assert!(text.lines().nth(1).unwrap().starts_with("# INCOMPLETE:"), "{text}");
+    }
+    let rec = mcpguard::grant::learn::observations::Recorded::load(&out).unwrap();
+    assert!(rec.runs[0].lost_events > 0 && !rec.complete());
+}
