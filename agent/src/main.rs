@@ -175,8 +175,8 @@ struct LearnArgs {
     /// Stay between the MCP client and the server (stdio) and learn per `tools/call`.
     #[arg(long)]
     mcp: bool,
-    /// With --mcp: accepted for symmetry with `exec --mcp`; learning needs no tools policy
-    /// (the proposal's `tools.toml` is written into --out).
+    /// With --mcp: a tools policy whose `args = { var = "argument" }` name the template
+    /// variables of the proposal (otherwise named after the argument: `repo_path` -> `repo`).
     #[arg(long, requires = "mcp")]
     tools: Option<PathBuf>,
     /// A path to name by a variable in the proposed baseline (`python_prefix=/opt/venv`).
@@ -422,19 +422,17 @@ fn main() -> anyhow::Result<()> {
             let vars = l.vars.into_iter().collect();
             let code = match (l.finish, l.session) {
                 (Some(f), _) => mcpguard::cli::learn::finish(&cli.socket, &f, &l.out, &vars)?,
-                (None, Some(session)) => {
-                    let _ = l.tools;
-                    mcpguard::cli::learn::run(&mcpguard::cli::learn::LearnOptions {
-                        baseline: mcpguard::cli::learn::LEARN_BASELINE.into(),
-                        seeds: Vec::new(),
-                        socket: cli.socket,
-                        session,
-                        out: l.out,
-                        mcp: l.mcp,
-                        vars,
-                        command: l.command,
-                    })?
-                }
+                (None, Some(session)) => mcpguard::cli::learn::run(&mcpguard::cli::learn::LearnOptions {
+                    baseline: mcpguard::cli::learn::LEARN_BASELINE.into(),
+                    seeds: Vec::new(),
+                    socket: cli.socket,
+                    session,
+                    out: l.out,
+                    mcp: l.mcp,
+                    vars,
+                    tools: l.tools,
+                    command: l.command,
+                })?,
                 (None, None) => bail!("learn needs --session NAME (or --finish NAME)"),
             };
             std::process::exit(code);

@@ -41,6 +41,8 @@ pub struct LearnOptions {
     pub out: PathBuf,
     pub mcp: bool,
     pub vars: BTreeMap<String, String>,
+    /// `--tools FILE`: a tools policy whose `args` name the template variables.
+    pub tools: Option<PathBuf>,
     pub command: Vec<String>,
 }
 
@@ -75,7 +77,7 @@ pub fn run(o: &LearnOptions) -> anyhow::Result<i32> {
     };
     run.mcp = o.mcp;
     run.ended = Some(ended);
-    write(&o.out, &o.session, &o.vars, run)
+    write(&o.out, &o.session, &o.vars, o.tools.as_deref(), run)
 }
 
 /// `mcpguard learn --finish NAME --out DIR`: ends the learning of a session still running and
@@ -88,7 +90,7 @@ pub fn finish(socket: &Path, session: &str, out: &Path, vars: &BTreeMap<String, 
     };
     run.mcp = !run.calls.is_empty();
     run.ended = Some("still running (finished by `mcpguard learn --finish`)".into());
-    write(out, session, vars, run)
+    write(out, session, vars, None, run)
 }
 
 /// The argument no command line has: a binary approved with only this pattern has every
@@ -234,13 +236,23 @@ fn run_proxy(o: &LearnOptions) -> anyhow::Result<String> {
 }
 
 /// Annotates `run`, merges it into `out`'s record, writes every file; returns the exit status.
-fn write(out: &Path, session: &str, vars: &BTreeMap<String, String>, mut run: Run) -> anyhow::Result<i32> {
+fn write(
+    out: &Path,
+    session: &str,
+    vars: &BTreeMap<String, String>,
+    tools: Option<&Path>,
+    mut run: Run,
+) -> anyhow::Result<i32> {
     let since = SystemTime::UNIX_EPOCH + Duration::from_millis(run.started_unix_ms);
     annotate::annotate(&mut run, since);
     for c in &mut run.calls {
         annotate::call_paths(c);
     }
     let mut rec = Recorded::load(out)?;
+    if let Some(t) = tools {
+        let text = std::fs::read_to_string(t).with_context(|| format!("reading --tools {}", t.display()))?;
+        rec.name_vars_from(&text, &t.display().to_string()).map_err(anyhow::Error::msg)?;
+    }
     rec.merge(run);
     let p = propose::propose(&rec, session, vars);
     let files = render::files(&p);

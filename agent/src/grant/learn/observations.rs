@@ -192,6 +192,10 @@ pub struct Recorded {
     /// Format version of this file.
     pub v: u32,
     pub runs: Vec<Run>,
+    /// tool -> call argument -> template variable, from a tools policy given to `learn --tools`
+    /// (otherwise the variable is named after the argument: `repo_path` -> `repo`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub var_names: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 pub const RECORDED_FORMAT: u32 = 1;
@@ -214,7 +218,7 @@ impl Recorded {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Self { v: RECORDED_FORMAT, runs: Vec::new() });
+                return Ok(Self { v: RECORDED_FORMAT, runs: Vec::new(), var_names: BTreeMap::new() });
             }
             Err(source) => return Err(RecordedError::Io { path, source }),
         };
@@ -256,6 +260,20 @@ impl Recorded {
     pub fn complete(&self) -> bool {
         self.runs.iter().all(Run::complete)
     }
+
+    /// Takes the variable names of a tools policy (`[tools.T] args = { var = "arg" }`).
+    pub fn name_vars_from(&mut self, tools_toml: &str, origin: &str) -> Result<(), String> {
+        let v: toml::Table = toml::from_str(tools_toml).map_err(|e| format!("{origin}: {e}"))?;
+        let Some(tools) = v.get("tools").and_then(toml::Value::as_table) else { return Ok(()) };
+        for (tool, t) in tools {
+            let Some(args) = t.get("args").and_then(toml::Value::as_table) else { continue };
+            for (var, arg) in args {
+                let arg = arg.as_str().ok_or_else(|| format!("{origin}: tools.{tool}.args.{var} is not a string"))?;
+                self.var_names.entry(tool.clone()).or_default().insert(arg.to_owned(), var.clone());
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -264,7 +282,7 @@ mod tests {
 
     #[test]
     fn merge_tags_call_ids_per_run_and_round_trips() {
-        let mut r = Recorded { v: RECORDED_FORMAT, runs: Vec::new() };
+        let mut r = Recorded { v: RECORDED_FORMAT, runs: Vec::new(), var_names: BTreeMap::new() };
         let run = Run {
             session: "s".into(),
             calls: vec![CallRecord {

@@ -120,14 +120,21 @@ pub fn propose(rec: &Recorded, session: &str, vars: &BTreeMap<String, String>) -
     }
     for (tool, tcalls) in by_tool {
         let obs: Vec<&Observation> = all.iter().copied().filter(|o| o.tool.as_deref() == Some(tool)).collect();
-        p.tools.insert(tool.to_owned(), tool_draft(tool, &tcalls, &obs, &unbound));
+        let names = rec.var_names.get(tool).cloned().unwrap_or_default();
+        p.tools.insert(tool.to_owned(), tool_draft(tool, &tcalls, &obs, &unbound, &names));
     }
     p
 }
 
 /// One tool: observations under a path argument of their call become `${var}` entries, the others
 /// are generalised like the baseline, minus what the baseline already grants.
-fn tool_draft(tool: &str, calls: &[&CallRecord], obs: &[&Observation], baseline: &Draft) -> ToolDraft {
+fn tool_draft(
+    tool: &str,
+    calls: &[&CallRecord],
+    obs: &[&Observation],
+    baseline: &Draft,
+    names: &BTreeMap<String, String>,
+) -> ToolDraft {
     let mut t = Draft {
         name: policy_name("learned-tool-", tool),
         description: format!("learned by `mcpguard learn`: one `{tool}` call"),
@@ -162,7 +169,7 @@ fn tool_draft(tool: &str, calls: &[&CallRecord], obs: &[&Observation], baseline:
         if items.iter().all(|(_, o)| o.hook == "exec") {
             continue;
         }
-        let mut var = var_name(arg);
+        let mut var = names.get(*arg).filter(|n| var_name(n) == **n).cloned().unwrap_or_else(|| var_name(arg));
         while var_of.values().any(|v| *v == var) {
             var.push('_');
         }

@@ -63,7 +63,7 @@ fn git_run() -> Run {
 
 #[test]
 fn tool_paths_under_the_argument_become_its_variable() {
-    let mut rec = Recorded { v: 1, runs: Vec::new() };
+    let mut rec = Recorded { v: 1, runs: Vec::new(), var_names: BTreeMap::new() };
     rec.merge(git_run());
     let p = propose(&rec, "git1", &BTreeMap::new());
     let t = &p.tools["git_status"];
@@ -90,7 +90,7 @@ fn tool_paths_under_the_argument_become_its_variable() {
 
 #[test]
 fn deterministic_merge_and_incomplete_flagged() {
-    let mut a = Recorded { v: 1, runs: Vec::new() };
+    let mut a = Recorded { v: 1, runs: Vec::new(), var_names: BTreeMap::new() };
     a.merge(git_run());
     let mut b = a.clone();
     let first = render::files(&propose(&a, "git1", &BTreeMap::new()));
@@ -108,6 +108,16 @@ fn deterministic_merge_and_incomplete_flagged() {
     let files = render::files(&p);
     assert!(files["baseline.toml"].starts_with("# Proposed") && files["baseline.toml"].contains("# INCOMPLETE"));
     assert!(files["report.md"].contains("**INCOMPLETE**: 3 event(s)"), "{}", files["report.md"]);
+    // Variable names from a tools policy given to `learn --tools`.
+    let mut c = a.clone();
+    c.name_vars_from("[tools.git_status]\ntemplate = \"x\"\nargs = { work_tree = \"repo_path\" }\n", "t.toml").unwrap();
+    let p = propose(&c, "git1", &BTreeMap::new());
+    assert!(
+        p.tools["git_status"].template.read.contains_key("${work_tree}"),
+        "{:?}",
+        p.tools["git_status"].template.read
+    );
+    assert!(c.name_vars_from("[tools.a]\nargs = { v = 3 }\n", "t.toml").unwrap_err().contains("t.toml"));
     assert_eq!(var_name("repo_path"), "repo");
     assert_eq!(var_name("path"), "path");
     assert_eq!(var_name("9x"), "v9x");
