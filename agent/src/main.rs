@@ -329,6 +329,7 @@ fn main() -> anyhow::Result<()> {
                 parent: a.parent,
                 learn: None,
                 learn_seeds: Vec::new(),
+                server_ended: None,
             };
             std::process::exit(mcpguard::launcher::mcp::run(opts)?);
         }

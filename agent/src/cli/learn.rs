@@ -208,7 +208,9 @@ fn launch(o: &LearnOptions, bin: PathBuf) -> mcp::spawn::Launch {
 
 /// The server behind the MCP proxy in learning mode; returns how the proxy ended.
 fn run_proxy(o: &LearnOptions) -> anyhow::Result<String> {
+    let ended = std::sync::Arc::new(std::sync::Mutex::new(None));
     let opts = mcp::ProxyOptions {
+        server_ended: Some(ended.clone()),
         socket: o.socket.clone(),
         session: o.session.clone(),
         baseline: o.baseline.clone(),
@@ -228,10 +230,10 @@ fn run_proxy(o: &LearnOptions) -> anyhow::Result<String> {
             .collect(),
     };
     let code = mcp::run(opts)?;
-    Ok(if code == 0 {
-        "ended with the client (proxy status 0)".into()
-    } else {
-        format!("ended the session (proxy status {code})")
+    let how = ended.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    Ok(match how {
+        Some(h) => format!("{h} (proxy status {code})"),
+        None => format!("ended with the client (proxy status {code})"),
     })
 }
 

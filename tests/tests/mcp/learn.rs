@@ -489,10 +489,49 @@ fn lost_events_flag_the_proposal_incomplete() {
     assert!(err.contains("INCOMPLETE"), "{err}");
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("**INCOMPLETE**"), "{report}");
-    for f in ["baseline.toml"] {
-        let text = std::fs::read_to_string(out.join(f)).unwrap();
-        assert!(text.lines().nth(1).unwrap().starts_with("# INCOMPLETE:"), "{text}");
-    }
+    let text = std::fs::read_to_string(out.join("baseline.toml")).unwrap();
+    assert!(text.lines().nth(1).unwrap().starts_with("# INCOMPLETE:"), "{text}");
     let rec = mcpguard::grant::learn::observations::Recorded::load(&out).unwrap();
     assert!(rec.runs[0].lost_events > 0 && !rec.complete());
+}
+
+/// An MCP server that crashes during learning (SIGSEGV, sent from a step of the client's plan to
+/// the session's own process, found in `mcpguard status`) ends the session: the proposal of
+/// what it did until then is still written, saying how it ended.
+#[test]
+fn learn_mcp_server_that_crashes_still_proposes() {
+    let d = Daemon::start();
+    let root = setup();
+    let t = Scratch::new("learncrash");
+    std::fs::create_dir_all(t.path("broad/data")).unwrap();
+    std::fs::write(t.path("broad/data/a.txt"), "alpha\n").unwrap();
+    let js = root.join(".mcp-node/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js");
+    let broad = t.path("broad");
+    let server = ["/usr/bin/node", js.to_str().unwrap(), broad.to_str().unwrap()];
+    let out = t.path("learned");
+    let crash = format!(
+        "kill -SEGV $({} --socket {} status --json | {} -c 'import json,sys; print(*[p for s in json.load(sys.stdin)[\"sessions\"] if s[\"name\"] == \"lc1\" for p in s[\"processes\"]])')",
+        bin().display(),
+        d.socket.display(),
+        root.join(".mcp-venv/bin/python3").display()
+    );
+    let steps = json!([
+        {"op": "list"},
+        {"op": "call", "name": "read_text_file", "arguments": {"path": t.path("broad/data/a.txt")}},
+        {"op": "shell", "cmd": crash},
+        // The proxy sees the server end before the client closes.
+        {"op": "shell", "cmd": "sleep 1"},
+    ]);
+    let report = run_client(
+        &t,
+        json!({"command": bin(), "args": learn_args(&d, "lc1", &out, &[], &server), "env": env(&[]), "steps": steps}),
+    );
+    assert_all_ok(&report, 1..2);
+    assert_eq!(report["steps"][2]["rc"], 0, "{report}");
+    wait_proposal(&out, 1);
+    let report_md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report_md.contains("server killed by SIGSEGV (proxy status 1)"), "{report_md}");
+    let tools_toml = std::fs::read_to_string(out.join("tools.toml")).unwrap();
+    assert!(tools_toml.contains("[tools.\"read_text_file\"]"), "{tools_toml}");
+    mcpguard::grant::policy::Policy::load(&out.join("learned-tool-read_text_file.toml")).unwrap();
 }

@@ -123,6 +123,19 @@ pub fn propose(rec: &Recorded, session: &str, vars: &BTreeMap<String, String>) -
         let names = rec.var_names.get(tool).cloned().unwrap_or_default();
         p.tools.insert(tool.to_owned(), tool_draft(tool, &tcalls, &obs, &unbound, &names));
     }
+    // Reads outside a call's arguments are the runtime's (a module loaded lazily, a CPU count)
+    // at whichever call came first: every tool gets them.
+    let shared: BTreeSet<String> =
+        p.tools.values().flat_map(|t| t.template.read.keys().filter(|r| !r.starts_with("${")).cloned()).collect();
+    for t in p.tools.values_mut() {
+        for r in &shared {
+            if !t.template.reads(r) {
+                t.template.read.entry(r.clone()).or_default().insert(
+                    "read during another tool's call, outside its arguments (the runtime's: every tool gets it)".into(),
+                );
+            }
+        }
+    }
     p
 }
 

@@ -123,3 +123,23 @@ fn deterministic_merge_and_incomplete_flagged() {
     assert_eq!(var_name("9x"), "v9x");
     assert_eq!(policy_name("learned-tool-", "Git Status"), "learned-tool-git-status");
 }
+
+#[test]
+fn runtime_reads_during_one_tool_reach_every_tool() {
+    let mut run = git_run();
+    run.calls.push(call("3", "git_log", "/srv/repos/a"));
+    run.observations.push(obs(Some("git_log"), Some("3"), "open", "r", "/srv/repos/a/.git/HEAD"));
+    run.observations.push(obs(Some("git_log"), Some("3"), "open", "r", "/sys/devices/system/cpu/online"));
+    let mut rec = Recorded { v: 1, runs: Vec::new(), var_names: BTreeMap::new() };
+    rec.merge(run);
+    let p = propose(&rec, "git1", &BTreeMap::new());
+    for tool in ["git_status", "git_log"] {
+        let r = &p.tools[tool].template.read;
+        assert!(
+            r.contains_key("/sys/devices/system/cpu/online") && r.contains_key("/usr/share/git-core/templates/x"),
+            "{tool}: {r:?}"
+        );
+    }
+    // Execs stay the tool's own.
+    assert!(!p.tools["git_log"].template.exec.contains_key("/usr/bin/git"));
+}

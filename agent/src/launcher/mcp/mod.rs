@@ -43,6 +43,8 @@ pub struct ProxyOptions {
     pub learn: Option<std::time::Duration>,
     /// While learning: binaries each call approves for no command line (theirs are reported).
     pub learn_seeds: Vec<crate::grant::policy::ExecRule>,
+    /// Told how the server ended, each time it does.
+    pub server_ended: Option<std::sync::Arc<std::sync::Mutex<Option<String>>>>,
 }
 
 /// The proxy's client of the daemon: typed calls for what the proxy asks (a call's grant, its
@@ -167,6 +169,9 @@ pub fn run(opts: ProxyOptions) -> anyhow::Result<i32> {
         parent: opts.parent.clone(),
     };
     let (mut proxy, rx) = proxy::Proxy::new(launch, tools, DaemonClient::new(opts.socket), opts.max_restarts);
+    if let Some(slot) = opts.server_ended.clone() {
+        proxy.report_ends(slot);
+    }
     proxy.start_server().context("starting the MCP server")?;
     proxy.client_reader();
     Ok(proxy.run(&rx))

@@ -113,6 +113,8 @@ pub struct Proxy {
     ledger: Ledger,
     life: Lifecycle,
     exit_code: Option<i32>,
+    /// Where the last server end is told (`exited with status 0`, `killed by SIGSEGV`).
+    ended: Option<std::sync::Arc<std::sync::Mutex<Option<String>>>>,
 }
 
 impl Proxy {
@@ -139,8 +141,14 @@ impl Proxy {
             ledger: Ledger::default(),
             life,
             exit_code: None,
+            ended: None,
         };
         (p, rx)
+    }
+
+    /// Tells `slot` how the server ended, each time it does (`mcpguard learn` reports it).
+    pub fn report_ends(&mut self, slot: std::sync::Arc<std::sync::Mutex<Option<String>>>) {
+        self.ended = Some(slot);
     }
 
     pub fn start_server(&mut self) -> anyhow::Result<()> {
@@ -441,6 +449,9 @@ impl Proxy {
             other => format!("{other:?}"),
         };
         log::warn!("session {}: server {how}", self.launch.session);
+        if let Some(slot) = &self.ended {
+            *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(how.clone());
+        }
         spawn::kill_leftovers(&self.launch.socket, &self.launch.session);
         let restart = self.life.restarts < self.life.max_restarts;
         if let Some(call) = self.calls.inflight.take() {
