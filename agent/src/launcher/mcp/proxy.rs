@@ -355,11 +355,10 @@ impl Proxy {
             self.daemon.learn_call(&self.launch.session, &call_id, tool, args.cloned().unwrap_or_default())?;
         }
         log::info!(
-            "session {}: tools/call {call_id} ({tool}) granted {} for {:?} ({} exec)",
+            "session {}: tools/call {call_id} ({tool}) granted {} for {:?}",
             self.launch.session,
             g.template,
-            g.ttl,
-            g.inline.exec.len()
+            g.ttl
         );
         Ok(Inflight { id: id.clone(), key: id_key(id), tool: tool.to_owned(), task, deadline: Instant::now() + g.ttl })
     }
