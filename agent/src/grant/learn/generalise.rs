@@ -91,8 +91,9 @@ fn is_object_id(t: &str) -> bool {
     t.len() >= 32 && t.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Command lines of one binary that differ in exactly one argument become one pattern with `*`
-/// there (repeated until no two do).
+/// Command lines of one binary that differ in exactly one argument, neither of them an option
+/// (`-x`: options are behaviour, not data), become one pattern with `*` there (repeated until no
+/// two do).
 #[must_use]
 pub fn merge_alternatives(set: &BTreeSet<Vec<String>>) -> BTreeSet<Vec<String>> {
     let mut cur = set.clone();
@@ -101,7 +102,8 @@ pub fn merge_alternatives(set: &BTreeSet<Vec<String>>) -> BTreeSet<Vec<String>> 
         let pair = v.iter().enumerate().find_map(|(i, a)| {
             v[i + 1..].iter().find_map(|b| {
                 let diff: Vec<usize> = (0..a.len()).filter(|k| a.len() == b.len() && a[*k] != b[*k]).collect();
-                (a.len() == b.len() && diff.len() == 1 && a[diff[0]] != "**" && b[diff[0]] != "**")
+                let data = |t: &str| t != "**" && !t.starts_with('-');
+                (a.len() == b.len() && diff.len() == 1 && data(&a[diff[0]]) && data(&b[diff[0]]))
                     .then(|| ((*a).clone(), (*b).clone(), diff[0]))
             })
         });
