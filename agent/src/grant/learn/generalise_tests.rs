@@ -122,10 +122,21 @@ fn command_lines_become_patterns() {
     assert_eq!(argv_patterns("/usr/bin/git log -n 5 --format=x", true), ["log", "-n", "5", "**"]);
     let long = format!("/bin/x {}", "a ".repeat(10));
     assert_eq!(argv_patterns(long.trim_end(), false).len(), 9, "8 then **");
-    let set: BTreeSet<Vec<String>> =
-        [vec!["show".to_string(), "HEAD".into()], vec!["show".to_string(), "v1".into()], vec!["status".to_string()]]
-            .into_iter()
-            .collect();
+    let set: BTreeSet<Vec<String>> = [
+        vec!["show".to_string(), "HEAD".into()],
+        vec!["show".to_string(), "v1".into()],
+        vec!["status".to_string()],
+        vec!["cat-file".to_string(), "--batch".into()],
+        vec!["cat-file".to_string(), "--batch-check".into()],
+    ]
+    .into_iter()
+    .collect();
     let merged: Vec<Vec<String>> = merge_alternatives(&set).into_iter().collect();
-    assert_eq!(merged, [vec!["show".to_string(), "*".into()], vec!["status".to_string()]]);
+    let want: [Vec<String>; 4] = [
+        vec!["cat-file".into(), "--batch".into()],
+        vec!["cat-file".into(), "--batch-check".into()],
+        vec!["show".into(), "*".into()],
+        vec!["status".into()],
+    ];
+    assert_eq!(merged, want, "options are not merged");
 }
