@@ -329,7 +329,7 @@ fn main() -> anyhow::Result<()> {
                 parent: a.parent,
                 learn: None,
                 learn_seeds: Vec::new(),
-                server_ended: None,
+                server_report: None,
             };
             std::process::exit(mcpguard::launcher::mcp::run(opts)?);
         }

@@ -58,7 +58,7 @@ pub fn run(o: &LearnOptions) -> anyhow::Result<i32> {
     Client::connect(&o.socket)?
         .call_ok(Op::LearnStart(LearnStart { session: o.session.clone(), vars: o.vars.clone() }))?;
     outlive_terminate();
-    let ended = if o.mcp { run_proxy(o) } else { run_plain(o) };
+    let ended = if o.mcp { run_proxy(o) } else { run_plain(o).map(|e| (e, Vec::new())) };
     let ended = match ended {
         Ok(e) => e,
         Err(e) => {
@@ -76,7 +76,7 @@ pub fn run(o: &LearnOptions) -> anyhow::Result<i32> {
         return Ok(0);
     };
     run.mcp = o.mcp;
-    run.ended = Some(ended);
+    (run.ended, run.listed) = (Some(ended.0), ended.1);
     write(&o.out, &o.session, &o.vars, o.tools.as_deref(), run)
 }
 
@@ -206,11 +206,12 @@ fn launch(o: &LearnOptions, bin: PathBuf) -> mcp::spawn::Launch {
     }
 }
 
-/// The server behind the MCP proxy in learning mode; returns how the proxy ended.
-fn run_proxy(o: &LearnOptions) -> anyhow::Result<String> {
-    let ended = std::sync::Arc::new(std::sync::Mutex::new(None));
+/// The server behind the MCP proxy in learning mode; returns how the proxy ended and the
+/// tools the server listed.
+fn run_proxy(o: &LearnOptions) -> anyhow::Result<(String, Vec<String>)> {
+    let report = std::sync::Arc::new(std::sync::Mutex::new(mcp::proxy::ServerReport::default()));
     let opts = mcp::ProxyOptions {
-        server_ended: Some(ended.clone()),
+        server_report: Some(report.clone()),
         socket: o.socket.clone(),
         session: o.session.clone(),
         baseline: o.baseline.clone(),
@@ -230,11 +231,12 @@ fn run_proxy(o: &LearnOptions) -> anyhow::Result<String> {
             .collect(),
     };
     let code = mcp::run(opts)?;
-    let how = ended.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-    Ok(match how {
+    let r = report.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let ended = match r.ended {
         Some(h) => format!("{h} (proxy status {code})"),
         None => format!("ended with the client (proxy status {code})"),
-    })
+    };
+    Ok((ended, r.listed.into_iter().collect()))
 }
 
 /// Annotates `run`, merges it into `out`'s record, writes every file; returns the exit status.

@@ -221,6 +221,13 @@ fn learn_git_server_then_enforce_per_tool() {
         "{tpl}"
     );
     assert!(tpl.contains("path = \"${repo}/.git\""), "{tpl}");
+    // The tools the server listed and no call used are named for a human.
+    let report_md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report_md.contains("never called while learning") && report_md.contains("`git_commit`"), "{report_md}");
+    assert!(
+        tools_toml.contains("# DECIDE: listed by the server, never called while learning: git_add"),
+        "{tools_toml}"
+    );
 
     // Enforced with the learned files only.
     let args = d.exec_args("eg1", &out.join("tools.toml"), out.join("baseline.toml").to_str().unwrap(), &vars, &server);

@@ -174,6 +174,9 @@ pub struct Run {
     pub ended: Option<String>,
     #[serde(default)]
     pub calls: Vec<CallRecord>,
+    /// `--mcp`: the tools the server listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listed: Vec<String>,
     pub observations: Vec<Observation>,
 }
 

@@ -31,6 +31,8 @@ pub struct Proposal {
     /// How each run's server ended.
     pub ended: Vec<String>,
     pub commands: BTreeSet<String>,
+    /// Tools the server listed that no learned call used (no template: refused).
+    pub never_called: BTreeSet<String>,
 }
 
 impl Proposal {
@@ -136,6 +138,7 @@ pub fn propose(rec: &Recorded, session: &str, vars: &BTreeMap<String, String>) -
             }
         }
     }
+    p.never_called = rec.runs.iter().flat_map(|r| &r.listed).filter(|t| !p.tools.contains_key(*t)).cloned().collect();
     p
 }
 

@@ -64,8 +64,11 @@ fn git_run() -> Run {
 #[test]
 fn tool_paths_under_the_argument_become_its_variable() {
     let mut rec = Recorded { v: 1, runs: Vec::new(), var_names: BTreeMap::new() };
-    rec.merge(git_run());
+    let mut run = git_run();
+    run.listed = vec!["git_status".into(), "git_commit".into()];
+    rec.merge(run);
     let p = propose(&rec, "git1", &BTreeMap::new());
+    assert_eq!(p.never_called.iter().collect::<Vec<_>>(), ["git_commit"]);
     let t = &p.tools["git_status"];
     assert_eq!(t.args, BTreeMap::from([("repo".to_string(), "repo_path".to_string())]));
     let d = &t.template;

@@ -82,6 +82,10 @@ pub fn tools(p: &Proposal) -> String {
     let _ = writeln!(out, "# Tools policy proposed by `mcpguard learn` (session {}); review before use.", p.session);
     out.push_str(&incomplete_banner(p));
     out.push_str("# Tools not called while learning have no template here: the proxy refuses them.\n");
+    if !p.never_called.is_empty() {
+        let n: Vec<&str> = p.never_called.iter().map(String::as_str).collect();
+        let _ = writeln!(out, "# DECIDE: listed by the server, never called while learning: {}", n.join(", "));
+    }
     out.push_str("ttl = \"30s\"\n");
     for (tool, t) in &p.tools {
         let _ = writeln!(out, "\n[tools.{}]   # learned from {} call(s)", q(tool), t.calls);
@@ -175,6 +179,15 @@ pub fn report(p: &Proposal) -> String {
     }
     for e in &p.ended {
         let _ = writeln!(out, "- server {e}");
+    }
+    if !p.never_called.is_empty() {
+        let n: Vec<&str> = p.never_called.iter().map(String::as_str).collect();
+        let _ = writeln!(
+            out,
+            "\nListed by the server, never called while learning (no template: the proxy refuses them; \
+             learn again with calls of them): `{}`.",
+            n.join("`, `")
+        );
     }
     report_draft(&mut out, "Baseline", &p.baseline);
     for (tool, t) in &p.tools {

@@ -43,8 +43,8 @@ pub struct ProxyOptions {
     pub learn: Option<std::time::Duration>,
     /// While learning: binaries each call approves for no command line (theirs are reported).
     pub learn_seeds: Vec<crate::grant::policy::ExecRule>,
-    /// Told how the server ended, each time it does.
-    pub server_ended: Option<std::sync::Arc<std::sync::Mutex<Option<String>>>>,
+    /// Told the tools the server listed and how it ended.
+    pub server_report: Option<std::sync::Arc<std::sync::Mutex<proxy::ServerReport>>>,
 }
 
 /// The proxy's client of the daemon: typed calls for what the proxy asks (a call's grant, its
@@ -169,7 +169,7 @@ pub fn run(opts: ProxyOptions) -> anyhow::Result<i32> {
         parent: opts.parent.clone(),
     };
     let (mut proxy, rx) = proxy::Proxy::new(launch, tools, DaemonClient::new(opts.socket), opts.max_restarts);
-    if let Some(slot) = opts.server_ended.clone() {
+    if let Some(slot) = opts.server_report.clone() {
         proxy.report_ends(slot);
     }
     proxy.start_server().context("starting the MCP server")?;

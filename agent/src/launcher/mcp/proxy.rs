@@ -47,6 +47,15 @@ pub enum Ev {
     ServerExit(u64, WaitStatus),
 }
 
+/// What the proxy tells its owner about the server (`ProxyOptions::server_report`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ServerReport {
+    /// How the server last ended (`exited with status 0`, `killed by SIGSEGV`).
+    pub ended: Option<String>,
+    /// The tools it listed (pinned).
+    pub listed: std::collections::BTreeSet<String>,
+}
+
 /// The `tools/call` in flight: its grant is in force until `deadline`.
 struct Inflight {
     id: Value,
@@ -113,8 +122,8 @@ pub struct Proxy {
     ledger: Ledger,
     life: Lifecycle,
     exit_code: Option<i32>,
-    /// Where the last server end is told (`exited with status 0`, `killed by SIGSEGV`).
-    ended: Option<std::sync::Arc<std::sync::Mutex<Option<String>>>>,
+    /// Where the server's tools and ends are told (`mcpguard learn` reports them).
+    ended: Option<std::sync::Arc<std::sync::Mutex<ServerReport>>>,
 }
 
 impl Proxy {
@@ -146,8 +155,8 @@ impl Proxy {
         (p, rx)
     }
 
-    /// Tells `slot` how the server ended, each time it does (`mcpguard learn` reports it).
-    pub fn report_ends(&mut self, slot: std::sync::Arc<std::sync::Mutex<Option<String>>>) {
+    /// Tells `slot` the tools the server listed and how it ended, each time it does.
+    pub fn report_ends(&mut self, slot: std::sync::Arc<std::sync::Mutex<ServerReport>>) {
         self.ended = Some(slot);
     }
 
@@ -410,7 +419,14 @@ impl Proxy {
             }
             let method = self.ledger.outstanding.remove(&key).map(|(_, m)| m);
             if method.as_deref() == Some("tools/list") {
-                for t in self.pins.observe(&m["result"]) {
+                let changed = self.pins.observe(&m["result"]);
+                if let Some(slot) = &self.ended {
+                    slot.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .listed
+                        .extend(self.pins.names().cloned());
+                }
+                for t in changed {
                     log::warn!(
                         "session {}: tool `{t}` changed after approval; its calls are refused",
                         self.launch.session
@@ -449,7 +465,7 @@ impl Proxy {
         };
         log::warn!("session {}: server {how}", self.launch.session);
         if let Some(slot) = &self.ended {
-            *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(how.clone());
+            slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).ended = Some(how.clone());
         }
         spawn::kill_leftovers(&self.launch.socket, &self.launch.session);
         let restart = self.life.restarts < self.life.max_restarts;
