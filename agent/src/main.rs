@@ -151,11 +151,40 @@ enum Cmd {
         #[command(subcommand)]
         cmd: IdentityCmd,
     },
+    /// Learn a policy: run the server governed in audit mode (nothing stopped, everything
+    /// recorded), then write the proposed baseline (and with --mcp the per-tool templates and
+    /// tools policy) and a report into --out. Again with the same --out: observations merge.
+    Learn(LearnArgs),
     /// Policy tools.
     Policy {
         #[command(subcommand)]
         cmd: PolicyCmd,
     },
+}
+
+#[derive(clap::Args)]
+struct LearnArgs {
+    /// The session to learn (with --finish: the learning session to end now).
+    #[arg(long, required_unless_present = "finish", conflicts_with = "finish")]
+    session: Option<String>,
+    /// End the learning of this session (still running elsewhere) and write its proposal.
+    #[arg(long, value_name = "SESSION")]
+    finish: Option<String>,
+    /// Where the proposal is written (and earlier observations are merged from).
+    #[arg(long)]
+    out: PathBuf,
+    /// Stay between the MCP client and the server (stdio) and learn per `tools/call`.
+    #[arg(long)]
+    mcp: bool,
+    /// With --mcp: a tools policy whose `args = { var = "argument" }` name the template
+    /// variables of the proposal (otherwise named after the argument: `repo_path` -> `repo`).
+    #[arg(long, requires = "mcp")]
+    tools: Option<PathBuf>,
+    /// A path to name by a variable in the proposed baseline (`python_prefix=/opt/venv`).
+    #[arg(long = "var", value_parser = parse_var)]
+    vars: Vec<(String, String)>,
+    #[arg(last = true)]
+    command: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -171,6 +200,9 @@ enum PolicyCmd {
     Check { files: Vec<PathBuf> },
     /// The policies built into this binary (a file of the same name in a policy directory wins).
     List,
+    /// What policy A grants that B does not, and the other way round (files or built-in names).
+    /// Exit status 0 when they grant the same, 1 when they differ.
+    Diff { a: String, b: String },
 }
 
 #[derive(clap::Args)]
@@ -296,6 +328,9 @@ fn main() -> anyhow::Result<()> {
                 write_ceiling: (!a.no_write_ceiling).then_some(a.write_ceiling),
                 allow_metadata: a.allow_metadata,
                 parent: a.parent,
+                learn: None,
+                learn_seeds: Vec::new(),
+                server_report: None,
             };
             std::process::exit(mcpguard::launcher::mcp::run(opts)?);
         }
@@ -376,6 +411,34 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Policy { cmd: PolicyCmd::Check { files } } => check_policies(&files),
+        Cmd::Policy { cmd: PolicyCmd::Diff { a, b } } => {
+            use mcpguard::grant::learn::diff;
+            let load = |n: &str| mcpguard::grant::policy::resolve_policy(n, &[]).map(|(p, _)| p);
+            let (pa, pb) = (load(&a)?, load(&b)?);
+            let (ga, gb) = (diff::Grants::from(&pa).resolved(), diff::Grants::from(&pb).resolved());
+            let (text, same) = diff::render(&a, &ga, &b, &gb);
+            print!("{text}");
+            std::process::exit(i32::from(!same));
+        }
+        Cmd::Learn(l) => {
+            let vars = l.vars.into_iter().collect();
+            let code = match (l.finish, l.session) {
+                (Some(f), _) => mcpguard::cli::learn::finish(&cli.socket, &f, &l.out, &vars)?,
+                (None, Some(session)) => mcpguard::cli::learn::run(&mcpguard::cli::learn::LearnOptions {
+                    baseline: mcpguard::cli::learn::LEARN_BASELINE.into(),
+                    seeds: Vec::new(),
+                    socket: cli.socket,
+                    session,
+                    out: l.out,
+                    mcp: l.mcp,
+                    vars,
+                    tools: l.tools,
+                    command: l.command,
+                })?,
+                (None, None) => bail!("learn needs --session NAME (or --finish NAME)"),
+            };
+            std::process::exit(code);
+        }
         Cmd::Identity { cmd: IdentityCmd::Jwks } => {
             let r = Client::connect(&cli.socket)?.call_ok(Op::Jwks {})?;
             println!("{}", serde_json::to_string_pretty(&r)?);

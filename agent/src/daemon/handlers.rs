@@ -91,7 +91,8 @@ pub fn quick(req: &Request) -> bool {
     match &req.op {
         Op::Revoke(_) | Op::Status {} | Op::List {} | Op::Jwks {} => true,
         Op::Grant(g) => g.policy.is_none() && g.inline.as_ref().is_none_or(|i| i.exec.is_empty()),
-        Op::Register(_) | Op::Unregister(_) | Op::Subscribe(_) => false,
+        Op::Register(_) | Op::Unregister(_) | Op::Subscribe(_) | Op::LearnStart(_) | Op::LearnFetch(_) => false,
+        Op::LearnCall(_) => true,
     }
 }
 
@@ -113,6 +114,9 @@ pub fn handle(d: &Daemon, peer: &Peer, req: Request) -> Response {
             Op::Status {} | Op::List {} => Ok(crate::daemon::status::status(d)),
             Op::Jwks {} => Ok(d.tokens.jwks()),
             Op::Unregister(u) => unregister(d, &u.session),
+            Op::LearnStart(l) => crate::daemon::learn::start(d, &l.session, l.vars),
+            Op::LearnFetch(l) => crate::daemon::learn::fetch(d, &l.session, l.finish),
+            Op::LearnCall(c) => crate::daemon::learn::call(d, c),
             Op::Subscribe(_) => Err(err(ErrorCode::BadRequest, "subscribe is handled by the connection")),
         }
     });

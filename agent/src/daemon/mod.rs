@@ -13,6 +13,7 @@ pub mod grants;
 pub mod handlers;
 pub mod http;
 pub mod identity;
+pub mod learn;
 pub mod metrics;
 pub mod protocol;
 pub mod recent;

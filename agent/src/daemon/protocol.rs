@@ -365,6 +365,9 @@ pub enum Op {
     Unregister(Unregister),
     /// The public keys the session tokens are signed with (a JWKS).
     Jwks {},
+    LearnStart(LearnStart),
+    LearnFetch(LearnFetch),
+    LearnCall(LearnCall),
 }
 
 /// A session name: it names a cgroup directory and appears in file names and metrics labels,
@@ -415,6 +418,9 @@ impl Op {
             Op::Subscribe(_) => "subscribe",
             Op::Jwks {} => "jwks",
             Op::Unregister(_) => "unregister",
+            Op::LearnStart(_) => "learn_start",
+            Op::LearnFetch(_) => "learn_fetch",
+            Op::LearnCall(_) => "learn_call",
         }
     }
 
@@ -462,6 +468,14 @@ impl Op {
                 r.task.as_deref().map_or(Ok(()), |t| check_ident("task", t))
             }
             Op::Unregister(u) => check_session(&u.session),
+            Op::LearnStart(LearnStart { session, .. }) | Op::LearnFetch(LearnFetch { session, .. }) => {
+                check_session(session)
+            }
+            Op::LearnCall(c) => {
+                check_session(&c.session)?;
+                check_text("tool", Some(&c.tool))?;
+                check_text("call_id", Some(&c.call_id))
+            }
             Op::Subscribe(s) => s.check(),
             Op::Status {} | Op::List {} | Op::Jwks {} => Ok(()),
         }
@@ -658,6 +672,9 @@ pub fn pid_file(socket: &std::path::Path) -> std::path::PathBuf {
     p.push(".pid");
     std::path::PathBuf::from(p)
 }
+
+mod learn;
+pub use learn::{LearnCall, LearnFetch, LearnStart};
 
 #[cfg(test)]
 mod tests;

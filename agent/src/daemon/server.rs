@@ -170,6 +170,8 @@ pub struct Daemon {
     pub injected: Mutex<Vec<mcpguard_common::Event>>,
     /// What `/readyz` checks besides the pins (`http.rs`).
     pub health: crate::daemon::http::Health,
+    /// Sessions being learned (`mcpguard learn`), fed by the event thread.
+    pub learn: crate::daemon::learn::Learner,
 }
 
 impl Daemon {
@@ -242,6 +244,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         signals: crate::daemon::signals::Supervisor::new().context("signal supervisor")?,
         injected: Mutex::default(),
         health: crate::daemon::http::Health::default(),
+        learn: crate::daemon::learn::Learner::default(),
     });
 
     // The handlers before the socket: a client (or systemd) that sees the socket may stop the
@@ -520,6 +523,7 @@ fn spawn_event_thread(
                 let line = sink.push(|buf| {
                     let st = d.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     audit::format_event(buf, &mut path, &st, ev, ts, d.cfg.environment.as_deref());
+                    d.learn.observe(&st, ev);
                     let s = st.session_by_id(ev.session).map(|s| s.name.as_str());
                     d.metrics.session_denials.record(s, ev.action, |n| st.session(n).is_some());
                     session.clear();
@@ -539,6 +543,7 @@ fn spawn_event_thread(
                 }
             };
             let n = crate::kernel::events::drain(&mut rb, BATCH, &mut write);
+            d.learn.tick();
             let injected = std::mem::take(&mut *d.injected.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
             injected.iter().for_each(&mut write);
             if n < BATCH {

@@ -18,6 +18,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     builtin!("filesystem-rw"),
     builtin!("filesystem"),
     builtin!("git"),
+    builtin!("learn-audit"),
     builtin!("mcp-baseline-git"),
     builtin!("mcp-baseline-node"),
     builtin!("mcp-baseline-python"),

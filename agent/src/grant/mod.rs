@@ -10,5 +10,6 @@ pub mod builtin;
 pub mod cmdline;
 pub mod duration;
 pub mod kgrant;
+pub mod learn;
 pub mod net;
 pub mod policy;

@@ -16,6 +16,7 @@ use mcpguard_tests::{Scratch, unique_id};
 use serde_json::{Value, json};
 
 mod fixture;
+mod learn;
 use fixture::*;
 
 /// mcp-server-git: a call on the granted repository runs git for real; the same tool on a

@@ -38,6 +38,13 @@ pub struct ProxyOptions {
     pub allow_metadata: bool,
     /// The session this one is delegated from (`--parent`): every call's grant stays within it.
     pub parent: Option<String>,
+    /// `mcpguard learn --mcp`: every call runs under an empty audit-mode grant of this TTL, and
+    /// its arguments are handed to the daemon (`tools` is not read).
+    pub learn: Option<std::time::Duration>,
+    /// While learning: binaries each call approves for no command line (theirs are reported).
+    pub learn_seeds: Vec<crate::grant::policy::ExecRule>,
+    /// Told the tools the server listed and how it ended.
+    pub server_report: Option<std::sync::Arc<std::sync::Mutex<proxy::ServerReport>>>,
 }
 
 /// The proxy's client of the daemon: typed calls for what the proxy asks (a call's grant, its
@@ -100,6 +107,26 @@ impl DaemonClient {
         }
     }
 
+    /// Names a learning session's call and its arguments (`daemon::learn`).
+    pub fn learn_call(
+        &mut self,
+        session: &str,
+        call_id: &str,
+        tool: &str,
+        arguments: serde_json::Value,
+    ) -> Result<(), (&'static str, String)> {
+        let op = Op::LearnCall(crate::daemon::protocol::LearnCall {
+            session: session.into(),
+            call_id: call_id.chars().filter(|c| !c.is_control()).take(4096).collect(),
+            tool: tool.into(),
+            arguments,
+        });
+        match self.call(&op) {
+            Ok(r) => r.result.map(drop).map_err(|e| ("grant_refused", format!("daemon: {}: {}", e.code, e.message))),
+            Err(e) => Err(("daemon_unreachable", format!("{e:#}"))),
+        }
+    }
+
     pub fn revoke(&mut self, session: &str, task: &str) -> anyhow::Result<()> {
         let r = self.call(&Op::Revoke(Revoke { session: session.into(), task: Some(task.into()) }))?;
         r.result.map(|_| ()).map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))
@@ -116,7 +143,10 @@ pub fn run(opts: ProxyOptions) -> anyhow::Result<i32> {
     // reach the daemon through our connection) or read our memory through /proc.
     // SAFETY: plain prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    let tools = tools::ToolsPolicy::load(&opts.tools).with_context(|| "loading the tools policy")?;
+    let tools = match opts.learn {
+        Some(ttl) => tools::ToolsPolicy::learning(ttl, opts.learn_seeds.clone()),
+        None => tools::ToolsPolicy::load(&opts.tools).with_context(|| "loading the tools policy")?,
+    };
     let bin = spawn::which(&opts.command[0])?;
     // Whatever any call may write (the templates' write roots), besides the explicit roots.
     let write_ceiling = match &opts.write_ceiling {
@@ -139,6 +169,9 @@ pub fn run(opts: ProxyOptions) -> anyhow::Result<i32> {
         parent: opts.parent.clone(),
     };
     let (mut proxy, rx) = proxy::Proxy::new(launch, tools, DaemonClient::new(opts.socket), opts.max_restarts);
+    if let Some(slot) = opts.server_report.clone() {
+        proxy.report_ends(slot);
+    }
     proxy.start_server().context("starting the MCP server")?;
     proxy.client_reader();
     Ok(proxy.run(&rx))

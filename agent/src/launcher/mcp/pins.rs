@@ -25,6 +25,11 @@ pub enum PinState {
 
 impl Pins {
     /// Records one `tools/list` result. Returns the tools newly found changed.
+    /// The tools pinned so far.
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.pinned.keys()
+    }
+
     pub fn observe(&mut self, result: &Value) -> Vec<String> {
         let mut newly = Vec::new();
         for t in result.get("tools").and_then(Value::as_array).into_iter().flatten() {

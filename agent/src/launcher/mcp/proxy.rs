@@ -47,6 +47,15 @@ pub enum Ev {
     ServerExit(u64, WaitStatus),
 }
 
+/// What the proxy tells its owner about the server (`ProxyOptions::server_report`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ServerReport {
+    /// How the server last ended (`exited with status 0`, `killed by SIGSEGV`).
+    pub ended: Option<String>,
+    /// The tools it listed (pinned).
+    pub listed: std::collections::BTreeSet<String>,
+}
+
 /// The `tools/call` in flight: its grant is in force until `deadline`.
 struct Inflight {
     id: Value,
@@ -113,6 +122,8 @@ pub struct Proxy {
     ledger: Ledger,
     life: Lifecycle,
     exit_code: Option<i32>,
+    /// Where the server's tools and ends are told (`mcpguard learn` reports them).
+    ended: Option<std::sync::Arc<std::sync::Mutex<ServerReport>>>,
 }
 
 impl Proxy {
@@ -139,8 +150,14 @@ impl Proxy {
             ledger: Ledger::default(),
             life,
             exit_code: None,
+            ended: None,
         };
         (p, rx)
+    }
+
+    /// Tells `slot` the tools the server listed and how it ended, each time it does.
+    pub fn report_ends(&mut self, slot: std::sync::Arc<std::sync::Mutex<ServerReport>>) {
+        self.ended = Some(slot);
     }
 
     pub fn start_server(&mut self) -> anyhow::Result<()> {
@@ -343,6 +360,9 @@ impl Proxy {
         let task = jsonrpc::task_name(id);
         let call_id = id.as_str().map_or_else(|| id.to_string(), str::to_owned);
         self.daemon.grant_call(&self.launch.session, &task, tool, &call_id, &g)?;
+        if self.tools.learning.is_some() {
+            self.daemon.learn_call(&self.launch.session, &call_id, tool, args.cloned().unwrap_or_default())?;
+        }
         log::info!(
             "session {}: tools/call {call_id} ({tool}) granted {} for {:?}",
             self.launch.session,
@@ -399,7 +419,14 @@ impl Proxy {
             }
             let method = self.ledger.outstanding.remove(&key).map(|(_, m)| m);
             if method.as_deref() == Some("tools/list") {
-                for t in self.pins.observe(&m["result"]) {
+                let changed = self.pins.observe(&m["result"]);
+                if let Some(slot) = &self.ended {
+                    slot.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .listed
+                        .extend(self.pins.names().cloned());
+                }
+                for t in changed {
                     log::warn!(
                         "session {}: tool `{t}` changed after approval; its calls are refused",
                         self.launch.session
@@ -437,6 +464,9 @@ impl Proxy {
             other => format!("{other:?}"),
         };
         log::warn!("session {}: server {how}", self.launch.session);
+        if let Some(slot) = &self.ended {
+            slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).ended = Some(how.clone());
+        }
         spawn::kill_leftovers(&self.launch.socket, &self.launch.session);
         let restart = self.life.restarts < self.life.max_restarts;
         if let Some(call) = self.calls.inflight.take() {

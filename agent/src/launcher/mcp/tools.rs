@@ -85,6 +85,12 @@ pub struct ToolsPolicy {
     pub tools: BTreeMap<String, ToolRule>,
     /// sha256 of every exec binary of every template, taken at load (approval) time.
     pub approved: HashMap<PathBuf, String>,
+    /// `mcpguard learn --mcp`: every tool gets an empty audit-mode grant of this TTL (its events
+    /// are recorded under the call), no template needed.
+    pub learning: Option<Duration>,
+    /// While learning: binaries every call approves for no command line, so that the kernel
+    /// reports theirs under the call (`cli::learn::SEED_ARG`).
+    pub learning_seeds: Vec<ExecRule>,
 }
 
 /// Why a call gets no grant; `reason` is a stable word for clients and tests.
@@ -169,7 +175,20 @@ impl ToolsPolicy {
             let ttl = t.ttl.or(raw.ttl).unwrap_or(DEFAULT_CALL_TTL);
             tools.insert(name, ToolRule { template, args: t.args, vars: t.vars, ttl });
         }
-        Ok(Self { path: path.into(), tools, approved })
+        Ok(Self { path: path.into(), tools, approved, learning: None, learning_seeds: Vec::new() })
+    }
+
+    /// The tools policy of a learning proxy: any tool, an empty grant in audit mode (nothing is
+    /// stopped; everything the call does is reported under its call id) for at most `ttl`.
+    #[must_use]
+    pub fn learning(ttl: Duration, seeds: Vec<ExecRule>) -> Self {
+        Self {
+            path: "(learning)".into(),
+            tools: BTreeMap::new(),
+            approved: HashMap::new(),
+            learning: Some(ttl),
+            learning_seeds: seeds,
+        }
     }
 
     /// The grant for one call of `tool` with `arguments` (the `tools/call` params' `arguments`).
@@ -215,6 +234,14 @@ impl ToolsPolicy {
     }
 
     pub fn grant_for(&self, tool: &str, arguments: Option<&Value>) -> Result<CallGrant, Refusal> {
+        if let Some(ttl) = self.learning {
+            return Ok(CallGrant {
+                inline: InlineGrant { exec: self.learning_seeds.clone(), ..InlineGrant::default() },
+                mode: Mode::Audit,
+                ttl,
+                template: "learn-audit".into(),
+            });
+        }
         let Some(rule) = self.tools.get(tool) else {
             return Err(Refusal::new(
                 "no_template",
