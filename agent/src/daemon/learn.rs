@@ -283,6 +283,7 @@ mod tests {
             kernel: crate::grant::kgrant::KernelGrant::default(),
             spec: None,
             labels: Vec::new(),
+            audience: Vec::new(),
             own_expires_boot_ns: 0,
         }
     }
