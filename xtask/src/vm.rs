@@ -68,7 +68,7 @@ const MATRIX: &[Entry] = &[
         lsm: LSM_WITH_BPF,
         expect: "lsm",
         bpf_lsm: true,
-        budget: Duration::from_secs(180),
+        budget: Duration::from_secs(200),
     },
     Entry {
         name: "debian-6.12-fmodret",
