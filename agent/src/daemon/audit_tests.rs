@@ -39,18 +39,10 @@ fn check(state: &State, ev: &Event, ts: jiff::Timestamp, line: &str) {
 
 fn grant(id: u64, task: Option<&str>, tool: Option<&str>, call_id: Option<&str>) -> GrantRecord {
     GrantRecord {
-        id,
         task: task.map(Into::into),
-        policy: "pol \"q\"\n".into(),
-        mode: Mode::Kill,
-        expires_boot_ns: 0,
         tool: tool.map(Into::into),
         call_id: call_id.map(Into::into),
-        kernel: crate::grant::kgrant::KernelGrant::default(),
-        spec: None,
-        labels: Vec::new(),
-        audience: Vec::new(),
-        own_expires_boot_ns: 0,
+        ..GrantRecord::test(id, "pol \"q\"\n", Mode::Kill)
     }
 }
 

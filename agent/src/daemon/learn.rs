@@ -273,18 +273,10 @@ mod tests {
 
     fn grant(id: u64, tool: Option<&str>, call_id: Option<&str>) -> GrantRecord {
         GrantRecord {
-            id,
             task: call_id.map(|c| format!("call:{c}")),
-            policy: "p".into(),
-            mode: crate::grant::policy::Mode::Audit,
-            expires_boot_ns: 0,
             tool: tool.map(Into::into),
             call_id: call_id.map(Into::into),
-            kernel: crate::grant::kgrant::KernelGrant::default(),
-            spec: None,
-            labels: Vec::new(),
-            audience: Vec::new(),
-            own_expires_boot_ns: 0,
+            ..GrantRecord::test(id, "p", crate::grant::policy::Mode::Audit)
         }
     }
 

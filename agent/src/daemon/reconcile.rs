@@ -88,23 +88,10 @@ pub fn reconcile(eng: &mut Engine, st: &mut State) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{grant::kgrant::KernelGrant, grant::policy::Mode};
+    use crate::grant::policy::Mode;
 
     fn rec(id: u64) -> Option<GrantRecord> {
-        Some(GrantRecord {
-            id,
-            task: Some(format!("t{id}")),
-            policy: "inline".into(),
-            mode: Mode::Kill,
-            expires_boot_ns: 0,
-            tool: None,
-            call_id: None,
-            kernel: KernelGrant::default(),
-            spec: None,
-            labels: Vec::new(),
-            audience: Vec::new(),
-            own_expires_boot_ns: 0,
-        })
+        Some(GrantRecord { task: Some(format!("t{id}")), ..GrantRecord::test(id, "inline", Mode::Kill) })
     }
 
     #[test]

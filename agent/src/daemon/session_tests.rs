@@ -4,18 +4,10 @@ use crate::grant::policy::Mode;
 
 fn rec(id: u64, task: &str, call: bool) -> GrantRecord {
     GrantRecord {
-        id,
         task: Some(task.into()),
-        policy: format!("p{id}"),
-        mode: Mode::Deny,
-        expires_boot_ns: 0,
         tool: call.then(|| "tool".into()),
         call_id: call.then(|| format!("c{id}")),
-        kernel: crate::grant::kgrant::KernelGrant::default(),
-        spec: None,
-        labels: Vec::new(),
-        audience: Vec::new(),
-        own_expires_boot_ns: 0,
+        ..GrantRecord::test(id, &format!("p{id}"), Mode::Deny)
     }
 }
 

@@ -53,6 +53,28 @@ pub struct GrantRecord {
     pub own_expires_boot_ns: u64,
 }
 
+#[cfg(test)]
+impl GrantRecord {
+    /// A record for unit tests: grant `id` of policy `policy` in `mode`, no task, tool or call,
+    /// an empty kernel grant, no expiry.
+    pub(crate) fn test(id: u64, policy: &str, mode: crate::grant::policy::Mode) -> Self {
+        Self {
+            id,
+            task: None,
+            policy: policy.into(),
+            mode,
+            expires_boot_ns: 0,
+            tool: None,
+            call_id: None,
+            kernel: crate::grant::kgrant::KernelGrant::default(),
+            spec: None,
+            labels: Vec::new(),
+            audience: Vec::new(),
+            own_expires_boot_ns: 0,
+        }
+    }
+}
+
 fn is_zero(v: &u64) -> bool {
     *v == 0
 }

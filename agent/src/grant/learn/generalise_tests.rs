@@ -1,16 +1,7 @@
 use super::*;
 
 fn o(hook: &str, access: &str, path: &str) -> Observation {
-    Observation {
-        hook: hook.into(),
-        action: "audited".into(),
-        reason: "not_granted".into(),
-        access: access.into(),
-        path: Some(path.into()),
-        count: 1,
-        now: Some("file".into()),
-        ..Observation::default()
-    }
+    Observation::audited(hook, access, path)
 }
 
 /// A recorded python server start (trimmed from a real run of mcp-server-git).

@@ -68,6 +68,23 @@ fn is_zero64(v: &u64) -> bool {
     *v == 0
 }
 
+#[cfg(test)]
+impl Observation {
+    /// For unit tests: one audited, not-granted `hook` on a file `path` with `access`, seen once.
+    pub(crate) fn audited(hook: &str, access: &str, path: &str) -> Self {
+        Self {
+            hook: hook.into(),
+            action: "audited".into(),
+            reason: "not_granted".into(),
+            access: access.into(),
+            path: Some(path.into()),
+            count: 1,
+            now: Some("file".into()),
+            ..Self::default()
+        }
+    }
+}
+
 impl Observation {
     /// The part that makes two observations the same (the count and annotations aside).
     #[must_use]

@@ -7,14 +7,7 @@ fn obs(tool: Option<&str>, call: Option<&str>, hook: &str, access: &str, path: &
     Observation {
         tool: tool.map(Into::into),
         call_id: call.map(Into::into),
-        hook: hook.into(),
-        action: "audited".into(),
-        reason: "not_granted".into(),
-        access: access.into(),
-        path: Some(path.into()),
-        count: 1,
-        now: Some("file".into()),
-        ..Observation::default()
+        ..Observation::audited(hook, access, path)
     }
 }
 
