@@ -247,23 +247,7 @@ fn learn_git_server_then_enforce_per_tool() {
     assert!(refusals(&d, "eg1").is_empty(), "refused during enforcement: {:#?}", refusals(&d, "eg1"));
 
     // Breadth: against the hand-written baseline, both instantiated for the same venv.
-    use mcpguard::grant::learn::diff::{Grants, only_in};
-    let v = std::collections::BTreeMap::from([("python_prefix".to_string(), venv.display().to_string())]);
-    let learned = Grants::from(
-        &mcpguard::grant::policy::Policy::load(&out.join("baseline.toml")).unwrap().instantiate(&v).unwrap(),
-    )
-    .resolved();
-    let hand_p = mcpguard::grant::policy::Policy::load(&policy_dir().join("mcp-baseline-git.toml")).unwrap();
-    let hand = Grants::from(&hand_p.instantiate(&v).unwrap()).resolved();
-    let broader = only_in(&learned, &hand);
-    eprintln!(
-        "learned {:?} vs hand-written {:?}; learned-only: {broader:?}; hand-only: {:?}",
-        learned.counts(),
-        hand.counts(),
-        only_in(&hand, &learned)
-    );
-    assert!(broader.is_empty(), "learned baseline broader than the hand-written one: {broader:?}");
-    let (l, h) = (learned.counts(), hand.counts());
+    let (l, h) = no_broader_than(&out.join("baseline.toml"), "mcp-baseline-git", "python_prefix", &venv);
     assert!(l.0 <= h.0 && l.2 <= h.2 && l.3 <= h.3 && l.4 <= h.4, "{l:?} vs {h:?}");
     // The same answer from `mcpguard policy diff` (exit 1: they differ, the other way).
     let o = d
@@ -343,22 +327,7 @@ fn learn_filesystem_server_finish_then_enforce() {
     assert!(!report.to_string().contains("SECRET"));
     assert!(refusals(&d, "ef1").is_empty(), "refused during enforcement: {:#?}", refusals(&d, "ef1"));
 
-    use mcpguard::grant::learn::diff::{Grants, only_in};
-    let v = std::collections::BTreeMap::from([("node_prefix".to_string(), node_prefix.display().to_string())]);
-    let learned = Grants::from(
-        &mcpguard::grant::policy::Policy::load(&out.join("baseline.toml")).unwrap().instantiate(&v).unwrap(),
-    )
-    .resolved();
-    let hand_p = mcpguard::grant::policy::Policy::load(&policy_dir().join("mcp-baseline-node.toml")).unwrap();
-    let hand = Grants::from(&hand_p.instantiate(&v).unwrap()).resolved();
-    let broader = only_in(&learned, &hand);
-    eprintln!(
-        "learned {:?} vs hand-written {:?}; learned-only: {broader:?}; hand-only: {:?}",
-        learned.counts(),
-        hand.counts(),
-        only_in(&hand, &learned)
-    );
-    assert!(broader.is_empty(), "learned baseline broader than the hand-written one: {broader:?}");
+    no_broader_than(&out.join("baseline.toml"), "mcp-baseline-node", "node_prefix", &node_prefix);
 }
 
 /// A Python installed under another prefix (`/opt/mcpg-py-ID/{bin,lib}`, copied from the system
@@ -541,4 +510,30 @@ fn learn_mcp_server_that_crashes_still_proposes() {
     let tools_toml = std::fs::read_to_string(out.join("tools.toml")).unwrap();
     assert!(tools_toml.contains("[tools.\"read_text_file\"]"), "{tools_toml}");
     mcpguard::grant::policy::Policy::load(&out.join("learned-tool-read_text_file.toml")).unwrap();
+}
+
+/// Entries a policy grants: (exec, read, write, connect, listen).
+type Counts = (usize, usize, usize, usize, usize);
+
+/// Asserts that the learned baseline grants nothing the shipped one `hand` does not, both
+/// instantiated with `var` = `value`; returns their entry counts (learned, hand-written).
+fn no_broader_than(learned: &Path, hand: &str, var: &str, value: &Path) -> (Counts, Counts) {
+    use mcpguard::grant::{
+        learn::diff::{Grants, only_in},
+        policy::Policy,
+    };
+    let v = std::collections::BTreeMap::from([(var.to_string(), value.display().to_string())]);
+    let learned = Grants::from(&Policy::load(learned).unwrap().instantiate(&v).unwrap()).resolved();
+    let hand =
+        Grants::from(&Policy::load(&policy_dir().join(format!("{hand}.toml"))).unwrap().instantiate(&v).unwrap())
+            .resolved();
+    let broader = only_in(&learned, &hand);
+    eprintln!(
+        "learned {:?} vs hand-written {:?}; learned-only: {broader:?}; hand-only: {:?}",
+        learned.counts(),
+        hand.counts(),
+        only_in(&hand, &learned)
+    );
+    assert!(broader.is_empty(), "learned baseline broader than the hand-written one: {broader:?}");
+    (learned.counts(), hand.counts())
 }
