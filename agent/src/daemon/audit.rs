@@ -66,15 +66,6 @@ fn timestamp_field(out: &mut Vec<u8>, ts: jiff::Timestamp) {
     let _ = write!(out, ",\"ts\":\"{ts:.6}\"");
 }
 
-/// The grant fields of an audit line.
-struct Joined<'a> {
-    task: Option<&'a str>,
-    policy: &'a str,
-    tool: Option<&'a str>,
-    call_id: Option<&'a str>,
-    labels: &'a [String],
-}
-
 /// Appends the audit JSON object for one kernel record (no newline) to `out`. `scratch` is a
 /// reusable buffer for the path. Fields, in order: `v`, `ts`, the session/grant join
 /// (`session`, `session_id`, `task`, `grant_id`, `policy`, `tool`, `call_id`, `command`), the
@@ -89,30 +80,8 @@ pub fn format_event(
     environment: Option<&str>,
 ) {
     let session = state.session_by_id(ev.session);
-    // The grant the kernel decided under: in force, held aside, or (an event drained just after
-    // its grant ended) lately ended.
-    let grant = session.and_then(|s| {
-        [s.task.as_ref(), s.base.as_ref(), s.orchestrator.as_ref()]
-            .into_iter()
-            .flatten()
-            .find(|g| g.id == ev.grant)
-            .map(|g| Joined {
-                task: g.task.as_deref(),
-                policy: &g.policy,
-                tool: g.tool.as_deref(),
-                call_id: g.call_id.as_deref(),
-                labels: &g.labels,
-            })
-            .or_else(|| {
-                s.ended.find(ev.grant).map(|g| Joined {
-                    task: g.task.as_deref(),
-                    policy: &g.policy,
-                    tool: g.tool.as_deref(),
-                    call_id: g.call_id.as_deref(),
-                    labels: &g.labels,
-                })
-            })
-    });
+    // The grant the kernel decided under.
+    let grant = session.and_then(|s| s.grant_names(ev.grant));
     out.push(b'{');
     field(out, "v", &AUDIT_FORMAT);
     timestamp_field(out, ts);

@@ -145,14 +145,8 @@ impl Learner {
             .entry(ev.grant)
             .or_insert_with(|| {
                 session
-                    .and_then(|s| {
-                        [s.task.as_ref(), s.base.as_ref(), s.orchestrator.as_ref()]
-                            .into_iter()
-                            .flatten()
-                            .find(|g| g.id == ev.grant)
-                            .map(|g| (g.tool.clone(), g.call_id.clone()))
-                            .or_else(|| s.ended.find(ev.grant).map(|g| (g.tool.clone(), g.call_id.clone())))
-                    })
+                    .and_then(|s| s.grant_names(ev.grant))
+                    .map(|g| (g.tool.map(str::to_owned), g.call_id.map(str::to_owned)))
                     .unwrap_or_default()
             })
             .clone();

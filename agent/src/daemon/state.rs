@@ -161,6 +161,44 @@ pub struct Session {
     pub binary_sha256: Option<String>,
 }
 
+/// The names of the grant a decision was made under, as the audit line and learning report
+/// them.
+pub struct GrantNames<'a> {
+    pub task: Option<&'a str>,
+    pub policy: &'a str,
+    pub tool: Option<&'a str>,
+    pub call_id: Option<&'a str>,
+    pub labels: &'a [String],
+}
+
+impl Session {
+    /// The grant `id`: in force, held aside, or (an event drained just after its grant ended)
+    /// lately ended.
+    #[must_use]
+    pub fn grant_names(&self, id: u64) -> Option<GrantNames<'_>> {
+        [self.task.as_ref(), self.base.as_ref(), self.orchestrator.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|g| g.id == id)
+            .map(|g| GrantNames {
+                task: g.task.as_deref(),
+                policy: &g.policy,
+                tool: g.tool.as_deref(),
+                call_id: g.call_id.as_deref(),
+                labels: &g.labels,
+            })
+            .or_else(|| {
+                self.ended.find(id).map(|g| GrantNames {
+                    task: g.task.as_deref(),
+                    policy: &g.policy,
+                    tool: g.tool.as_deref(),
+                    call_id: g.call_id.as_deref(),
+                    labels: &g.labels,
+                })
+            })
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct State {
     pub next_id: u64,
