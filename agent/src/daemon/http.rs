@@ -44,6 +44,12 @@ impl Health {
         self.events_beat.store(ms + 1, Ordering::Relaxed);
     }
 
+    /// Whether the event reader has turned its loop once.
+    #[must_use]
+    pub fn events_started(&self) -> bool {
+        self.events_beat.load(Ordering::Relaxed) > 0
+    }
+
     /// Records the control socket just bound at `path`.
     pub fn socket_bound(&self, path: &Path) -> std::io::Result<()> {
         let m = std::fs::symlink_metadata(path)?;

@@ -260,11 +260,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // And the event reader running: a client that sees the socket finds the daemon ready
+    // (`/readyz`), its decisions audited.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ev_thread = spawn_event_thread(d.clone(), rb, stop.clone())?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !d.health.events_started() {
+        if std::time::Instant::now() >= deadline || ev_thread.is_finished() {
+            anyhow::bail!("the event reader did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let listener = bind_socket(&cfg.socket)?;
     d.health.socket_bound(&cfg.socket).with_context(|| format!("reading back {}", cfg.socket.display()))?;
     log::info!("control socket {}", cfg.socket.display());
-    let stop = Arc::new(AtomicBool::new(false));
-    let ev_thread = spawn_event_thread(d.clone(), rb, stop.clone())?;
     let signal_thread = {
         let (d, stop) = (d.clone(), stop.clone());
         std::thread::Builder::new().name("signals".into()).spawn(move || crate::daemon::signals::run(&d, &stop))?
